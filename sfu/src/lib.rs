@@ -1,0 +1,1 @@
+//! Sotto SFU: skeleton.

@@ -1,0 +1,405 @@
+//! The messages of protocol v1. Every frame is one JSON object with a `type` tag; requests
+//! may carry a numeric `id` that the server echoes in its reply. See `PROTOCOL.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::bytes::{Blob, IdentityKey};
+use super::codes::ErrorCode;
+
+/// A room's id: chosen by the server, unguessable (128 random bits, base64url).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RoomId(pub String);
+
+/// The secret that admits a holder to a room (256 random bits, base64url).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InviteToken(pub String);
+
+impl std::fmt::Debug for InviteToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InviteToken(..)")
+    }
+}
+
+impl std::fmt::Display for RoomId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client frame: an optional request id plus the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Echoed in the server's reply (and in an error about this frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The message itself.
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+/// A server frame: the id of the request it answers (absent for pushed events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerFrame {
+    /// The `id` of the client frame this answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The message itself.
+    #[serde(flatten)]
+    pub message: ServerMessage,
+}
+
+/// Messages from a client to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The answer to `hello`: the chosen version and the signed challenge.
+    Auth(Auth),
+    /// Create a room; the creator joins it at once.
+    RoomCreate {
+        /// Lower the server's participant cap for this room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_participants: Option<u32>,
+    },
+    /// Join a room by id and invite token.
+    RoomJoin {
+        /// The room.
+        room_id: RoomId,
+        /// Its invite token.
+        invite_token: InviteToken,
+    },
+    /// Leave a room.
+    RoomLeave {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// An SDP offer for `to`.
+    Offer(Outgoing<Offer>),
+    /// An SDP answer for `to`.
+    Answer(Outgoing<Answer>),
+    /// A trickled ICE candidate for `to`.
+    Candidate(Outgoing<Candidate>),
+    /// End a call with `to`.
+    Hangup(Outgoing<Hangup>),
+    /// Publish this identity's key packages (opaque bytes).
+    KeyPackagesPublish {
+        /// One-time key packages, consumed one per fetch.
+        #[serde(default)]
+        key_packages: Vec<Blob>,
+        /// The last-resort package, handed out when no one-time package is left. Replaces
+        /// an earlier one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_resort: Option<Blob>,
+    },
+    /// Ask how many of this identity's own key packages remain.
+    KeyPackageCount {},
+    /// Take one key package of another identity.
+    KeyPackageFetch {
+        /// Whose.
+        identity: IdentityKey,
+    },
+    /// Queue an opaque envelope for an identity.
+    MailboxSend {
+        /// The recipient.
+        to: IdentityKey,
+        /// Ciphertext; the server never reads it.
+        envelope: Blob,
+    },
+    /// Acknowledge every delivered envelope with `message_id <= up_to`; they are deleted.
+    MailboxAck {
+        /// The highest message id the client has stored.
+        up_to: u64,
+    },
+}
+
+impl ClientMessage {
+    /// Every `type` a client may send.
+    pub const TYPES: &'static [&'static str] = &[
+        "auth",
+        "room_create",
+        "room_join",
+        "room_leave",
+        "offer",
+        "answer",
+        "candidate",
+        "hangup",
+        "key_packages_publish",
+        "key_package_count",
+        "key_package_fetch",
+        "mailbox_send",
+        "mailbox_ack",
+    ];
+
+    /// This message's `type` tag.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Auth(_) => "auth",
+            ClientMessage::RoomCreate { .. } => "room_create",
+            ClientMessage::RoomJoin { .. } => "room_join",
+            ClientMessage::RoomLeave { .. } => "room_leave",
+            ClientMessage::Offer(_) => "offer",
+            ClientMessage::Answer(_) => "answer",
+            ClientMessage::Candidate(_) => "candidate",
+            ClientMessage::Hangup(_) => "hangup",
+            ClientMessage::KeyPackagesPublish { .. } => "key_packages_publish",
+            ClientMessage::KeyPackageCount {} => "key_package_count",
+            ClientMessage::KeyPackageFetch { .. } => "key_package_fetch",
+            ClientMessage::MailboxSend { .. } => "mailbox_send",
+            ClientMessage::MailboxAck { .. } => "mailbox_ack",
+        }
+    }
+}
+
+/// `auth`: proves the client holds the private key of `identity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The protocol version the client will speak (one the server offered).
+    pub version: u32,
+    /// The client's Ed25519 public key.
+    pub identity: IdentityKey,
+    /// The challenge from `hello`, echoed.
+    pub challenge: Blob,
+    /// Ed25519 signature over [`super::auth_payload`].
+    pub signature: Blob,
+    /// An optional self-chosen name shown to room peers (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// A call-setup message addressed by the sender (`to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing<T> {
+    /// The recipient.
+    pub to: IdentityKey,
+    /// The payload.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// A call-setup message as the recipient sees it, stamped with the authenticated sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incoming<T> {
+    /// The authenticated sender.
+    pub from: IdentityKey,
+    /// The payload.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// An SDP offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Chosen by the caller; ties together every message of one call.
+    pub call_id: String,
+    /// The SDP.
+    pub sdp: String,
+    /// True when this offer restarts ICE on an established call.
+    #[serde(default)]
+    pub ice_restart: bool,
+}
+
+/// An SDP answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The call.
+    pub call_id: String,
+    /// The SDP.
+    pub sdp: String,
+}
+
+/// A trickled ICE candidate; an empty `candidate` marks the end of candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The call.
+    pub call_id: String,
+    /// The `candidate:` attribute value.
+    pub candidate: String,
+    /// The media section's mid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    /// The media section's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// The end of a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hangup {
+    /// The call.
+    pub call_id: String,
+    /// Why.
+    pub reason: HangupReason,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupReason {
+    /// A person hung up.
+    Normal,
+    /// The callee is in another call.
+    Busy,
+    /// The callee declined.
+    Declined,
+    /// Nobody answered in time.
+    NoAnswer,
+    /// Media could not be set up or was lost (ICE, DTLS, codecs).
+    Failed,
+    /// A reason this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A member of a room as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// Their identity.
+    pub identity: IdentityKey,
+    /// Their self-chosen name, if they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// A room presence change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    /// Joined the room.
+    Joined,
+    /// Left the room (or disconnected).
+    Left,
+}
+
+/// The limits a server enforces, announced in `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection.
+    pub rate_per_sec: u32,
+    /// Messages that may arrive at once above the sustained rate.
+    pub rate_burst: u32,
+    /// Silence after which the connection is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most participants any room may hold.
+    pub max_room_participants: u32,
+}
+
+/// Messages from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First frame on every connection: versions spoken and a fresh challenge.
+    Hello {
+        /// Protocol versions this server speaks.
+        versions: Vec<u32>,
+        /// This server's stable id; signed into `auth` so a signature is bound to it.
+        server_id: String,
+        /// 32 random bytes, valid for this connection only.
+        challenge: Blob,
+        /// Limits the server enforces.
+        limits: Limits,
+    },
+    /// Authentication succeeded; the version is fixed for the connection.
+    Welcome {
+        /// The protocol version in force.
+        version: u32,
+        /// The authenticated identity.
+        identity: IdentityKey,
+        /// Envelopes waiting in the mailbox; they follow as `envelope` messages.
+        mailbox_depth: u64,
+    },
+    /// A room was created; the creator is its first participant.
+    RoomCreated {
+        /// The room.
+        room_id: RoomId,
+        /// Give this to those who may join.
+        invite_token: InviteToken,
+        /// The room's participant cap.
+        max_participants: u32,
+    },
+    /// Joined a room.
+    RoomJoined {
+        /// The room.
+        room_id: RoomId,
+        /// Everyone in it, the joiner included.
+        participants: Vec<Participant>,
+    },
+    /// Left a room.
+    RoomLeft {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// Someone joined or left a room the client is in.
+    Presence {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        participant: Participant,
+        /// Joined or left.
+        state: PresenceState,
+    },
+    /// A relayed offer.
+    Offer(Incoming<Offer>),
+    /// A relayed answer.
+    Answer(Incoming<Answer>),
+    /// A relayed ICE candidate.
+    Candidate(Incoming<Candidate>),
+    /// A relayed hang-up.
+    Hangup(Incoming<Hangup>),
+    /// A call-setup message was handed to the recipient's connection.
+    Relayed {},
+    /// The count of this identity's key packages after a publish or count request.
+    KeyPackagesStored {
+        /// One-time packages left.
+        regular: u32,
+        /// Whether a last-resort package is stored.
+        last_resort: bool,
+    },
+    /// A key package of another identity.
+    KeyPackage {
+        /// Whose.
+        identity: IdentityKey,
+        /// The opaque package.
+        key_package: Blob,
+        /// True when this is the reusable last-resort package.
+        last_resort: bool,
+    },
+    /// An envelope is stored durably for the recipient.
+    MailboxAccepted {
+        /// Its id in the recipient's mailbox.
+        message_id: u64,
+    },
+    /// An envelope from the mailbox (delivered in id order; kept until acknowledged).
+    Envelope {
+        /// Increasing per recipient; acknowledge with `mailbox_ack`.
+        message_id: u64,
+        /// The opaque envelope.
+        envelope: Blob,
+    },
+    /// Envelopes up to `up_to` are deleted.
+    MailboxAcked {
+        /// The acknowledged id.
+        up_to: u64,
+        /// How many envelopes were deleted.
+        removed: u64,
+    },
+    /// A rejected message (or the reason the connection is about to close).
+    Error {
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// A sentence for humans.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// Shorthand for an `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}

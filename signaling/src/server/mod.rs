@@ -1,0 +1,204 @@
+//! The signaling server: HTTP routes (`GET /v1/ws`, `/health`, `/metrics`), shared state,
+//! start and shutdown. Each WebSocket is served by one task in [`connection`].
+
+mod config;
+mod connection;
+mod dispatch;
+mod hub;
+mod limiter;
+mod metrics;
+mod rooms;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use limiter::{FloodGuard, TokenBucket, Verdict};
+pub use metrics::Metrics;
+pub use rooms::{Joined, RoomError, Rooms};
+pub use store::{KeyPackageStock, MailboxFull, Store, StoreError, StoredEnvelope, TooManyKeyPackages};
+
+use hub::Hub;
+
+/// The server failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not be bound.
+    #[error("binding the listener: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub hub: Mutex<Hub>,
+    pub rooms: Mutex<Rooms>,
+    pub slots: Arc<Semaphore>,
+    pub next_conn_id: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    addr: SocketAddr,
+    server_id: String,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// This server's stable id (clients sign it into their authentication).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Close every connection (with `shutting_down`) and stop listening.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Open the store, bind the listener and serve in the background.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Metrics::new();
+    metrics
+        .mailbox_depth
+        .set(i64::try_from(store.mailbox_total()?).unwrap_or(i64::MAX));
+    let shared = Arc::new(Shared {
+        rooms: Mutex::new(Rooms::new(
+            config.max_room_participants,
+            config.max_rooms_per_identity,
+        )),
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        store: store.clone(),
+        metrics,
+        hub: Mutex::new(Hub::default()),
+        next_conn_id: AtomicU64::new(1),
+        shutdown: shutdown_rx.clone(),
+    });
+    tokio::spawn(expire_mailboxes(shared.clone()));
+    let router = Router::new()
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .with_state(shared);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stopped(&mut stop).await })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        server_id: store.server_id().to_owned(),
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+async fn ws_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        shared
+            .metrics
+            .connections_refused
+            .get_or_create(&vec![("reason", "server_full")])
+            .inc();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_full: the server is at its connection cap; try again later\n",
+        )
+            .into_response();
+    };
+    let limit = shared.config.max_message_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(shared.config.ws_buffer_bytes)
+        .on_upgrade(move |socket| connection::serve(shared, socket, permit))
+}
+
+async fn render_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+}
+
+/// Hours since the Unix epoch: the only time stored with an envelope.
+pub(crate) fn current_hour() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(secs / 3600).unwrap_or(i64::MAX)
+}
+
+/// Delete envelopes older than the retention period, at start and then hourly.
+async fn expire_mailboxes(shared: Arc<Shared>) {
+    let retention_hours = i64::try_from(shared.config.mailbox_retention.as_secs() / 3600)
+        .unwrap_or(i64::MAX);
+    let mut stop = shared.shutdown.clone();
+    loop {
+        let store = shared.store.clone();
+        let before = current_hour().saturating_sub(retention_hours);
+        let expired = tokio::task::spawn_blocking(move || store.mailbox_expire(before)).await;
+        match expired {
+            Ok(Ok(n)) => {
+                shared
+                    .metrics
+                    .mailbox_depth
+                    .dec_by(i64::try_from(n).unwrap_or(0));
+                if n > 0 {
+                    tracing::info!(expired = n, "deleted expired mailbox envelopes");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "mailbox expiry failed"),
+            Err(e) => tracing::warn!(error = %e, "mailbox expiry task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once shutdown has been requested (or the sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
