@@ -1,1 +1,144 @@
-fn main(){}
+//! `sotto`: the command-line client.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sotto_engine::data_dir::{DATA_DIR_ENV, default_data_dir};
+use sotto_engine::identity::{IDENTITY_FILE, Identity, fingerprint};
+use sotto_engine::{ClientConfig, SignalingClient};
+
+/// Sotto: private voice, video and text, end to end encrypted.
+///
+/// Your identity is a key pair kept on this machine: no phone number, no e-mail, no
+/// account. Create one with `sotto id new`, then share the id it prints with the people
+/// you want to reach.
+#[derive(Debug, Parser)]
+#[command(name = "sotto", version, about, long_about, after_help = EXAMPLES)]
+struct Cli {
+    /// Where Sotto keeps your identity and data [default: $XDG_DATA_HOME/sotto or
+    /// ~/.local/share/sotto]
+    #[arg(long, global = true, env = DATA_DIR_ENV, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  sotto id new --name Ada        create your identity (a key pair in a 0600 file)
+  sotto id show                  print your id and fingerprint
+  sotto check --server ws://127.0.0.1:7000/v1/ws
+                                 authenticate to a signaling server";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or show your identity.
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Connect to a signaling server, authenticate, and report.
+    Check {
+        /// The server's WebSocket URL.
+        #[arg(
+            long,
+            env = "SOTTO_SERVER",
+            default_value = "ws://127.0.0.1:7000/v1/ws"
+        )]
+        server: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdCommand {
+    /// Create a new identity (refuses to replace an existing one without --force).
+    New {
+        /// A display name others see in rooms (optional, at most 64 characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing identity. The old one is gone for good.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show your id, fingerprint and display name.
+    Show {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let identity_path = data_dir.join(IDENTITY_FILE);
+    match cli.command {
+        Command::Id(IdCommand::New { name, force }) => {
+            let identity = Identity::generate(name)?;
+            identity.save(&identity_path, force)?;
+            println!("Created your identity in {}", identity_path.display());
+            print_identity(&identity);
+            println!();
+            println!("Share your id with people who should reach you. Keep the file private:");
+            println!("whoever holds it can act as you.");
+        }
+        Command::Id(IdCommand::Show { json }) => {
+            let identity = Identity::load(&identity_path)?;
+            if json {
+                let out = serde_json::json!({
+                    "id": identity.public().to_string(),
+                    "fingerprint": identity.fingerprint(),
+                    "display_name": identity.display_name(),
+                });
+                println!("{out}");
+            } else {
+                print_identity(&identity);
+            }
+        }
+        Command::Check { server } => {
+            let identity = Arc::new(Identity::load(&identity_path)?);
+            let client = SignalingClient::connect(ClientConfig::new(&server), identity.clone())
+                .await
+                .with_context(|| format!("checking {server}"))?;
+            println!("Authenticated to {server}");
+            println!("  server id:     {}", client.server_id());
+            println!(
+                "  as:            {} ({})",
+                identity.public(),
+                fingerprint(&identity.public())
+            );
+            println!(
+                "  mailbox:       {} envelope(s) waiting",
+                client.mailbox_depth_at_connect()
+            );
+            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn print_identity(identity: &Identity) {
+    println!("  id:            {}", identity.public());
+    println!("  fingerprint:   {}", identity.fingerprint());
+    if let Some(name) = identity.display_name() {
+        println!("  display name:  {name}");
+    }
+}
