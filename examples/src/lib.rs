@@ -1,1 +1,4 @@
-//! ex
+//! Runnable examples of Sotto. Each example's logic lives here as a function so the
+//! tests in `examples/tests/` run exactly what `cargo run --example ...` runs.
+
+pub mod signaling_demo;

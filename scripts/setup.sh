@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what Sotto needs to build and test on Debian 12 (or a close relative):
+# the C toolchain and -dev packages the workspace links against, and a Rust toolchain
+# if none is on PATH. Safe to run again: it installs only what is missing.
+# With CI=1 (as .ci/run sets) it always refreshes the package lists first.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config cmake   # C builds: bundled SQLite now, libopus later
+  libasound2-dev                     # ALSA headers for cpal (audio devices)
+  ca-certificates curl git
+)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${CI:-}" = "1" ] || [ ${#missing[@]} -gt 0 ]; then
+  $sudo apt-get update
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+cargo --version
