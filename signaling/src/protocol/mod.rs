@@ -11,11 +11,11 @@ mod messages;
 
 pub use bytes::{Blob, IdentityKey, IdentityParseError, decode_b64, encode_b64};
 pub use codes::{ErrorCode, close};
+pub use messages::InviteToken;
 pub use messages::{
     Answer, Auth, Candidate, ClientFrame, ClientMessage, Hangup, HangupReason, Incoming, Limits,
     Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame, ServerMessage,
 };
-pub use messages::InviteToken;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

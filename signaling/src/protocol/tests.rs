@@ -67,7 +67,11 @@ fn parse_classifies_what_is_wrong() {
         ("{not json", ErrorCode::MalformedJson, None),
         ("[1,2]", ErrorCode::InvalidMessage, None),
         (r#"{"id":3}"#, ErrorCode::MissingType, Some(3)),
-        (r#"{"id":4,"type":"teleport"}"#, ErrorCode::UnknownType, Some(4)),
+        (
+            r#"{"id":4,"type":"teleport"}"#,
+            ErrorCode::UnknownType,
+            Some(4),
+        ),
         (
             r#"{"id":5,"type":"room_join","room_id":"x"}"#,
             ErrorCode::InvalidMessage,
@@ -78,7 +82,11 @@ fn parse_classifies_what_is_wrong() {
             ErrorCode::InvalidMessage,
             Some(6),
         ),
-        (r#"{"id":-1,"type":"room_create"}"#, ErrorCode::InvalidMessage, None),
+        (
+            r#"{"id":-1,"type":"room_create"}"#,
+            ErrorCode::InvalidMessage,
+            None,
+        ),
     ];
     for (text, code, id) in cases {
         let err = parse_client_frame(text).unwrap_err();
@@ -150,7 +158,10 @@ fn protocol_md_examples_are_valid() {
         assert_eq!(reencoded, original, "example does not round-trip: {block}");
     }
     for kind in ClientMessage::TYPES {
-        assert!(client_types.contains(*kind), "PROTOCOL.md lacks a `{kind}` example");
+        assert!(
+            client_types.contains(*kind),
+            "PROTOCOL.md lacks a `{kind}` example"
+        );
     }
     for kind in [
         "hello",
@@ -171,6 +182,9 @@ fn protocol_md_examples_are_valid() {
         "mailbox_acked",
         "error",
     ] {
-        assert!(server_types.contains(kind), "PROTOCOL.md lacks a server `{kind}` example");
+        assert!(
+            server_types.contains(kind),
+            "PROTOCOL.md lacks a server `{kind}` example"
+        );
     }
 }

@@ -24,7 +24,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Directory for the SQLite store (mailbox, key-package directory). Created if missing.
-    #[arg(long, env = "SOTTO_SIGNALING_DATA_DIR", default_value = "sotto-signaling-data")]
+    #[arg(
+        long,
+        env = "SOTTO_SIGNALING_DATA_DIR",
+        default_value = "sotto-signaling-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Largest WebSocket message accepted, in bytes; a bigger one closes the connection
@@ -58,19 +62,35 @@ pub struct Config {
     pub auth_timeout: Duration,
 
     /// Most simultaneous WebSocket connections; more are refused with HTTP 503.
-    #[arg(long, env = "SOTTO_SIGNALING_MAX_CONNECTIONS", default_value_t = 20_000)]
+    #[arg(
+        long,
+        env = "SOTTO_SIGNALING_MAX_CONNECTIONS",
+        default_value_t = 20_000
+    )]
     pub max_connections: usize,
 
     /// Most participants in one room.
-    #[arg(long, env = "SOTTO_SIGNALING_MAX_ROOM_PARTICIPANTS", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "SOTTO_SIGNALING_MAX_ROOM_PARTICIPANTS",
+        default_value_t = 50
+    )]
     pub max_room_participants: u32,
 
     /// Most rooms one identity may be in at once.
-    #[arg(long, env = "SOTTO_SIGNALING_MAX_ROOMS_PER_IDENTITY", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "SOTTO_SIGNALING_MAX_ROOMS_PER_IDENTITY",
+        default_value_t = 16
+    )]
     pub max_rooms_per_identity: usize,
 
     /// Most envelopes queued for one identity.
-    #[arg(long, env = "SOTTO_SIGNALING_MAILBOX_MAX_ENVELOPES", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SOTTO_SIGNALING_MAILBOX_MAX_ENVELOPES",
+        default_value_t = 10_000
+    )]
     pub mailbox_max_envelopes: u64,
 
     /// Envelopes never acknowledged are deleted after this long.

@@ -50,7 +50,11 @@ pub(crate) struct Conn {
 }
 
 /// Serve one upgraded WebSocket until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, mut socket: WebSocket, permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut socket: WebSocket,
+    permit: OwnedSemaphorePermit,
+) {
     shared.metrics.connections.inc();
     shared.metrics.connections_accepted.inc();
     let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
@@ -61,7 +65,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut socket: WebSocket, permit: Ow
         challenge: rand::random(),
         identity: None,
         display_name: None,
-        guard: FloodGuard::new(config.rate_per_sec, config.rate_burst, config.max_strikes, now),
+        guard: FloodGuard::new(
+            config.rate_per_sec,
+            config.rate_burst,
+            config.max_strikes,
+            now,
+        ),
         push_tx,
         mailbox: Arc::new(Notify::new()),
         replaced: Arc::new(Notify::new()),
@@ -89,7 +98,8 @@ impl Conn {
         let config = self.shared.config.clone();
         let started = tokio::time::Instant::now();
         let mut last_heard = started;
-        let mut ping = tokio::time::interval_at(started + config.ping_interval, config.ping_interval);
+        let mut ping =
+            tokio::time::interval_at(started + config.ping_interval, config.ping_interval);
         let mut shutdown = self.shared.shutdown.clone();
         let replaced = self.replaced.clone();
         let mailbox = self.mailbox.clone();
@@ -97,9 +107,21 @@ impl Conn {
             let idle = last_heard + config.idle_timeout;
             let auth = started + config.auth_timeout;
             let (deadline, timeout) = if self.identity.is_none() && auth <= idle {
-                (auth, (ErrorCode::AuthTimeout, "the client did not authenticate in time"))
+                (
+                    auth,
+                    (
+                        ErrorCode::AuthTimeout,
+                        "the client did not authenticate in time",
+                    ),
+                )
             } else {
-                (idle, (ErrorCode::IdleTimeout, "nothing heard from the client within the idle timeout"))
+                (
+                    idle,
+                    (
+                        ErrorCode::IdleTimeout,
+                        "nothing heard from the client within the idle timeout",
+                    ),
+                )
             };
             let flow = tokio::select! {
                 _ = super::stopped(&mut shutdown) => {
@@ -159,8 +181,13 @@ impl Conn {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
             Some(Ok(Message::Binary(_))) => {
                 self.shared.metrics.message("invalid");
-                self.reject(socket, None, ErrorCode::InvalidMessage, "protocol v1 uses text frames only")
-                    .await
+                self.reject(
+                    socket,
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "protocol v1 uses text frames only",
+                )
+                .await
             }
             Some(Ok(Message::Text(text))) => self.on_text(socket, text.as_str()).await,
         }
@@ -246,7 +273,9 @@ impl Conn {
         if let Some(name) = &auth.display_name
             && let Err(why) = validate_display_name(name)
         {
-            return self.reject(socket, id, ErrorCode::InvalidMessage, why).await;
+            return self
+                .reject(socket, id, ErrorCode::InvalidMessage, why)
+                .await;
         }
         self.identity = Some(auth.identity);
         self.display_name = auth.display_name;
@@ -316,17 +345,28 @@ impl Conn {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "store operation failed");
-                Err(Flow::Close(ErrorCode::Internal, "the server's store failed".into()))
+                Err(Flow::Close(
+                    ErrorCode::Internal,
+                    "the server's store failed".into(),
+                ))
             }
             Err(e) => {
                 tracing::error!(error = %e, "store task failed");
-                Err(Flow::Close(ErrorCode::Internal, "the server's store failed".into()))
+                Err(Flow::Close(
+                    ErrorCode::Internal,
+                    "the server's store failed".into(),
+                ))
             }
         }
     }
 
     /// Serialize and send one frame.
-    pub(crate) async fn send(&self, socket: &mut WebSocket, id: Option<u64>, message: ServerMessage) -> Flow {
+    pub(crate) async fn send(
+        &self,
+        socket: &mut WebSocket,
+        id: Option<u64>,
+        message: ServerMessage,
+    ) -> Flow {
         if let ServerMessage::Error { code, .. } = &message {
             self.shared.metrics.error(*code);
         }
@@ -348,11 +388,14 @@ impl Conn {
         if self.guard.strike(Instant::now()) == Verdict::Disconnect {
             return abusive();
         }
-        self.send(socket, id, ServerMessage::error(code, message)).await
+        self.send(socket, id, ServerMessage::error(code, message))
+            .await
     }
 
     async fn close(&self, socket: &mut WebSocket, code: ErrorCode, message: String) {
-        let _ = self.send(socket, None, ServerMessage::error(code, message)).await;
+        let _ = self
+            .send(socket, None, ServerMessage::error(code, message))
+            .await;
         let frame = CloseFrame {
             code: code.close_code(),
             reason: code.as_str().into(),
@@ -377,7 +420,12 @@ impl Conn {
             hub.unregister(&me, self.conn_id);
         }
         for (room_id, participant, notify) in left {
-            self.broadcast_presence(room_id, participant, crate::protocol::PresenceState::Left, &notify);
+            self.broadcast_presence(
+                room_id,
+                participant,
+                crate::protocol::PresenceState::Left,
+                &notify,
+            );
         }
     }
 }
@@ -387,7 +435,9 @@ pub(crate) fn encode(id: Option<u64>, message: ServerMessage) -> Utf8Bytes {
     let frame = ServerFrame { id, message };
     // Serializing these plain structs cannot fail; fall back to an internal error frame.
     serde_json::to_string(&frame)
-        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned())
+        .unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
+        })
         .into()
 }
 

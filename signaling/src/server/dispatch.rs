@@ -23,31 +23,67 @@ impl Conn {
     ) -> Flow {
         let reply = match message {
             // Handled before dispatch; kept for exhaustiveness.
-            ClientMessage::Auth(_) => Err((ErrorCode::AlreadyAuthenticated, "already authenticated".into())),
-            ClientMessage::RoomCreate { max_participants } => self.room_create(me, max_participants),
+            ClientMessage::Auth(_) => Err((
+                ErrorCode::AlreadyAuthenticated,
+                "already authenticated".into(),
+            )),
+            ClientMessage::RoomCreate { max_participants } => {
+                self.room_create(me, max_participants)
+            }
             ClientMessage::RoomJoin {
                 room_id,
                 invite_token,
             } => self.room_join(me, room_id, invite_token),
             ClientMessage::RoomLeave { room_id } => self.room_leave(me, room_id),
-            ClientMessage::Offer(m) => self.relay(m.to, ServerMessage::Offer(Incoming { from: me, body: m.body })),
-            ClientMessage::Answer(m) => self.relay(m.to, ServerMessage::Answer(Incoming { from: me, body: m.body })),
-            ClientMessage::Candidate(m) => {
-                self.relay(m.to, ServerMessage::Candidate(Incoming { from: me, body: m.body }))
-            }
-            ClientMessage::Hangup(m) => self.relay(m.to, ServerMessage::Hangup(Incoming { from: me, body: m.body })),
+            ClientMessage::Offer(m) => self.relay(
+                m.to,
+                ServerMessage::Offer(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
+            ClientMessage::Answer(m) => self.relay(
+                m.to,
+                ServerMessage::Answer(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
+            ClientMessage::Candidate(m) => self.relay(
+                m.to,
+                ServerMessage::Candidate(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
+            ClientMessage::Hangup(m) => self.relay(
+                m.to,
+                ServerMessage::Hangup(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
             ClientMessage::KeyPackagesPublish {
                 key_packages,
                 last_resort,
             } => {
                 let cap = self.shared.config.max_key_packages;
                 let regular: Vec<Vec<u8>> = key_packages.into_iter().map(|b| b.0).collect();
-                if regular.iter().chain(last_resort.as_ref().map(|b| &b.0)).any(Vec::is_empty) {
-                    Err((ErrorCode::InvalidMessage, "a key package may not be empty".into()))
+                if regular
+                    .iter()
+                    .chain(last_resort.as_ref().map(|b| &b.0))
+                    .any(Vec::is_empty)
+                {
+                    Err((
+                        ErrorCode::InvalidMessage,
+                        "a key package may not be empty".into(),
+                    ))
                 } else {
                     let last_resort = last_resort.map(|b| b.0);
                     match self
-                        .db(move |s| s.key_packages_publish(&me, &regular, last_resort.as_deref(), cap))
+                        .db(move |s| {
+                            s.key_packages_publish(&me, &regular, last_resort.as_deref(), cap)
+                        })
                         .await
                     {
                         Err(flow) => return flow,
@@ -62,13 +98,15 @@ impl Conn {
                     }
                 }
             }
-            ClientMessage::KeyPackageCount {} => match self.db(move |s| s.key_package_stock(&me)).await {
-                Err(flow) => return flow,
-                Ok(stock) => Ok(ServerMessage::KeyPackagesStored {
-                    regular: stock.regular,
-                    last_resort: stock.last_resort,
-                }),
-            },
+            ClientMessage::KeyPackageCount {} => {
+                match self.db(move |s| s.key_package_stock(&me)).await {
+                    Err(flow) => return flow,
+                    Ok(stock) => Ok(ServerMessage::KeyPackagesStored {
+                        regular: stock.regular,
+                        last_resort: stock.last_resort,
+                    }),
+                }
+            }
             ClientMessage::KeyPackageFetch { identity } => {
                 match self.db(move |s| s.key_package_take(&identity)).await {
                     Err(flow) => return flow,
@@ -85,11 +123,17 @@ impl Conn {
             }
             ClientMessage::MailboxSend { to, envelope } => {
                 if envelope.is_empty() {
-                    Err((ErrorCode::InvalidMessage, "an envelope may not be empty".into()))
+                    Err((
+                        ErrorCode::InvalidMessage,
+                        "an envelope may not be empty".into(),
+                    ))
                 } else {
                     let cap = self.shared.config.mailbox_max_envelopes;
                     let hour = current_hour();
-                    match self.db(move |s| s.mailbox_push(&to, &envelope.0, hour, cap)).await {
+                    match self
+                        .db(move |s| s.mailbox_push(&to, &envelope.0, hour, cap))
+                        .await
+                    {
                         Err(flow) => return flow,
                         Ok(Err(MailboxFull)) => Err((
                             ErrorCode::MailboxFull,
@@ -131,7 +175,10 @@ impl Conn {
         };
         match reply {
             Ok(message) => self.send(socket, id, message).await,
-            Err((code, text)) => self.send(socket, id, ServerMessage::error(code, text)).await,
+            Err((code, text)) => {
+                self.send(socket, id, ServerMessage::error(code, text))
+                    .await
+            }
         }
     }
 
@@ -142,12 +189,21 @@ impl Conn {
         }
     }
 
-    fn room_create(&self, me: IdentityKey, cap: Option<u32>) -> Result<ServerMessage, (ErrorCode, String)> {
+    fn room_create(
+        &self,
+        me: IdentityKey,
+        cap: Option<u32>,
+    ) -> Result<ServerMessage, (ErrorCode, String)> {
         let room_id = RoomId(encode_b64(&rand::random::<[u8; 16]>()));
         let invite_token = InviteToken(encode_b64(&rand::random::<[u8; 32]>()));
         let mut rooms = self.shared.rooms.lock().map_err(|_| internal())?;
         let max_participants = rooms
-            .create(self.me_as_participant(me), room_id.clone(), invite_token.clone(), cap)
+            .create(
+                self.me_as_participant(me),
+                room_id.clone(),
+                invite_token.clone(),
+                cap,
+            )
             .map_err(|e| (e.code, e.message.to_owned()))?;
         self.shared.metrics.rooms.set(rooms.len() as i64);
         Ok(ServerMessage::RoomCreated {
@@ -169,17 +225,28 @@ impl Conn {
                 .join(self.me_as_participant(me), &room_id, &token)
                 .map_err(|e| (e.code, e.message.to_owned()))?
         };
-        self.broadcast_presence(room_id.clone(), self.me_as_participant(me), PresenceState::Joined, &joined.notify);
+        self.broadcast_presence(
+            room_id.clone(),
+            self.me_as_participant(me),
+            PresenceState::Joined,
+            &joined.notify,
+        );
         Ok(ServerMessage::RoomJoined {
             room_id,
             participants: joined.participants,
         })
     }
 
-    fn room_leave(&self, me: IdentityKey, room_id: RoomId) -> Result<ServerMessage, (ErrorCode, String)> {
+    fn room_leave(
+        &self,
+        me: IdentityKey,
+        room_id: RoomId,
+    ) -> Result<ServerMessage, (ErrorCode, String)> {
         let (participant, notify) = {
             let mut rooms = self.shared.rooms.lock().map_err(|_| internal())?;
-            let left = rooms.leave(&me, &room_id).map_err(|e| (e.code, e.message.to_owned()))?;
+            let left = rooms
+                .leave(&me, &room_id)
+                .map_err(|e| (e.code, e.message.to_owned()))?;
             self.shared.metrics.rooms.set(rooms.len() as i64);
             left
         };
@@ -216,7 +283,11 @@ impl Conn {
         }
     }
 
-    fn relay(&self, to: IdentityKey, message: ServerMessage) -> Result<ServerMessage, (ErrorCode, String)> {
+    fn relay(
+        &self,
+        to: IdentityKey,
+        message: ServerMessage,
+    ) -> Result<ServerMessage, (ErrorCode, String)> {
         let call_id = match &message {
             ServerMessage::Offer(m) => m.body.call_id.as_str(),
             ServerMessage::Answer(m) => m.body.call_id.as_str(),

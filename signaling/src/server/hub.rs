@@ -47,7 +47,11 @@ impl Hub {
 
     /// Forget a session, unless a newer one has already replaced it.
     pub fn unregister(&mut self, identity: &IdentityKey, conn_id: u64) {
-        if self.sessions.get(identity).is_some_and(|h| h.conn_id == conn_id) {
+        if self
+            .sessions
+            .get(identity)
+            .is_some_and(|h| h.conn_id == conn_id)
+        {
             self.sessions.remove(identity);
         }
     }

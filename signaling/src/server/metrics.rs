@@ -47,7 +47,11 @@ impl Metrics {
         let mailbox_depth = Gauge::default();
         let rooms = Gauge::default();
         let dropped_events = Counter::default();
-        registry.register("connections", "Open WebSocket connections", connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
         registry.register(
             "authenticated_connections",
             "Authenticated WebSocket connections",
@@ -63,9 +67,17 @@ impl Metrics {
             "Connections refused before the upgrade",
             connections_refused.clone(),
         );
-        registry.register("messages", "Client messages received by type", messages.clone());
+        registry.register(
+            "messages",
+            "Client messages received by type",
+            messages.clone(),
+        );
         registry.register("errors", "Error replies sent by code", errors.clone());
-        registry.register("mailbox_depth", "Envelopes queued in all mailboxes", mailbox_depth.clone());
+        registry.register(
+            "mailbox_depth",
+            "Envelopes queued in all mailboxes",
+            mailbox_depth.clone(),
+        );
         registry.register("rooms", "Live rooms", rooms.clone());
         registry.register(
             "dropped_events",
@@ -93,7 +105,9 @@ impl Metrics {
 
     /// Count one error reply.
     pub fn error(&self, code: ErrorCode) {
-        self.errors.get_or_create(&vec![("code", code.as_str())]).inc();
+        self.errors
+            .get_or_create(&vec![("code", code.as_str())])
+            .inc();
     }
 
     /// The exposition text.

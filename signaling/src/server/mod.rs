@@ -27,7 +27,9 @@ pub use config::Config;
 pub use limiter::{FloodGuard, TokenBucket, Verdict};
 pub use metrics::Metrics;
 pub use rooms::{Joined, RoomError, Rooms};
-pub use store::{KeyPackageStock, MailboxFull, Store, StoreError, StoredEnvelope, TooManyKeyPackages};
+pub use store::{
+    KeyPackageStock, MailboxFull, Store, StoreError, StoredEnvelope, TooManyKeyPackages,
+};
 
 use hub::Hub;
 
@@ -171,8 +173,8 @@ pub(crate) fn current_hour() -> i64 {
 
 /// Delete envelopes older than the retention period, at start and then hourly.
 async fn expire_mailboxes(shared: Arc<Shared>) {
-    let retention_hours = i64::try_from(shared.config.mailbox_retention.as_secs() / 3600)
-        .unwrap_or(i64::MAX);
+    let retention_hours =
+        i64::try_from(shared.config.mailbox_retention.as_secs() / 3600).unwrap_or(i64::MAX);
     let mut stop = shared.shutdown.clone();
     loop {
         let store = shared.store.clone();

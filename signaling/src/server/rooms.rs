@@ -232,7 +232,9 @@ mod tests {
     fn room(rooms: &mut Rooms, creator: u8, cap: Option<u32>) -> (RoomId, InviteToken) {
         let id = RoomId(format!("room-{creator}"));
         let token = InviteToken(format!("token-{creator}"));
-        rooms.create(p(creator), id.clone(), token.clone(), cap).unwrap();
+        rooms
+            .create(p(creator), id.clone(), token.clone(), cap)
+            .unwrap();
         (id, token)
     }
 
@@ -241,9 +243,15 @@ mod tests {
         let mut rooms = Rooms::new(10, 4);
         let (id, token) = room(&mut rooms, 1, None);
         let wrong = InviteToken("token-x".into());
-        assert_eq!(rooms.join(p(2), &id, &wrong).unwrap_err().code, ErrorCode::InviteInvalid);
+        assert_eq!(
+            rooms.join(p(2), &id, &wrong).unwrap_err().code,
+            ErrorCode::InviteInvalid
+        );
         let missing = RoomId("nope".into());
-        assert_eq!(rooms.join(p(2), &missing, &token).unwrap_err(), INVITE_INVALID);
+        assert_eq!(
+            rooms.join(p(2), &missing, &token).unwrap_err(),
+            INVITE_INVALID
+        );
         let joined = rooms.join(p(2), &id, &token).unwrap();
         assert_eq!(joined.participants, vec![p(1), p(2)]);
         assert_eq!(joined.notify, vec![p(1).identity]);
@@ -256,7 +264,10 @@ mod tests {
         let mut rooms = Rooms::new(3, 2);
         let (id, token) = room(&mut rooms, 1, Some(2));
         rooms.join(p(2), &id, &token).unwrap();
-        assert_eq!(rooms.join(p(3), &id, &token).unwrap_err().code, ErrorCode::RoomFull);
+        assert_eq!(
+            rooms.join(p(3), &id, &token).unwrap_err().code,
+            ErrorCode::RoomFull
+        );
         // The creator may not raise the cap above the server's.
         let id9 = RoomId("nine".into());
         let cap = rooms.create(p(9), id9, InviteToken("t".into()), Some(1000));
@@ -275,11 +286,17 @@ mod tests {
         let (me, notify) = rooms.leave(&p(1).identity, &id).unwrap();
         assert_eq!(me, p(1));
         assert_eq!(notify, vec![p(2).identity]);
-        assert_eq!(rooms.leave(&p(1).identity, &id).unwrap_err().code, ErrorCode::NotInRoom);
+        assert_eq!(
+            rooms.leave(&p(1).identity, &id).unwrap_err().code,
+            ErrorCode::NotInRoom
+        );
         let gone = rooms.leave_all(&p(2).identity);
         assert_eq!(gone.len(), 1);
         assert!(gone[0].2.is_empty());
         assert!(rooms.is_empty());
-        assert_eq!(rooms.join(p(3), &id, &token).unwrap_err().code, ErrorCode::InviteInvalid);
+        assert_eq!(
+            rooms.join(p(3), &id, &token).unwrap_err().code,
+            ErrorCode::InviteInvalid
+        );
     }
 }

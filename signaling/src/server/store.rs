@@ -197,7 +197,10 @@ impl Store {
         let conn = self.lock()?;
         let removed = conn.execute(
             "DELETE FROM mailbox WHERE recipient = ?1 AND message_id <= ?2",
-            params![recipient.as_bytes(), i64::try_from(up_to).unwrap_or(i64::MAX)],
+            params![
+                recipient.as_bytes(),
+                i64::try_from(up_to).unwrap_or(i64::MAX)
+            ],
         )?;
         Ok(removed as u64)
     }
@@ -335,9 +338,15 @@ mod tests {
         assert_eq!(store.mailbox_push(&a, b"one", 0, 2).unwrap(), Ok(1));
         assert_eq!(store.mailbox_push(&b, b"x", 0, 2).unwrap(), Ok(1));
         assert_eq!(store.mailbox_push(&a, b"two", 0, 2).unwrap(), Ok(2));
-        assert_eq!(store.mailbox_push(&a, b"three", 0, 2).unwrap(), Err(MailboxFull));
+        assert_eq!(
+            store.mailbox_push(&a, b"three", 0, 2).unwrap(),
+            Err(MailboxFull)
+        );
         let got = store.mailbox_after(&a, 0, 10).unwrap();
-        assert_eq!(got.iter().map(|e| e.message_id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            got.iter().map(|e| e.message_id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(store.mailbox_after(&a, 1, 10).unwrap()[0].envelope, b"two");
         assert_eq!(store.mailbox_ack(&a, 1).unwrap(), 1);
         assert_eq!(store.mailbox_depth(&a).unwrap(), 1);
@@ -358,15 +367,41 @@ mod tests {
             .key_packages_publish(&owner, &[b"k1".to_vec(), b"k2".to_vec()], Some(b"lr"), 3)
             .unwrap()
             .unwrap();
-        assert_eq!(stock, KeyPackageStock { regular: 2, last_resort: true });
-        let too_many = store.key_packages_publish(&owner, &[vec![1], vec![2]], None, 3).unwrap();
+        assert_eq!(
+            stock,
+            KeyPackageStock {
+                regular: 2,
+                last_resort: true
+            }
+        );
+        let too_many = store
+            .key_packages_publish(&owner, &[vec![1], vec![2]], None, 3)
+            .unwrap();
         assert_eq!(too_many, Err(TooManyKeyPackages));
-        assert_eq!(store.key_package_take(&owner).unwrap(), Some((b"k1".to_vec(), false)));
-        assert_eq!(store.key_package_take(&owner).unwrap(), Some((b"k2".to_vec(), false)));
-        assert_eq!(store.key_package_take(&owner).unwrap(), Some((b"lr".to_vec(), true)));
-        assert_eq!(store.key_package_take(&owner).unwrap(), Some((b"lr".to_vec(), true)));
+        assert_eq!(
+            store.key_package_take(&owner).unwrap(),
+            Some((b"k1".to_vec(), false))
+        );
+        assert_eq!(
+            store.key_package_take(&owner).unwrap(),
+            Some((b"k2".to_vec(), false))
+        );
+        assert_eq!(
+            store.key_package_take(&owner).unwrap(),
+            Some((b"lr".to_vec(), true))
+        );
+        assert_eq!(
+            store.key_package_take(&owner).unwrap(),
+            Some((b"lr".to_vec(), true))
+        );
         assert_eq!(store.key_package_take(&IdentityKey([6; 32])).unwrap(), None);
         let stock = store.key_package_stock(&owner).unwrap();
-        assert_eq!(stock, KeyPackageStock { regular: 0, last_resort: true });
+        assert_eq!(
+            stock,
+            KeyPackageStock {
+                regular: 0,
+                last_resort: true
+            }
+        );
     }
 }
