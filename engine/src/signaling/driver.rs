@@ -19,6 +19,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::{Backoff, CallSignal, ClientConfig, ClientError, Event};
 use crate::identity::Identity;
 
+/// How long closing the old socket may take before reconnecting anyway.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) type Reply = oneshot::Sender<Result<ServerMessage, ClientError>>;
 
@@ -87,7 +90,10 @@ pub(crate) async fn open(
 async fn open_inner(config: &ClientConfig, identity: &Identity) -> Result<Session, ClientError> {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes));
+        .max_frame_size(Some(config.max_message_bytes))
+        // Signaling frames are small; tungstenite's 128 KiB default read buffer would
+        // dominate the memory of a process holding many clients (the load bench).
+        .read_buffer_size(16 * 1024);
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(&config.url, Some(ws_config), true)
             .await
@@ -211,6 +217,8 @@ impl Driver {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         loop {
             let end = self.serve(&mut session).await;
+            // Answer (or send) the close frame so the server can let go at once.
+            let _ = tokio::time::timeout(CLOSE_WAIT, session.ws.close(None)).await;
             for (_, pending) in self.pending.drain() {
                 match pending {
                     Pending::Caller(reply) | Pending::Join(reply, ..) => {
@@ -220,10 +228,7 @@ impl Driver {
                 }
             }
             match end {
-                End::ClientClosed => {
-                    let _ = session.ws.close(None).await;
-                    return;
-                }
+                End::ClientClosed => return,
                 End::Fatal(code, message) => {
                     let _ = self.events.send(Event::Closed { code, message });
                     return;

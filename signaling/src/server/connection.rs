@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -23,6 +23,8 @@ use crate::protocol::{
 const MAILBOX_WINDOW: usize = 128;
 /// Frames other connections may queue for this one before it counts as too slow.
 const PUSH_QUEUE: usize = 256;
+/// After the server sends a close frame, how long it waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Whether the connection goes on after handling something.
 pub(crate) enum Flow {
@@ -78,14 +80,22 @@ pub(crate) async fn serve(
         inflight: VecDeque::new(),
         shared: shared.clone(),
     };
-    conn.run(&mut socket, push_rx).await;
+    let closed_by_us = conn.run(&mut socket, push_rx).await;
     conn.cleanup();
+    if closed_by_us {
+        finish_closing_handshake(&mut socket).await;
+    }
     shared.metrics.connections.dec();
     drop(permit);
 }
 
 impl Conn {
-    async fn run(&mut self, socket: &mut WebSocket, mut push_rx: mpsc::Receiver<Utf8Bytes>) {
+    /// Returns true when the server ended the connection (and sent a close frame).
+    async fn run(
+        &mut self,
+        socket: &mut WebSocket,
+        mut push_rx: mpsc::Receiver<Utf8Bytes>,
+    ) -> bool {
         let hello = ServerMessage::Hello {
             versions: vec![PROTOCOL_VERSION],
             server_id: self.shared.store.server_id().to_owned(),
@@ -93,7 +103,7 @@ impl Conn {
             limits: self.shared.config.limits(),
         };
         if !matches!(self.send(socket, None, hello).await, Flow::Continue) {
-            return;
+            return false;
         }
         let config = self.shared.config.clone();
         let started = tokio::time::Instant::now();
@@ -148,10 +158,10 @@ impl Conn {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::Gone => return,
+                Flow::Gone => return false,
                 Flow::Close(code, message) => {
                     self.close(socket, code, message).await;
-                    return;
+                    return true;
                 }
             }
         }
@@ -408,17 +418,20 @@ impl Conn {
             return;
         };
         self.shared.metrics.authenticated.dec();
+        let still_current = match self.shared.hub.lock() {
+            Ok(mut hub) => hub.unregister(&me, self.conn_id),
+            Err(_) => true,
+        };
+        // Room membership belongs to the identity: when a newer connection of the same
+        // identity has taken over, it keeps the rooms (and nobody sees a `left`).
         let left = match self.shared.rooms.lock() {
-            Ok(mut rooms) => {
+            Ok(mut rooms) if still_current => {
                 let left = rooms.leave_all(&me);
                 self.shared.metrics.rooms.set(rooms.len() as i64);
                 left
             }
-            Err(_) => Vec::new(),
+            _ => Vec::new(),
         };
-        if let Ok(mut hub) = self.shared.hub.lock() {
-            hub.unregister(&me, self.conn_id);
-        }
         for (room_id, participant, notify) in left {
             self.broadcast_presence(
                 room_id,
@@ -439,6 +452,22 @@ pub(crate) fn encode(id: Option<u64>, message: ServerMessage) -> Utf8Bytes {
             r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
         })
         .into()
+}
+
+/// After our close frame: read and discard until the client's close frame or the end of
+/// the stream, for at most [`CLOSE_LINGER`]. Dropping a socket with unread input makes the
+/// kernel reset the connection and discard what is still queued for the client, which
+/// would lose the `error` and close frame just sent (a flooding client always has unread
+/// input).
+async fn finish_closing_handshake(socket: &mut WebSocket) {
+    let drain = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 fn abusive() -> Flow {

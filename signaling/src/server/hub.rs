@@ -46,13 +46,17 @@ impl Hub {
     }
 
     /// Forget a session, unless a newer one has already replaced it.
-    pub fn unregister(&mut self, identity: &IdentityKey, conn_id: u64) {
+    /// Returns false when it had been replaced (the identity is connected elsewhere).
+    pub fn unregister(&mut self, identity: &IdentityKey, conn_id: u64) -> bool {
         if self
             .sessions
             .get(identity)
             .is_some_and(|h| h.conn_id == conn_id)
         {
             self.sessions.remove(identity);
+            true
+        } else {
+            false
         }
     }
 

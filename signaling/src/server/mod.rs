@@ -20,6 +20,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -56,12 +57,18 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// How long [`RunningServer::shutdown`] waits for open connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A server running in this process.
 pub struct RunningServer {
     addr: SocketAddr,
     server_id: String,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Held one per open connection until its task ends.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 impl RunningServer {
@@ -80,13 +87,18 @@ impl RunningServer {
         &self.server_id
     }
 
-    /// Close every connection (with `shutting_down`) and stop listening.
+    /// Close every connection (with `shutting_down`) and stop listening. Returns once
+    /// every connection task has ended (at most [`SHUTDOWN_GRACE`] after the listener),
+    /// so a process that exits next has sent every client its close frame.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        match self.task.await {
+        let served = match self.task.await {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
-        }
+        };
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.slots.acquire_many(all)).await;
+        served
     }
 }
 
@@ -100,12 +112,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     metrics
         .mailbox_depth
         .set(i64::try_from(store.mailbox_total()?).unwrap_or(i64::MAX));
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let max_connections = config.max_connections;
     let shared = Arc::new(Shared {
         rooms: Mutex::new(Rooms::new(
             config.max_room_participants,
             config.max_rooms_per_identity,
         )),
-        slots: Arc::new(Semaphore::new(config.max_connections)),
+        slots: slots.clone(),
         config,
         store: store.clone(),
         metrics,
@@ -119,6 +133,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .with_state(shared);
+    // Signaling frames are small and latency-sensitive: send each at once (no Nagle), so
+    // an error and close frame written just before a connection is dropped are on the
+    // wire before the kernel resets it.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -130,6 +152,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         server_id: store.server_id().to_owned(),
         shutdown: shutdown_tx,
         task,
+        slots,
+        max_connections,
     })
 }
 

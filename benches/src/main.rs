@@ -1,0 +1,245 @@
+//! `sotto-bench`: Sotto's whole-system benchmarks.
+//!
+//! Today the signaling load benches (see `benches/signaling.sh`, which builds release,
+//! pins this process to CPU 1 and raises the open-files limit):
+//!
+//! ```text
+//! taskset -c 1 target/release/sotto-bench signaling-idle --connections 10000
+//! taskset -c 1 target/release/sotto-bench signaling-relay --rate 5000 --duration 10s
+//! ```
+//!
+//! Each starts the real `sotto-signaling` binary as a child pinned to CPU 0, measures,
+//! stops it, and prints a human summary (and a JSON line with `--json`).
+
+mod signaling;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use signaling::client::ClientKind;
+use signaling::idle::{self, IdleOptions};
+use signaling::relay::{self, RelayOptions};
+use signaling::server::ServerSpec;
+
+/// Sotto's whole-system benchmarks. Run them on a quiet machine; see BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(name = "sotto-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// How many idle authenticated connections one signaling server holds, and its RSS.
+    SignalingIdle(IdleArgs),
+    /// Relay latency between two clients at a steady message rate.
+    SignalingRelay(RelayArgs),
+}
+
+/// The server under test.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The `sotto-signaling` binary (build it with --release).
+    #[arg(long, default_value = "target/release/sotto-signaling")]
+    server_bin: PathBuf,
+    /// CPU list for `taskset -c` when starting the server; `none` leaves it unpinned.
+    #[arg(long, default_value = "0")]
+    server_cpu: String,
+    /// The server's --ws-buffer-bytes (its default when absent).
+    #[arg(long)]
+    ws_buffer_bytes: Option<usize>,
+    /// Another argument for the server (repeatable), e.g. --server-arg=--ping-interval=5s.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Print the report as one JSON line too.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ServerArgs {
+    fn spec(&self, max_connections: usize, rate_per_sec: u32, rate_burst: u32) -> ServerSpec {
+        ServerSpec {
+            bin: self.server_bin.clone(),
+            cpu: (self.server_cpu != "none").then(|| self.server_cpu.clone()),
+            max_connections,
+            rate_per_sec,
+            rate_burst,
+            ws_buffer_bytes: self.ws_buffer_bytes,
+            extra_args: self.server_args.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Which client holds the connections.
+    #[arg(long, value_enum, default_value_t = ClientKind::Engine)]
+    client: ClientKind,
+    /// Pause after the last connection before measuring (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Also record RSS when this many connections are open (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,7500")]
+    checkpoints: Vec<usize>,
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Messages per second from A to B.
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
+    /// How long to measure (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long to send before measuring.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// A's send tick; each tick sends what is due (5 messages per 1 ms at 5,000/s).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    tick: Duration,
+    /// Idle authenticated connections to hold during the run.
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+    /// Which client holds them.
+    #[arg(long, value_enum, default_value_t = ClientKind::Engine)]
+    client: ClientKind,
+    /// Handshakes in flight at once while opening them.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The server's per-connection --rate-per-sec (default: twice --rate).
+    #[arg(long)]
+    rate_per_sec: Option<u32>,
+    /// The server's per-connection --rate-burst (default: --rate).
+    #[arg(long)]
+    rate_burst: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::SignalingIdle(args) => {
+            if args.connections == 0 {
+                bail!("--connections must be at least 1");
+            }
+            let options = IdleOptions {
+                server: args.server.spec(args.connections.max(20_000) + 16, 50, 100),
+                connections: args.connections,
+                concurrency: args.concurrency,
+                client: args.client,
+                settle: args.settle,
+                checkpoints: args.checkpoints,
+            };
+            eprintln!(
+                "signaling-idle: opening {} connections",
+                options.connections
+            );
+            let report = idle::run(&options).await?;
+            println!("{report}");
+            if args.server.json {
+                println!("{}", serde_json::to_string(&report).context("JSON report")?);
+            }
+        }
+        Command::SignalingRelay(args) => {
+            if args.rate == 0 || args.tick.is_zero() {
+                bail!("--rate and --tick must be positive");
+            }
+            let options = RelayOptions {
+                server: args.server.spec(
+                    args.idle_connections.max(20_000) + 16,
+                    args.rate_per_sec.unwrap_or(args.rate.saturating_mul(2)),
+                    args.rate_burst.unwrap_or(args.rate),
+                ),
+                rate: args.rate,
+                duration: args.duration,
+                warmup: args.warmup,
+                tick: args.tick,
+                idle_connections: args.idle_connections,
+                idle_client: args.client,
+                concurrency: args.concurrency,
+                drain: Duration::from_secs(5),
+            };
+            eprintln!(
+                "signaling-relay: {}/s for {:?} (+{:?} warm-up), {} idle connections",
+                options.rate, options.duration, options.warmup, options.idle_connections
+            );
+            let report = relay::run(&options).await?;
+            println!("{report}");
+            if args.server.json {
+                println!("{}", serde_json::to_string(&report).context("JSON report")?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `10s`, `1500ms`, `250us`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 10s or 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (s, ms, us, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "sotto-bench",
+            "signaling-relay",
+            "--rate",
+            "5000",
+            "--duration",
+            "10s",
+            "--server-arg=--ping-interval=5s",
+        ])
+        .unwrap();
+        let Command::SignalingRelay(args) = cli.command else {
+            panic!("wrong subcommand");
+        };
+        assert_eq!(args.server.server_args, ["--ping-interval=5s"]);
+        assert_eq!(args.rate, 5000);
+    }
+}
