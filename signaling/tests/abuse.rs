@@ -377,3 +377,50 @@ async fn same_identity_again_replaces_the_old_session_4005() {
     assert_eq!(hangup.from, identity_of(&key(200)));
     bystander.assert_served().await;
 }
+
+/// A client that stops reading cannot hold its connection task forever: once one frame
+/// to it cannot be written within `send_timeout`, the server drops it.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let (server, mut bystander) = server_with_bystander(|c| {
+        c.max_message_bytes = 1 << 20;
+        c.rate_burst = 1000;
+        c.send_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let stalled_key = key(77);
+    // Logs in, then never reads again: everything the server sends piles up.
+    let stalled = Client::login(&server.url(), &stalled_key, None).await;
+    let mut sender = Client::login(&server.url(), &key(78), None).await;
+    // 120 envelopes of 700 kB (84 MB) are far more than loopback socket buffers hold,
+    // and the mailbox pump pushes up to 128 of them without waiting for an ack.
+    for i in 0..120u8 {
+        let reply = sender
+            .request(ClientMessage::MailboxSend {
+                to: identity_of(&stalled_key),
+                envelope: vec![i; 700_000].into(),
+            })
+            .await;
+        assert!(
+            matches!(reply.message, ServerMessage::MailboxAccepted { .. }),
+            "{reply:?}"
+        );
+    }
+    // Wait (failure guard only) until only the bystander and the sender are left.
+    let mut authenticated = None;
+    for _ in 0..200 {
+        let (_, text) = http_get(server.addr(), "/metrics").await;
+        authenticated = common::metric(&text, "sotto_signaling_authenticated_connections");
+        if authenticated == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        authenticated,
+        Some(2.0),
+        "the stalled client was never dropped"
+    );
+    drop(stalled);
+    bystander.assert_served().await;
+}

@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "SOTTO_SIGNALING_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
+    /// Drop a connection when one frame to it cannot be written for this long (the
+    /// client stopped reading).
+    #[arg(long, env = "SOTTO_SIGNALING_SEND_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub send_timeout: Duration,
+
     /// Close a connection that has not authenticated within this time.
     #[arg(long, env = "SOTTO_SIGNALING_AUTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
@@ -118,6 +123,7 @@ impl Config {
             max_strikes: 50,
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(10),
             max_connections: 20_000,
             max_room_participants: 50,

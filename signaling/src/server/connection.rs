@@ -145,15 +145,9 @@ impl Conn {
                     last_heard = tokio::time::Instant::now();
                     self.on_incoming(socket, incoming).await
                 }
-                Some(frame) = push_rx.recv() => match socket.send(Message::Text(frame)).await {
-                    Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Gone,
-                },
+                Some(frame) = push_rx.recv() => send_or_give_up(socket, Message::Text(frame), self.shared.config.send_timeout).await,
                 _ = mailbox.notified(), if self.identity.is_some() => self.pump_mailbox(socket).await,
-                _ = ping.tick() => match socket.send(Message::Ping(Default::default())).await {
-                    Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Gone,
-                },
+                _ = ping.tick() => send_or_give_up(socket, Message::Ping(Default::default()), self.shared.config.send_timeout).await,
                 _ = tokio::time::sleep_until(deadline) => Flow::Close(timeout.0, timeout.1.into()),
             };
             match flow {
@@ -381,10 +375,7 @@ impl Conn {
             self.shared.metrics.error(*code);
         }
         let text = encode(id, message);
-        match socket.send(Message::Text(text)).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Gone,
-        }
+        send_or_give_up(socket, Message::Text(text), self.shared.config.send_timeout).await
     }
 
     /// Answer a bad message with an error and count a strike against the client.
@@ -410,7 +401,12 @@ impl Conn {
             code: code.close_code(),
             reason: code.as_str().into(),
         };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = send_or_give_up(
+            socket,
+            Message::Close(Some(frame)),
+            self.shared.config.send_timeout,
+        )
+        .await;
     }
 
     fn cleanup(&self) {
@@ -452,6 +448,15 @@ pub(crate) fn encode(id: Option<u64>, message: ServerMessage) -> Utf8Bytes {
             r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
         })
         .into()
+}
+
+/// Send one frame; a client that does not read for `send_timeout` (its TCP window stays
+/// full) is dropped, so it cannot stall its task, the idle timeout or shutdown.
+async fn send_or_give_up(socket: &mut WebSocket, message: Message, limit: Duration) -> Flow {
+    match tokio::time::timeout(limit, socket.send(message)).await {
+        Ok(Ok(())) => Flow::Continue,
+        Ok(Err(_)) | Err(_) => Flow::Gone,
+    }
 }
 
 /// After our close frame: read and discard until the client's close frame or the end of
