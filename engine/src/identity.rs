@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sotto_signaling::protocol::{IdentityKey, decode_b64, encode_b64, validate_display_name};
+use sotto_signaling::protocol::{
+    Auth, Blob, IdentityKey, PROTOCOL_VERSION, auth_payload, decode_b64, encode_b64,
+    validate_display_name,
+};
 
 /// File name of the identity inside a data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -104,6 +107,19 @@ impl Identity {
     /// Sign `message` (Ed25519).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
+    }
+
+    /// The `auth` answer to a signaling server's `hello`: a signature over the server's id
+    /// and this connection's challenge (see PROTOCOL.md), with the display name.
+    pub fn signaling_auth(&self, server_id: &str, challenge: Blob) -> Auth {
+        let signature = self.sign(&auth_payload(server_id, challenge.as_bytes()));
+        Auth {
+            version: PROTOCOL_VERSION,
+            identity: self.public(),
+            challenge,
+            signature: signature.to_vec().into(),
+            display_name: self.display_name.clone(),
+        }
     }
 
     /// A short fingerprint for people to compare by eye: the first 80 bits of

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use sotto_engine::{ClientConfig, Event, Identity, SignalingClient};
 use sotto_signaling::protocol::{
-    Auth, ClientFrame, ClientMessage, PROTOCOL_VERSION, ServerFrame, ServerMessage, auth_payload,
+    ClientFrame, ClientMessage, PROTOCOL_VERSION, ServerFrame, ServerMessage,
 };
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -65,16 +65,9 @@ pub async fn raw_connect(url: &str, identity: &Identity, read_buffer: usize) -> 
         }
         other => bail!("expected hello, got {}", kind(&other)),
     };
-    let signature = identity.sign(&auth_payload(&server_id, challenge.as_bytes()));
     let auth = ClientFrame {
         id: Some(0),
-        message: ClientMessage::Auth(Auth {
-            version: PROTOCOL_VERSION,
-            identity: identity.public(),
-            challenge,
-            signature: signature.to_vec().into(),
-            display_name: None,
-        }),
+        message: ClientMessage::Auth(identity.signaling_auth(&server_id, challenge)),
     };
     let text = serde_json::to_string(&auth).context("encoding auth")?;
     ws.send(Message::Text(text.into()))

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sotto_signaling::protocol::{
-    Auth, ClientFrame, ClientMessage, ErrorCode, InviteToken, PROTOCOL_VERSION, RoomId,
-    ServerFrame, ServerMessage, auth_payload, close,
+    ClientFrame, ClientMessage, ErrorCode, InviteToken, PROTOCOL_VERSION, RoomId, ServerFrame,
+    ServerMessage, close,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -127,16 +127,9 @@ async fn open_inner(config: &ClientConfig, identity: &Identity) -> Result<Sessio
             got: server_id,
         });
     }
-    let signature = identity.sign(&auth_payload(&server_id, challenge.as_bytes()));
     let auth = ClientFrame {
         id: Some(0),
-        message: ClientMessage::Auth(Auth {
-            version: PROTOCOL_VERSION,
-            identity: identity.public(),
-            challenge,
-            signature: signature.to_vec().into(),
-            display_name: identity.display_name().map(str::to_owned),
-        }),
+        message: ClientMessage::Auth(identity.signaling_auth(&server_id, challenge)),
     };
     send_frame(&mut ws, &auth).await?;
     match next_frame(&mut ws).await?.message {
