@@ -5,6 +5,7 @@
 //! the key-package directory and the mailbox, and reconnects with backoff. Audio, WebRTC
 //! transport and end-to-end encryption arrive with later issues (see DESIGN.md).
 
+pub mod audio;
 pub mod data_dir;
 pub mod identity;
 pub mod signaling;

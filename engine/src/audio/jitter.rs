@@ -1,0 +1,340 @@
+//! The adaptive jitter buffer, sans-IO: packets go in with their arrival time, and the
+//! playout clock pulls one decision per frame with the current time. No tokio, no clock.
+//!
+//! In the spirit of WebRTC's NetEq (not its code): the target delay comes from a high
+//! percentile of the observed relative arrival delay; it grows at once when packets
+//! arrive late and shrinks slowly; the buffer reorders, drops duplicates and late packets,
+//! and keeps its delay near the target by dropping frames (accelerate) when it holds too
+//! much — preferring quiet frames — and by concealment when it runs dry. Decoding (Opus,
+//! FEC, PLC) is the caller's: this module only says which one to do.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// RTP clock rate of the audio (Opus always uses 48 kHz).
+pub const CLOCK_RATE: u32 = 48_000;
+
+/// Tuning of the buffer.
+#[derive(Debug, Clone)]
+pub struct JitterConfig {
+    /// Duration of one frame (the pull period).
+    pub frame: Duration,
+    /// Lowest target delay.
+    pub min_delay: Duration,
+    /// Highest target delay (and the most the buffer holds).
+    pub max_delay: Duration,
+    /// Percentile of the relative arrival delay the target covers (0..1).
+    pub percentile: f64,
+    /// How far back arrivals count for the estimate.
+    pub window: Duration,
+    /// How fast the target may fall, in milliseconds per second.
+    pub shrink_ms_per_sec: f64,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        JitterConfig {
+            frame: Duration::from_millis(20),
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(1000),
+            percentile: 0.95,
+            window: Duration::from_secs(10),
+            shrink_ms_per_sec: 20.0,
+        }
+    }
+}
+
+/// One received packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp (48 kHz).
+    pub timestamp: u32,
+    /// The encoded frame.
+    pub payload: Vec<u8>,
+    /// True when the frame is quiet (DTX, or a low RFC 6464 audio level): dropping it to
+    /// catch up is inaudible.
+    pub quiet: bool,
+}
+
+/// What became of an inserted packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Buffered for playout.
+    Accepted,
+    /// Already buffered: dropped.
+    Duplicate,
+    /// Its playout time has passed: dropped (and counted as late).
+    Late,
+}
+
+/// What to play for the next frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing yet: the buffer is filling up to its target before playout starts.
+    Waiting,
+    /// Decode this packet normally.
+    Play(Packet),
+    /// The packet is missing but the next one is here: decode the in-band FEC of `next`.
+    Fec {
+        /// The packet after the missing one (it stays buffered for its own turn).
+        next: Packet,
+    },
+    /// The packet is missing: run the decoder's loss concealment.
+    Conceal,
+}
+
+/// Counters, as the call summary and the bench report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JitterStats {
+    /// Packets in the buffer now.
+    pub buffered: usize,
+    /// Buffered audio now, in ms.
+    pub current_delay_ms: f64,
+    /// The delay the buffer aims for, in ms.
+    pub target_delay_ms: f64,
+    /// Frames played from packets.
+    pub played: u64,
+    /// Frames rebuilt from the next packet's FEC.
+    pub fec: u64,
+    /// Lost frames concealed by PLC (FEC and expansion not included).
+    pub concealed: u64,
+    /// Audio not played from its own packet (FEC, PLC and expansion), in ms.
+    pub concealed_ms: f64,
+    /// Packets that arrived after their playout time.
+    pub late: u64,
+    /// Packets that never arrived before their time (FEC and PLC frames).
+    pub lost: u64,
+    /// Duplicate packets dropped.
+    pub duplicate: u64,
+    /// Concealment frames played while waiting for a packet that may still come
+    /// (stretching time: underrun, or building up delay after the target grew).
+    pub expanded: u64,
+    /// Frames dropped to bring the delay down.
+    pub accelerated: u64,
+}
+
+/// The buffer.
+pub struct JitterBuffer {
+    config: JitterConfig,
+    /// Buffered packets by extended sequence number.
+    packets: BTreeMap<u64, Packet>,
+    /// Highest extended sequence number seen (for unwrapping).
+    highest: Option<u64>,
+    /// Next extended sequence number to play; `None` until playout starts.
+    next: Option<u64>,
+    /// (arrival, transit = arrival − send time) of recent packets, in ms.
+    arrivals: VecDeque<(Instant, f64)>,
+    /// The first arrival and its RTP timestamp: the origin of both clocks.
+    origin: Option<(Instant, u32)>,
+    target_ms: f64,
+    last_pull: Option<Instant>,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new(config: JitterConfig) -> Self {
+        let target_ms = ms(config.min_delay).max(ms(config.frame));
+        JitterBuffer {
+            config,
+            packets: BTreeMap::new(),
+            highest: None,
+            next: None,
+            arrivals: VecDeque::new(),
+            origin: None,
+            target_ms,
+            last_pull: None,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> JitterStats {
+        JitterStats {
+            buffered: self.packets.len(),
+            current_delay_ms: self.current_delay_ms(),
+            target_delay_ms: self.target_ms,
+            ..self.stats
+        }
+    }
+
+    /// Extend a 16-bit sequence number to 64 bits around the highest seen.
+    fn extend(&mut self, seq: u16) -> u64 {
+        let Some(highest) = self.highest else {
+            // Start well above zero so reordering before the first packet cannot underflow.
+            let ext = (1u64 << 32) + u64::from(seq);
+            self.highest = Some(ext);
+            return ext;
+        };
+        let base = highest & !0xffff;
+        let candidates = [base.wrapping_sub(0x1_0000), base, base + 0x1_0000];
+        let ext = candidates
+            .into_iter()
+            .map(|b| b + u64::from(seq))
+            .min_by_key(|c| c.abs_diff(highest))
+            .unwrap_or(base + u64::from(seq));
+        if ext > highest {
+            self.highest = Some(ext);
+        }
+        ext
+    }
+
+    /// Take in a packet that arrived at `now`.
+    pub fn insert(&mut self, packet: Packet, now: Instant) -> Inserted {
+        let ext = self.extend(packet.seq);
+        self.observe_arrival(packet.timestamp, now);
+        if self.next.is_some_and(|next| ext < next) {
+            self.stats.late += 1;
+            return Inserted::Late;
+        }
+        if self.packets.contains_key(&ext) {
+            self.stats.duplicate += 1;
+            return Inserted::Duplicate;
+        }
+        self.packets.insert(ext, packet);
+        // Never hold more than the maximum delay: drop the oldest beyond it.
+        let max_packets = (ms(self.config.max_delay) / ms(self.config.frame)).ceil() as usize;
+        while self.packets.len() > max_packets.max(1) {
+            if let Some((seq, _)) = self.packets.pop_first() {
+                self.stats.accelerated += 1;
+                if let Some(next) = self.next.as_mut() {
+                    *next = (*next).max(seq + 1);
+                }
+            }
+        }
+        Inserted::Accepted
+    }
+
+    /// Update the delay estimate with one arrival.
+    fn observe_arrival(&mut self, timestamp: u32, now: Instant) {
+        let (origin_at, origin_ts) = *self.origin.get_or_insert((now, timestamp));
+        // Send time relative to the first packet, from the RTP clock (valid for ±12 h).
+        let ticks = timestamp.wrapping_sub(origin_ts) as i32;
+        let sent_ms = f64::from(ticks) * 1000.0 / f64::from(CLOCK_RATE);
+        let arrived_ms = ms(now.saturating_duration_since(origin_at));
+        self.arrivals.push_back((now, arrived_ms - sent_ms));
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.config.window)
+        {
+            self.arrivals.pop_front();
+        }
+        // Grow at once: the target covers this packet's delay, however rare. The
+        // percentile only decides how far the target may shrink back.
+        let min = self
+            .arrivals
+            .iter()
+            .map(|(_, t)| *t)
+            .fold(f64::INFINITY, f64::min);
+        let needed = (arrived_ms - sent_ms - min + ms(self.config.frame))
+            .clamp(ms(self.config.min_delay), ms(self.config.max_delay));
+        if needed > self.target_ms {
+            self.target_ms = needed;
+        }
+    }
+
+    /// The delay that covers `percentile` of recent arrivals, plus one frame.
+    fn estimate_ms(&self) -> f64 {
+        let Some(min) = self.arrivals.iter().map(|(_, t)| *t).reduce(f64::min) else {
+            return self.target_ms;
+        };
+        let mut relative: Vec<f64> = self.arrivals.iter().map(|(_, t)| t - min).collect();
+        relative.sort_by(f64::total_cmp);
+        let index = ((relative.len() - 1) as f64 * self.config.percentile).round() as usize;
+        let jitter = relative.get(index).copied().unwrap_or(0.0);
+        (jitter + ms(self.config.frame)).clamp(ms(self.config.min_delay), ms(self.config.max_delay))
+    }
+
+    /// Audio buffered ahead of the playout point, in ms.
+    fn current_delay_ms(&self) -> f64 {
+        let Some((first, _)) = self.packets.first_key_value() else {
+            return 0.0;
+        };
+        let last = self.packets.last_key_value().map_or(*first, |(k, _)| *k);
+        let from = self.next.unwrap_or(*first).min(*first);
+        (last + 1 - from) as f64 * ms(self.config.frame)
+    }
+
+    /// The playout clock asks what to play for the next frame.
+    pub fn pull(&mut self, now: Instant) -> Decision {
+        if let Some(last) = self.last_pull {
+            let elapsed = ms(now.saturating_duration_since(last)) / 1000.0;
+            let estimate = self.estimate_ms();
+            if estimate < self.target_ms {
+                // Shrink slowly.
+                self.target_ms =
+                    (self.target_ms - self.config.shrink_ms_per_sec * elapsed).max(estimate);
+            }
+        }
+        self.last_pull = Some(now);
+        let next = match self.next {
+            Some(next) => next,
+            None => {
+                let Some((&first, _)) = self.packets.first_key_value() else {
+                    return Decision::Waiting;
+                };
+                if self.current_delay_ms() < self.target_ms {
+                    return Decision::Waiting;
+                }
+                first
+            }
+        };
+        // Too much buffered: drop frames, quiet ones first, to come back to the target.
+        let mut next = next;
+        while self.current_delay_ms_from(next) > self.target_ms + 2.0 * ms(self.config.frame) {
+            // Only frames that are here are dropped; a missing one is the loss logic's.
+            let Some(quiet) = self.packets.get(&next).map(|p| p.quiet) else {
+                break;
+            };
+            let far_over = self.current_delay_ms_from(next) > 2.0 * self.target_ms;
+            if !(quiet || far_over) {
+                break;
+            }
+            self.packets.remove(&next);
+            self.stats.accelerated += 1;
+            next += 1;
+        }
+        if let Some(packet) = self.packets.remove(&next) {
+            self.next = Some(next + 1);
+            self.stats.played += 1;
+            return Decision::Play(packet);
+        }
+        self.stats.concealed_ms += ms(self.config.frame);
+        if self.current_delay_ms_from(next) < self.target_ms {
+            // The packet may still come: stretch time with concealment and wait for it,
+            // which also builds the delay up to a target that just grew.
+            self.next = Some(next);
+            self.stats.expanded += 1;
+            return Decision::Conceal;
+        }
+        // Enough is buffered behind it that it is overdue: count it lost and move on.
+        self.next = Some(next + 1);
+        self.stats.lost += 1;
+        if let Some(following) = self.packets.get(&(next + 1)) {
+            self.stats.fec += 1;
+            return Decision::Fec {
+                next: following.clone(),
+            };
+        }
+        self.stats.concealed += 1;
+        Decision::Conceal
+    }
+
+    fn current_delay_ms_from(&self, from: u64) -> f64 {
+        match self.packets.last_key_value() {
+            Some((&last, _)) if last >= from => (last + 1 - from) as f64 * ms(self.config.frame),
+            _ => 0.0,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+#[path = "jitter_tests.rs"]
+mod tests;

@@ -1,0 +1,277 @@
+//! Jitter-buffer tests driven by scripted arrival traces and injected time.
+
+use super::*;
+
+const FRAME_MS: u64 = 20;
+
+/// One packet of a trace: sequence number, send time (ms) and arrival time (ms).
+#[derive(Clone, Copy)]
+struct Arrival {
+    seq: u64,
+    sent_ms: f64,
+    arrive_ms: f64,
+}
+
+/// A sender producing one 20 ms frame per `period_ms` of real time (20.0 for an exact
+/// clock), over the network delay `delay(seq)`; `None` drops the packet.
+fn trace(count: u64, period_ms: f64, delay: impl Fn(u64) -> Option<f64>) -> Vec<Arrival> {
+    let mut out: Vec<Arrival> = (0..count)
+        .filter_map(|seq| {
+            let sent_ms = seq as f64 * period_ms;
+            delay(seq).map(|d| Arrival {
+                seq,
+                sent_ms,
+                arrive_ms: sent_ms + d,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.arrive_ms.total_cmp(&b.arrive_ms));
+    out
+}
+
+struct Run {
+    decisions: Vec<(u64, Decision)>,
+    /// The target delay after each pull.
+    targets: Vec<f64>,
+    buffer: JitterBuffer,
+    inserted: Vec<Inserted>,
+}
+
+impl Run {
+    /// Sequence numbers played, in playout order.
+    fn played(&self) -> Vec<u16> {
+        self.decisions
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Decision::Play(p) => Some(p.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, f: impl Fn(&Decision) -> bool) -> usize {
+        self.decisions.iter().filter(|(_, d)| f(d)).count()
+    }
+}
+
+/// Feed the trace and pull every 20 ms of the receiver's clock for `duration_ms`. The
+/// sequence numbers start near the 16-bit wrap so every test crosses it.
+fn run(arrivals: &[Arrival], duration_ms: u64, quiet: impl Fn(u64) -> bool) -> Run {
+    let t0 = Instant::now();
+    let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
+    let mut buffer = JitterBuffer::new(JitterConfig::default());
+    let mut decisions = Vec::new();
+    let mut targets = Vec::new();
+    let mut inserted = Vec::new();
+    let mut next_arrival = 0;
+    let mut pull_ms = 0;
+    while pull_ms <= duration_ms {
+        while next_arrival < arrivals.len() && arrivals[next_arrival].arrive_ms <= pull_ms as f64 {
+            let a = arrivals[next_arrival];
+            let packet = Packet {
+                seq: (65_500 + a.seq) as u16,
+                timestamp: (a.sent_ms * 48.0).round() as u64 as u32,
+                payload: a.seq.to_be_bytes().to_vec(),
+                quiet: quiet(a.seq),
+            };
+            inserted.push(buffer.insert(packet, at(a.arrive_ms)));
+            next_arrival += 1;
+        }
+        decisions.push((pull_ms, buffer.pull(at(pull_ms as f64))));
+        targets.push(buffer.stats().target_delay_ms);
+        pull_ms += FRAME_MS;
+    }
+    Run {
+        decisions,
+        targets,
+        buffer,
+        inserted,
+    }
+}
+
+/// No frame plays twice and playout never goes backwards (also across the seq wrap).
+fn assert_monotonic(run: &Run) {
+    let played = run.played();
+    for pair in played.windows(2) {
+        let step = pair[1].wrapping_sub(pair[0]);
+        assert!(
+            (1..1000).contains(&step),
+            "played {} after {}",
+            pair[1],
+            pair[0]
+        );
+    }
+}
+
+#[test]
+fn steady_stream_plays_every_frame_at_the_minimum_delay() {
+    let arrivals = trace(500, 20.0, |_| Some(30.0));
+    let run = run(&arrivals, 10_200, |_| false);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert_eq!(stats.lost, 0);
+    assert_eq!(stats.concealed, 0);
+    assert_eq!(run.played().len(), 500);
+    assert!(stats.target_delay_ms <= 40.0, "{stats:?}");
+}
+
+#[test]
+fn reordering_is_absorbed_without_concealment() {
+    // Every other pair swaps: odd packets take 25 ms longer.
+    let arrivals = trace(500, 20.0, |seq| {
+        Some(if seq % 2 == 1 { 55.0 } else { 30.0 })
+    });
+    let run = run(&arrivals, 11_000, |_| false);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert_eq!(run.played().len(), 500, "{stats:?}");
+    assert_eq!(stats.lost, 0);
+    assert!(
+        stats.target_delay_ms >= 40.0,
+        "target covers the 25 ms spread: {stats:?}"
+    );
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let mut arrivals = trace(200, 20.0, |_| Some(30.0));
+    let copies: Vec<Arrival> = arrivals
+        .iter()
+        .map(|a| Arrival {
+            arrive_ms: a.arrive_ms + 5.0,
+            ..*a
+        })
+        .collect();
+    arrivals.extend(copies);
+    arrivals.sort_by(|a, b| a.arrive_ms.total_cmp(&b.arrive_ms));
+    let run = run(&arrivals, 5_000, |_| false);
+    assert_monotonic(&run);
+    assert_eq!(run.played().len(), 200);
+    let stats = run.buffer.stats();
+    assert_eq!(stats.duplicate + stats.late, 200, "{stats:?}");
+    assert_eq!(
+        run.inserted
+            .iter()
+            .filter(|i| **i == Inserted::Accepted)
+            .count(),
+        200
+    );
+}
+
+#[test]
+fn twenty_percent_loss_uses_fec_for_isolated_losses() {
+    // Every fifth packet is lost: each loss has its successor, so FEC covers all of them.
+    let arrivals = trace(500, 20.0, |seq| (seq % 5 != 2).then_some(30.0));
+    let run = run(&arrivals, 11_000, |_| false);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert_eq!(stats.lost, 100, "{stats:?}");
+    assert_eq!(stats.fec, 100);
+    assert_eq!(stats.concealed, 0);
+    assert_eq!(
+        stats.concealed_ms,
+        (stats.lost + stats.expanded) as f64 * 20.0
+    );
+    assert_eq!(run.count(|d| matches!(d, Decision::Fec { .. })), 100);
+    // The FEC source is always the packet right after the missing one, which then plays.
+    for (i, (_, d)) in run.decisions.iter().enumerate() {
+        if let Decision::Fec { next } = d {
+            assert_eq!(run.decisions[i + 1].1, Decision::Play(next.clone()));
+        }
+    }
+}
+
+#[test]
+fn burst_loss_falls_back_to_concealment() {
+    let arrivals = trace(300, 20.0, |seq| {
+        (!(100..103).contains(&seq)).then_some(30.0)
+    });
+    let run = run(&arrivals, 7_000, |_| false);
+    let stats = run.buffer.stats();
+    assert_eq!(stats.lost, 3);
+    assert_eq!((stats.concealed, stats.fec), (2, 1), "{stats:?}");
+    assert_monotonic(&run);
+    // Waiting for the burst built up delay; the buffer sheds it again (the frames it
+    // drops are counted as accelerated), so every packet is played or deliberately dropped.
+    assert_eq!(
+        run.played().len() as u64 + stats.accelerated,
+        297,
+        "{stats:?}"
+    );
+    assert!(
+        stats.current_delay_ms <= stats.target_delay_ms + 40.0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_200_ms_delay_spike_grows_the_target_at_once_and_it_shrinks_slowly() {
+    // Packets 250..260 are held 200 ms in the network, then everything is normal.
+    let arrivals = trace(1500, 20.0, |seq| {
+        Some(if (250..260).contains(&seq) {
+            230.0
+        } else {
+            30.0
+        })
+    });
+    let run = run(&arrivals, 31_000, |seq| seq % 3 == 0);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    // Nothing is lost: playout stretches (expands) while the spiked packets are held...
+    assert_eq!(stats.lost, 0, "{stats:?}");
+    assert!(stats.expanded >= 5, "{stats:?}");
+    // ...and the target jumped to cover the spike within a frame of its arrival
+    // (the spiked packets arrive from 5.23 s on; pulls are 20 ms apart).
+    let at_ms = |ms: u64| run.targets[(ms / FRAME_MS) as usize];
+    assert!(at_ms(5_000) < 100.0, "before the spike: {}", at_ms(5_000));
+    assert!(at_ms(5_260) >= 200.0, "during the spike: {}", at_ms(5_260));
+    // It never falls faster than 20 ms per second (0.4 ms per pull).
+    for pair in run.targets.windows(2) {
+        assert!(
+            pair[1] >= pair[0] - 0.4 - 1e-9,
+            "{} -> {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // Long after the spike left the 10 s window, the target is back near the minimum,
+    // and it got there gradually (accelerating in quiet frames), not by a jump.
+    assert!(stats.target_delay_ms <= 60.0, "{stats:?}");
+    assert!(stats.accelerated > 0, "{stats:?}");
+    assert!(
+        stats.current_delay_ms <= stats.target_delay_ms + 3.0 * 20.0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_sender_clock_0_1_percent_fast_does_not_grow_the_delay() {
+    // 100 s of audio sent 0.1 % fast: 100 ms more audio than the receiver plays.
+    let arrivals = trace(5000, 20.0 / 1.001, |_| Some(30.0));
+    let run = run(&arrivals, 100_000, |seq| seq % 4 == 0);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert!(
+        stats.accelerated >= 3,
+        "drift is shed by dropping frames: {stats:?}"
+    );
+    assert!(
+        stats.current_delay_ms <= stats.target_delay_ms + 3.0 * 20.0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.lost, 0, "{stats:?}");
+}
+
+#[test]
+fn a_sender_clock_0_1_percent_slow_is_stretched_by_concealment() {
+    let arrivals = trace(5000, 20.0 * 1.001, |_| Some(30.0));
+    let run = run(&arrivals, 100_500, |_| false);
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert_eq!(
+        run.played().len(),
+        5000,
+        "every frame still plays: {stats:?}"
+    );
+    assert!(stats.expanded >= 1, "{stats:?}");
+}
