@@ -250,12 +250,10 @@ impl JitterBuffer {
 
     /// Audio buffered ahead of the playout point, in ms.
     fn current_delay_ms(&self) -> f64 {
-        let Some((first, _)) = self.packets.first_key_value() else {
+        let Some((&first, _)) = self.packets.first_key_value() else {
             return 0.0;
         };
-        let last = self.packets.last_key_value().map_or(*first, |(k, _)| *k);
-        let from = self.next.unwrap_or(*first).min(*first);
-        (last + 1 - from) as f64 * ms(self.config.frame)
+        self.current_delay_ms_from(self.next.unwrap_or(first).min(first))
     }
 
     /// The playout clock asks what to play for the next frame.
