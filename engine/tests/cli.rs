@@ -66,6 +66,16 @@ fn help_lists_the_commands() {
     }
 }
 
+#[test]
+fn devices_lists_devices_or_says_there_are_none() {
+    let out = sotto(&["devices"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let listed = text.starts_with("Audio devices") && text.lines().count() > 1;
+    let none = text.starts_with("no audio devices found; use --input FILE.wav");
+    assert!(listed || none, "unexpected output: {text}");
+}
+
 #[tokio::test]
 async fn check_authenticates_to_a_server() {
     let dir = tempfile::tempdir().unwrap();

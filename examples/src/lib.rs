@@ -2,3 +2,4 @@
 //! tests in `examples/tests/` run exactly what `cargo run --example ...` runs.
 
 pub mod signaling_demo;
+pub mod voice_demo;

@@ -83,6 +83,10 @@ pub enum Decision {
     },
     /// The packet is missing: run the decoder's loss concealment.
     Conceal,
+    /// Nothing is buffered and the last frame played was quiet: the sender is most likely
+    /// in DTX (RFC 7587 §3.1.3), so this is silence, not loss. Decode as concealment (Opus
+    /// then continues its comfort noise); it is not counted as concealed.
+    ComfortNoise,
 }
 
 /// Counters, as the call summary and the bench report them.
@@ -113,6 +117,8 @@ pub struct JitterStats {
     pub expanded: u64,
     /// Frames dropped to bring the delay down.
     pub accelerated: u64,
+    /// Comfort-noise frames played while the sender was silent (DTX).
+    pub comfort_noise: u64,
 }
 
 /// The buffer.
@@ -130,6 +136,8 @@ pub struct JitterBuffer {
     origin: Option<(Instant, u32)>,
     target_ms: f64,
     last_pull: Option<Instant>,
+    /// Whether the last packet played was quiet (a DTX gap may follow).
+    last_played_quiet: bool,
     stats: JitterStats,
 }
 
@@ -146,11 +154,17 @@ impl JitterBuffer {
             origin: None,
             target_ms,
             last_pull: None,
+            last_played_quiet: false,
             stats: JitterStats::default(),
         }
     }
 
-    /// The counters now.
+    /// The frame duration it plays out in (the pull period).
+    pub fn frame(&self) -> Duration {
+        self.config.frame
+    }
+
+    /// Counters and delays now.
     pub fn stats(&self) -> JitterStats {
         JitterStats {
             buffered: self.packets.len(),
@@ -298,7 +312,15 @@ impl JitterBuffer {
         if let Some(packet) = self.packets.remove(&next) {
             self.next = Some(next + 1);
             self.stats.played += 1;
+            self.last_played_quiet = packet.quiet;
             return Decision::Play(packet);
+        }
+        if self.packets.is_empty() && self.last_played_quiet {
+            // DTX: the sender stopped after a quiet frame. Its next packet carries the next
+            // sequence number whenever it comes, so playout just waits, in comfort noise.
+            self.next = Some(next);
+            self.stats.comfort_noise += 1;
+            return Decision::ComfortNoise;
         }
         self.stats.concealed_ms += ms(self.config.frame);
         if self.current_delay_ms_from(next) < self.target_ms {

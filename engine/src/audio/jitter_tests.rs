@@ -275,3 +275,35 @@ fn a_sender_clock_0_1_percent_slow_is_stretched_by_concealment() {
     );
     assert!(stats.expanded >= 1, "{stats:?}");
 }
+
+#[test]
+fn a_dtx_gap_after_quiet_frames_is_comfort_noise_not_loss() {
+    // 50 frames of speech (the last five quiet), then the sender goes silent for 400 ms
+    // (DTX: the timestamp jumps, the sequence number does not), then 50 more frames.
+    let gap_ms = 400.0;
+    let arrivals: Vec<Arrival> = (0..100)
+        .map(|seq| {
+            let sent_ms = seq as f64 * 20.0 + if seq >= 50 { gap_ms } else { 0.0 };
+            Arrival {
+                seq,
+                sent_ms,
+                arrive_ms: sent_ms + 30.0,
+            }
+        })
+        .collect();
+    // Pull until the last packet (sent at 2380 ms, arriving at 2410 ms) has played.
+    let run = run(&arrivals, 2_420, |seq| (45..50).contains(&seq));
+    assert_monotonic(&run);
+    let stats = run.buffer.stats();
+    assert_eq!(run.played().len(), 100, "{stats:?}");
+    assert_eq!(stats.lost, 0, "{stats:?}");
+    assert_eq!(stats.concealed, 0, "{stats:?}");
+    // The gap is played as comfort noise, about its own length, and not as concealment.
+    let comfort = run.count(|d| matches!(d, Decision::ComfortNoise));
+    assert!(
+        (18..=22).contains(&comfort),
+        "{comfort} comfort-noise frames: {stats:?}"
+    );
+    assert_eq!(stats.comfort_noise, comfort as u64);
+    assert!(stats.expanded <= 2, "{stats:?}");
+}

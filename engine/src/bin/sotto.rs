@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+#[path = "cli/call.rs"]
+mod call;
 use sotto_engine::data_dir::{DATA_DIR_ENV, default_data_dir};
 use sotto_engine::identity::{IDENTITY_FILE, Identity, fingerprint};
 use sotto_engine::{ClientConfig, SignalingClient};
@@ -30,7 +33,12 @@ const EXAMPLES: &str = "Examples:
   sotto id new --name Ada        create your identity (a key pair in a 0600 file)
   sotto id show                  print your id and fingerprint
   sotto check --server ws://127.0.0.1:7000/v1/ws
-                                 authenticate to a signaling server";
+                                 authenticate to a signaling server
+  sotto devices                  list microphones and speakers
+  sotto answer --input silence --output heard.wav
+                                 wait for a call, record what you hear
+  sotto call <PEER_ID> --input speech.wav --output null --duration 10s
+                                 call someone, playing a file instead of the microphone";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -46,6 +54,26 @@ enum Command {
             default_value = "ws://127.0.0.1:7000/v1/ws"
         )]
         server: String,
+    },
+    /// List the audio devices (capture and playback) that `device:NAME` can name.
+    Devices,
+    /// Call someone by their id; prints the call summary as JSON at the end.
+    Call {
+        /// The peer's id (`sotto id show` on their machine prints it).
+        peer: String,
+        #[command(flatten)]
+        args: call::CallArgs,
+    },
+    /// Wait for a call and answer it; prints the call summary as JSON at the end.
+    Answer {
+        /// Only answer this id (others are declined).
+        #[arg(long)]
+        from: Option<String>,
+        /// Give up when no call comes within this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        #[command(flatten)]
+        args: call::CallArgs,
     },
 }
 
@@ -68,7 +96,7 @@ enum IdCommand {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -131,8 +159,41 @@ async fn run() -> anyhow::Result<()> {
             );
             client.close().await;
         }
+        Command::Devices => print_devices(),
+        Command::Call { peer, args } => {
+            call::call(Identity::load(&identity_path)?, &peer, &args).await?;
+        }
+        Command::Answer { from, wait, args } => {
+            call::answer(
+                Identity::load(&identity_path)?,
+                from.as_deref(),
+                wait,
+                &args,
+            )
+            .await?;
+        }
     }
     Ok(())
+}
+
+/// What `sotto devices` prints when there is nothing to list (normal on a server or CI).
+const NO_DEVICES: &str = "no audio devices found; use --input FILE.wav, --input tone:440 or \
+                          --input silence, and --output FILE.wav or --output null";
+
+fn print_devices() {
+    match sotto_engine::audio::device::list_devices() {
+        Ok(devices) if !devices.is_empty() => {
+            println!("Audio devices (pick one with --input/--output device:NAME):");
+            for device in devices {
+                println!("  {}", device.summary());
+            }
+        }
+        Ok(_) => println!("{NO_DEVICES}"),
+        Err(e) => {
+            eprintln!("note: {e}");
+            println!("{NO_DEVICES}");
+        }
+    }
 }
 
 fn print_identity(identity: &Identity) {

@@ -1,0 +1,367 @@
+//! Opus encoding and decoding (libopus through the `opus` crate): the engine's one codec
+//! for voice, 48 kHz mono `i16`, application VoIP, VBR, in-band FEC and DTX.
+//!
+//! This module owns the codec settings and turns every libopus failure into
+//! [`AudioError::Codec`]; it never panics on a payload from the network. It does not
+//! decide *what* to decode (the jitter buffer does: play, FEC or conceal) nor *which*
+//! bitrate to use (the rate controller does); it only applies them.
+//!
+//! Privacy note: variable-bitrate packet sizes and DTX gaps reveal something about the
+//! speech (pauses, and to a degree its content) to anyone who sees the SRTP packets.
+//! We keep libopus's constrained VBR, which narrows the size spread; padding to a fixed
+//! size is a later option.
+
+use std::fmt;
+use std::str::FromStr;
+
+use opus::{Application, Bitrate, Channels};
+
+use super::{AudioError, SAMPLE_RATE, SAMPLES_PER_MS};
+
+/// Lowest bitrate [`OpusEncoder::set_bitrate`] applies: below it libopus has too few bits
+/// left over for in-band FEC (LBRR) to be worth anything on wideband speech.
+pub const MIN_BITRATE_BPS: u32 = 16_000;
+
+/// Highest bitrate [`OpusEncoder::set_bitrate`] applies: mono speech gains nothing
+/// audible above it.
+pub const MAX_BITRATE_BPS: u32 = 64_000;
+
+/// Largest payload the encoder writes and the decoder accepts, in bytes (libopus's own
+/// recommendation for the encoder's output buffer; no real packet comes close).
+pub const MAX_PAYLOAD_BYTES: usize = 4000;
+
+/// Payloads of this many bytes or fewer are DTX frames: libopus says they need not be
+/// sent (a TOC byte and at most one more).
+pub const DTX_MAX_BYTES: usize = 2;
+
+/// The most audio one Opus packet can carry: 120 ms at 48 kHz.
+pub const MAX_FRAME_SAMPLES: usize = 120 * SAMPLES_PER_MS;
+
+/// Concealment and FEC work in steps of 2.5 ms: 120 samples at 48 kHz.
+const PLC_STEP_SAMPLES: usize = 5 * SAMPLES_PER_MS / 2;
+
+/// How much audio one packet carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FrameDuration {
+    /// 10 ms: lowest latency, most packet overhead.
+    Ms10,
+    /// 20 ms: the usual choice for calls.
+    #[default]
+    Ms20,
+    /// 40 ms.
+    Ms40,
+    /// 60 ms: least overhead, for bad or narrow links.
+    Ms60,
+}
+
+impl FrameDuration {
+    /// Every duration, shortest first.
+    pub const ALL: [FrameDuration; 4] = [
+        FrameDuration::Ms10,
+        FrameDuration::Ms20,
+        FrameDuration::Ms40,
+        FrameDuration::Ms60,
+    ];
+
+    /// The duration in milliseconds.
+    pub fn millis(self) -> u32 {
+        match self {
+            FrameDuration::Ms10 => 10,
+            FrameDuration::Ms20 => 20,
+            FrameDuration::Ms40 => 40,
+            FrameDuration::Ms60 => 60,
+        }
+    }
+
+    /// Samples in one frame at [`SAMPLE_RATE`].
+    pub fn samples(self) -> usize {
+        self.millis() as usize * SAMPLES_PER_MS
+    }
+
+    /// The duration as a [`std::time::Duration`].
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.millis()))
+    }
+}
+
+impl fmt::Display for FrameDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.millis())
+    }
+}
+
+/// Accepts `10`, `20`, `40` or `60`, with or without a trailing `ms`.
+impl FromStr for FrameDuration {
+    type Err = AudioError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = s.trim();
+        let number = number.strip_suffix("ms").unwrap_or(number).trim_end();
+        match number {
+            "10" => Ok(FrameDuration::Ms10),
+            "20" => Ok(FrameDuration::Ms20),
+            "40" => Ok(FrameDuration::Ms40),
+            "60" => Ok(FrameDuration::Ms60),
+            _ => Err(AudioError::Codec(format!(
+                "unsupported frame duration {s:?}: use 10, 20, 40 or 60 ms"
+            ))),
+        }
+    }
+}
+
+/// How the encoder is set up. Always VBR, application VoIP, mono, 48 kHz.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Target bitrate in bit/s, clamped to [`MIN_BITRATE_BPS`]..=[`MAX_BITRATE_BPS`].
+    pub bitrate_bps: u32,
+    /// Audio per packet.
+    pub frame: FrameDuration,
+    /// In-band forward error correction (LBRR): each packet also carries a coarse copy of
+    /// the previous frame. It costs bits only when `loss_percent` is above zero.
+    pub fec: bool,
+    /// Discontinuous transmission: in silence the encoder emits tiny frames the caller
+    /// does not send (see [`Encoded::dtx`]).
+    pub dtx: bool,
+    /// Expected packet loss in percent (0..=100, clamped); libopus spends more on FEC the
+    /// higher it is.
+    pub loss_percent: u8,
+    /// Encoder effort, 0..=10 (clamped). 9 is what WebRTC uses on desktops: nearly the
+    /// quality of 10 for less CPU.
+    pub complexity: u8,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            bitrate_bps: 32_000,
+            frame: FrameDuration::default(),
+            fec: true,
+            dtx: true,
+            loss_percent: 0,
+            complexity: 9,
+        }
+    }
+}
+
+/// One encoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The Opus packet.
+    pub payload: Vec<u8>,
+    /// True when DTX is on and this is a no-transmit frame (at most [`DTX_MAX_BYTES`]):
+    /// the caller does not send it (the RTP timestamp still advances). With DTX off this
+    /// is always false and every frame is sent.
+    pub dtx: bool,
+}
+
+/// True when `payload` is so small it can only be a DTX frame: nothing to decode but
+/// comfort noise, so the jitter buffer may treat it as quiet.
+pub fn is_dtx_payload(payload: &[u8]) -> bool {
+    payload.len() <= DTX_MAX_BYTES
+}
+
+/// Samples (at 48 kHz) that `payload` decodes to, from its TOC and frame count alone.
+pub fn packet_samples(payload: &[u8]) -> Result<usize, AudioError> {
+    check_payload(payload)?;
+    opus::packet::get_nb_samples(payload, SAMPLE_RATE).map_err(|e| codec_error("packet", &e))
+}
+
+/// The Opus encoder.
+#[derive(Debug)]
+pub struct OpusEncoder {
+    inner: opus::Encoder,
+    config: EncoderConfig,
+    /// Output buffer, reused for every frame.
+    scratch: Vec<u8>,
+}
+
+impl OpusEncoder {
+    /// An encoder with these settings (out-of-range numbers are clamped; `config()` shows
+    /// what was applied).
+    pub fn new(config: &EncoderConfig) -> Result<Self, AudioError> {
+        let inner = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)
+            .map_err(|e| codec_error("creating the encoder", &e))?;
+        let mut encoder = OpusEncoder {
+            inner,
+            config: config.clone(),
+            scratch: vec![0; MAX_PAYLOAD_BYTES],
+        };
+        encoder.config.complexity = config.complexity.min(10);
+        encoder
+            .inner
+            .set_complexity(i32::from(encoder.config.complexity))
+            .map_err(|e| codec_error("setting the complexity", &e))?;
+        encoder
+            .inner
+            .set_vbr(true)
+            .map_err(|e| codec_error("enabling VBR", &e))?;
+        encoder
+            .inner
+            .set_vbr_constraint(true)
+            .map_err(|e| codec_error("constraining VBR", &e))?;
+        encoder
+            .inner
+            .set_inband_fec(config.fec)
+            .map_err(|e| codec_error("setting in-band FEC", &e))?;
+        encoder
+            .inner
+            .set_dtx(config.dtx)
+            .map_err(|e| codec_error("setting DTX", &e))?;
+        encoder.set_bitrate(config.bitrate_bps)?;
+        encoder.set_loss_percent(config.loss_percent)?;
+        Ok(encoder)
+    }
+
+    /// Encodes one frame of exactly [`frame_samples`](Self::frame_samples) samples.
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<Encoded, AudioError> {
+        let expected = self.frame_samples();
+        if pcm.len() != expected {
+            return Err(AudioError::Codec(format!(
+                "encoder expects {expected} samples ({}), got {}",
+                self.config.frame,
+                pcm.len()
+            )));
+        }
+        let len = self
+            .inner
+            .encode(pcm, &mut self.scratch)
+            .map_err(|e| codec_error("encoding", &e))?;
+        let payload = self.scratch.get(..len).unwrap_or_default().to_vec();
+        let dtx = self.config.dtx && payload.len() <= DTX_MAX_BYTES;
+        Ok(Encoded { payload, dtx })
+    }
+
+    /// Sets the target bitrate, clamped to [`MIN_BITRATE_BPS`]..=[`MAX_BITRATE_BPS`];
+    /// returns the bitrate applied. Takes effect from the next frame.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<u32, AudioError> {
+        let bps = bps.clamp(MIN_BITRATE_BPS, MAX_BITRATE_BPS);
+        // The clamp keeps it far below i32::MAX.
+        let raw = i32::try_from(bps).unwrap_or(MAX_BITRATE_BPS as i32);
+        self.inner
+            .set_bitrate(Bitrate::Bits(raw))
+            .map_err(|e| codec_error("setting the bitrate", &e))?;
+        self.config.bitrate_bps = bps;
+        Ok(bps)
+    }
+
+    /// Sets the expected packet loss in percent (clamped to 100), which tunes how many
+    /// bits the in-band FEC gets. Takes effect from the next frame.
+    pub fn set_loss_percent(&mut self, percent: u8) -> Result<(), AudioError> {
+        let percent = percent.min(100);
+        self.inner
+            .set_packet_loss_perc(i32::from(percent))
+            .map_err(|e| codec_error("setting the packet loss", &e))?;
+        self.config.loss_percent = percent;
+        Ok(())
+    }
+
+    /// Changes the frame duration: `encode` expects the new size from the next call.
+    pub fn set_frame(&mut self, frame: FrameDuration) {
+        self.config.frame = frame;
+    }
+
+    /// Samples per frame that [`encode`](Self::encode) expects.
+    pub fn frame_samples(&self) -> usize {
+        self.config.frame.samples()
+    }
+
+    /// The settings in force (bitrate and loss as last applied).
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    /// The codec's algorithmic delay in samples: decoded audio lags the input by this.
+    pub fn lookahead(&mut self) -> Result<usize, AudioError> {
+        let samples = self
+            .inner
+            .get_lookahead()
+            .map_err(|e| codec_error("reading the lookahead", &e))?;
+        usize::try_from(samples)
+            .map_err(|_| AudioError::Codec(format!("negative lookahead {samples}")))
+    }
+}
+
+/// The Opus decoder: normal decoding, recovery from in-band FEC and loss concealment.
+#[derive(Debug)]
+pub struct OpusDecoder {
+    inner: opus::Decoder,
+}
+
+impl OpusDecoder {
+    /// A decoder for 48 kHz mono.
+    pub fn new() -> Result<Self, AudioError> {
+        let inner = opus::Decoder::new(SAMPLE_RATE, Channels::Mono)
+            .map_err(|e| codec_error("creating the decoder", &e))?;
+        Ok(OpusDecoder { inner })
+    }
+
+    /// Decodes one packet into `out`, which must hold the whole packet (up to
+    /// [`MAX_FRAME_SAMPLES`]); returns the samples written. An empty, oversized or
+    /// corrupt payload is an error (for a lost packet call [`conceal`](Self::conceal)).
+    pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
+        check_payload(payload)?;
+        let len = out.len().min(MAX_FRAME_SAMPLES);
+        let out = out.get_mut(..len).unwrap_or_default();
+        self.inner
+            .decode(payload, out, false)
+            .map_err(|e| codec_error("decoding", &e))
+    }
+
+    /// Rebuilds a lost frame from the in-band FEC carried by the packet after it,
+    /// `next_payload`. `out.len()` must be the lost frame's length (a multiple of 2.5 ms,
+    /// at most [`MAX_FRAME_SAMPLES`]); it is filled completely. When `next_payload` has no
+    /// FEC data libopus conceals instead. Decode `next_payload` itself normally afterwards.
+    pub fn decode_fec(
+        &mut self,
+        next_payload: &[u8],
+        out: &mut [i16],
+    ) -> Result<usize, AudioError> {
+        check_payload(next_payload)?;
+        check_missing(out)?;
+        self.inner
+            .decode(next_payload, out, true)
+            .map_err(|e| codec_error("decoding FEC", &e))
+    }
+
+    /// Packet-loss concealment: fills `out` (a multiple of 2.5 ms, at most
+    /// [`MAX_FRAME_SAMPLES`]) with audio that continues what came before.
+    pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, AudioError> {
+        check_missing(out)?;
+        self.inner
+            .decode(&[], out, false)
+            .map_err(|e| codec_error("concealing", &e))
+    }
+}
+
+/// Rejects payloads no encoder makes before libopus sees them.
+fn check_payload(payload: &[u8]) -> Result<(), AudioError> {
+    if payload.is_empty() {
+        return Err(AudioError::Codec("empty payload".to_owned()));
+    }
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(AudioError::Codec(format!(
+            "payload of {} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit",
+            payload.len()
+        )));
+    }
+    Ok(())
+}
+
+/// FEC and concealment must be asked for exactly the missing duration, in 2.5 ms steps.
+fn check_missing(out: &[i16]) -> Result<(), AudioError> {
+    if out.is_empty() || out.len() > MAX_FRAME_SAMPLES || out.len() % PLC_STEP_SAMPLES != 0 {
+        return Err(AudioError::Codec(format!(
+            "cannot conceal {} samples: use a multiple of {PLC_STEP_SAMPLES} up to {MAX_FRAME_SAMPLES}",
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
+fn codec_error(what: &str, error: &opus::Error) -> AudioError {
+    AudioError::Codec(format!("{what}: {error}"))
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

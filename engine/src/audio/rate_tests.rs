@@ -1,0 +1,186 @@
+//! Rate-controller tests driven by scripted report sequences and injected time.
+
+use super::*;
+
+/// Feeds one report per `period` with the losses given (and no bandwidth estimate),
+/// starting one period after `start`; returns the decisions.
+fn run(
+    controller: &mut RateController,
+    start: Instant,
+    period: Duration,
+    losses: &[f64],
+) -> Vec<RateDecision> {
+    losses
+        .iter()
+        .enumerate()
+        .map(|(i, &loss)| {
+            let now = start + period * (i as u32 + 1);
+            controller.on_report(now, loss, None)
+        })
+        .collect()
+}
+
+#[test]
+fn clean_reports_ramp_up_two_kbit_per_second_to_the_maximum() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    // The first report has no elapsed time to count.
+    assert_eq!(
+        rc.on_report(t0, 0.0, None),
+        RateDecision {
+            bitrate_bps: 32_000,
+            loss_percent: 0
+        }
+    );
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.0; 20]);
+    let rates: Vec<u32> = decisions.iter().map(|d| d.bitrate_bps).collect();
+    assert_eq!(rates[0], 34_000);
+    assert_eq!(rates[4], 42_000);
+    assert_eq!(rates[15], 64_000);
+    assert!(rates.iter().all(|&r| r <= 64_000));
+    assert_eq!(*rates.last().unwrap(), 64_000);
+    assert!(decisions.iter().all(|d| d.loss_percent == 0));
+}
+
+#[test]
+fn one_bad_report_is_not_sustained_loss() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    rc.on_report(t0, 0.0, None);
+    let d = run(&mut rc, t0, Duration::from_secs(1), &[0.15]);
+    // Smoothed to 4.5 %: between the thresholds, so the bitrate holds; FEC gets 5 %.
+    assert_eq!(
+        d[0],
+        RateDecision {
+            bitrate_bps: 32_000,
+            loss_percent: 5
+        }
+    );
+}
+
+#[test]
+fn sustained_loss_steps_down_multiplicatively_to_the_floor() {
+    let mut rc = RateController::new(16_000, 64_000, 48_000);
+    let t0 = Instant::now();
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.2; 15]);
+    let rates: Vec<u32> = decisions.iter().map(|d| d.bitrate_bps).collect();
+    // Smoothed loss: 6 %, 10.2 %, 13.1 % ... — the second report crosses 10 %.
+    assert_eq!(rates[0], 48_000);
+    assert_eq!(rates[1], 40_800);
+    assert_eq!(rates[2], 34_680);
+    for pair in rates.windows(2) {
+        assert!(pair[1] <= pair[0], "{rates:?}");
+    }
+    assert_eq!(*rates.last().unwrap(), 16_000, "{rates:?}");
+    // The FEC share follows the loss up to 20 %.
+    assert_eq!(decisions.last().unwrap().loss_percent, 20);
+}
+
+#[test]
+fn frequent_reports_step_down_at_most_once_per_second() {
+    let mut rc = RateController::new(16_000, 64_000, 64_000);
+    let t0 = Instant::now();
+    // Ten reports per second at 50 % loss for one second.
+    let decisions = run(&mut rc, t0, Duration::from_millis(100), &[0.5; 10]);
+    let steps = decisions
+        .windows(2)
+        .filter(|w| w[1].bitrate_bps < w[0].bitrate_bps)
+        .count()
+        + usize::from(decisions[0].bitrate_bps < 64_000);
+    assert_eq!(steps, 1, "{decisions:?}");
+    assert_eq!(decisions.last().unwrap().bitrate_bps, 54_400);
+    // The loss handed to the encoder is capped.
+    assert_eq!(decisions.last().unwrap().loss_percent, MAX_LOSS_PERCENT);
+}
+
+#[test]
+fn recovers_after_loss_once_the_smoothed_loss_is_low() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    let mut script = vec![0.3; 5];
+    script.extend([0.0; 30]);
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &script);
+    let low = decisions[4].bitrate_bps;
+    assert!(low < 24_000, "{decisions:?}");
+    // Right after the loss stops the smoothed loss is still high: no increase yet.
+    assert!(decisions[6].bitrate_bps <= low);
+    // Later it climbs linearly, 2 kbit/s per report-second.
+    let rising: Vec<u32> = decisions[20..25].iter().map(|d| d.bitrate_bps).collect();
+    for pair in rising.windows(2) {
+        assert_eq!(pair[1] - pair[0], 2_000, "{rising:?}");
+    }
+    assert_eq!(decisions.last().unwrap().loss_percent, 0);
+}
+
+#[test]
+fn middling_loss_holds_the_bitrate() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.05; 20]);
+    assert!(decisions.iter().all(|d| d.bitrate_bps == 32_000));
+    assert_eq!(decisions.last().unwrap().loss_percent, 5);
+}
+
+#[test]
+fn never_above_the_bandwidth_estimate_minus_overhead() {
+    let mut rc = RateController::new(16_000, 64_000, 64_000);
+    let t0 = Instant::now();
+    // 62 bytes × 8 × 50 packets/s = 24.8 kbit/s of overhead at 20 ms.
+    assert_eq!(rc.overhead_bps(), 24_800);
+    let d = rc.on_report(t0, 0.0, Some(60_000));
+    assert_eq!(d.bitrate_bps, 35_200);
+    // The estimate stays in force while reports carry none, even with clean ramping.
+    let t1 = t0 + Duration::from_secs(3);
+    assert_eq!(rc.on_report(t1, 0.0, None).bitrate_bps, 35_200);
+    // A higher estimate lets it climb, slowly.
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(rc.on_report(t2, 0.0, Some(200_000)).bitrate_bps, 37_200);
+    // An estimate below min + overhead: the minimum wins.
+    let t3 = t2 + Duration::from_secs(1);
+    assert_eq!(rc.on_report(t3, 0.0, Some(30_000)).bitrate_bps, 16_000);
+    assert_eq!(rc.on_report(t3, 0.0, Some(0)).bitrate_bps, 16_000);
+}
+
+#[test]
+fn longer_frames_leave_more_room_under_the_estimate() {
+    let mut rc = RateController::new(16_000, 64_000, 64_000);
+    rc.set_frame(FrameDuration::Ms60);
+    // 62 × 8 × 16.7 packets/s, rounded up.
+    assert_eq!(rc.overhead_bps(), 8_267);
+    let d = rc.on_report(Instant::now(), 0.0, Some(40_000));
+    assert_eq!(d.bitrate_bps, 31_733);
+}
+
+#[test]
+fn a_long_silence_between_reports_does_not_make_the_bitrate_jump() {
+    let mut rc = RateController::new(16_000, 64_000, 20_000);
+    let t0 = Instant::now();
+    rc.on_report(t0, 0.0, None);
+    let d = rc.on_report(t0 + Duration::from_secs(60), 0.0, None);
+    assert_eq!(d.bitrate_bps, 30_000);
+}
+
+#[test]
+fn nonsense_inputs_are_tolerated() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    rc.on_report(t0, 0.1, None);
+    let before = rc.smoothed_loss();
+    rc.on_report(t0, f64::NAN, None);
+    assert_eq!(rc.smoothed_loss(), before);
+    // Out-of-range fractions are clamped; time going backwards counts as no time.
+    let d = rc.on_report(t0 - Duration::from_millis(1), 7.0, None);
+    assert!(d.loss_percent <= MAX_LOSS_PERCENT);
+    assert!((16_000..=64_000).contains(&d.bitrate_bps));
+    // min above max: max is raised to min.
+    let mut odd = RateController::new(24_000, 16_000, 8_000);
+    assert_eq!(odd.on_report(t0, 0.0, None).bitrate_bps, 24_000);
+}
+
+#[test]
+fn loss_percent_rounds_up() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    // 0.3 × 0.1 = 3 % smoothed, then 3 % + 0.3 × (1.1 % − 3 %) ≈ 2.43 %: rounds up to 3.
+    assert_eq!(rc.on_report(Instant::now(), 0.1, None).loss_percent, 3);
+    assert_eq!(rc.on_report(Instant::now(), 0.011, None).loss_percent, 3);
+}

@@ -1,0 +1,208 @@
+//! `sotto call` and `sotto answer`: a one-to-one voice call from the command line, with
+//! headless flags for files instead of devices. Call states go to stderr as they happen;
+//! the call summary is one JSON line on stdout at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use sotto_engine::audio::codec::{EncoderConfig, FrameDuration};
+use sotto_engine::audio::{InputSpec, OutputSpec};
+use sotto_engine::call::{
+    CallConfig, CallEvent, CallHandle, CallSummary, IceConfig, IceServer, Phone,
+};
+use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_signaling::protocol::IdentityKey;
+
+/// Flags shared by `call` and `answer`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The signaling server's WebSocket URL.
+    #[arg(
+        long,
+        env = "SOTTO_SERVER",
+        default_value = "ws://127.0.0.1:7000/v1/ws"
+    )]
+    pub server: String,
+    /// Audio in: `default`, `device:NAME`, a .wav file, `tone:440` or `silence`.
+    #[arg(long, default_value = "default", value_name = "SPEC")]
+    pub input: String,
+    /// Audio out: `default`, `device:NAME`, a .wav file or `null`.
+    #[arg(long, default_value = "default", value_name = "SPEC")]
+    pub output: String,
+    /// Hang up after this long connected (e.g. `10s`, `2m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// When the input is a file, hang up this long after it ends (`0s` keeps the call
+    /// up, sending silence, until --duration or a hang-up).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub after_input: Duration,
+    /// Opus start bitrate in bit/s (then adapted between 16000 and 64000).
+    #[arg(long, default_value_t = 32_000)]
+    pub bitrate: u32,
+    /// Opus frame duration: 10, 20, 40 or 60 ms.
+    #[arg(long, default_value = "20ms")]
+    pub frame: String,
+    /// Turn Opus in-band FEC off.
+    #[arg(long)]
+    pub no_fec: bool,
+    /// Turn Opus DTX off.
+    #[arg(long)]
+    pub no_dtx: bool,
+    /// A STUN server (`stun:host:port`); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub stun: Vec<String>,
+    /// A TURN server (`turn:host:port?transport=udp`); repeatable, with --turn-user and
+    /// --turn-password.
+    #[arg(long, value_name = "URL")]
+    pub turn: Vec<String>,
+    /// TURN user name.
+    #[arg(long, env = "SOTTO_TURN_USER")]
+    pub turn_user: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "SOTTO_TURN_PASSWORD", hide_env_values = true)]
+    pub turn_password: Option<String>,
+    /// Local addresses for host candidates (default: every interface but loopback).
+    /// `127.0.0.1:0` allows loopback, for two ends on one machine.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Vec<String>,
+    /// Print call states as JSON lines on stderr instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CallArgs {
+    fn config(&self) -> anyhow::Result<CallConfig> {
+        let input: InputSpec = self.input.parse()?;
+        let output: OutputSpec = self.output.parse()?;
+        let frame: FrameDuration = self
+            .frame
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--frame must be 10ms, 20ms, 40ms or 60ms"))?;
+        let mut ice = IceConfig::default();
+        if !self.bind.is_empty() {
+            ice.bind = self.bind.clone();
+        }
+        if !self.stun.is_empty() {
+            ice.servers.push(IceServer {
+                urls: self.stun.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if !self.turn.is_empty() {
+            ice.servers.push(IceServer {
+                urls: self.turn.clone(),
+                username: self.turn_user.clone(),
+                credential: self.turn_password.clone(),
+            });
+        }
+        let is_file = matches!(input, InputSpec::Wav(_));
+        Ok(CallConfig {
+            input,
+            output,
+            encoder: EncoderConfig {
+                bitrate_bps: self.bitrate,
+                frame,
+                fec: !self.no_fec,
+                dtx: !self.no_dtx,
+                ..EncoderConfig::default()
+            },
+            ice,
+            max_duration: self.duration,
+            hang_up_after_input: (is_file && !self.after_input.is_zero())
+                .then_some(self.after_input),
+            ..CallConfig::default()
+        })
+    }
+}
+
+async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
+    let client = SignalingClient::connect(ClientConfig::new(&args.server), Arc::new(identity))
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    Ok(Phone::new(client))
+}
+
+/// `sotto call <peer>`.
+pub async fn call(identity: Identity, peer: &str, args: &CallArgs) -> anyhow::Result<()> {
+    let peer: IdentityKey = peer
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{peer:?} is not a Sotto id (see `sotto id show`)"))?;
+    let config = args.config()?;
+    let phone = connect(args, identity).await?;
+    let handle = phone.call(peer, config)?;
+    report(handle, args.json).await
+}
+
+/// `sotto answer`: waits for a call (from `from`, if given) and answers it.
+pub async fn answer(
+    identity: Identity,
+    from: Option<&str>,
+    wait: Duration,
+    args: &CallArgs,
+) -> anyhow::Result<()> {
+    let from: Option<IdentityKey> = from
+        .map(|f| f.parse())
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--from is not a Sotto id"))?;
+    let config = args.config()?;
+    let mut phone = connect(args, identity).await?;
+    eprintln!("waiting for a call as {}", phone.identity());
+    let incoming = loop {
+        let next = tokio::time::timeout(wait, phone.next_incoming())
+            .await
+            .map_err(|_| anyhow::anyhow!("no call within {}", humantime::format_duration(wait)))?;
+        let Some(incoming) = next else {
+            bail!("the signaling connection closed");
+        };
+        match from {
+            Some(from) if from != incoming.from => {
+                eprintln!("declining a call from {}", incoming.from);
+                incoming.decline().await;
+            }
+            _ => break incoming,
+        }
+    };
+    eprintln!("answering a call from {}", incoming.from);
+    let handle = incoming.answer(config).await?;
+    report(handle, args.json).await
+}
+
+/// Prints states until the end (Ctrl-C hangs up), then the summary.
+async fn report(mut handle: CallHandle, json: bool) -> anyhow::Result<()> {
+    let mut hung_up = false;
+    let summary: CallSummary = loop {
+        let event = tokio::select! {
+            event = handle.next_event() => event,
+            _ = tokio::signal::ctrl_c(), if !hung_up => {
+                hung_up = true;
+                handle.hang_up();
+                continue;
+            }
+        };
+        match event {
+            Some(CallEvent::State(state)) => {
+                if json {
+                    eprintln!("{}", serde_json::json!({ "state": state }));
+                } else {
+                    eprintln!("call {}: {state:?}", handle.call_id);
+                }
+            }
+            Some(CallEvent::Ended(summary)) => break *summary,
+            None => bail!("the call ended without a summary"),
+        }
+    };
+    if !json {
+        eprintln!(
+            "call {}: ended by {:?}: {}",
+            summary.call_id, summary.end.by, summary.end.detail
+        );
+    }
+    println!("{}", serde_json::to_string(&summary)?);
+    if !summary.connected {
+        bail!("the call did not connect: {}", summary.end.detail);
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The media pipeline of a call: capture → Opus → RTP out, and RTP in → jitter buffer →
+//! Opus → playback. Owns the two audio threads (capture and playout, each owning its device
+//! or file, paced by the frame clock unless the device keeps its own time) and the two
+//! async tasks that move RTP in and out of the peer connection. Must not touch signaling or
+//! call state; it reports through [`MediaCounters`] and the `ended` channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp::{Header, Packet as RtpPacket};
+use rtc::shared::marshal::Unmarshal;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder};
+use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
+use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
+use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLE_RATE, SAMPLES_PER_MS};
+
+/// Counters shared by the pipeline's threads and tasks, read for the call summary.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    /// RTP packets sent.
+    pub packets_sent: AtomicU64,
+    /// Opus payload bytes sent.
+    pub payload_bytes_sent: AtomicU64,
+    /// Frames the encoder marked as DTX (not sent).
+    pub dtx_frames: AtomicU64,
+    /// RTP packets received on the audio track.
+    pub packets_received: AtomicU64,
+    /// Opus payload bytes received.
+    pub payload_bytes_received: AtomicU64,
+    /// Packets dropped before the jitter buffer (wrong payload type, undecodable size).
+    pub packets_dropped: AtomicU64,
+    /// Frames whose decode failed (then concealed).
+    pub decode_errors: AtomicU64,
+    /// Frames written to the sink since playout started.
+    pub frames_played: AtomicU64,
+    /// Sum of the jitter buffer's current delay over played frames, in µs (for the mean).
+    pub delay_sum_us: AtomicU64,
+    /// Frames counted in `delay_sum_us`.
+    pub delay_samples: AtomicU64,
+    /// The bitrate the encoder runs at now.
+    pub bitrate_bps: AtomicU32,
+    /// The loss percentage the encoder's FEC is tuned for now.
+    pub loss_percent: AtomicU8,
+}
+
+/// What the capture thread reads while running (set by the rate controller).
+pub struct EncoderControl {
+    /// Target bitrate.
+    pub bitrate_bps: AtomicU32,
+    /// Expected loss for FEC.
+    pub loss_percent: AtomicU8,
+}
+
+/// One encoded frame on its way to the RTP sender.
+#[derive(Debug)]
+pub struct OutFrame {
+    /// Index of the frame since capture started (timestamps derive from it).
+    pub index: u64,
+    /// The Opus packet.
+    pub payload: Vec<u8>,
+    /// RFC 6464 level, -dBov.
+    pub level: u8,
+}
+
+/// Why the capture side stopped.
+#[derive(Debug)]
+pub enum CaptureEnd {
+    /// The input ran out (a file).
+    InputEnded,
+    /// Asked to stop.
+    Stopped,
+    /// The device or encoder failed.
+    Failed(String),
+}
+
+/// Runs the capture loop on its own thread: read a frame, encode, hand it to the sender.
+/// `started` is the media clock's origin, shared with playout so that the output's time 0
+/// is the input's time 0.
+pub fn spawn_capture(
+    mut source: Box<dyn AudioSource>,
+    config: EncoderConfig,
+    control: Arc<EncoderControl>,
+    counters: Arc<MediaCounters>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    frames: mpsc::Sender<OutFrame>,
+    ended: mpsc::UnboundedSender<CaptureEnd>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("sotto-capture".into())
+        .spawn(move || {
+            let end = match capture_loop(
+                source.as_mut(),
+                &config,
+                &control,
+                &counters,
+                &stop,
+                started,
+                &frames,
+            ) {
+                Ok(end) => end,
+                Err(err) => CaptureEnd::Failed(err.to_string()),
+            };
+            let _ = ended.send(end);
+        })
+}
+
+fn capture_loop(
+    source: &mut dyn AudioSource,
+    config: &EncoderConfig,
+    control: &EncoderControl,
+    counters: &MediaCounters,
+    stop: &AtomicBool,
+    started: Instant,
+    frames: &mpsc::Sender<OutFrame>,
+) -> Result<CaptureEnd, AudioError> {
+    let mut encoder = OpusEncoder::new(config)?;
+    let samples = encoder.frame_samples();
+    let period = Duration::from_micros((samples as u64 * 1_000_000) / u64::from(SAMPLE_RATE));
+    let mut pcm = vec![0i16; samples];
+    let mut bitrate = config.bitrate_bps;
+    let mut loss = config.loss_percent;
+    counters.bitrate_bps.store(bitrate, Ordering::Relaxed);
+    for index in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(CaptureEnd::Stopped);
+        }
+        if !source.is_realtime() {
+            // Files, tones and silence have no clock of their own: one frame per period.
+            let due = started + period.saturating_mul(index as u32);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+        }
+        if !source.read(&mut pcm)? {
+            return Ok(CaptureEnd::InputEnded);
+        }
+        let want_bitrate = control.bitrate_bps.load(Ordering::Relaxed);
+        if want_bitrate != bitrate {
+            encoder.set_bitrate(want_bitrate)?;
+            bitrate = want_bitrate;
+            counters.bitrate_bps.store(bitrate, Ordering::Relaxed);
+        }
+        let want_loss = control.loss_percent.load(Ordering::Relaxed);
+        if want_loss != loss {
+            encoder.set_loss_percent(want_loss)?;
+            loss = want_loss;
+            counters.loss_percent.store(loss, Ordering::Relaxed);
+        }
+        let level = audio_level_dbov(&pcm);
+        let encoded = encoder.encode(&pcm)?;
+        if encoded.dtx {
+            counters.dtx_frames.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let frame = OutFrame {
+            index,
+            payload: encoded.payload,
+            level,
+        };
+        // A full queue means the network side is stuck; drop rather than block capture.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = frames.try_send(frame) {
+            return Ok(CaptureEnd::Stopped);
+        }
+    }
+    Ok(CaptureEnd::Stopped)
+}
+
+/// Writes encoded frames as RTP on the track: our own sequence numbers and timestamps so
+/// that DTX gaps advance the timestamp but not the sequence number (RFC 7587 §4.1), with
+/// the marker bit on the first packet of each talkspurt and the RFC 6464 level on each.
+pub async fn run_sender(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    frame_samples: u32,
+    mut frames: mpsc::Receiver<OutFrame>,
+    counters: Arc<MediaCounters>,
+) {
+    let mut sequence_number: u16 = rand::random();
+    let timestamp_base: u32 = rand::random();
+    let mut last_index: Option<u64> = None;
+    while let Some(frame) = frames.recv().await {
+        let marker = last_index.is_none_or(|last| frame.index != last + 1);
+        last_index = Some(frame.index);
+        let timestamp =
+            timestamp_base.wrapping_add((frame.index as u32).wrapping_mul(frame_samples));
+        let payload_len = frame.payload.len() as u64;
+        let packet = RtpPacket {
+            header: Header {
+                version: 2,
+                marker,
+                payload_type,
+                sequence_number,
+                timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(frame.payload),
+        };
+        sequence_number = sequence_number.wrapping_add(1);
+        let level = HeaderExtension::AudioLevel(AudioLevelExtension {
+            level: frame.level.min(127),
+            voice: frame.level < QUIET_LEVEL,
+        });
+        match track.write_rtp_with_extensions(packet, &[level]).await {
+            Ok(()) => {
+                counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .payload_bytes_sent
+                    .fetch_add(payload_len, Ordering::Relaxed);
+            }
+            Err(err) => tracing::debug!(%err, "an audio packet was not sent"),
+        }
+    }
+}
+
+/// The receive side's shared state: the jitter buffer (created on the first packet, when
+/// the peer's frame duration is known) behind a lock the receiver task and the playout
+/// thread share. Both hold it for microseconds.
+#[derive(Default)]
+pub struct Receive {
+    buffer: Mutex<Option<JitterBuffer>>,
+}
+
+impl Receive {
+    /// The buffer's statistics, if playout has started.
+    pub fn stats(&self) -> Option<JitterStats> {
+        self.lock().as_ref().map(JitterBuffer::stats)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<JitterBuffer>> {
+        // A panic while holding this lock would be a bug in the buffer; the data stays
+        // consistent enough to read counters from.
+        self.buffer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads RTP from the peer's track into the jitter buffer until the track ends.
+pub async fn run_receiver(
+    track: Arc<dyn TrackRemote>,
+    payload_type: u8,
+    audio_level_id: Option<u8>,
+    jitter: JitterConfig,
+    receive: Arc<Receive>,
+    counters: Arc<MediaCounters>,
+) {
+    while let Some(event) = track.poll().await {
+        let packet = match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => packet,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
+        };
+        let now = Instant::now();
+        if packet.header.payload_type != payload_type {
+            counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        // The frame duration comes from the Opus packet itself (RFC 6716 §3.1); a packet
+        // that does not parse is dropped here rather than fed to the decoder.
+        let Ok(samples) = opus::packet::get_nb_samples(&packet.payload, SAMPLE_RATE) else {
+            counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if samples == 0 || samples > 120 * SAMPLES_PER_MS {
+            counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        counters.packets_received.fetch_add(1, Ordering::Relaxed);
+        counters
+            .payload_bytes_received
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        let quiet = audio_level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|mut raw| AudioLevelExtension::unmarshal(&mut raw).ok())
+            .is_some_and(|ext| ext.level >= QUIET_LEVEL);
+        let mut guard = receive.lock();
+        let buffer = guard.get_or_insert_with(|| {
+            JitterBuffer::new(JitterConfig {
+                frame: Duration::from_micros(samples as u64 * 1000 / SAMPLES_PER_MS as u64),
+                ..jitter.clone()
+            })
+        });
+        buffer.insert(
+            Packet {
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                payload: packet.payload.to_vec(),
+                quiet,
+            },
+            now,
+        );
+    }
+}
+
+/// Runs playout on its own thread: every frame period, ask the jitter buffer what to play,
+/// decode it (normally, from the next packet's FEC, or by concealment) and write it to the
+/// sink. Before the first packet it writes silence, so the output's time line matches the
+/// input's from `started` on.
+pub fn spawn_playout(
+    mut sink: Box<dyn AudioSink>,
+    receive: Arc<Receive>,
+    counters: Arc<MediaCounters>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) -> std::io::Result<thread::JoinHandle<Result<(), AudioError>>> {
+    thread::Builder::new()
+        .name("sotto-playout".into())
+        .spawn(move || {
+            let result = playout_loop(sink.as_mut(), &receive, &counters, &stop, started);
+            let finished = sink.finish();
+            result.and(finished)
+        })
+}
+
+fn playout_loop(
+    sink: &mut dyn AudioSink,
+    receive: &Receive,
+    counters: &MediaCounters,
+    stop: &AtomicBool,
+    started: Instant,
+) -> Result<(), AudioError> {
+    let mut decoder = OpusDecoder::new()?;
+    let mut due = started;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let now = Instant::now();
+        let (decision, frame, delay_ms) = {
+            let mut guard = receive.lock();
+            match guard.as_mut() {
+                None => (Decision::Waiting, Duration::from_millis(20), 0.0),
+                Some(buffer) => {
+                    let decision = buffer.pull(now);
+                    let stats = buffer.stats();
+                    (decision, buffer.frame(), stats.current_delay_ms)
+                }
+            }
+        };
+        let samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000;
+        out.clear();
+        out.resize(samples, 0);
+        let decoded = match &decision {
+            Decision::Waiting => Ok(samples),
+            Decision::Play(packet) => decoder.decode(&packet.payload, &mut out),
+            Decision::Fec { next } => decoder.decode_fec(&next.payload, &mut out),
+            Decision::Conceal | Decision::ComfortNoise => decoder.conceal(&mut out),
+        };
+        if decoded.is_err() {
+            counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            out.iter_mut().for_each(|s| *s = 0);
+            let _ = decoder.conceal(&mut out);
+        }
+        if !matches!(decision, Decision::Waiting | Decision::ComfortNoise) {
+            counters.frames_played.fetch_add(1, Ordering::Relaxed);
+            counters
+                .delay_sum_us
+                .fetch_add((delay_ms * 1000.0) as u64, Ordering::Relaxed);
+            counters.delay_samples.fetch_add(1, Ordering::Relaxed);
+        }
+        sink.write(&out)?;
+        due += frame;
+    }
+    Ok(())
+}

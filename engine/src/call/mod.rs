@@ -1,0 +1,253 @@
+//! One-to-one voice calls: a [`Phone`] owns a signaling connection, places calls and hands
+//! out incoming ones; each call runs as one task ([`session`]) that drives the WebRTC peer
+//! connection ([`peer`]) and the audio pipeline ([`media`]), and reports its state as
+//! [`CallEvent`]s and, at the end, a [`CallSummary`].
+
+pub mod media;
+pub mod peer;
+mod phone;
+mod session;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sotto_signaling::protocol::HangupReason;
+
+use crate::audio::codec::EncoderConfig;
+use crate::audio::jitter::JitterConfig;
+use crate::audio::{AudioError, InputSpec, OutputSpec};
+
+pub use phone::{CallHandle, IncomingCall, Phone};
+
+/// A STUN or TURN server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    pub username: Option<String>,
+    /// TURN credential.
+    pub credential: Option<String>,
+}
+
+/// How the call finds a path to the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceConfig {
+    /// STUN and TURN servers (none by default: host candidates only).
+    pub servers: Vec<IceServer>,
+    /// Local addresses to gather host candidates on. `0.0.0.0:0` (the default) means every
+    /// interface except loopback and link-local; name `127.0.0.1:0` to allow loopback (tests,
+    /// one-machine demos).
+    pub bind: Vec<String>,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        IceConfig {
+            servers: Vec::new(),
+            bind: vec!["0.0.0.0:0".to_owned()],
+        }
+    }
+}
+
+impl IceConfig {
+    /// Host candidates on loopback only: both ends on this machine.
+    pub fn loopback() -> Self {
+        IceConfig {
+            servers: Vec::new(),
+            bind: vec!["127.0.0.1:0".to_owned()],
+        }
+    }
+}
+
+/// Everything a call needs to know up front.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Where our voice comes from.
+    pub input: InputSpec,
+    /// Where the peer's voice goes.
+    pub output: OutputSpec,
+    /// Opus settings (bitrate is then adapted between 16 and 64 kbit/s).
+    pub encoder: EncoderConfig,
+    /// Jitter buffer tuning.
+    pub jitter: JitterConfig,
+    /// ICE.
+    pub ice: IceConfig,
+    /// How long the caller waits for an answer.
+    pub ring_timeout: Duration,
+    /// How long the media path may take to come up after the answer.
+    pub connect_timeout: Duration,
+    /// How long a lost media path may take to come back before the call ends.
+    pub reconnect_timeout: Duration,
+    /// Hang up after this long connected (`--duration`).
+    pub max_duration: Option<Duration>,
+    /// When the input is a file and it ends, hang up after this much more (so the last
+    /// words still reach the peer). `None`: keep the call up, sending silence.
+    pub hang_up_after_input: Option<Duration>,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            input: InputSpec::DefaultDevice,
+            output: OutputSpec::DefaultDevice,
+            encoder: EncoderConfig::default(),
+            jitter: JitterConfig::default(),
+            ice: IceConfig::default(),
+            ring_timeout: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(20),
+            reconnect_timeout: Duration::from_secs(30),
+            max_duration: None,
+            hang_up_after_input: None,
+        }
+    }
+}
+
+/// Where a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// The offer reached the peer (caller) or is waiting to be answered (callee).
+    Ringing,
+    /// Answered; ICE and DTLS are setting up the media path.
+    Connecting,
+    /// Media flows.
+    Connected,
+    /// The media path was lost; ICE is restarting.
+    Reconnecting,
+    /// Over; see the summary.
+    Ended,
+}
+
+/// Who ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// This end.
+    Local,
+    /// The peer.
+    Remote,
+}
+
+/// Why and by whom a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndReason {
+    /// Who ended it.
+    pub by: Side,
+    /// The reason as the signaling protocol names it.
+    pub reason: HangupReason,
+    /// Details for humans ("no answer within 45 s", "malformed SDP from the peer: …").
+    pub detail: String,
+}
+
+/// Something that happened to a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// The call moved to a new state (never `Ended`: that comes as [`CallEvent::Ended`]).
+    State(CallState),
+    /// The call is over.
+    Ended(Box<CallSummary>),
+}
+
+/// What the sender side did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SentSummary {
+    /// RTP packets sent.
+    pub packets: u64,
+    /// Mean Opus payload bitrate over the connected time, kbit/s.
+    pub payload_kbps: f64,
+    /// Frames not sent because the encoder was in DTX.
+    pub dtx_frames: u64,
+    /// The encoder's bitrate at the end, bit/s.
+    pub final_bitrate_bps: u32,
+    /// The loss percentage the encoder's FEC was tuned for at the end.
+    pub final_loss_percent: u8,
+}
+
+/// What the receiver side saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReceivedSummary {
+    /// RTP packets received on the audio track.
+    pub packets: u64,
+    /// Mean Opus payload bitrate over the connected time, kbit/s.
+    pub payload_kbps: f64,
+    /// Packets that never arrived in time (concealed by FEC or PLC).
+    pub lost: u64,
+    /// `lost` as a share of the packets expected, in percent.
+    pub loss_percent: f64,
+    /// Packets that came after their playout time.
+    pub late: u64,
+    /// Duplicates dropped.
+    pub duplicate: u64,
+    /// Mean jitter-buffer delay over the played frames, ms.
+    pub jitter_buffer_mean_ms: f64,
+    /// The jitter buffer's target delay at the end, ms.
+    pub jitter_buffer_target_ms: f64,
+    /// Audio played that was not decoded from its own packet (FEC, PLC, expansion), ms.
+    pub concealed_ms: f64,
+    /// Frames rebuilt from the next packet's in-band FEC.
+    pub fec_frames: u64,
+    /// Frames concealed by PLC.
+    pub plc_frames: u64,
+    /// Frames dropped to bring the delay down.
+    pub accelerated: u64,
+    /// Frames stretched while waiting for late packets.
+    pub expanded: u64,
+    /// Comfort-noise frames played while the peer was silent (DTX), not counted as
+    /// concealment.
+    pub comfort_noise_frames: u64,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+}
+
+/// The call summary printed at the end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallSummary {
+    /// The call's id.
+    pub call_id: String,
+    /// The peer's identity key.
+    pub peer: String,
+    /// "caller" or "callee".
+    pub role: &'static str,
+    /// Whether media ever flowed.
+    pub connected: bool,
+    /// From the offer (or answer) to the first connection, ms.
+    pub setup_ms: Option<f64>,
+    /// Connected time, seconds.
+    pub duration_s: f64,
+    /// ICE restarts done.
+    pub ice_restarts: u32,
+    /// Sending.
+    pub sent: SentSummary,
+    /// Receiving.
+    pub received: ReceivedSummary,
+    /// How it ended.
+    pub end: EndReason,
+    /// When this end's media clock started (capture and playout time 0), for aligning
+    /// recordings of two ends in one process.
+    #[serde(skip)]
+    pub media_started: Option<std::time::Instant>,
+}
+
+/// What can stop a call from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The audio input or output could not be opened.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The peer connection could not be built or driven.
+    #[error("media: {0}")]
+    Media(String),
+    /// The peer's SDP does not parse.
+    #[error("malformed SDP from the peer: {0}")]
+    MalformedSdp(String),
+    /// The peer offers nothing we can decode.
+    #[error("no common codec: {0}")]
+    NoCommonCodec(String),
+    /// Signaling failed (peer offline or unknown, connection lost).
+    #[error("signaling: {0}")]
+    Signaling(String),
+    /// The call already ended.
+    #[error("the call has ended")]
+    Ended,
+}

@@ -1,0 +1,334 @@
+//! Building the WebRTC peer connection of a one-to-one call (the `webrtc` crate) and the
+//! few SDP checks the call needs. Owns: the media engine (Opus, RFC 6464 audio level,
+//! transport-wide cc), the interceptor chain, ICE configuration, and the bridge from the
+//! connection's event handler to the call task. Must not touch audio or signaling.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rtc::interceptor::{
+    BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, PacketReport, Slot,
+    TwccReceiverBuilder, TwccSenderBuilder,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_TRANSPORT_CC,
+};
+use rtc::sdp::description::session::SessionDescription;
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, TRANSPORT_CC_URI};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    Registry, configure_rtcp_reports,
+};
+
+use super::{CallError, IceConfig};
+
+/// The payload type we offer Opus on (what browsers use too).
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// The Opus format parameters we offer: in-band FEC and DTX on, 10 ms minimum packet.
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
+
+/// Bounds of the send-side bandwidth estimate, matching the encoder's range.
+pub const MIN_BITRATE_BPS: u32 = 16_000;
+/// Upper bound of the send-side bandwidth estimate.
+pub const MAX_BITRATE_BPS: u32 = 64_000;
+
+/// What the connection's event handler reports to the call task.
+#[derive(Clone)]
+pub enum PeerEvent {
+    /// A local ICE candidate to trickle to the peer (`None`: gathering finished).
+    Candidate(Option<webrtc::peer_connection::RTCIceCandidateInit>),
+    /// The connection state changed.
+    State(RTCPeerConnectionState),
+    /// The peer's audio track arrived.
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.events.send(PeerEvent::Candidate(Some(init)));
+            }
+            Err(err) => tracing::debug!(%err, "a local candidate could not be serialised"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(
+        &self,
+        state: webrtc::peer_connection::RTCIceGatheringState,
+    ) {
+        if state == webrtc::peer_connection::RTCIceGatheringState::Complete {
+            let _ = self.events.send(PeerEvent::Candidate(None));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(PeerEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(PeerEvent::Track(track));
+    }
+}
+
+/// Wraps the GCC estimator so its target bitrate can be read from outside the interceptor
+/// chain (the chain owns the estimator and offers no way to reach it).
+struct PublishingEstimator {
+    inner: Gcc,
+    target_bps: Arc<AtomicU64>,
+}
+
+impl PublishingEstimator {
+    fn publish(&self) {
+        self.target_bps
+            .store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
+    }
+}
+
+impl BandwidthEstimator for PublishingEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}
+
+/// A built connection with what the call task needs from it.
+pub struct Peer {
+    /// The connection.
+    pub pc: Arc<dyn PeerConnection>,
+    /// Our audio track (RTP written by the media sender).
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// The SSRC of our audio stream (every packet we write must carry it).
+    pub ssrc: u32,
+    /// The send-side bandwidth estimate (GCC over transport-wide cc feedback), in bit/s;
+    /// 0 until the first feedback.
+    pub estimate_bps: Arc<AtomicU64>,
+    /// Events from the connection.
+    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: OPUS_FMTP.to_owned(),
+        rtcp_feedback: vec![RTCPFeedback {
+            typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+            parameter: String::new(),
+        }],
+    }
+}
+
+/// Builds a connection with one send-and-receive Opus audio track.
+pub async fn build(ice: &IceConfig) -> Result<Peer, CallError> {
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(media_err)?;
+    for uri in [AUDIO_LEVEL_URI, TRANSPORT_CC_URI] {
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(media_err)?;
+    }
+
+    // Interceptors: sender and receiver reports; transport-wide cc sequence numbers on
+    // what we send and feedback on what we receive; GCC over that feedback for our own
+    // estimate. rtc's `configure_congestion_control` also adds a pacer, which would
+    // queue audio behind a falling estimate and add delay; audio at 16-64 kbit/s does not
+    // need pacing, so the estimator is registered here without it.
+    let estimate_bps = Arc::new(AtomicU64::new(0));
+    let estimator = PublishingEstimator {
+        inner: Gcc::new(
+            f64::from(MAX_BITRATE_BPS),
+            f64::from(MIN_BITRATE_BPS),
+            f64::from(MAX_BITRATE_BPS),
+        ),
+        target_bps: estimate_bps.clone(),
+    };
+    let registry = Registry::new()
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
+    let registry = configure_rtcp_reports(registry);
+
+    let servers = ice
+        .servers
+        .iter()
+        .map(|server| RTCIceServer {
+            urls: server.urls.clone(),
+            username: server.username.clone().unwrap_or_default(),
+            credential: server.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .build();
+
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { events: events_tx }))
+        .with_udp_addrs(ice.bind.clone())
+        .build()
+        .await
+        .map_err(|err| CallError::Media(format!("creating the peer connection: {err}")))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let ssrc: u32 = rand::random();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "sotto".to_owned(),
+        "sotto-audio".to_owned(),
+        "microphone".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus_codec(),
+            ..Default::default()
+        }],
+    )));
+    pc.add_track(track.clone() as Arc<dyn webrtc::media_stream::track_local::TrackLocal>)
+        .await
+        .map_err(|err| CallError::Media(format!("adding the audio track: {err}")))?;
+
+    Ok(Peer {
+        pc,
+        track,
+        ssrc,
+        estimate_bps,
+        events,
+    })
+}
+
+fn media_err(err: impl std::fmt::Display) -> CallError {
+    CallError::Media(format!("configuring the media engine: {err}"))
+}
+
+/// What the peer's SDP says about the audio we need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAudio {
+    /// The Opus payload type the peer uses.
+    pub opus_payload_type: u8,
+    /// The extension id the peer gave the RFC 6464 audio level, if any.
+    pub audio_level_id: Option<u8>,
+}
+
+/// Checks a peer's SDP before it reaches the connection: it must parse, have an audio
+/// section, and offer Opus at 48 kHz there. The error says which, for the call's end
+/// reason.
+pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
+    let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(|err| CallError::MalformedSdp(err.to_string()))?;
+    let audio = parsed
+        .media_descriptions
+        .iter()
+        .find(|m| m.media_name.media == "audio")
+        .ok_or_else(|| CallError::NoCommonCodec("the peer's SDP has no audio section".into()))?;
+    let mut offered = Vec::new();
+    let mut opus = None;
+    let mut audio_level_id = None;
+    for attribute in &audio.attributes {
+        let Some(value) = attribute.value.as_deref() else {
+            continue;
+        };
+        match attribute.key.as_str() {
+            "rtpmap" => {
+                // "<pt> <name>/<rate>[/<channels>]"
+                let mut parts = value.splitn(2, ' ');
+                let (Some(pt), Some(format)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                offered.push(format.to_owned());
+                let mut format = format.split('/');
+                let name = format.next().unwrap_or_default();
+                let rate = format.next().unwrap_or_default();
+                if name.eq_ignore_ascii_case("opus")
+                    && rate == "48000"
+                    && let Ok(pt) = pt.parse::<u8>()
+                    && opus.is_none()
+                {
+                    opus = Some(pt);
+                }
+            }
+            "extmap" => {
+                // "<id>[/<direction>] <uri> ..."
+                let mut parts = value.split_whitespace();
+                let (Some(id), Some(uri)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let id = id.split('/').next().unwrap_or_default();
+                if uri == AUDIO_LEVEL_URI {
+                    audio_level_id = id.parse::<u8>().ok().filter(|id| (1..=14).contains(id));
+                }
+            }
+            _ => {}
+        }
+    }
+    match opus {
+        Some(opus_payload_type) => Ok(RemoteAudio {
+            opus_payload_type,
+            audio_level_id,
+        }),
+        None => Err(CallError::NoCommonCodec(if offered.is_empty() {
+            "the peer offered no audio codec".into()
+        } else {
+            format!(
+                "the peer offered {} and we need opus/48000",
+                offered.join(", ")
+            )
+        })),
+    }
+}

@@ -1,0 +1,752 @@
+//! One call as one task: the offer/answer exchange and trickled candidates over
+//! signaling, the connection's state changes, ICE restarts, timeouts, hang-up from either
+//! side, the rate controller's tick, and the summary at the end. All call state lives in
+//! [`Session`]; the task's `select!` loop is the only thing that changes it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sotto_signaling::protocol::{Answer, Candidate, Hangup, HangupReason, IdentityKey, Offer};
+use tokio::sync::mpsc;
+use webrtc::peer_connection::{
+    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
+    StatsSelector,
+};
+
+use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
+use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
+use super::{
+    CallConfig, CallError, CallEvent, CallState, CallSummary, EndReason, ReceivedSummary,
+    SentSummary, Side,
+};
+use crate::audio::rate::RateController;
+use crate::audio::{AudioSink, AudioSource};
+use crate::signaling::{CallSignal, SignalingSender};
+
+/// Which end of the call we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We placed the call (and are the one who restarts ICE).
+    Caller,
+    /// We answered.
+    Callee,
+}
+
+/// What the handle asks of the call.
+#[derive(Debug)]
+pub enum Command {
+    /// End the call.
+    HangUp,
+    /// Restart ICE (caller only).
+    RestartIce,
+}
+
+/// What a session starts with.
+pub struct SessionParams {
+    pub role: Role,
+    pub call_id: String,
+    pub peer: IdentityKey,
+    pub config: CallConfig,
+    pub sender: SignalingSender,
+    pub signals: mpsc::UnboundedReceiver<CallSignal>,
+    pub source: Box<dyn AudioSource>,
+    pub sink: Box<dyn AudioSink>,
+    /// The offer being answered (callee).
+    pub offer: Option<Offer>,
+    pub routes: Arc<Mutex<HashMap<(IdentityKey, String), mpsc::UnboundedSender<CallSignal>>>>,
+}
+
+/// Rate control and stats run this often.
+const TICK: Duration = Duration::from_secs(1);
+/// Least time between two ICE restarts the caller starts on its own.
+const RESTART_SPACING: Duration = Duration::from_secs(3);
+
+struct Session {
+    role: Role,
+    call_id: String,
+    peer_key: IdentityKey,
+    config: CallConfig,
+    signaling: SignalingSender,
+    events: mpsc::UnboundedSender<CallEvent>,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    ssrc: u32,
+    estimate_bps: Arc<std::sync::atomic::AtomicU64>,
+    state: CallState,
+    remote_audio: Option<RemoteAudio>,
+    remote_description_set: bool,
+    pending_candidates: Vec<RTCIceCandidateInit>,
+    created: Instant,
+    connected_at: Option<Instant>,
+    setup_ms: Option<f64>,
+    deadline: Option<Instant>,
+    input_ended_at: Option<Instant>,
+    last_restart: Option<Instant>,
+    ice_restarts: u32,
+    /// The opened input and output until media starts (behind a lock only so that the
+    /// session is `Sync` across awaits; nothing contends for it).
+    media: Mutex<Option<(Box<dyn AudioSource>, Box<dyn AudioSink>)>>,
+    media_started: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<MediaCounters>,
+    receive: Arc<Receive>,
+    control: Arc<EncoderControl>,
+    rate: RateController,
+    capture_end_tx: mpsc::UnboundedSender<CaptureEnd>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
+}
+
+/// Runs the call to its end.
+pub async fn run(
+    params: SessionParams,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<CallEvent>,
+) {
+    let SessionParams {
+        role,
+        call_id,
+        peer: peer_key,
+        config,
+        sender,
+        mut signals,
+        source,
+        sink,
+        offer,
+        routes,
+    } = params;
+    let route_key = (peer_key, call_id.clone());
+    let cleanup = move || {
+        routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&route_key);
+    };
+
+    let peer = match peer::build(&config.ice).await {
+        Ok(peer) => peer,
+        Err(err) => {
+            let _ = sender
+                .hang_up(peer_key, &call_id, HangupReason::Failed)
+                .await;
+            let end = EndReason {
+                by: Side::Local,
+                reason: HangupReason::Failed,
+                detail: err.to_string(),
+            };
+            let summary = empty_summary(role, &call_id, peer_key, end);
+            let _ = events.send(CallEvent::Ended(Box::new(summary)));
+            cleanup();
+            return;
+        }
+    };
+    let Peer {
+        pc,
+        track,
+        ssrc,
+        estimate_bps,
+        events: mut peer_events,
+    } = peer;
+
+    let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
+    let start_bitrate = config.encoder.bitrate_bps;
+    let mut session = Session {
+        role,
+        call_id,
+        peer_key,
+        signaling: sender,
+        events,
+        pc,
+        track,
+        ssrc,
+        estimate_bps,
+        state: CallState::Ringing,
+        remote_audio: None,
+        remote_description_set: false,
+        pending_candidates: Vec::new(),
+        created: Instant::now(),
+        connected_at: None,
+        setup_ms: None,
+        deadline: None,
+        input_ended_at: None,
+        last_restart: None,
+        ice_restarts: 0,
+        media: Mutex::new(Some((source, sink))),
+        media_started: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        counters: Arc::new(MediaCounters::default()),
+        receive: Arc::new(Receive::default()),
+        control: Arc::new(EncoderControl {
+            bitrate_bps: start_bitrate.into(),
+            loss_percent: config.encoder.loss_percent.into(),
+        }),
+        rate: RateController::new(peer::MIN_BITRATE_BPS, peer::MAX_BITRATE_BPS, start_bitrate),
+        capture_end_tx,
+        threads: Vec::new(),
+        playout: None,
+        config,
+    };
+
+    let opened = match (role, offer) {
+        (Role::Caller, _) => session.send_offer(false).await,
+        (Role::Callee, Some(offer)) => session.answer(offer).await,
+        (Role::Callee, None) => Err(local_failure("no offer to answer")),
+    };
+    let mut ended = opened.err();
+    if ended.is_none() {
+        session.set_state(match role {
+            Role::Caller => CallState::Ringing,
+            Role::Callee => CallState::Connecting,
+        });
+        session.deadline = Some(
+            Instant::now()
+                + match role {
+                    Role::Caller => session.config.ring_timeout,
+                    Role::Callee => session.config.connect_timeout,
+                },
+        );
+    }
+
+    let mut tick = tokio::time::interval(TICK);
+    while ended.is_none() {
+        let deadline = session
+            .deadline
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        ended = tokio::select! {
+            signal = signals.recv() => match signal {
+                Some(signal) => session.on_signal(signal).await.err(),
+                None => Some(local_failure("the signaling connection was closed")),
+            },
+            command = commands.recv() => match command {
+                Some(Command::HangUp) | None => Some(EndReason {
+                    by: Side::Local,
+                    reason: HangupReason::Normal,
+                    detail: "hung up".into(),
+                }),
+                Some(Command::RestartIce) => session.restart_ice(true).await.err(),
+            },
+            event = peer_events.recv() => match event {
+                Some(event) => session.on_peer_event(event).await.err(),
+                None => Some(local_failure("the peer connection stopped")),
+            },
+            end = capture_end.recv() => match end {
+                Some(CaptureEnd::InputEnded) => {
+                    session.input_ended_at = Some(Instant::now());
+                    session.refresh_deadline();
+                    None
+                }
+                Some(CaptureEnd::Failed(message)) => Some(local_failure(&format!("audio input: {message}"))),
+                Some(CaptureEnd::Stopped) | None => None,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => session.on_deadline(),
+            _ = tick.tick() => {
+                session.on_tick().await;
+                None
+            }
+        };
+    }
+    let end = ended.unwrap_or_else(|| local_failure("ended"));
+    if end.by == Side::Local {
+        let reason = end.reason;
+        if let Err(err) = session
+            .signaling
+            .hang_up(session.peer_key, &session.call_id, reason)
+            .await
+        {
+            tracing::debug!(%err, "the hang-up did not reach the peer");
+        }
+    }
+    let events = session.events.clone();
+    let summary = session.finish(end).await;
+    cleanup();
+    let _ = events.send(CallEvent::Ended(Box::new(summary)));
+}
+
+fn local_failure(detail: &str) -> EndReason {
+    EndReason {
+        by: Side::Local,
+        reason: HangupReason::Failed,
+        detail: detail.to_owned(),
+    }
+}
+
+fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -> CallSummary {
+    CallSummary {
+        call_id: call_id.to_owned(),
+        peer: peer.to_string(),
+        role: match role {
+            Role::Caller => "caller",
+            Role::Callee => "callee",
+        },
+        connected: false,
+        setup_ms: None,
+        duration_s: 0.0,
+        ice_restarts: 0,
+        sent: SentSummary::default(),
+        received: ReceivedSummary::default(),
+        end,
+        media_started: None,
+    }
+}
+
+impl Session {
+    fn set_state(&mut self, state: CallState) {
+        if self.state != state || state == CallState::Ringing {
+            self.state = state;
+            let _ = self.events.send(CallEvent::State(state));
+        }
+    }
+
+    async fn send(&self, signal: CallSignal) -> Result<(), EndReason> {
+        self.signaling
+            .send_call_signal(self.peer_key, signal)
+            .await
+            .map_err(|err| EndReason {
+                by: Side::Local,
+                reason: HangupReason::Failed,
+                detail: format!("the peer could not be reached: {err}"),
+            })
+    }
+
+    async fn send_offer(&mut self, ice_restart: bool) -> Result<(), EndReason> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(|err| local_failure(&format!("creating the offer: {err}")))?;
+        let sdp = offer.sdp.clone();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|err| local_failure(&format!("applying our offer: {err}")))?;
+        self.send(CallSignal::Offer(Offer {
+            call_id: self.call_id.clone(),
+            sdp,
+            ice_restart,
+        }))
+        .await
+    }
+
+    /// Callee: checks and applies the offer, sends the answer.
+    async fn answer(&mut self, offer: Offer) -> Result<(), EndReason> {
+        self.apply_remote(&offer.sdp, true).await?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|err| local_failure(&format!("creating the answer: {err}")))?;
+        let sdp = answer.sdp.clone();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|err| local_failure(&format!("applying our answer: {err}")))?;
+        self.send(CallSignal::Answer(Answer {
+            call_id: self.call_id.clone(),
+            sdp,
+        }))
+        .await
+    }
+
+    /// Checks the peer's SDP (parses, offers Opus) and applies it; then the candidates
+    /// that came early.
+    async fn apply_remote(&mut self, sdp: &str, is_offer: bool) -> Result<(), EndReason> {
+        let remote = peer::check_remote_sdp(sdp).map_err(|err| local_failure(&err.to_string()))?;
+        let description = if is_offer {
+            RTCSessionDescription::offer(sdp.to_owned())
+        } else {
+            RTCSessionDescription::answer(sdp.to_owned())
+        }
+        .map_err(|err| local_failure(&CallError::MalformedSdp(err.to_string()).to_string()))?;
+        self.pc
+            .set_remote_description(description)
+            .await
+            .map_err(|err| local_failure(&format!("the peer's SDP was refused: {err}")))?;
+        self.remote_audio = Some(remote);
+        self.remote_description_set = true;
+        for candidate in std::mem::take(&mut self.pending_candidates) {
+            self.add_candidate(candidate).await;
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&self, candidate: RTCIceCandidateInit) {
+        if let Err(err) = self.pc.add_ice_candidate(candidate).await {
+            // One bad candidate is not the end of the call: others may work.
+            tracing::debug!(%err, "a remote candidate was refused");
+        }
+    }
+
+    async fn on_signal(&mut self, signal: CallSignal) -> Result<(), EndReason> {
+        match signal {
+            CallSignal::Answer(answer) => {
+                if self.role != Role::Caller || self.remote_description_set && !self.restarting() {
+                    return Ok(());
+                }
+                let first = !self.remote_description_set;
+                self.apply_remote(&answer.sdp, false).await?;
+                if first {
+                    self.set_state(CallState::Connecting);
+                    self.deadline = Some(Instant::now() + self.config.connect_timeout);
+                }
+                Ok(())
+            }
+            CallSignal::Offer(offer) => {
+                // Only an ICE restart from the caller is expected once the call is set up.
+                if self.role != Role::Callee || !offer.ice_restart {
+                    return Ok(());
+                }
+                self.ice_restarts += 1;
+                self.answer(offer).await
+            }
+            CallSignal::Candidate(candidate) => {
+                if candidate.candidate.is_empty() {
+                    return Ok(());
+                }
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_mline_index,
+                    ..Default::default()
+                };
+                if self.remote_description_set {
+                    self.add_candidate(init).await;
+                } else if self.pending_candidates.len() < 64 {
+                    self.pending_candidates.push(init);
+                }
+                Ok(())
+            }
+            CallSignal::Hangup(Hangup { reason, .. }) => Err(EndReason {
+                by: Side::Remote,
+                reason,
+                detail: match reason {
+                    HangupReason::Normal => "the peer hung up".into(),
+                    HangupReason::Busy => "the peer is busy".into(),
+                    HangupReason::Declined => "the peer declined".into(),
+                    HangupReason::NoAnswer => "the peer gave up waiting".into(),
+                    HangupReason::Failed => "the peer's side failed".into(),
+                    HangupReason::Other => "the peer ended the call".into(),
+                },
+            }),
+        }
+    }
+
+    fn restarting(&self) -> bool {
+        self.state == CallState::Reconnecting || self.last_restart.is_some()
+    }
+
+    async fn on_peer_event(&mut self, event: PeerEvent) -> Result<(), EndReason> {
+        match event {
+            PeerEvent::Candidate(candidate) => {
+                let candidate = match candidate {
+                    Some(init) => Candidate {
+                        call_id: self.call_id.clone(),
+                        candidate: init.candidate,
+                        sdp_mid: init.sdp_mid,
+                        sdp_mline_index: init.sdp_mline_index,
+                    },
+                    None => Candidate {
+                        call_id: self.call_id.clone(),
+                        candidate: String::new(),
+                        sdp_mid: None,
+                        sdp_mline_index: None,
+                    },
+                };
+                // A lost candidate is not fatal while others get through.
+                if let Err(err) = self
+                    .signaling
+                    .send_call_signal(self.peer_key, CallSignal::Candidate(candidate))
+                    .await
+                {
+                    tracing::debug!(%err, "a local candidate did not reach the peer");
+                }
+                Ok(())
+            }
+            PeerEvent::State(state) => self.on_connection_state(state).await,
+            PeerEvent::Track(track) => {
+                let (payload_type, audio_level_id) = match &self.remote_audio {
+                    Some(remote) => (remote.opus_payload_type, remote.audio_level_id),
+                    None => (OPUS_PAYLOAD_TYPE, None),
+                };
+                tokio::spawn(media::run_receiver(
+                    track,
+                    payload_type,
+                    audio_level_id,
+                    self.config.jitter.clone(),
+                    self.receive.clone(),
+                    self.counters.clone(),
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_connection_state(
+        &mut self,
+        state: RTCPeerConnectionState,
+    ) -> Result<(), EndReason> {
+        match state {
+            RTCPeerConnectionState::Connected => {
+                if self.connected_at.is_none() {
+                    let now = Instant::now();
+                    self.connected_at = Some(now);
+                    self.setup_ms = Some(ms(now - self.created));
+                    self.start_media()?;
+                }
+                self.set_state(CallState::Connected);
+                self.refresh_deadline();
+                Ok(())
+            }
+            RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Failed => {
+                if self.connected_at.is_none() {
+                    if state == RTCPeerConnectionState::Failed {
+                        return Err(local_failure("no media path to the peer (ICE failed)"));
+                    }
+                    return Ok(());
+                }
+                if self.state != CallState::Reconnecting {
+                    self.set_state(CallState::Reconnecting);
+                    self.deadline = Some(Instant::now() + self.config.reconnect_timeout);
+                }
+                self.restart_ice(false).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Caller only: new ICE credentials, a new offer flagged as a restart.
+    async fn restart_ice(&mut self, asked: bool) -> Result<(), EndReason> {
+        if self.role != Role::Caller || !self.remote_description_set {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if !asked
+            && self
+                .last_restart
+                .is_some_and(|at| now - at < RESTART_SPACING)
+        {
+            return Ok(());
+        }
+        self.last_restart = Some(now);
+        self.ice_restarts += 1;
+        self.pc
+            .restart_ice()
+            .await
+            .map_err(|err| local_failure(&format!("restarting ICE: {err}")))?;
+        self.send_offer(true).await
+    }
+
+    fn start_media(&mut self) -> Result<(), EndReason> {
+        let taken = self
+            .media
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((source, sink)) = taken else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.media_started = Some(started);
+        let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
+        let frame_samples = self.config.encoder.frame.samples() as u32;
+        let payload_type = self
+            .remote_audio
+            .as_ref()
+            .map_or(OPUS_PAYLOAD_TYPE, |r| r.opus_payload_type);
+        tokio::spawn(media::run_sender(
+            self.track.clone(),
+            self.ssrc,
+            payload_type,
+            frame_samples,
+            frames_rx,
+            self.counters.clone(),
+        ));
+        let capture = media::spawn_capture(
+            source,
+            self.config.encoder.clone(),
+            self.control.clone(),
+            self.counters.clone(),
+            self.stop.clone(),
+            started,
+            frames_tx,
+            self.capture_end_tx.clone(),
+        )
+        .map_err(|err| local_failure(&format!("starting the capture thread: {err}")))?;
+        self.threads.push(capture);
+        let playout = media::spawn_playout(
+            sink,
+            self.receive.clone(),
+            self.counters.clone(),
+            self.stop.clone(),
+            started,
+        )
+        .map_err(|err| local_failure(&format!("starting the playout thread: {err}")))?;
+        self.playout = Some(playout);
+        Ok(())
+    }
+
+    /// The deadline while connected: the end of `--duration`, or the tail after the input
+    /// ended, whichever is first.
+    fn refresh_deadline(&mut self) {
+        if self.state != CallState::Connected {
+            return;
+        }
+        let by_duration = self
+            .connected_at
+            .zip(self.config.max_duration)
+            .map(|(at, max)| at + max);
+        let by_input = self
+            .input_ended_at
+            .zip(self.config.hang_up_after_input)
+            .map(|(at, tail)| at + tail);
+        self.deadline = match (by_duration, by_input) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn on_deadline(&mut self) -> Option<EndReason> {
+        let (reason, detail) = match self.state {
+            CallState::Ringing => (
+                HangupReason::NoAnswer,
+                format!("no answer within {:?}", self.config.ring_timeout),
+            ),
+            CallState::Connecting => (
+                HangupReason::Failed,
+                format!("no media path within {:?}", self.config.connect_timeout),
+            ),
+            CallState::Reconnecting => (
+                HangupReason::Failed,
+                format!(
+                    "the media path did not come back within {:?}",
+                    self.config.reconnect_timeout
+                ),
+            ),
+            CallState::Connected => (
+                HangupReason::Normal,
+                if self.input_ended_at.is_some() {
+                    "the input ended".to_owned()
+                } else {
+                    "the call reached its duration".to_owned()
+                },
+            ),
+            CallState::Ended => return None,
+        };
+        Some(EndReason {
+            by: Side::Local,
+            reason,
+            detail,
+        })
+    }
+
+    /// Once a second: feed the receiver reports' loss and the bandwidth estimate to the
+    /// rate controller, and the result to the encoder.
+    async fn on_tick(&mut self) {
+        if self.connected_at.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let report = self.pc.get_stats(now, StatsSelector::None).await;
+        let fraction_lost = report
+            .iter()
+            .find_map(|entry| match entry {
+                webrtc::peer_connection::RTCStatsReportEntry::RemoteInboundRtp(remote) => {
+                    Some(remote.fraction_lost)
+                }
+                _ => None,
+            })
+            .unwrap_or(0.0);
+        let estimate = self.estimate_bps.load(Ordering::Relaxed);
+        let decision = self
+            .rate
+            .on_report(now, fraction_lost, (estimate > 0).then_some(estimate));
+        self.control
+            .bitrate_bps
+            .store(decision.bitrate_bps, Ordering::Relaxed);
+        self.control
+            .loss_percent
+            .store(decision.loss_percent, Ordering::Relaxed);
+    }
+
+    async fn finish(mut self, end: EndReason) -> CallSummary {
+        self.state = CallState::Ended;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Err(err) = self.pc.close().await {
+            tracing::debug!(%err, "closing the peer connection");
+        }
+        let playout = self.playout.take();
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+            playout.map(|p| p.join())
+        })
+        .await;
+        if let Ok(Some(Ok(Err(err)))) = joined {
+            tracing::warn!(%err, "audio output");
+        }
+        self.summary(end)
+    }
+
+    fn summary(&self, end: EndReason) -> CallSummary {
+        let mut summary = empty_summary(self.role, &self.call_id, self.peer_key, end);
+        let duration = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+        let secs = duration.as_secs_f64().max(1e-3);
+        let c = &self.counters;
+        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        summary.connected = self.connected_at.is_some();
+        summary.media_started = self.media_started;
+        summary.setup_ms = self.setup_ms;
+        summary.duration_s = round(duration.as_secs_f64(), 3);
+        summary.ice_restarts = self.ice_restarts;
+        summary.sent = SentSummary {
+            packets: load(&c.packets_sent),
+            payload_kbps: round(load(&c.payload_bytes_sent) as f64 * 8.0 / secs / 1000.0, 2),
+            dtx_frames: load(&c.dtx_frames),
+            final_bitrate_bps: c.bitrate_bps.load(Ordering::Relaxed),
+            final_loss_percent: c.loss_percent.load(Ordering::Relaxed),
+        };
+        let jitter = self.receive.stats().unwrap_or_default();
+        let expected = jitter.played + jitter.lost;
+        let delay_samples = load(&c.delay_samples).max(1);
+        summary.received = ReceivedSummary {
+            packets: load(&c.packets_received),
+            payload_kbps: round(
+                load(&c.payload_bytes_received) as f64 * 8.0 / secs / 1000.0,
+                2,
+            ),
+            lost: jitter.lost,
+            loss_percent: if expected == 0 {
+                0.0
+            } else {
+                round(jitter.lost as f64 * 100.0 / expected as f64, 2)
+            },
+            late: jitter.late,
+            duplicate: jitter.duplicate,
+            jitter_buffer_mean_ms: round(
+                load(&c.delay_sum_us) as f64 / delay_samples as f64 / 1000.0,
+                1,
+            ),
+            jitter_buffer_target_ms: round(jitter.target_delay_ms, 1),
+            concealed_ms: round(jitter.concealed_ms, 1),
+            fec_frames: jitter.fec,
+            plc_frames: jitter.concealed,
+            accelerated: jitter.accelerated,
+            expanded: jitter.expanded,
+            comfort_noise_frames: jitter.comfort_noise,
+            decode_errors: load(&c.decode_errors),
+        };
+        summary
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    round(duration.as_secs_f64() * 1000.0, 1)
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}

@@ -1,0 +1,149 @@
+//! The one-to-one voice demo: a signaling server in this process on a free loopback port,
+//! two engines (Alice and Bob) with fresh identities, and a real call between them —
+//! WebRTC over loopback with DTLS-SRTP, Opus, the jitter buffer. Alice plays a WAV file
+//! into the call; what Bob hears is written to another WAV file. The result is both call
+//! summaries and how the received audio lines up with what was sent.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use sotto_engine::audio::analysis::{active_span, align};
+use sotto_engine::audio::codec::EncoderConfig;
+use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
+use sotto_engine::call::{CallConfig, CallSummary, IceConfig, Phone};
+use sotto_engine::{Identity, SignalingClient};
+use sotto_signaling::server::{Config, start};
+
+/// Longest wait for the callee to see the call.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// What one run of the demo produced.
+pub struct VoiceCall {
+    /// Alice's summary (the caller, who sent the file).
+    pub caller: CallSummary,
+    /// Bob's summary (who recorded it).
+    pub callee: CallSummary,
+    /// Mouth-to-ear delay: where the sent audio appears in the recording, ms, corrected
+    /// for the two ends' media clocks starting at different instants.
+    pub mouth_to_ear_ms: Option<f64>,
+    /// Correlation of the recording with the input at that delay.
+    pub correlation: Option<f64>,
+    /// Length of the speech (first to last loud 10 ms block) in the input, seconds.
+    pub sent_speech_s: Option<f64>,
+    /// The same in the recording.
+    pub received_speech_s: Option<f64>,
+}
+
+impl VoiceCall {
+    /// The one JSON line the example prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "demo": "one_to_one_voice",
+            "mouth_to_ear_ms": self.mouth_to_ear_ms,
+            "correlation": self.correlation.map(|c| (c * 1000.0).round() / 1000.0),
+            "sent_speech_s": self.sent_speech_s,
+            "received_speech_s": self.received_speech_s,
+            "caller": self.caller,
+            "callee": self.callee,
+        })
+    }
+}
+
+/// Runs a call that plays `input` from Alice to Bob at `bitrate_bps` and records what
+/// Bob hears to `output`.
+pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Result<VoiceCall> {
+    let data_dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    let server = start(Config::new("127.0.0.1:0".parse()?, data_dir.path()))
+        .await
+        .context("starting the signaling server")?;
+    let client_config = sotto_engine::ClientConfig::new(server.ws_url());
+    let alice_id = Arc::new(Identity::generate(Some("Alice".into()))?);
+    let bob_id = Arc::new(Identity::generate(Some("Bob".into()))?);
+    let alice = Phone::new(SignalingClient::connect(client_config.clone(), alice_id).await?);
+    let mut bob = Phone::new(SignalingClient::connect(client_config, bob_id.clone()).await?);
+
+    let encoder = EncoderConfig {
+        bitrate_bps,
+        ..EncoderConfig::default()
+    };
+    let caller_config = CallConfig {
+        input: InputSpec::Wav(input.to_owned()),
+        output: OutputSpec::Null,
+        encoder: encoder.clone(),
+        ice: IceConfig::loopback(),
+        hang_up_after_input: Some(Duration::from_secs(1)),
+        max_duration: Some(Duration::from_secs(600)),
+        ..CallConfig::default()
+    };
+    let callee_config = CallConfig {
+        input: InputSpec::Silence,
+        output: OutputSpec::Wav(output.to_owned()),
+        encoder,
+        ice: IceConfig::loopback(),
+        max_duration: Some(Duration::from_secs(600)),
+        ..CallConfig::default()
+    };
+
+    let call = alice.call(bob_id.public(), caller_config)?;
+    let incoming = tokio::time::timeout(WAIT, bob.next_incoming())
+        .await
+        .context("Bob saw no call")?
+        .context("Bob's signaling closed")?;
+    let answered = incoming.answer(callee_config).await?;
+    let (caller, callee) = tokio::join!(call.finished(), answered.finished());
+    let (caller, callee) = (caller?, callee?);
+    server.shutdown().await?;
+    if !caller.connected || !callee.connected {
+        bail!(
+            "the call did not connect: caller: {}; callee: {}",
+            caller.end.detail,
+            callee.end.detail
+        );
+    }
+
+    let sent = read_wav(input)?;
+    let received = read_wav(output)?;
+    let alignment = align(&sent, &received, SAMPLE_RATE as usize * 2);
+    let clock_offset_ms = match (caller.media_started, callee.media_started) {
+        (Some(a), Some(b)) => {
+            // Bob's recording starts at b, Alice's input at a: a lag of L samples in the
+            // recording is L/48 ms after b, i.e. L/48 + (b - a) after Alice sent it.
+            if b >= a {
+                (b - a).as_secs_f64() * 1000.0
+            } else {
+                -((a - b).as_secs_f64() * 1000.0)
+            }
+        }
+        _ => 0.0,
+    };
+    let speech_s = |samples: &[i16]| {
+        active_span(samples, SAMPLE_RATE, 40.0).map(|span| span.len() as f64 / SAMPLE_RATE as f64)
+    };
+    Ok(VoiceCall {
+        mouth_to_ear_ms: alignment.map(|a| {
+            ((a.lag as f64 * 1000.0 / SAMPLE_RATE as f64 + clock_offset_ms) * 10.0).round() / 10.0
+        }),
+        correlation: alignment.map(|a| a.correlation),
+        sent_speech_s: speech_s(&sent),
+        received_speech_s: alignment.and_then(|a| speech_s(&received[a.lag..])),
+        caller,
+        callee,
+    })
+}
+
+/// Reads a 48 kHz mono 16-bit WAV file, as the demo writes and the reference files are.
+pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let spec = reader.spec();
+    if spec.sample_rate != SAMPLE_RATE || spec.channels != 1 || spec.bits_per_sample != 16 {
+        bail!("{} is not 48 kHz mono 16-bit", path.display());
+    }
+    reader
+        .samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", path.display()))
+}
