@@ -127,10 +127,10 @@ async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
 
 /// `sotto call <peer>`.
 pub async fn call(identity: Identity, peer: &str, args: &CallArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
     let peer: IdentityKey = peer
         .parse()
         .map_err(|_| anyhow::anyhow!("{peer:?} is not a Sotto id (see `sotto id show`)"))?;
-    let config = args.config()?;
     let phone = connect(args, identity).await?;
     let handle = phone.call(peer, config)?;
     report(handle, args.json).await
