@@ -35,6 +35,10 @@ pub struct VoiceCall {
     pub sent_speech_s: Option<f64>,
     /// The same in the recording.
     pub received_speech_s: Option<f64>,
+    /// CPU this process used while the call was up (both ends: capture, Opus, SRTP,
+    /// jitter buffer, playout; and the in-process signaling server, which is idle then),
+    /// as a percentage of one core. Linux only.
+    pub cpu_percent_of_one_core: Option<f64>,
 }
 
 impl VoiceCall {
@@ -46,6 +50,7 @@ impl VoiceCall {
             "correlation": self.correlation.map(|c| (c * 1000.0).round() / 1000.0),
             "sent_speech_s": self.sent_speech_s,
             "received_speech_s": self.received_speech_s,
+            "cpu_percent_of_one_core": self.cpu_percent_of_one_core,
             "caller": self.caller,
             "callee": self.callee,
         })
@@ -93,7 +98,15 @@ pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Resul
         .context("Bob saw no call")?
         .context("Bob's signaling closed")?;
     let answered = incoming.answer(callee_config).await?;
+    let cpu_before = process_cpu_seconds();
+    let wall_before = std::time::Instant::now();
     let (caller, callee) = tokio::join!(call.finished(), answered.finished());
+    let cpu_percent_of_one_core = cpu_before
+        .zip(process_cpu_seconds())
+        .map(|(before, after)| {
+            let percent = (after - before) / wall_before.elapsed().as_secs_f64() * 100.0;
+            (percent * 100.0).round() / 100.0
+        });
     let (caller, callee) = (caller?, callee?);
     server.shutdown().await?;
     if !caller.connected || !callee.connected {
@@ -129,6 +142,7 @@ pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Resul
         correlation: alignment.map(|a| a.correlation),
         sent_speech_s: speech_s(&sent),
         received_speech_s: alignment.and_then(|a| speech_s(&received[a.lag..])),
+        cpu_percent_of_one_core,
         caller,
         callee,
     })
@@ -146,4 +160,17 @@ pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
         .samples::<i16>()
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading {}", path.display()))
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14
+/// and 15, in clock ticks of 1/100 s on Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -244,6 +244,9 @@ where
 
 impl AudioSource for WavSource {
     fn read(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
+        if frame.is_empty() {
+            return Ok(!self.drained || self.converted.len() > self.taken);
+        }
         while self.converted.len() - self.taken < frame.len() && !self.drained {
             self.refill()?;
         }

@@ -82,22 +82,42 @@ pub enum CaptureEnd {
     Failed(String),
 }
 
+/// What the capture thread needs.
+pub struct Capture {
+    /// The microphone, file, tone or silence.
+    pub source: Box<dyn AudioSource>,
+    /// Opus settings.
+    pub config: EncoderConfig,
+    /// Bitrate and loss set by the rate controller while running.
+    pub control: Arc<EncoderControl>,
+    /// Where to count.
+    pub counters: Arc<MediaCounters>,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+    /// The media clock's origin, shared with playout so that the output's time 0 is the
+    /// input's time 0.
+    pub started: Instant,
+    /// Encoded frames, to the RTP sender.
+    pub frames: mpsc::Sender<OutFrame>,
+    /// Told why capture stopped.
+    pub ended: mpsc::UnboundedSender<CaptureEnd>,
+}
+
 /// Runs the capture loop on its own thread: read a frame, encode, hand it to the sender.
-/// `started` is the media clock's origin, shared with playout so that the output's time 0
-/// is the input's time 0.
-pub fn spawn_capture(
-    mut source: Box<dyn AudioSource>,
-    config: EncoderConfig,
-    control: Arc<EncoderControl>,
-    counters: Arc<MediaCounters>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
-    frames: mpsc::Sender<OutFrame>,
-    ended: mpsc::UnboundedSender<CaptureEnd>,
-) -> std::io::Result<thread::JoinHandle<()>> {
+pub fn spawn_capture(capture: Capture) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("sotto-capture".into())
         .spawn(move || {
+            let Capture {
+                mut source,
+                config,
+                control,
+                counters,
+                stop,
+                started,
+                frames,
+                ended,
+            } = capture;
             let end = match capture_loop(
                 source.as_mut(),
                 &config,
@@ -346,9 +366,9 @@ fn playout_loop(
             match guard.as_mut() {
                 None => (Decision::Waiting, Duration::from_millis(20), 0.0),
                 Some(buffer) => {
-                    let decision = buffer.pull(now);
-                    let stats = buffer.stats();
-                    (decision, buffer.frame(), stats.current_delay_ms)
+                    // The audio buffered ahead of the playout point, this frame included.
+                    let delay_ms = buffer.stats().current_delay_ms;
+                    (buffer.pull(now), buffer.frame(), delay_ms)
                 }
             }
         };

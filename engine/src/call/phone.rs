@@ -4,17 +4,15 @@
 //! already up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sotto_signaling::protocol::{HangupReason, IdentityKey, Offer};
 use tokio::sync::mpsc;
 
-use super::session::{self, Command, Role, SessionParams};
+use super::session::{self, Command, Role, Routes, SessionParams};
 use super::{CallConfig, CallError, CallEvent, CallSummary};
 use crate::audio::{open_sink, open_source};
 use crate::signaling::{CallSignal, Event, SignalingClient, SignalingSender};
-
-type Routes = Arc<Mutex<HashMap<(IdentityKey, String), mpsc::UnboundedSender<CallSignal>>>>;
 
 /// Places and receives calls over one signaling connection.
 pub struct Phone {

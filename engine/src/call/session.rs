@@ -25,6 +25,12 @@ use crate::audio::rate::RateController;
 use crate::audio::{AudioSink, AudioSource};
 use crate::signaling::{CallSignal, SignalingSender};
 
+/// Calls by (peer, call id), shared with the [`super::Phone`] that routes signals to them.
+pub type Routes = Arc<Mutex<HashMap<(IdentityKey, String), mpsc::UnboundedSender<CallSignal>>>>;
+
+/// The input and output a call opened before it started.
+type OpenedAudio = (Box<dyn AudioSource>, Box<dyn AudioSink>);
+
 /// Which end of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -55,7 +61,7 @@ pub struct SessionParams {
     pub sink: Box<dyn AudioSink>,
     /// The offer being answered (callee).
     pub offer: Option<Offer>,
-    pub routes: Arc<Mutex<HashMap<(IdentityKey, String), mpsc::UnboundedSender<CallSignal>>>>,
+    pub routes: Routes,
 }
 
 /// Rate control and stats run this often.
@@ -87,7 +93,7 @@ struct Session {
     ice_restarts: u32,
     /// The opened input and output until media starts (behind a lock only so that the
     /// session is `Sync` across awaits; nothing contends for it).
-    media: Mutex<Option<(Box<dyn AudioSource>, Box<dyn AudioSink>)>>,
+    media: Mutex<Option<OpenedAudio>>,
     media_started: Option<Instant>,
     stop: Arc<AtomicBool>,
     counters: Arc<MediaCounters>,
@@ -562,16 +568,16 @@ impl Session {
             frames_rx,
             self.counters.clone(),
         ));
-        let capture = media::spawn_capture(
+        let capture = media::spawn_capture(media::Capture {
             source,
-            self.config.encoder.clone(),
-            self.control.clone(),
-            self.counters.clone(),
-            self.stop.clone(),
+            config: self.config.encoder.clone(),
+            control: self.control.clone(),
+            counters: self.counters.clone(),
+            stop: self.stop.clone(),
             started,
-            frames_tx,
-            self.capture_end_tx.clone(),
-        )
+            frames: frames_tx,
+            ended: self.capture_end_tx.clone(),
+        })
         .map_err(|err| local_failure(&format!("starting the capture thread: {err}")))?;
         self.threads.push(capture);
         let playout = media::spawn_playout(
