@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use sotto_engine::audio::codec::EncoderConfig;
 
 /// A one-to-one voice call between two engines in this process.
 #[derive(Debug, Parser)]
@@ -19,12 +20,22 @@ struct Args {
     /// Opus start bitrate, bit/s.
     #[arg(long, default_value_t = 32_000)]
     bitrate: u32,
+    /// Opus encoder complexity, 0-10 (see BENCHMARKS.md for its cost and quality).
+    #[arg(long)]
+    complexity: Option<u8>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let call = sotto_examples::voice_demo::run(&args.input, &args.output, args.bitrate).await?;
+    let mut encoder = EncoderConfig {
+        bitrate_bps: args.bitrate,
+        ..EncoderConfig::default()
+    };
+    if let Some(complexity) = args.complexity {
+        encoder.complexity = complexity;
+    }
+    let call = sotto_examples::voice_demo::run(&args.input, &args.output, encoder).await?;
     println!("{}", call.to_json());
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct VoiceCall {
     /// Mouth-to-ear delay: where the sent audio appears in the recording, ms, corrected
     /// for the two ends' media clocks starting at different instants.
     pub mouth_to_ear_ms: Option<f64>,
+    /// Where the input starts in the recording, in samples at 48 kHz.
+    pub lag_samples: Option<usize>,
     /// Correlation of the recording with the input at that delay.
     pub correlation: Option<f64>,
     /// Length of the speech (first to last loud 10 ms block) in the input, seconds.
@@ -47,6 +49,7 @@ impl VoiceCall {
         json!({
             "demo": "one_to_one_voice",
             "mouth_to_ear_ms": self.mouth_to_ear_ms,
+            "lag_samples": self.lag_samples,
             "correlation": self.correlation.map(|c| (c * 1000.0).round() / 1000.0),
             "sent_speech_s": self.sent_speech_s,
             "received_speech_s": self.received_speech_s,
@@ -57,9 +60,9 @@ impl VoiceCall {
     }
 }
 
-/// Runs a call that plays `input` from Alice to Bob at `bitrate_bps` and records what
-/// Bob hears to `output`.
-pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Result<VoiceCall> {
+/// Runs a call that plays `input` from Alice to Bob with these Opus settings (both ends)
+/// and records what Bob hears to `output`.
+pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow::Result<VoiceCall> {
     let data_dir = tempfile::tempdir().context("creating a temporary data dir")?;
     let server = start(Config::new("127.0.0.1:0".parse()?, data_dir.path()))
         .await
@@ -70,10 +73,6 @@ pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Resul
     let alice = Phone::new(SignalingClient::connect(client_config.clone(), alice_id).await?);
     let mut bob = Phone::new(SignalingClient::connect(client_config, bob_id.clone()).await?);
 
-    let encoder = EncoderConfig {
-        bitrate_bps,
-        ..EncoderConfig::default()
-    };
     let caller_config = CallConfig {
         input: InputSpec::Wav(input.to_owned()),
         output: OutputSpec::Null,
@@ -139,6 +138,7 @@ pub async fn run(input: &Path, output: &Path, bitrate_bps: u32) -> anyhow::Resul
         mouth_to_ear_ms: alignment.map(|a| {
             ((a.lag as f64 * 1000.0 / SAMPLE_RATE as f64 + clock_offset_ms) * 10.0).round() / 10.0
         }),
+        lag_samples: alignment.map(|a| a.lag),
         correlation: alignment.map(|a| a.correlation),
         sent_speech_s: speech_s(&sent),
         received_speech_s: alignment.and_then(|a| speech_s(&received[a.lag..])),

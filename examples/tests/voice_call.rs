@@ -19,9 +19,13 @@ fn reference(name: &str) -> PathBuf {
 async fn speech_crosses_a_loopback_call_intact() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("received.wav");
-    let call = voice_demo::run(&reference("speech-en-us-1.wav"), &output, 32_000)
-        .await
-        .unwrap();
+    let call = voice_demo::run(
+        &reference("speech-en-us-1.wav"),
+        &output,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let line = call.to_json();
     println!("{line}");
 
