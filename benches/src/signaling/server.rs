@@ -301,7 +301,10 @@ mod tests {
     #[test]
     fn reads_the_listening_line() {
         let addr = parse_listening("listening on ws://127.0.0.1:41234/v1/ws\n").unwrap();
-        assert_eq!(addr, "127.0.0.1:41234".parse().unwrap());
+        assert_eq!(
+            addr,
+            "127.0.0.1:41234".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert!(parse_listening("ready").is_err());
     }
 

@@ -163,7 +163,14 @@ pub fn is_dtx_payload(payload: &[u8]) -> bool {
 /// Samples (at 48 kHz) that `payload` decodes to, from its TOC and frame count alone.
 pub fn packet_samples(payload: &[u8]) -> Result<usize, AudioError> {
     check_payload(payload)?;
-    opus::packet::get_nb_samples(payload, SAMPLE_RATE).map_err(|e| codec_error("packet", &e))
+    let samples = opus::packet::get_nb_samples(payload, SAMPLE_RATE)
+        .map_err(|e| codec_error("packet", &e))?;
+    if samples == 0 || samples > MAX_FRAME_SAMPLES {
+        return Err(AudioError::Codec(format!(
+            "packet declares {samples} samples"
+        )));
+    }
+    Ok(samples)
 }
 
 /// The Opus encoder.
@@ -344,12 +351,18 @@ fn check_payload(payload: &[u8]) -> Result<(), AudioError> {
             payload.len()
         )));
     }
+    // The framing rules of RFC 6716 §3.4 (frame counts, lengths, padding), checked by
+    // libopus's own parser before anything is decoded.
+    opus::packet::parse(payload).map_err(|e| codec_error("packet", &e))?;
     Ok(())
 }
 
 /// FEC and concealment must be asked for exactly the missing duration, in 2.5 ms steps.
 fn check_missing(out: &[i16]) -> Result<(), AudioError> {
-    if out.is_empty() || out.len() > MAX_FRAME_SAMPLES || out.len() % PLC_STEP_SAMPLES != 0 {
+    if out.is_empty()
+        || out.len() > MAX_FRAME_SAMPLES
+        || !out.len().is_multiple_of(PLC_STEP_SAMPLES)
+    {
         return Err(AudioError::Codec(format!(
             "cannot conceal {} samples: use a multiple of {PLC_STEP_SAMPLES} up to {MAX_FRAME_SAMPLES}",
             out.len()

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder};
+use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder, packet_samples};
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
 use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLE_RATE, SAMPLES_PER_MS};
@@ -290,14 +290,10 @@ pub async fn run_receiver(
         }
         // The frame duration comes from the Opus packet itself (RFC 6716 §3.1); a packet
         // that does not parse is dropped here rather than fed to the decoder.
-        let Ok(samples) = opus::packet::get_nb_samples(&packet.payload, SAMPLE_RATE) else {
+        let Ok(samples) = packet_samples(&packet.payload) else {
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if samples == 0 || samples > 120 * SAMPLES_PER_MS {
-            counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
         counters.packets_received.fetch_add(1, Ordering::Relaxed);
         counters
             .payload_bytes_received
