@@ -161,6 +161,7 @@ async fn requests_before_auth_are_not_authenticated() {
             Some(9),
             ClientMessage::RoomCreate {
                 max_participants: None,
+                sfu: false,
             },
         )
         .await;

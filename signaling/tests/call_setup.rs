@@ -38,12 +38,14 @@ async fn create_room(client: &mut Client) -> (RoomId, InviteToken) {
     let reply = client
         .request(ClientMessage::RoomCreate {
             max_participants: Some(2),
+            sfu: false,
         })
         .await;
     let ServerMessage::RoomCreated {
         room_id,
         invite_token,
         max_participants,
+        sfu: None,
     } = reply.message
     else {
         panic!("expected room_created, got {reply:?}");
@@ -71,6 +73,7 @@ async fn two_identities_meet_in_a_room_and_set_up_a_call() {
     let ServerMessage::RoomJoined {
         room_id: joined,
         participants,
+        sfu: None,
     } = reply.message
     else {
         panic!("expected room_joined, got {reply:?}");

@@ -132,6 +132,7 @@ async fn rooms_need_their_invite_token_and_failures_look_alike() {
     let reply = alice
         .request(ClientMessage::RoomCreate {
             max_participants: None,
+            sfu: false,
         })
         .await;
     let ServerMessage::RoomCreated {

@@ -125,18 +125,40 @@ impl SignalingSender {
         &self,
         max_participants: Option<u32>,
     ) -> Result<RoomInvite, ClientError> {
+        self.create_room_with(max_participants, false).await
+    }
+
+    /// Create a room whose media an SFU hosts (a group call); `no_sfu` when the server has
+    /// none registered.
+    pub async fn create_group_room(
+        &self,
+        max_participants: Option<u32>,
+    ) -> Result<RoomInvite, ClientError> {
+        self.create_room_with(max_participants, true).await
+    }
+
+    async fn create_room_with(
+        &self,
+        max_participants: Option<u32>,
+        sfu: bool,
+    ) -> Result<RoomInvite, ClientError> {
         match self
-            .request(ClientMessage::RoomCreate { max_participants })
+            .request(ClientMessage::RoomCreate {
+                max_participants,
+                sfu,
+            })
             .await?
         {
             ServerMessage::RoomCreated {
                 room_id,
                 invite_token,
                 max_participants,
+                sfu,
             } => Ok(RoomInvite {
                 room_id,
                 invite_token,
                 max_participants,
+                sfu,
             }),
             other => Err(unexpected(other)),
         }

@@ -117,6 +117,8 @@ pub struct RoomInvite {
     pub invite_token: InviteToken,
     /// Its participant cap.
     pub max_participants: u32,
+    /// The SFU hosting its media (group rooms only).
+    pub sfu: Option<IdentityKey>,
 }
 
 /// Call setup exchanged with one peer.

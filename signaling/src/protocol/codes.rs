@@ -57,6 +57,10 @@ pub enum ErrorCode {
     Abusive,
     /// The server is shutting down.
     ShuttingDown,
+    /// `sfu_register` was refused: the server takes no SFU, or the proof is wrong.
+    SfuRefused,
+    /// A room with an SFU was asked for and no SFU is registered.
+    NoSfu,
     /// Something failed inside the server; the request may be retried.
     Internal,
     /// A code this client version does not know (forward compatibility).
@@ -93,6 +97,8 @@ impl ErrorCode {
             ErrorCode::SessionReplaced => "session_replaced",
             ErrorCode::Abusive => "abusive",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::SfuRefused => "sfu_refused",
+            ErrorCode::NoSfu => "no_sfu",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -157,6 +163,8 @@ mod tests {
             ErrorCode::InviteInvalid,
             ErrorCode::TooManyKeyPackages,
             ErrorCode::SessionReplaced,
+            ErrorCode::SfuRefused,
+            ErrorCode::NoSfu,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

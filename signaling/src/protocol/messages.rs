@@ -61,6 +61,10 @@ pub enum ClientMessage {
         /// Lower the server's participant cap for this room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_participants: Option<u32>,
+        /// Host the room's media on an SFU (a group call): the server assigns one, tells
+        /// it who joins and leaves, and names it in `room_created` / `room_joined`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sfu: bool,
     },
     /// Join a room by id and invite token.
     RoomJoin {
@@ -111,6 +115,12 @@ pub enum ClientMessage {
         /// The highest message id the client has stored.
         up_to: u64,
     },
+    /// An authenticated connection declares itself an SFU by proving it holds the
+    /// server's SFU secret (see [`crate::protocol::sfu_proof`]).
+    SfuRegister {
+        /// HMAC-SHA256 under the shared secret of this connection's challenge.
+        proof: Blob,
+    },
 }
 
 impl ClientMessage {
@@ -129,6 +139,7 @@ impl ClientMessage {
         "key_package_fetch",
         "mailbox_send",
         "mailbox_ack",
+        "sfu_register",
     ];
 
     /// This message's `type` tag.
@@ -147,6 +158,7 @@ impl ClientMessage {
             ClientMessage::KeyPackageFetch { .. } => "key_package_fetch",
             ClientMessage::MailboxSend { .. } => "mailbox_send",
             ClientMessage::MailboxAck { .. } => "mailbox_ack",
+            ClientMessage::SfuRegister { .. } => "sfu_register",
         }
     }
 }
@@ -318,6 +330,11 @@ pub enum ServerMessage {
         invite_token: InviteToken,
         /// The room's participant cap.
         max_participants: u32,
+        /// The SFU hosting the room's media, for rooms created with `sfu: true`. Offers,
+        /// answers and candidates for the group call are addressed to it, with the room id
+        /// as `call_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sfu: Option<IdentityKey>,
     },
     /// Joined a room.
     RoomJoined {
@@ -325,6 +342,9 @@ pub enum ServerMessage {
         room_id: RoomId,
         /// Everyone in it, the joiner included.
         participants: Vec<Participant>,
+        /// The SFU hosting the room's media, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sfu: Option<IdentityKey>,
     },
     /// Left a room.
     RoomLeft {
@@ -350,6 +370,9 @@ pub enum ServerMessage {
     Hangup(Incoming<Hangup>),
     /// A call-setup message was handed to the recipient's connection.
     Relayed {},
+    /// This connection is now a registered SFU: it is told who joins and leaves the
+    /// rooms assigned to it.
+    SfuRegistered {},
     /// The count of this identity's key packages after a publish or count request.
     KeyPackagesStored {
         /// One-time packages left.

@@ -36,14 +36,50 @@ pub const MAX_CALL_ID_BYTES: usize = 64;
 /// The bytes a client signs to authenticate: `AUTH_DOMAIN || len(server_id) as u16 BE ||
 /// server_id || challenge`. The length prefix keeps the encoding unambiguous.
 pub fn auth_payload(server_id: &str, challenge: &[u8]) -> Vec<u8> {
+    auth_payload_with(AUTH_DOMAIN, server_id, challenge)
+}
+
+fn auth_payload_with(domain: &[u8], server_id: &str, challenge: &[u8]) -> Vec<u8> {
     let id = server_id.as_bytes();
     let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
-    let mut out = Vec::with_capacity(AUTH_DOMAIN.len() + 2 + id.len() + challenge.len());
-    out.extend_from_slice(AUTH_DOMAIN);
+    let mut out = Vec::with_capacity(domain.len() + 2 + id.len() + challenge.len());
+    out.extend_from_slice(domain);
     out.extend_from_slice(&id_len.to_be_bytes());
     out.extend_from_slice(&id[..usize::from(id_len).min(id.len())]);
     out.extend_from_slice(challenge);
     out
+}
+
+/// Domain separation for the SFU's proof of the shared secret.
+pub const SFU_DOMAIN: &[u8] = b"sotto/signaling/sfu/v1\0";
+
+/// The proof an SFU sends in `sfu_register`: HMAC-SHA256 keyed with the shared secret over
+/// `SFU_DOMAIN || len(server_id) as u16 BE || server_id || challenge` (this connection's
+/// challenge from `hello`). Bound to the server and the connection, so it cannot be
+/// replayed elsewhere.
+pub fn sfu_proof(secret: &[u8], server_id: &str, challenge: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    sfu_mac(secret, server_id, challenge)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Checks an SFU's proof in constant time.
+pub fn verify_sfu_proof(secret: &[u8], server_id: &str, challenge: &[u8], proof: &[u8]) -> bool {
+    use hmac::Mac;
+    sfu_mac(secret, server_id, challenge)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+fn sfu_mac(secret: &[u8], server_id: &str, challenge: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{Hmac, Mac};
+    #[allow(clippy::expect_used)]
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(&auth_payload_with(SFU_DOMAIN, server_id, challenge));
+    mac
 }
 
 /// A frame the server refuses, with the reply it deserves.

@@ -33,6 +33,7 @@ fn type_names_match_the_serialized_tag() {
     let samples = vec![
         ClientMessage::RoomCreate {
             max_participants: None,
+            sfu: false,
         },
         ClientMessage::RoomJoin {
             room_id: room_id.clone(),
@@ -180,6 +181,7 @@ fn protocol_md_examples_are_valid() {
         "mailbox_accepted",
         "envelope",
         "mailbox_acked",
+        "sfu_registered",
         "error",
     ] {
         assert!(

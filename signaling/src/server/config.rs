@@ -109,6 +109,12 @@ pub struct Config {
     /// Per-connection WebSocket read buffer, in bytes (memory per idle connection).
     #[arg(long, env = "SOTTO_SIGNALING_WS_BUFFER_BYTES", default_value_t = 4096)]
     pub ws_buffer_bytes: usize,
+
+    /// A file holding the secret SFUs prove with `sfu_register` (at least 16 bytes;
+    /// surrounding whitespace is ignored). Without it, no SFU can register and rooms
+    /// with `sfu: true` are refused with `no_sfu`.
+    #[arg(long, env = "SOTTO_SIGNALING_SFU_SECRET_FILE", value_name = "FILE")]
+    pub sfu_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -132,6 +138,7 @@ impl Config {
             mailbox_retention: Duration::from_secs(30 * 24 * 3600),
             max_key_packages: 100,
             ws_buffer_bytes: 4096,
+            sfu_secret_file: None,
         }
     }
 

@@ -38,7 +38,7 @@ pub(crate) enum Flow {
 pub(crate) struct Conn {
     pub shared: Arc<Shared>,
     pub conn_id: u64,
-    challenge: [u8; CHALLENGE_LEN],
+    pub challenge: [u8; CHALLENGE_LEN],
     pub identity: Option<IdentityKey>,
     pub display_name: Option<String>,
     guard: FloodGuard,
@@ -422,6 +422,7 @@ impl Conn {
         // identity has taken over, it keeps the rooms (and nobody sees a `left`).
         let left = match self.shared.rooms.lock() {
             Ok(mut rooms) if still_current => {
+                rooms.unregister_sfu(&me);
                 let left = rooms.leave_all(&me);
                 self.shared.metrics.rooms.set(rooms.len() as i64);
                 left

@@ -9,7 +9,7 @@ use super::hub::PushError;
 use super::{MailboxFull, TooManyKeyPackages, current_hour};
 use crate::protocol::{
     ClientMessage, ErrorCode, IdentityKey, Incoming, InviteToken, Participant, PresenceState,
-    RoomId, ServerMessage, encode_b64, validate_call_id,
+    RoomId, ServerMessage, encode_b64, validate_call_id, verify_sfu_proof,
 };
 
 impl Conn {
@@ -27,9 +27,11 @@ impl Conn {
                 ErrorCode::AlreadyAuthenticated,
                 "already authenticated".into(),
             )),
-            ClientMessage::RoomCreate { max_participants } => {
-                self.room_create(me, max_participants)
-            }
+            ClientMessage::RoomCreate {
+                max_participants,
+                sfu,
+            } => self.room_create(me, max_participants, sfu),
+            ClientMessage::SfuRegister { proof } => self.sfu_register(me, &proof.0),
             ClientMessage::RoomJoin {
                 room_id,
                 invite_token,
@@ -189,27 +191,70 @@ impl Conn {
         }
     }
 
+    fn sfu_register(
+        &self,
+        me: IdentityKey,
+        proof: &[u8],
+    ) -> Result<ServerMessage, (ErrorCode, String)> {
+        let Some(secret) = &self.shared.sfu_secret else {
+            return Err((
+                ErrorCode::SfuRefused,
+                "this server takes no SFU (it has no --sfu-secret-file)".into(),
+            ));
+        };
+        let server_id = self.shared.store.server_id();
+        if !verify_sfu_proof(secret, server_id, &self.challenge, proof) {
+            return Err((
+                ErrorCode::SfuRefused,
+                "the SFU proof does not match this server's secret and this connection's challenge"
+                    .into(),
+            ));
+        }
+        self.shared
+            .rooms
+            .lock()
+            .map_err(|_| internal())?
+            .register_sfu(me);
+        tracing::info!("an SFU registered");
+        Ok(ServerMessage::SfuRegistered {})
+    }
+
     fn room_create(
         &self,
         me: IdentityKey,
         cap: Option<u32>,
+        with_sfu: bool,
     ) -> Result<ServerMessage, (ErrorCode, String)> {
         let room_id = RoomId(encode_b64(&rand::random::<[u8; 16]>()));
         let invite_token = InviteToken(encode_b64(&rand::random::<[u8; 32]>()));
-        let mut rooms = self.shared.rooms.lock().map_err(|_| internal())?;
-        let max_participants = rooms
-            .create(
-                self.me_as_participant(me),
+        let (max_participants, sfu) = {
+            let mut rooms = self.shared.rooms.lock().map_err(|_| internal())?;
+            let created = rooms
+                .create(
+                    self.me_as_participant(me),
+                    room_id.clone(),
+                    invite_token.clone(),
+                    cap,
+                    with_sfu,
+                )
+                .map_err(|e| (e.code, e.message.to_owned()))?;
+            self.shared.metrics.rooms.set(rooms.len() as i64);
+            created
+        };
+        // The SFU learns of the room through its creator joining it.
+        if let Some(sfu) = sfu {
+            self.broadcast_presence(
                 room_id.clone(),
-                invite_token.clone(),
-                cap,
-            )
-            .map_err(|e| (e.code, e.message.to_owned()))?;
-        self.shared.metrics.rooms.set(rooms.len() as i64);
+                self.me_as_participant(me),
+                PresenceState::Joined,
+                &[sfu],
+            );
+        }
         Ok(ServerMessage::RoomCreated {
             room_id,
             invite_token,
             max_participants,
+            sfu,
         })
     }
 
@@ -234,6 +279,7 @@ impl Conn {
         Ok(ServerMessage::RoomJoined {
             room_id,
             participants: joined.participants,
+            sfu: joined.sfu,
         })
     }
 

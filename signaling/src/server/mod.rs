@@ -48,6 +48,8 @@ pub enum ServerError {
 /// State shared by every connection task.
 pub(crate) struct Shared {
     pub config: Config,
+    /// The secret SFUs prove (from `--sfu-secret-file`).
+    pub sfu_secret: Option<Vec<u8>>,
     pub store: Arc<Store>,
     pub metrics: Metrics,
     pub hub: Mutex<Hub>,
@@ -104,6 +106,10 @@ impl RunningServer {
 
 /// Open the store, bind the listener and serve in the background.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let sfu_secret = match &config.sfu_secret_file {
+        Some(path) => Some(read_sfu_secret(path)?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&config.data_dir)?);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -120,6 +126,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             config.max_rooms_per_identity,
         )),
         slots: slots.clone(),
+        sfu_secret,
         config,
         store: store.clone(),
         metrics,
@@ -227,4 +234,23 @@ async fn expire_mailboxes(shared: Arc<Shared>) {
 /// Resolves once shutdown has been requested (or the sender is gone).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The shortest SFU secret accepted.
+pub const MIN_SFU_SECRET_BYTES: usize = 16;
+
+fn read_sfu_secret(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    let raw = std::fs::read(path)?;
+    let secret = raw.trim_ascii().to_vec();
+    if secret.len() < MIN_SFU_SECRET_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the SFU secret in {} is shorter than {MIN_SFU_SECRET_BYTES} bytes",
+                path.display()
+            ),
+        )
+        .into());
+    }
+    Ok(secret)
 }

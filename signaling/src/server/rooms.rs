@@ -26,6 +26,8 @@ struct Room {
     token: InviteToken,
     cap: u32,
     members: BTreeMap<IdentityKey, Option<String>>,
+    /// The SFU hosting the room's media; it hears every join and leave.
+    sfu: Option<IdentityKey>,
 }
 
 impl Room {
@@ -39,8 +41,14 @@ impl Room {
             .collect()
     }
 
+    /// Who hears of `me` joining or leaving: the other members, and the room's SFU.
     fn others(&self, me: &IdentityKey) -> Vec<IdentityKey> {
-        self.members.keys().filter(|k| *k != me).copied().collect()
+        self.members
+            .keys()
+            .filter(|k| *k != me)
+            .copied()
+            .chain(self.sfu)
+            .collect()
     }
 }
 
@@ -51,12 +59,16 @@ pub struct Joined {
     pub participants: Vec<Participant>,
     /// Who must get a `presence: joined` (empty when the joiner was already in).
     pub notify: Vec<IdentityKey>,
+    /// The room's SFU, if it has one.
+    pub sfu: Option<IdentityKey>,
 }
 
 /// All rooms of one server.
 pub struct Rooms {
     rooms: HashMap<RoomId, Room>,
     memberships: HashMap<IdentityKey, BTreeSet<RoomId>>,
+    /// Registered SFUs and how many rooms each hosts.
+    sfus: BTreeMap<IdentityKey, usize>,
     max_participants: u32,
     max_rooms_per_identity: usize,
 }
@@ -67,6 +79,7 @@ impl Rooms {
         Rooms {
             rooms: HashMap::new(),
             memberships: HashMap::new(),
+            sfus: BTreeMap::new(),
             max_participants,
             max_rooms_per_identity,
         }
@@ -93,16 +106,45 @@ impl Rooms {
         Ok(())
     }
 
-    /// Create a room with the given (random) id and token; the creator joins it. Returns
-    /// the room's cap.
+    /// Registers an SFU (its connection proved the shared secret).
+    pub fn register_sfu(&mut self, sfu: IdentityKey) {
+        self.sfus.entry(sfu).or_insert(0);
+    }
+
+    /// Forgets an SFU (its connection is gone). Rooms it hosted keep its id: their
+    /// members see the SFU as offline until it registers again.
+    pub fn unregister_sfu(&mut self, sfu: &IdentityKey) {
+        self.sfus.remove(sfu);
+    }
+
+    /// The registered SFU hosting the fewest rooms.
+    fn pick_sfu(&self) -> Option<IdentityKey> {
+        self.sfus
+            .iter()
+            .min_by_key(|(_, rooms)| **rooms)
+            .map(|(sfu, _)| *sfu)
+    }
+
+    /// Create a room with the given (random) id and token; the creator joins it. With
+    /// `with_sfu`, the least busy registered SFU hosts it (`no_sfu` when none is). Returns
+    /// the room's cap and its SFU.
     pub fn create(
         &mut self,
         creator: Participant,
         room_id: RoomId,
         token: InviteToken,
         cap: Option<u32>,
-    ) -> Result<u32, RoomError> {
+        with_sfu: bool,
+    ) -> Result<(u32, Option<IdentityKey>), RoomError> {
         self.check_room_quota(&creator.identity)?;
+        let sfu = if with_sfu {
+            Some(self.pick_sfu().ok_or(RoomError {
+                code: ErrorCode::NoSfu,
+                message: "no SFU is available for a group call on this server",
+            })?)
+        } else {
+            None
+        };
         let cap = cap
             .unwrap_or(self.max_participants)
             .clamp(1, self.max_participants);
@@ -125,9 +167,13 @@ impl Rooms {
                 token,
                 cap,
                 members,
+                sfu,
             },
         );
-        Ok(cap)
+        if let Some(count) = sfu.and_then(|sfu| self.sfus.get_mut(&sfu)) {
+            *count += 1;
+        }
+        Ok((cap, sfu))
     }
 
     /// Join with an invite token. A wrong token and a missing room look the same.
@@ -148,6 +194,7 @@ impl Rooms {
             return Ok(Joined {
                 participants: room.participants(),
                 notify: Vec::new(),
+                sfu: room.sfu,
             });
         }
         if room.members.len() >= room.cap as usize {
@@ -169,6 +216,7 @@ impl Rooms {
         Ok(Joined {
             participants: room.participants(),
             notify,
+            sfu: room.sfu,
         })
     }
 
@@ -186,7 +234,11 @@ impl Rooms {
         let display_name = room.members.remove(who).ok_or(not_in_room)?;
         let notify = room.others(who);
         if room.members.is_empty() {
+            let sfu = room.sfu;
             self.rooms.remove(room_id);
+            if let Some(count) = sfu.and_then(|sfu| self.sfus.get_mut(&sfu)) {
+                *count = count.saturating_sub(1);
+            }
         }
         if let Some(set) = self.memberships.get_mut(who) {
             set.remove(room_id);
@@ -233,7 +285,7 @@ mod tests {
         let id = RoomId(format!("room-{creator}"));
         let token = InviteToken(format!("token-{creator}"));
         rooms
-            .create(p(creator), id.clone(), token.clone(), cap)
+            .create(p(creator), id.clone(), token.clone(), cap, false)
             .unwrap();
         (id, token)
     }
@@ -270,11 +322,17 @@ mod tests {
         );
         // The creator may not raise the cap above the server's.
         let id9 = RoomId("nine".into());
-        let cap = rooms.create(p(9), id9, InviteToken("t".into()), Some(1000));
-        assert_eq!(cap, Ok(3));
+        let cap = rooms.create(p(9), id9, InviteToken("t".into()), Some(1000), false);
+        assert_eq!(cap, Ok((3, None)));
         // Per-identity room quota.
         room(&mut rooms, 2, None);
-        let third = rooms.create(p(2), RoomId("x".into()), InviteToken("y".into()), None);
+        let third = rooms.create(
+            p(2),
+            RoomId("x".into()),
+            InviteToken("y".into()),
+            None,
+            false,
+        );
         assert_eq!(third.unwrap_err().code, ErrorCode::RoomFull);
     }
 
@@ -298,5 +356,56 @@ mod tests {
             rooms.join(p(3), &id, &token).unwrap_err().code,
             ErrorCode::InviteInvalid
         );
+    }
+
+    #[test]
+    fn sfu_rooms_go_to_the_least_busy_sfu_which_hears_every_join_and_leave() {
+        let mut rooms = Rooms::new(10, 4);
+        let none = rooms.create(
+            p(1),
+            RoomId("a".into()),
+            InviteToken("t".into()),
+            None,
+            true,
+        );
+        assert_eq!(none.unwrap_err().code, ErrorCode::NoSfu);
+
+        let (sfu_a, sfu_b) = (p(100).identity, p(101).identity);
+        rooms.register_sfu(sfu_a);
+        rooms.register_sfu(sfu_b);
+        let token = InviteToken("t".into());
+        let (_, first) = rooms
+            .create(p(1), RoomId("r1".into()), token.clone(), None, true)
+            .unwrap();
+        let (_, second) = rooms
+            .create(p(2), RoomId("r2".into()), token.clone(), None, true)
+            .unwrap();
+        assert_ne!(first, second, "the second room goes to the idle SFU");
+        let sfu = first.unwrap();
+
+        let joined = rooms.join(p(3), &RoomId("r1".into()), &token).unwrap();
+        assert_eq!(joined.sfu, Some(sfu));
+        assert_eq!(joined.notify, vec![p(1).identity, sfu]);
+        assert!(!joined.participants.iter().any(|m| m.identity == sfu));
+        let (_, notify) = rooms.leave(&p(3).identity, &RoomId("r1".into())).unwrap();
+        assert_eq!(notify, vec![p(1).identity, sfu]);
+        // The last member leaving still tells the SFU, and frees its slot.
+        let (_, notify) = rooms.leave(&p(1).identity, &RoomId("r1".into())).unwrap();
+        assert_eq!(notify, vec![sfu]);
+        let (_, third) = rooms
+            .create(p(4), RoomId("r3".into()), token, None, true)
+            .unwrap();
+        assert_eq!(third, Some(sfu));
+
+        rooms.unregister_sfu(&sfu_a);
+        rooms.unregister_sfu(&sfu_b);
+        let gone = rooms.create(
+            p(5),
+            RoomId("r4".into()),
+            InviteToken("t".into()),
+            None,
+            true,
+        );
+        assert_eq!(gone.unwrap_err().code, ErrorCode::NoSfu);
     }
 }

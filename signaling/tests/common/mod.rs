@@ -303,6 +303,7 @@ impl Client {
         let reply = self
             .request(ClientMessage::RoomCreate {
                 max_participants: None,
+                sfu: false,
             })
             .await;
         let ServerMessage::RoomCreated { room_id, .. } = reply.message else {
