@@ -219,6 +219,16 @@ pub fn fingerprint(key: &IdentityKey) -> String {
         .join(" ")
 }
 
+impl sotto_signaling::client::Authenticator for Identity {
+    fn public(&self) -> sotto_signaling::protocol::IdentityKey {
+        Identity::public(self)
+    }
+
+    fn auth(&self, server_id: &str, challenge: Blob) -> Auth {
+        self.signaling_auth(server_id, challenge)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

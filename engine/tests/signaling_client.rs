@@ -343,3 +343,54 @@ async fn pinning_and_session_replacement() {
     second.create_room(None).await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_sfu_client_registers_with_the_secret_and_hears_its_group_rooms() {
+    use sotto_engine::signaling::KeyAuthenticator;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"sixteen or more bytes of shared secret".to_vec();
+    let secret_file = dir.path().join("sfu-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let mut server_config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path());
+    server_config.sfu_secret_file = Some(secret_file);
+    let server = start(server_config).await.unwrap();
+
+    let sfu_key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let mut sfu_config = config(&server);
+    sfu_config.sfu_secret = Some(b"not the right secret, though long".to_vec());
+    let refused = SignalingClient::connect(
+        sfu_config.clone(),
+        Arc::new(KeyAuthenticator::new(sfu_key.clone(), Some("sfu".into()))),
+    )
+    .await;
+    match refused {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::SfuRefused),
+        Err(other) => panic!("expected sfu_refused, got {other:?}"),
+        Ok(_) => panic!("a wrong secret must be refused"),
+    }
+
+    sfu_config.sfu_secret = Some(secret);
+    let mut sfu = SignalingClient::connect(
+        sfu_config,
+        Arc::new(KeyAuthenticator::new(sfu_key, Some("sfu".into()))),
+    )
+    .await
+    .unwrap();
+    let alice = SignalingClient::connect(config(&server), identity("Alice"))
+        .await
+        .unwrap();
+    let invite = alice.create_group_room(Some(4)).await.unwrap();
+    assert_eq!(invite.sfu, Some(sfu.identity()));
+    match next(&mut sfu).await {
+        Event::Presence {
+            room_id,
+            participant,
+            state,
+        } => {
+            assert_eq!(room_id, invite.room_id);
+            assert_eq!(participant.identity, alice.identity());
+            assert_eq!(state, PresenceState::Joined);
+        }
+        other => panic!("expected presence, got {other:?}"),
+    }
+}

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use sotto_signaling::protocol::{
+use crate::protocol::{
     ClientFrame, ClientMessage, ErrorCode, InviteToken, PROTOCOL_VERSION, RoomId, ServerFrame,
-    ServerMessage, close,
+    ServerMessage, close, sfu_proof,
 };
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::Authenticator;
 use super::{Backoff, CallSignal, ClientConfig, ClientError, Event};
-use crate::identity::Identity;
 
 /// How long closing the old socket may take before reconnecting anyway.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -63,7 +63,7 @@ enum End {
 
 pub(crate) struct Driver {
     config: ClientConfig,
-    identity: Arc<Identity>,
+    identity: Arc<dyn Authenticator>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     pending: HashMap<u64, Pending>,
@@ -76,7 +76,7 @@ pub(crate) struct Driver {
 /// Open the WebSocket and authenticate.
 pub(crate) async fn open(
     config: &ClientConfig,
-    identity: &Identity,
+    identity: &dyn Authenticator,
 ) -> Result<Session, ClientError> {
     match tokio::time::timeout(config.connect_timeout, open_inner(config, identity)).await {
         Ok(result) => result,
@@ -87,7 +87,10 @@ pub(crate) async fn open(
     }
 }
 
-async fn open_inner(config: &ClientConfig, identity: &Identity) -> Result<Session, ClientError> {
+async fn open_inner(
+    config: &ClientConfig,
+    identity: &dyn Authenticator,
+) -> Result<Session, ClientError> {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
@@ -127,22 +130,62 @@ async fn open_inner(config: &ClientConfig, identity: &Identity) -> Result<Sessio
             got: server_id,
         });
     }
+    let challenge_bytes = challenge.as_bytes().to_vec();
     let auth = ClientFrame {
         id: Some(0),
-        message: ClientMessage::Auth(identity.signaling_auth(&server_id, challenge)),
+        message: ClientMessage::Auth(identity.auth(&server_id, challenge)),
     };
     send_frame(&mut ws, &auth).await?;
-    match next_frame(&mut ws).await?.message {
-        ServerMessage::Welcome { mailbox_depth, .. } => Ok(Session {
-            ws,
-            server_id,
-            mailbox_depth,
-            server_idle: std::time::Duration::from_millis(idle_ms.max(1000)),
-        }),
-        ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
-        other => Err(ClientError::Protocol(format!(
-            "expected welcome, got {other:?}"
-        ))),
+    let mailbox_depth = match next_frame(&mut ws).await?.message {
+        ServerMessage::Welcome { mailbox_depth, .. } => mailbox_depth,
+        ServerMessage::Error { code, message } => {
+            return Err(ClientError::Server { code, message });
+        }
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "expected welcome, got {other:?}"
+            )));
+        }
+    };
+    if let Some(secret) = &config.sfu_secret {
+        register_sfu(&mut ws, secret, &server_id, &challenge_bytes).await?;
+    }
+    Ok(Session {
+        ws,
+        server_id,
+        mailbox_depth,
+        server_idle: std::time::Duration::from_millis(idle_ms.max(1000)),
+    })
+}
+
+/// Proves the SFU secret on a fresh connection (on every reconnect too). Envelopes the
+/// server pushes before the reply are skipped: unacknowledged, they come again.
+async fn register_sfu(
+    ws: &mut Ws,
+    secret: &[u8],
+    server_id: &str,
+    challenge: &[u8],
+) -> Result<(), ClientError> {
+    let proof = sfu_proof(secret, server_id, challenge);
+    let frame = ClientFrame {
+        id: Some(1),
+        message: ClientMessage::SfuRegister {
+            proof: proof.to_vec().into(),
+        },
+    };
+    send_frame(ws, &frame).await?;
+    loop {
+        let reply = next_frame(ws).await?;
+        if reply.id != Some(1) {
+            continue;
+        }
+        return match reply.message {
+            ServerMessage::SfuRegistered {} => Ok(()),
+            ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected sfu_registered, got {other:?}"
+            ))),
+        };
     }
 }
 
@@ -189,7 +232,7 @@ fn is_fatal_close(code: u16) -> bool {
 impl Driver {
     pub(crate) fn new(
         config: ClientConfig,
-        identity: Arc<Identity>,
+        identity: Arc<dyn Authenticator>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
@@ -255,7 +298,7 @@ impl Driver {
                     },
                 }
             }
-            match open(&self.config, &self.identity).await {
+            match open(&self.config, self.identity.as_ref()).await {
                 Ok(mut session) => {
                     backoff.reset();
                     let _ = self.events.send(Event::Reconnected {
@@ -478,6 +521,6 @@ impl Driver {
     }
 }
 
-fn call(from: sotto_signaling::protocol::IdentityKey, signal: CallSignal) -> Event {
+fn call(from: crate::protocol::IdentityKey, signal: CallSignal) -> Event {
     Event::Call { from, signal }
 }

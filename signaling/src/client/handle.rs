@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_signaling::protocol::{
+use crate::protocol::{
     Blob, ClientMessage, Hangup, HangupReason, IdentityKey, InviteToken, Participant, RoomId,
     ServerMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::Authenticator;
 use super::driver::{Command, Driver, open};
 use super::{CallSignal, ClientConfig, ClientError, Event, RoomInvite};
-use crate::identity::Identity;
 
 /// The sending half: cheap to clone and share between tasks.
 #[derive(Clone)]
@@ -42,9 +42,9 @@ impl SignalingClient {
     /// Connect and authenticate as `identity`; returns once the server said `welcome`.
     pub async fn connect(
         config: ClientConfig,
-        identity: Arc<Identity>,
+        identity: Arc<dyn Authenticator>,
     ) -> Result<Self, ClientError> {
-        let session = open(&config, &identity).await?;
+        let session = open(&config, identity.as_ref()).await?;
         let (command_tx, command_rx) = mpsc::channel(256);
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let sender = SignalingSender {

@@ -7,18 +7,57 @@
 //! again and rejoins the rooms it was in. Nothing here reads or logs payloads.
 
 mod backoff;
-mod client;
 mod driver;
+mod handle;
 
 use std::time::Duration;
 
-use sotto_signaling::protocol::{
+use crate::protocol::{
     Answer, Candidate, ClientMessage, ErrorCode, Hangup, IdentityKey, InviteToken, Offer, Outgoing,
     Participant, PresenceState, RoomId,
 };
 
 pub use backoff::Backoff;
-pub use client::{SignalingClient, SignalingSender};
+
+/// Who a client authenticates as: a person's identity in the engine, or an SFU's key.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The public identity.
+    fn public(&self) -> IdentityKey;
+    /// The signed `auth` answer to this connection's `hello` (see `auth_payload`).
+    fn auth(&self, server_id: &str, challenge: crate::protocol::Blob) -> crate::protocol::Auth;
+}
+
+/// An [`Authenticator`] over a bare Ed25519 key (an SFU, a load generator).
+pub struct KeyAuthenticator {
+    key: ed25519_dalek::SigningKey,
+    display_name: Option<String>,
+}
+
+impl KeyAuthenticator {
+    /// Authenticate with `key`, showing `display_name` in rooms.
+    pub fn new(key: ed25519_dalek::SigningKey, display_name: Option<String>) -> Self {
+        KeyAuthenticator { key, display_name }
+    }
+}
+
+impl Authenticator for KeyAuthenticator {
+    fn public(&self) -> IdentityKey {
+        IdentityKey(self.key.verifying_key().to_bytes())
+    }
+
+    fn auth(&self, server_id: &str, challenge: crate::protocol::Blob) -> crate::protocol::Auth {
+        use ed25519_dalek::Signer as _;
+        let payload = crate::protocol::auth_payload(server_id, challenge.as_bytes());
+        crate::protocol::Auth {
+            version: crate::protocol::PROTOCOL_VERSION,
+            identity: self.public(),
+            challenge,
+            signature: self.key.sign(&payload).to_bytes().to_vec().into(),
+            display_name: self.display_name.clone(),
+        }
+    }
+}
+pub use handle::{SignalingClient, SignalingSender};
 
 /// How to reach and treat the server.
 #[derive(Debug, Clone)]
@@ -37,6 +76,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest message accepted from the server.
     pub max_message_bytes: usize,
+    /// Register as an SFU with this shared secret after authenticating (SFUs only).
+    pub sfu_secret: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -50,6 +91,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_message_bytes: 1 << 20,
+            sfu_secret: None,
         }
     }
 }
