@@ -14,7 +14,7 @@ use sotto_sfu::demux::stun_local_ufrag;
 use sotto_sfu::leg::{Leg, LegOutput};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use webrtc::peer_connection::{PeerConnection as _, RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 /// Failure guard for waits, never a speed assertion.
 const WAIT: Duration = Duration::from_secs(20);
