@@ -29,7 +29,9 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
     TYPE_RTCP_FB_TRANSPORT_CC,
 };
-use rtc::rtp_transceiver::{RTCRtpSenderId, SSRC};
+use rtc::rtp_transceiver::{
+    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit, SSRC,
+};
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -239,8 +241,24 @@ impl Leg {
                 ..Default::default()
             }],
         );
-        let sender = self.pc.add_track(track).map_err(rtc_err)?;
-        Ok(SendTrack { sender, ssrc })
+        // A new sendonly transceiver per forwarded stream (never `add_track`, which would
+        // reuse the participant's own audio m-line): every stream gets its own m-line and
+        // msid, so the participant can tell whose voice it is.
+        let transceiver = self
+            .pc
+            .add_transceiver_from_track(
+                track,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![stream_id.to_owned()],
+                    send_encodings: vec![],
+                }),
+            )
+            .map_err(rtc_err)?;
+        Ok(SendTrack {
+            sender: transceiver.into(),
+            ssrc,
+        })
     }
 
     /// An SFU-side offer (after adding send tracks).

@@ -1,0 +1,457 @@
+//! The SFU's sans-IO core: rooms of participants, one [`Leg`] each, all on one UDP
+//! address. Datagrams, signaling and ticks go in with `now`; datagrams to send, signaling
+//! to send and the next deadline come out. Forwarding: every stream a participant
+//! publishes becomes a send track on every other leg in the room (an SFU-side offer
+//! renegotiates it), and its RTP is written there. The core reads RTP headers only.
+//!
+//! Who may be in which room is signaling's to say ([`Sfu::participant_joined`] /
+//! [`Sfu::participant_left`], from its presence events); an offer from anyone else is
+//! refused.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::rtp_transceiver::SSRC;
+
+use crate::demux::{DatagramKind, classify, stun_local_ufrag};
+use crate::leg::{Leg, LegError, LegOutput, SendTrack, Transmit};
+
+/// A participant, as signaling names it (its identity key, base64url).
+pub type ParticipantId = String;
+/// A room, as signaling names it.
+pub type RoomId = String;
+
+/// How long a leg may take to connect, or stay silent, before it is dropped.
+pub const LEG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Signaling the core wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalOut {
+    /// An SFU-side offer (new streams to receive).
+    Offer {
+        /// The room (the `call_id`).
+        room: RoomId,
+        /// To whom.
+        to: ParticipantId,
+        /// The SDP.
+        sdp: String,
+    },
+}
+
+/// Why an offer or answer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The sender is not in that room as far as signaling told us.
+    #[error("not a participant of that room")]
+    NotInRoom,
+    /// An answer came with no offer outstanding.
+    #[error("no offer is outstanding")]
+    NoOffer,
+    /// The leg refused.
+    #[error(transparent)]
+    Leg(#[from] LegError),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Datagrams that matched no leg or were malformed.
+    pub dropped: u64,
+    /// RTP packets forwarded (one per subscriber).
+    pub forwarded: u64,
+    /// RTP packets that could not be written to a subscriber.
+    pub forward_errors: u64,
+}
+
+type LegId = u64;
+
+struct Participant {
+    room: RoomId,
+    id: ParticipantId,
+    leg: Leg,
+    /// Streams this participant publishes.
+    published: Vec<SSRC>,
+    /// What this participant receives: (publisher leg, source SSRC) → send track.
+    subscriptions: HashMap<(LegId, SSRC), SendTrack>,
+    /// Subscriptions in the outstanding offer, active once it is answered.
+    offered: Vec<(LegId, SSRC)>,
+    /// Subscriptions the participant has agreed to receive: only these are forwarded.
+    active: BTreeSet<(LegId, SSRC)>,
+    /// Send tracks added since the last offer.
+    renegotiate: bool,
+    /// An SFU offer awaits its answer.
+    offer_outstanding: bool,
+    last_heard: Instant,
+}
+
+/// The SFU core.
+pub struct Sfu {
+    local_addr: SocketAddr,
+    /// Who signaling says is in which room.
+    members: HashMap<RoomId, BTreeSet<ParticipantId>>,
+    participants: HashMap<LegId, Participant>,
+    by_participant: HashMap<(RoomId, ParticipantId), LegId>,
+    by_ufrag: HashMap<String, LegId>,
+    by_addr: HashMap<SocketAddr, LegId>,
+    next_leg: LegId,
+    transmits: VecDeque<Transmit>,
+    signals: VecDeque<SignalOut>,
+    counters: Counters,
+}
+
+impl Sfu {
+    /// An SFU whose legs all use `local_addr` (the UDP socket's public address).
+    pub fn new(local_addr: SocketAddr) -> Sfu {
+        Sfu {
+            local_addr,
+            members: HashMap::new(),
+            participants: HashMap::new(),
+            by_participant: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_leg: 1,
+            transmits: VecDeque::new(),
+            signals: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Participants with a leg, per room.
+    pub fn legs_in(&self, room: &str) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.room == room)
+            .count()
+    }
+
+    /// Signaling says `who` joined `room`.
+    pub fn participant_joined(&mut self, room: &str, who: &str) {
+        self.members
+            .entry(room.to_owned())
+            .or_default()
+            .insert(who.to_owned());
+    }
+
+    /// Signaling says `who` left `room` (or disconnected): its leg goes and nobody
+    /// receives its streams any more.
+    pub fn participant_left(&mut self, room: &str, who: &str, now: Instant) {
+        if let Some(members) = self.members.get_mut(room) {
+            members.remove(who);
+            if members.is_empty() {
+                self.members.remove(room);
+            }
+        }
+        if let Some(leg) = self
+            .by_participant
+            .remove(&(room.to_owned(), who.to_owned()))
+        {
+            self.remove_leg(leg, now);
+        }
+    }
+
+    fn remove_leg(&mut self, leg: LegId, _now: Instant) {
+        let Some(gone) = self.participants.remove(&leg) else {
+            return;
+        };
+        self.by_ufrag.retain(|_, id| *id != leg);
+        self.by_addr.retain(|_, id| *id != leg);
+        self.by_participant.retain(|_, id| *id != leg);
+        // Subscribers stop receiving it. (The send tracks stay in their SDP until the
+        // next renegotiation; nothing is written to them.)
+        for other in self.participants.values_mut() {
+            other.subscriptions.retain(|(from, _), _| *from != leg);
+            other.active.retain(|(from, _)| *from != leg);
+            other.offered.retain(|(from, _)| *from != leg);
+        }
+        tracing::debug!(room = %gone.room, "a leg was removed");
+    }
+
+    /// A participant's offer: creates its leg and returns the SFU's answer. Then, if
+    /// others already publish, an SFU offer for their streams follows in
+    /// [`Sfu::poll_signal`].
+    pub fn handle_offer(
+        &mut self,
+        room: &str,
+        from: &str,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, CoreError> {
+        if !self
+            .members
+            .get(room)
+            .is_some_and(|members| members.contains(from))
+        {
+            return Err(CoreError::NotInRoom);
+        }
+        let key = (room.to_owned(), from.to_owned());
+        if let Some(old) = self.by_participant.remove(&key) {
+            // A fresh offer replaces the participant's leg (a reconnect).
+            self.remove_leg(old, now);
+        }
+        let mut leg = Leg::new(self.local_addr, now)?;
+        let answer = leg.accept_offer(sdp, now)?;
+        let id = self.next_leg;
+        self.next_leg += 1;
+        self.by_ufrag.insert(leg.local_ufrag().to_owned(), id);
+        self.by_participant.insert(key, id);
+        self.participants.insert(
+            id,
+            Participant {
+                room: room.to_owned(),
+                id: from.to_owned(),
+                leg,
+                published: Vec::new(),
+                subscriptions: HashMap::new(),
+                offered: Vec::new(),
+                active: BTreeSet::new(),
+                renegotiate: false,
+                offer_outstanding: false,
+                last_heard: now,
+            },
+        );
+        // Subscribe the newcomer to what the room already publishes.
+        let publishers: Vec<(LegId, SSRC)> = self
+            .participants
+            .iter()
+            .filter(|(other, p)| **other != id && p.room == room)
+            .flat_map(|(other, p)| p.published.iter().map(move |ssrc| (*other, *ssrc)))
+            .collect();
+        for (publisher, ssrc) in publishers {
+            self.subscribe(id, publisher, ssrc)?;
+        }
+        self.flush_pulls(id);
+        self.offer_if_needed(id, now)?;
+        Ok(answer)
+    }
+
+    /// A participant's answer to an SFU offer.
+    pub fn handle_answer(
+        &mut self,
+        room: &str,
+        from: &str,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), CoreError> {
+        let id = *self
+            .by_participant
+            .get(&(room.to_owned(), from.to_owned()))
+            .ok_or(CoreError::NotInRoom)?;
+        let participant = self.participants.get_mut(&id).ok_or(CoreError::NotInRoom)?;
+        if !participant.offer_outstanding {
+            return Err(CoreError::NoOffer);
+        }
+        participant.offer_outstanding = false;
+        participant.leg.accept_answer(sdp, now)?;
+        let offered = std::mem::take(&mut participant.offered);
+        participant.active.extend(offered);
+        self.flush_pulls(id);
+        self.offer_if_needed(id, now)
+    }
+
+    fn subscribe(
+        &mut self,
+        subscriber: LegId,
+        publisher: LegId,
+        ssrc: SSRC,
+    ) -> Result<(), CoreError> {
+        let Some(publisher_id) = self.participants.get(&publisher).map(|p| p.id.clone()) else {
+            return Ok(());
+        };
+        let Some(participant) = self.participants.get_mut(&subscriber) else {
+            return Ok(());
+        };
+        if participant.subscriptions.contains_key(&(publisher, ssrc)) {
+            return Ok(());
+        }
+        let track = participant.leg.add_send_track(
+            &publisher_id,
+            &format!("{publisher_id}-{ssrc}"),
+            rand::random(),
+        )?;
+        participant.subscriptions.insert((publisher, ssrc), track);
+        participant.renegotiate = true;
+        Ok(())
+    }
+
+    fn offer_if_needed(&mut self, id: LegId, now: Instant) -> Result<(), CoreError> {
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return Ok(());
+        };
+        if !participant.renegotiate || participant.offer_outstanding {
+            return Ok(());
+        }
+        let sdp = participant.leg.create_offer(now)?;
+        participant.offered = participant
+            .subscriptions
+            .keys()
+            .filter(|key| !participant.active.contains(key))
+            .copied()
+            .collect();
+        participant.renegotiate = false;
+        participant.offer_outstanding = true;
+        self.signals.push_back(SignalOut::Offer {
+            room: participant.room.clone(),
+            to: participant.id.clone(),
+            sdp,
+        });
+        self.flush_pulls(id);
+        Ok(())
+    }
+
+    /// One datagram from `from`. Unknown senders must open with a STUN request naming a
+    /// leg's ufrag; anything else is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
+        let leg = match self.by_addr.get(&from) {
+            Some(leg) => Some(*leg),
+            None if classify(datagram) == DatagramKind::Stun => {
+                stun_local_ufrag(datagram).and_then(|ufrag| self.by_ufrag.get(&ufrag).copied())
+            }
+            None => None,
+        };
+        let Some(id) = leg else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Some(participant) = self.participants.get_mut(&id) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        if participant
+            .leg
+            .handle_datagram(now, from, datagram)
+            .is_err()
+        {
+            self.counters.dropped += 1;
+        }
+        participant.last_heard = now;
+        // The 5-tuple is only learned from traffic the leg accepted (an authenticated
+        // STUN request, then DTLS and SRTP on that path).
+        self.by_addr.entry(from).or_insert(id);
+        self.process(id, now);
+    }
+
+    /// Moves a leg's outputs: connection state, new streams (subscribe the room), RTP
+    /// (forward).
+    fn process(&mut self, id: LegId, now: Instant) {
+        loop {
+            let Some(participant) = self.participants.get_mut(&id) else {
+                return;
+            };
+            let Some(output) = participant.leg.poll_output() else {
+                break;
+            };
+            match output {
+                LegOutput::Connected => {}
+                LegOutput::Closed => {
+                    self.flush_pulls(id);
+                    self.remove_leg(id, now);
+                    return;
+                }
+                LegOutput::TrackOpened { ssrc, .. } => {
+                    participant.published.push(ssrc);
+                    let room = participant.room.clone();
+                    let subscribers: Vec<LegId> = self
+                        .participants
+                        .iter()
+                        .filter(|(other, p)| **other != id && p.room == room)
+                        .map(|(other, _)| *other)
+                        .collect();
+                    for subscriber in subscribers {
+                        if self.subscribe(subscriber, id, ssrc).is_ok() {
+                            let _ = self.offer_if_needed(subscriber, now);
+                        }
+                    }
+                }
+                LegOutput::Rtp(packet) => self.forward(id, packet, now),
+            }
+        }
+        self.flush_pulls(id);
+    }
+
+    fn forward(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
+        let ssrc = packet.header.ssrc;
+        let targets: Vec<(LegId, SendTrack)> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.active.contains(&(from, ssrc)))
+            .filter_map(|(id, p)| p.subscriptions.get(&(from, ssrc)).map(|t| (*id, *t)))
+            .collect();
+        for (id, track) in targets {
+            let Some(participant) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            if !participant.leg.is_connected() {
+                continue;
+            }
+            match participant.leg.write_rtp(track, packet.clone(), now) {
+                Ok(()) => self.counters.forwarded += 1,
+                Err(_) => self.counters.forward_errors += 1,
+            }
+            self.flush_pulls(id);
+        }
+    }
+
+    /// Moves a leg's datagrams to the send queue.
+    fn flush_pulls(&mut self, id: LegId) {
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return;
+        };
+        while let Some(transmit) = participant.leg.poll_transmit() {
+            self.counters.datagrams_out += 1;
+            self.counters.bytes_out += transmit.payload.len() as u64;
+            self.transmits.push_back(transmit);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next signaling message to send.
+    pub fn poll_signal(&mut self) -> Option<SignalOut> {
+        self.signals.pop_front()
+    }
+
+    /// The earliest deadline of any leg.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.participants
+            .values_mut()
+            .filter_map(|p| p.leg.poll_timeout())
+            .min()
+    }
+
+    /// Runs due timers; drops legs silent for [`LEG_TIMEOUT`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<LegId> = self.participants.keys().copied().collect();
+        for id in ids {
+            let Some(participant) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            if now.saturating_duration_since(participant.last_heard) > LEG_TIMEOUT {
+                self.remove_leg(id, now);
+                continue;
+            }
+            if participant.leg.poll_timeout().is_some_and(|due| due <= now) {
+                let _ = participant.leg.handle_timeout(now);
+            }
+            self.process(id, now);
+        }
+    }
+}
