@@ -1,5 +1,6 @@
 //! Runnable examples of Sotto. Each example's logic lives here as a function so the
 //! tests in `examples/tests/` run exactly what `cargo run --example ...` runs.
 
+pub mod group_demo;
 pub mod signaling_demo;
 pub mod voice_demo;

@@ -163,6 +163,24 @@ impl Sfu {
         }
     }
 
+    /// The participant hung up its media (it may stay in the room): its leg goes.
+    pub fn end_leg(&mut self, room: &str, who: &str, now: Instant) {
+        if let Some(leg) = self
+            .by_participant
+            .remove(&(room.to_owned(), who.to_owned()))
+        {
+            self.remove_leg(leg, now);
+        }
+    }
+
+    /// Participants signaling has told us about, per room (for `/metrics`).
+    pub fn room_sizes(&self) -> Vec<(RoomId, usize)> {
+        self.members
+            .iter()
+            .map(|(room, members)| (room.clone(), members.len()))
+            .collect()
+    }
+
     fn remove_leg(&mut self, leg: LegId, _now: Instant) {
         let Some(gone) = self.participants.remove(&leg) else {
             return;

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::core::Sfu;
+use crate::core::{Sfu, SignalOut};
 
 /// Largest datagram read (an MTU-sized packet fits with room to spare).
 const RECV_BUFFER: usize = 2048;
@@ -46,12 +46,19 @@ impl SfuHandle {
     }
 }
 
+/// A running SFU.
+pub struct Running {
+    /// Access to the core.
+    pub handle: SfuHandle,
+    /// Signaling the core wants sent (SFU-side offers), in order.
+    pub signals: mpsc::UnboundedReceiver<SignalOut>,
+    /// The driver task.
+    pub task: JoinHandle<()>,
+}
+
 /// Binds `addr` and runs the SFU on it. `public_addr` is the address put in candidates
 /// (the bound one when `None`).
-pub async fn start(
-    addr: SocketAddr,
-    public_addr: Option<SocketAddr>,
-) -> std::io::Result<(SfuHandle, JoinHandle<()>)> {
+pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io::Result<Running> {
     let socket = UdpSocket::bind(addr).await?;
     let local_addr = public_addr.unwrap_or(socket.local_addr()?);
     let handle = SfuHandle {
@@ -59,11 +66,16 @@ pub async fn start(
         wake: Arc::new(Notify::new()),
         local_addr,
     };
-    let task = tokio::spawn(run(handle.clone(), socket));
-    Ok((handle, task))
+    let (signals_tx, signals) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(handle.clone(), socket, signals_tx));
+    Ok(Running {
+        handle,
+        signals,
+        task,
+    })
 }
 
-async fn run(handle: SfuHandle, socket: UdpSocket) {
+async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSender<SignalOut>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         let (transmits, deadline) = {
@@ -71,6 +83,9 @@ async fn run(handle: SfuHandle, socket: UdpSocket) {
             let mut out = Vec::new();
             while let Some(transmit) = sfu.poll_transmit() {
                 out.push(transmit);
+            }
+            while let Some(signal) = sfu.poll_signal() {
+                let _ = signals.send(signal);
             }
             (out, sfu.poll_timeout())
         };

@@ -4,7 +4,9 @@
 //! bytes. Work in progress: legs, the demultiplexer, rooms with audio forwarding and the
 //! UDP driver exist; NACK/RTX caching, simulcast, BWE and signaling control come next.
 
+pub mod control;
 pub mod core;
 pub mod demux;
 pub mod driver;
+pub mod http;
 pub mod leg;

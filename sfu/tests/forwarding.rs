@@ -13,6 +13,7 @@ use sotto_engine::call::IceConfig;
 use sotto_engine::call::peer::{self, Peer, PeerEvent};
 use sotto_sfu::core::{CoreError, SignalOut};
 use sotto_sfu::driver::{self, SfuHandle};
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -41,10 +42,15 @@ async fn join(sfu: &SfuHandle, who: &str) -> Peer {
 }
 
 /// Answers every SFU offer for `who` until `until` says stop; returns the tracks seen.
-async fn until_track(sfu: &SfuHandle, who: &str, participant: &mut Peer) -> Arc<dyn TrackRemote> {
+async fn until_track(
+    sfu: &SfuHandle,
+    signals: &mut mpsc::UnboundedReceiver<SignalOut>,
+    who: &str,
+    participant: &mut Peer,
+) -> Arc<dyn TrackRemote> {
     tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(SignalOut::Offer { to, sdp, .. }) = sfu.with(|s| s.poll_signal()) {
+            if let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
                 assert_eq!(to, who, "only one participant is being offered to here");
                 participant
                     .pc
@@ -99,9 +105,10 @@ fn packet(ssrc: u32, i: u16) -> Packet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_is_forwarded_between_two_participants_on_one_port() {
-    let (sfu, driver) = driver::start("127.0.0.1:0".parse().unwrap(), None)
+    let running = driver::start("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
+    let (sfu, mut signals, driver) = (running.handle, running.signals, running.task);
 
     // A stranger's offer is refused.
     let stranger = peer::build(&IceConfig::loopback()).await.unwrap();
@@ -133,7 +140,7 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let track = until_track(&sfu, "bob", &mut bob).await;
+    let track = until_track(&sfu, &mut signals, "bob", &mut bob).await;
     assert_eq!(
         track.stream_id().await,
         "alice",

@@ -49,6 +49,60 @@ pub fn align(reference: &[i16], received: &[i16], max_lag: usize) -> Option<Alig
     Some(Alignment { lag, correlation })
 }
 
+/// Like [`align`], but the recording may also have started late (it lacks the start of
+/// the reference: a listener who joined after the speaker began). Returns the signed lag:
+/// negative means `received[0]` lines up with `reference[-lag]`.
+pub fn align_signed(reference: &[i16], received: &[i16], max_lag: usize) -> Option<(isize, f64)> {
+    let late = align(received, reference, max_lag)
+        .filter(|a| a.lag > 0)
+        .map(|a| (-(a.lag as isize), a.correlation));
+    let early = align(reference, received, max_lag).map(|a| (a.lag as isize, a.correlation));
+    match (early, late) {
+        (Some(e), Some(l)) => Some(if l.1 > e.1 { l } else { e }),
+        (e, l) => e.or(l),
+    }
+}
+
+/// Correlation that tolerates small shifts during the recording (a jitter buffer that
+/// stretched or dropped a frame moves everything after it by 20 ms, which ruins one global
+/// correlation though every word is intact): the reference is cut into `window`-sample
+/// pieces, each piece with speech in it (RMS within 40 dB of the loudest piece) is aligned
+/// on its own within `search` samples of the global `lag`, and the mean of the pieces'
+/// correlations is returned.
+pub fn segmental_correlation(
+    reference: &[i16],
+    received: &[i16],
+    lag: isize,
+    window: usize,
+    search: usize,
+) -> Option<f64> {
+    let window = window.max(1);
+    let rms = |s: &[i16]| {
+        (s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+    };
+    let peak = reference.chunks(window).map(rms).fold(0.0, f64::max);
+    if peak <= 0.0 {
+        return None;
+    }
+    let mut scores = Vec::new();
+    for (i, piece) in reference.chunks(window).enumerate() {
+        if piece.len() < window / 2 || rms(piece) < peak / 100.0 {
+            continue;
+        }
+        // Where this piece should start in the recording, minus the search margin.
+        let expected = (i * window) as isize + lag;
+        let from = (expected - search as isize).max(0) as usize;
+        let to = ((expected + (window + search) as isize).max(0) as usize).min(received.len());
+        if from >= to {
+            scores.push(0.0);
+            continue;
+        }
+        let score = align(piece, &received[from..to], 2 * search).map_or(0.0, |a| a.correlation);
+        scores.push(score);
+    }
+    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+}
+
 /// Pearson correlation of `a` and `b` over their common length; `None` when either is
 /// constant there.
 pub fn pearson(a: &[i16], b: &[i16]) -> Option<f64> {
@@ -120,6 +174,32 @@ mod tests {
         let found = align(&reference, &received, 10_000).unwrap();
         assert_eq!(found.lag, 3_517);
         assert!(found.correlation > 0.999, "{found:?}");
+    }
+
+    #[test]
+    fn a_recording_that_started_late_aligns_with_a_negative_lag() {
+        let reference = noise(48_000, 9);
+        let received = reference[2_000..40_000].to_vec();
+        let (lag, correlation) = align_signed(&reference, &received, 5_000).unwrap();
+        assert_eq!(lag, -2_000);
+        assert!(correlation > 0.999);
+        let mut delayed = vec![0i16; 700];
+        delayed.extend_from_slice(&reference);
+        assert_eq!(align_signed(&reference, &delayed, 5_000).unwrap().0, 700);
+    }
+
+    #[test]
+    fn segmental_correlation_survives_a_frame_inserted_mid_stream() {
+        let reference = noise(96_000, 11);
+        // The recording repeats 960 samples (one 20 ms frame) halfway through.
+        let mut received = vec![0i16; 1_000];
+        received.extend_from_slice(&reference[..48_000]);
+        received.extend_from_slice(&reference[47_040..48_000]);
+        received.extend_from_slice(&reference[48_000..]);
+        let global = align(&reference, &received, 5_000).unwrap();
+        assert!(global.correlation < 0.6, "{global:?}");
+        let segmental = segmental_correlation(&reference, &received, 1_000, 48_00, 2_400).unwrap();
+        assert!(segmental > 0.95, "{segmental}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! connection ([`peer`]) and the audio pipeline ([`media`]), and reports its state as
 //! [`CallEvent`]s and, at the end, a [`CallSummary`].
 
+pub mod group;
 pub mod media;
 pub mod peer;
 mod phone;

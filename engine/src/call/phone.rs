@@ -140,6 +140,22 @@ impl Phone {
         }))
     }
 
+    /// Joins the media of group room `room` through its SFU `sfu` (both from
+    /// `room_created` / `room_joined`) and runs the group call to its end.
+    pub async fn group_call(
+        &self,
+        room: sotto_signaling::protocol::RoomId,
+        sfu: IdentityKey,
+        config: super::group::GroupConfig,
+    ) -> Result<super::group::GroupSummary, CallError> {
+        let key = (sfu, room.0.clone());
+        let (signals_tx, signals) = mpsc::unbounded_channel();
+        lock(&self.routes).insert(key.clone(), signals_tx);
+        let result = super::group::run(self.sender.clone(), signals, room, sfu, config).await;
+        lock(&self.routes).remove(&key);
+        result
+    }
+
     /// The next incoming call; `None` once the signaling connection is gone for good.
     pub async fn next_incoming(&mut self) -> Option<IncomingCall> {
         self.incoming.recv().await

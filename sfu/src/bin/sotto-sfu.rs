@@ -1,0 +1,88 @@
+//! `sotto-sfu`: the selective forwarding unit. It registers with a signaling server as an
+//! SFU (proving the shared secret), takes the group rooms signaling assigns it, and
+//! forwards each participant's audio to the others over one UDP port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sotto_signaling::client::{ClientConfig, KeyAuthenticator, SignalingClient};
+
+/// Sotto's selective forwarding unit.
+#[derive(Debug, Parser)]
+#[command(name = "sotto-sfu", version, about)]
+struct Args {
+    /// UDP address every participant's media uses.
+    #[arg(long, env = "SOTTO_SFU_LISTEN_UDP", default_value = "0.0.0.0:5000")]
+    listen_udp: SocketAddr,
+    /// The address put in ICE candidates, when it differs from --listen-udp (a wildcard
+    /// listen address, NAT).
+    #[arg(long, env = "SOTTO_SFU_PUBLIC_ADDR")]
+    public_addr: Option<SocketAddr>,
+    /// The signaling server's WebSocket URL.
+    #[arg(
+        long,
+        env = "SOTTO_SFU_SIGNALING",
+        default_value = "ws://127.0.0.1:7000/v1/ws"
+    )]
+    signaling: String,
+    /// The file holding the secret shared with signaling (its --sfu-secret-file).
+    #[arg(long, env = "SOTTO_SFU_SECRET_FILE")]
+    secret_file: PathBuf,
+    /// Where /health and /metrics are served.
+    #[arg(long, env = "SOTTO_SFU_HTTP", default_value = "127.0.0.1:7100")]
+    http: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let secret = std::fs::read(&args.secret_file)
+        .with_context(|| format!("reading {}", args.secret_file.display()))?
+        .trim_ascii()
+        .to_vec();
+    if args.public_addr.is_none() && args.listen_udp.ip().is_unspecified() {
+        anyhow::bail!("--listen-udp is a wildcard address: give --public-addr for the candidates");
+    }
+
+    let running = sotto_sfu::driver::start(args.listen_udp, args.public_addr)
+        .await
+        .with_context(|| format!("binding {}", args.listen_udp))?;
+    // A fresh identity per start: signaling assigns rooms to whoever is registered now.
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let mut config = ClientConfig::new(&args.signaling);
+    config.sfu_secret = Some(secret);
+    let client = SignalingClient::connect(
+        config,
+        Arc::new(KeyAuthenticator::new(key, Some("sfu".into()))),
+    )
+    .await
+    .with_context(|| format!("registering with {}", args.signaling))?;
+    println!(
+        "sotto-sfu: media on udp {}, registered with {}, http on {}",
+        running.handle.local_addr(),
+        args.signaling,
+        args.http
+    );
+    let http = tokio::spawn(sotto_sfu::http::serve(args.http, running.handle.clone()));
+    let (sender, events) = client.split();
+    tokio::select! {
+        _ = sotto_sfu::control::run(sender, events, running.handle.clone(), running.signals) => {
+            anyhow::bail!("the signaling connection ended");
+        }
+        served = http => {
+            served??;
+            anyhow::bail!("the HTTP server stopped");
+        }
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,0 +1,81 @@
+//! `/health` and Prometheus `/metrics` of the SFU. Counts only: no identities, addresses or
+//! room ids in any label (rooms are reported as a histogram-free gauge of how many there
+//! are and how many participants they hold in all).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::driver::SfuHandle;
+
+/// Serves `/health` and `/metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, sfu: SfuHandle) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(sfu);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router).await
+}
+
+async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
+    let (counters, rooms) = sfu.with(|s| (s.counters(), s.room_sizes()));
+    let mut registry = Registry::with_prefix("sotto_sfu");
+    let counter = |value: u64| ConstCounter::new(value);
+    registry.register(
+        "datagrams_in",
+        "UDP datagrams received",
+        counter(counters.datagrams_in),
+    );
+    registry.register(
+        "datagrams_out",
+        "UDP datagrams sent",
+        counter(counters.datagrams_out),
+    );
+    registry.register("bytes_in", "UDP bytes received", counter(counters.bytes_in));
+    registry.register("bytes_out", "UDP bytes sent", counter(counters.bytes_out));
+    registry.register(
+        "dropped",
+        "Datagrams dropped: no leg matched, or the leg refused them",
+        counter(counters.dropped),
+    );
+    registry.register(
+        "forwarded",
+        "RTP packets forwarded, one per subscriber",
+        counter(counters.forwarded),
+    );
+    registry.register(
+        "forward_errors",
+        "RTP packets that could not be written to a subscriber",
+        counter(counters.forward_errors),
+    );
+    registry.register(
+        "rooms",
+        "Rooms with at least one participant",
+        ConstGauge::new(rooms.len() as i64),
+    );
+    registry.register(
+        "participants",
+        "Participants in all rooms",
+        ConstGauge::new(rooms.iter().map(|(_, n)| *n as i64).sum::<i64>()),
+    );
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        text.clear();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
