@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "cli/call.rs"]
 mod call;
+#[path = "cli/room.rs"]
+mod room;
 use sotto_engine::data_dir::{DATA_DIR_ENV, default_data_dir};
 use sotto_engine::identity::{IDENTITY_FILE, Identity, fingerprint};
 use sotto_engine::{ClientConfig, SignalingClient};
@@ -38,7 +40,11 @@ const EXAMPLES: &str = "Examples:
   sotto answer --input silence --output heard.wav
                                  wait for a call, record what you hear
   sotto call <PEER_ID> --input speech.wav --output null --duration 10s
-                                 call someone, playing a file instead of the microphone";
+                                 call someone, playing a file instead of the microphone
+  sotto room create --input speech.wav --record heard/
+                                 start a group call through the server's SFU
+  sotto room join <ROOM> <TOKEN> --input tone:440 --record heard/
+                                 join one, recording each participant to heard/<id>.wav";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -64,6 +70,9 @@ enum Command {
         #[command(flatten)]
         args: call::CallArgs,
     },
+    /// Group calls through an SFU.
+    #[command(subcommand)]
+    Room(RoomCommand),
     /// Wait for a call and answer it; prints the call summary as JSON at the end.
     Answer {
         /// Only answer this id (others are declined).
@@ -74,6 +83,28 @@ enum Command {
         wait: std::time::Duration,
         #[command(flatten)]
         args: call::CallArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Create a group room (its media goes through an SFU), print how others join, and
+    /// join its call.
+    Create {
+        /// Most participants.
+        #[arg(long)]
+        max: Option<u32>,
+        #[command(flatten)]
+        args: room::RoomArgs,
+    },
+    /// Join a group room's call.
+    Join {
+        /// The room id.
+        room: String,
+        /// Its invite token.
+        token: String,
+        #[command(flatten)]
+        args: room::RoomArgs,
     },
 }
 
@@ -162,6 +193,12 @@ async fn run() -> anyhow::Result<()> {
         Command::Devices => print_devices(),
         Command::Call { peer, args } => {
             call::call(Identity::load(&identity_path)?, &peer, &args).await?;
+        }
+        Command::Room(RoomCommand::Create { max, args }) => {
+            room::create(Identity::load(&identity_path)?, max, &args).await?;
+        }
+        Command::Room(RoomCommand::Join { room, token, args }) => {
+            room::join(Identity::load(&identity_path)?, &room, &token, &args).await?;
         }
         Command::Answer { from, wait, args } => {
             call::answer(

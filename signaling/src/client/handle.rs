@@ -180,6 +180,24 @@ impl SignalingSender {
         }
     }
 
+    /// Join a room and learn its SFU too (group rooms name one).
+    pub async fn join_group_room(
+        &self,
+        room_id: &RoomId,
+        invite_token: &InviteToken,
+    ) -> Result<(Vec<Participant>, Option<IdentityKey>), ClientError> {
+        let message = ClientMessage::RoomJoin {
+            room_id: room_id.clone(),
+            invite_token: invite_token.clone(),
+        };
+        match self.request(message).await? {
+            ServerMessage::RoomJoined {
+                participants, sfu, ..
+            } => Ok((participants, sfu)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Leave a room.
     pub async fn leave_room(&self, room_id: &RoomId) -> Result<(), ClientError> {
         let message = ClientMessage::RoomLeave {
