@@ -346,6 +346,7 @@ impl Sfu {
             self.counters.dropped += 1;
             return;
         };
+        let known = self.by_addr.contains_key(&from);
         let Some(participant) = self.participants.get_mut(&id) else {
             self.counters.dropped += 1;
             return;
@@ -357,10 +358,27 @@ impl Sfu {
         {
             self.counters.dropped += 1;
         }
-        participant.last_heard = now;
-        // The 5-tuple is only learned from traffic the leg accepted (an authenticated
-        // STUN request, then DTLS and SRTP on that path).
-        self.by_addr.entry(from).or_insert(id);
+        if !known {
+            // The 5-tuple is learned only when the leg accepted the request: it answers an
+            // authenticated binding request with a success response to that address. A
+            // request with the wrong password (a guessed or stolen ufrag) gets none, and
+            // its sender stays a stranger whose datagrams are dropped here.
+            let queued = self.transmits.len();
+            self.flush_pulls(id);
+            let accepted = self
+                .transmits
+                .iter()
+                .skip(queued)
+                .any(|t| t.to == from && t.payload.starts_with(&[0x01, 0x01]));
+            if !accepted {
+                self.counters.dropped += 1;
+                return;
+            }
+            self.by_addr.insert(from, id);
+        }
+        if let Some(participant) = self.participants.get_mut(&id) {
+            participant.last_heard = now;
+        }
         self.process(id, now);
     }
 

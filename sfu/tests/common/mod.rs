@@ -1,0 +1,109 @@
+//! Shared by the SFU's integration tests: engine participants joining a room on an SFU
+//! driven on one loopback socket, answering its offers, and numbered RTP packets.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::rtp::{Header, Packet};
+use sotto_engine::call::IceConfig;
+use sotto_engine::call::peer::{self, Peer, PeerEvent};
+use sotto_sfu::core::SignalOut;
+use sotto_sfu::driver::SfuHandle;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+/// Failure guard for waits, never a speed assertion.
+pub const WAIT: Duration = Duration::from_secs(20);
+pub const ROOM: &str = "room-1";
+
+/// Joins `who` to [`ROOM`]: signaling membership, its offer, the SFU's answer (returned
+/// too, for its ICE credentials).
+pub async fn join_with_answer(sfu: &SfuHandle, who: &str) -> (Peer, String) {
+    sfu.with(|s| s.participant_joined(ROOM, who));
+    let participant = peer::build(&IceConfig::loopback()).await.unwrap();
+    let offer = participant.pc.create_offer(None).await.unwrap();
+    participant
+        .pc
+        .set_local_description(offer.clone())
+        .await
+        .unwrap();
+    let answer = sfu
+        .with(|s| s.handle_offer(ROOM, who, &offer.sdp, Instant::now()))
+        .unwrap();
+    participant
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+        .await
+        .unwrap();
+    (participant, answer)
+}
+
+/// Joins `who` to [`ROOM`].
+pub async fn join(sfu: &SfuHandle, who: &str) -> Peer {
+    join_with_answer(sfu, who).await.0
+}
+
+/// Answers every SFU offer for `who` until `until` says stop; returns the tracks seen.
+pub async fn until_track(
+    sfu: &SfuHandle,
+    signals: &mut mpsc::UnboundedReceiver<SignalOut>,
+    who: &str,
+    participant: &mut Peer,
+) -> Arc<dyn TrackRemote> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
+                assert_eq!(to, who, "only one participant is being offered to here");
+                participant
+                    .pc
+                    .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
+                    .await
+                    .unwrap();
+                let answer = participant.pc.create_answer(None).await.unwrap();
+                participant
+                    .pc
+                    .set_local_description(answer.clone())
+                    .await
+                    .unwrap();
+                sfu.with(|s| s.handle_answer(ROOM, who, &answer.sdp, Instant::now()))
+                    .unwrap();
+            }
+            match tokio::time::timeout(Duration::from_millis(20), participant.events.recv()).await {
+                Ok(Some(PeerEvent::Track(track))) => return track,
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the SFU forwards a track")
+}
+
+pub async fn until_connected(participant: &mut Peer) {
+    tokio::time::timeout(WAIT, async {
+        while let Some(event) = participant.events.recv().await {
+            if let PeerEvent::State(RTCPeerConnectionState::Connected) = event {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("connects");
+}
+
+pub fn packet(ssrc: u32, i: u16) -> Packet {
+    Packet {
+        header: Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: 500 + i,
+            timestamp: u32::from(i) * 960,
+            ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::from(vec![0xF8, (i & 0xff) as u8, (i >> 8) as u8]),
+    }
+}
