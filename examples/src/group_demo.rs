@@ -30,6 +30,8 @@ pub struct Heard {
     pub identity: String,
     /// Its summary.
     pub summary: GroupSummary,
+    /// The SFU's dominant speaker while everyone talked (its identity), the same for all.
+    pub dominant_speaker: Option<String>,
     /// Per other participant: (their name, segmental correlation of the recording with
     /// what they sent, see `analysis::segmental_correlation`).
     pub correlations: Vec<(String, Option<f64>)>,
@@ -42,6 +44,7 @@ impl Heard {
             "participant": self.name,
             "identity": self.identity,
             "received_streams": self.summary.received.len(),
+            "sfu_dominant_speaker": self.dominant_speaker,
             "correlations": self.correlations.iter().map(|(who, c)| json!({
                 "from": who,
                 "correlation": c.map(|c| (c * 1000.0).round() / 1000.0),
@@ -126,6 +129,15 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
             tokio::spawn(async move { phone.group_call(room, sfu_identity, config).await }),
         ));
     }
+    // Sample the SFU's dominant speaker while everyone talks (from audio levels only).
+    let mut dominant = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dominant = sfu.handle.with(|s| s.dominant_speaker(&invite.room_id.0));
+        if dominant.is_some() {
+            break;
+        }
+    }
     let mut summaries = Vec::new();
     for (name, identity, call) in calls {
         let summary = call.await.context("a participant's task")??;
@@ -162,6 +174,7 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
             correlations.push((speaker.clone(), correlation));
         }
         heard.push(Heard {
+            dominant_speaker: dominant.clone(),
             name,
             identity,
             summary,

@@ -20,6 +20,12 @@ async fn everyone_hears_everyone_else_through_the_sfu() {
     let out = tempfile::tempdir().unwrap();
     let heard = group_demo::run(&inputs, out.path()).await.unwrap();
     assert_eq!(heard.len(), 3);
+    // The SFU picked a dominant speaker from the audio-level extension alone.
+    let dominant = heard[0]
+        .dominant_speaker
+        .clone()
+        .expect("a dominant speaker");
+    assert!(heard.iter().any(|h| h.identity == dominant), "{dominant}");
     for participant in &heard {
         let line = participant.to_json();
         println!("{line}");

@@ -16,11 +16,16 @@ use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
 use crate::leg::{Leg, LegError, LegOutput, SendTrack, Transmit};
+use crate::speaker::SpeakerTracker;
 
 /// A participant, as signaling names it (its identity key, base64url).
 pub type ParticipantId = String;
 /// A room, as signaling names it.
 pub type RoomId = String;
+
+/// In rooms with more audio publishers than this, only the loudest this many are
+/// forwarded (last-N); the default of [`Sfu::new`].
+pub const DEFAULT_LAST_N: usize = 5;
 
 /// How long a leg may take to connect, or stay silent, before it is dropped.
 pub const LEG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +95,8 @@ struct Participant {
     renegotiate: bool,
     /// An SFU offer awaits its answer.
     offer_outstanding: bool,
+    /// The header-extension id this participant gave the RFC 6464 audio level.
+    audio_level_id: Option<u8>,
     last_heard: Instant,
 }
 
@@ -103,6 +110,9 @@ pub struct Sfu {
     by_ufrag: HashMap<String, LegId>,
     by_addr: HashMap<SocketAddr, LegId>,
     next_leg: LegId,
+    /// Loudness and the dominant speaker, per room.
+    speakers: HashMap<RoomId, SpeakerTracker<LegId>>,
+    last_n: usize,
     transmits: VecDeque<Transmit>,
     signals: VecDeque<SignalOut>,
     counters: Counters,
@@ -119,10 +129,23 @@ impl Sfu {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             next_leg: 1,
+            speakers: HashMap::new(),
+            last_n: DEFAULT_LAST_N,
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// Forward the audio of at most `n` publishers per room (the loudest; at least 1).
+    pub fn set_last_n(&mut self, n: usize) {
+        self.last_n = n.max(1);
+    }
+
+    /// The room's dominant speaker (by RFC 6464 levels), as its participant id.
+    pub fn dominant_speaker(&self, room: &str) -> Option<ParticipantId> {
+        let leg = self.speakers.get(room)?.dominant()?;
+        self.participants.get(leg).map(|p| p.id.clone())
     }
 
     /// Counters so far.
@@ -190,6 +213,9 @@ impl Sfu {
         self.by_participant.retain(|_, id| *id != leg);
         // Subscribers stop receiving it. (The send tracks stay in their SDP until the
         // next renegotiation; nothing is written to them.)
+        if let Some(speakers) = self.speakers.get_mut(&gone.room) {
+            speakers.remove(&leg);
+        }
         for other in self.participants.values_mut() {
             other.subscriptions.retain(|(from, _), _| *from != leg);
             other.active.retain(|(from, _)| *from != leg);
@@ -238,6 +264,7 @@ impl Sfu {
                 active: BTreeSet::new(),
                 renegotiate: false,
                 offer_outstanding: false,
+                audio_level_id: audio_level_id(sdp),
                 last_heard: now,
             },
         );
@@ -422,6 +449,28 @@ impl Sfu {
 
     fn forward(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
         let ssrc = packet.header.ssrc;
+        // Loudness from the audio-level extension (the payload is never read), then
+        // last-N: in a big room only the loudest publishers' audio goes out.
+        let Some(publisher) = self.participants.get(&from) else {
+            return;
+        };
+        let room = publisher.room.clone();
+        if let Some(level) = publisher
+            .audio_level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|ext| ext.first().copied())
+        {
+            self.speakers
+                .entry(room.clone())
+                .or_default()
+                .update(&from, level & 0x7f, now);
+        }
+        if let Some(speakers) = self.speakers.get(&room)
+            && self.publishers_in(&room) > self.last_n
+            && !speakers.loudest(self.last_n, now).contains(&from)
+        {
+            return;
+        }
         let targets: Vec<(LegId, SendTrack)> = self
             .participants
             .iter()
@@ -441,6 +490,13 @@ impl Sfu {
             }
             self.flush_pulls(id);
         }
+    }
+
+    fn publishers_in(&self, room: &str) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.room == room && !p.published.is_empty())
+            .count()
     }
 
     /// Moves a leg's datagrams to the send queue.
@@ -490,4 +546,16 @@ impl Sfu {
             self.process(id, now);
         }
     }
+}
+
+/// The id a participant's SDP gives the RFC 6464 audio level (`a=extmap:N <uri>`).
+fn audio_level_id(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, uri) = rest.split_once(' ')?;
+        let id: u8 = id.split('/').next()?.parse().ok()?;
+        (uri.split_whitespace().next()? == rtc::sdp::extmap::AUDIO_LEVEL_URI
+            && (1..=14).contains(&id))
+        .then_some(id)
+    })
 }

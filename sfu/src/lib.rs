@@ -10,3 +10,4 @@ pub mod demux;
 pub mod driver;
 pub mod http;
 pub mod leg;
+pub mod speaker;
