@@ -31,6 +31,9 @@ struct Args {
     /// The file holding the secret shared with signaling (its --sfu-secret-file).
     #[arg(long, env = "SOTTO_SFU_SECRET_FILE")]
     secret_file: PathBuf,
+    /// In rooms with more audio publishers, forward only the loudest this many.
+    #[arg(long, env = "SOTTO_SFU_LAST_N", default_value_t = sotto_sfu::core::DEFAULT_LAST_N)]
+    last_n: usize,
     /// Where /health and /metrics are served.
     #[arg(long, env = "SOTTO_SFU_HTTP", default_value = "127.0.0.1:7100")]
     http: SocketAddr,
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let running = sotto_sfu::driver::start(args.listen_udp, args.public_addr)
         .await
         .with_context(|| format!("binding {}", args.listen_udp))?;
+    running.handle.with(|s| s.set_last_n(args.last_n));
     // A fresh identity per start: signaling assigns rooms to whoever is registered now.
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
     let mut config = ClientConfig::new(&args.signaling);
