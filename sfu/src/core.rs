@@ -16,6 +16,7 @@ use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
 use crate::leg::{Leg, LegError, LegOutput, SendTrack, Transmit};
+use crate::rewrite::SeqRewriter;
 use crate::speaker::SpeakerTracker;
 
 /// A participant, as signaling names it (its identity key, base64url).
@@ -91,6 +92,8 @@ struct Participant {
     offered: Vec<(LegId, SSRC)>,
     /// Subscriptions the participant has agreed to receive: only these are forwarded.
     active: BTreeSet<(LegId, SSRC)>,
+    /// Per subscription: keeps the outgoing sequence contiguous over withheld packets.
+    rewriters: HashMap<(LegId, SSRC), SeqRewriter>,
     /// Send tracks added since the last offer.
     renegotiate: bool,
     /// An SFU offer awaits its answer.
@@ -219,6 +222,7 @@ impl Sfu {
         for other in self.participants.values_mut() {
             other.subscriptions.retain(|(from, _), _| *from != leg);
             other.active.retain(|(from, _)| *from != leg);
+            other.rewriters.retain(|(from, _), _| *from != leg);
             other.offered.retain(|(from, _)| *from != leg);
         }
         tracing::debug!(room = %gone.room, "a leg was removed");
@@ -262,6 +266,7 @@ impl Sfu {
                 subscriptions: HashMap::new(),
                 offered: Vec::new(),
                 active: BTreeSet::new(),
+                rewriters: HashMap::new(),
                 renegotiate: false,
                 offer_outstanding: false,
                 audio_level_id: audio_level_id(sdp),
@@ -469,6 +474,15 @@ impl Sfu {
             && self.publishers_in(&room) > self.last_n
             && !speakers.loudest(self.last_n, now).contains(&from)
         {
+            for participant in self.participants.values_mut() {
+                if participant.active.contains(&(from, ssrc)) {
+                    participant
+                        .rewriters
+                        .entry((from, ssrc))
+                        .or_default()
+                        .withhold();
+                }
+            }
             return;
         }
         let targets: Vec<(LegId, SendTrack)> = self
@@ -484,7 +498,14 @@ impl Sfu {
             if !participant.leg.is_connected() {
                 continue;
             }
-            match participant.leg.write_rtp(track, packet.clone(), now) {
+            let mut outgoing = packet.clone();
+            outgoing.header.sequence_number = participant
+                .rewriters
+                .get(&(from, ssrc))
+                .copied()
+                .unwrap_or_default()
+                .rewrite(packet.header.sequence_number);
+            match participant.leg.write_rtp(track, outgoing, now) {
                 Ok(()) => self.counters.forwarded += 1,
                 Err(_) => self.counters.forward_errors += 1,
             }

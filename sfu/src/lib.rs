@@ -10,4 +10,5 @@ pub mod demux;
 pub mod driver;
 pub mod http;
 pub mod leg;
+pub mod rewrite;
 pub mod speaker;
