@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -23,6 +24,14 @@ pub struct SfuHandle {
     sfu: Arc<Mutex<Sfu>>,
     wake: Arc<Notify>,
     local_addr: SocketAddr,
+    /// Seconds from a datagram's arrival to the end of sending what it caused (for
+    /// RTP: the forwarded copies), per datagram that caused any sending.
+    pub forward_latency: Histogram,
+}
+
+/// Bucket bounds of the forward-latency histogram, seconds (25 µs to about 100 ms).
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(25e-6, 2.0, 13)
 }
 
 impl SfuHandle {
@@ -65,6 +74,7 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
         sfu: Arc::new(Mutex::new(Sfu::new(local_addr))),
         wake: Arc::new(Notify::new()),
         local_addr,
+        forward_latency: Histogram::new(latency_buckets()),
     };
     let (signals_tx, signals) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(handle.clone(), socket, signals_tx));
@@ -77,6 +87,8 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
 
 async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSender<SignalOut>) {
     let mut buf = vec![0u8; RECV_BUFFER];
+    // When the datagram whose consequences are being sent arrived.
+    let mut arrived: Option<Instant> = None;
     loop {
         let (transmits, deadline) = {
             let mut sfu = handle.lock();
@@ -89,14 +101,24 @@ async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSende
             }
             (out, sfu.poll_timeout())
         };
+        let sent_any = !transmits.is_empty();
         for transmit in transmits {
             // A failed send is a lost datagram, as on the wire; the protocols recover.
             let _ = socket.send_to(&transmit.payload, transmit.to).await;
         }
+        if let Some(at) = arrived.take()
+            && sent_any
+        {
+            handle.forward_latency.observe(at.elapsed().as_secs_f64());
+        }
         let deadline = deadline.unwrap_or_else(|| Instant::now() + IDLE_TICK);
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => handle.lock().handle_datagram(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    arrived = Some(now);
+                    handle.lock().handle_datagram(now, from, &buf[..n]);
+                }
                 Err(err) => tracing::debug!(%err, "UDP receive"),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {

@@ -18,11 +18,15 @@ use crate::driver::SfuHandle;
 
 /// Serves `/health` and `/metrics` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, sfu: SfuHandle) -> std::io::Result<()> {
+    serve_on(tokio::net::TcpListener::bind(addr).await?, sfu).await
+}
+
+/// Serves `/health` and `/metrics` on a bound listener.
+pub async fn serve_on(listener: tokio::net::TcpListener, sfu: SfuHandle) -> std::io::Result<()> {
     let router = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(sfu);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router).await
 }
 
@@ -66,6 +70,11 @@ async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
         "participants",
         "Participants in all rooms",
         ConstGauge::new(rooms.iter().map(|(_, n)| *n as i64).sum::<i64>()),
+    );
+    registry.register(
+        "forward_latency_seconds",
+        "From a datagram's arrival to the end of sending what it caused",
+        sfu.forward_latency.clone(),
     );
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {

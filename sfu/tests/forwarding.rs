@@ -91,6 +91,27 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
     let forwarded = sfu.with(|s| s.counters().forwarded);
     assert!(forwarded >= 100, "{forwarded}");
 
+    // /metrics reports it, counts only.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    let http = tokio::spawn(sotto_sfu::http::serve_on(listener, sfu.clone()));
+    let metrics = http_get(http_addr, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    assert!(value("sotto_sfu_forwarded_total") >= 100.0, "{metrics}");
+    assert!(
+        value("sotto_sfu_forward_latency_seconds_count") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(value("sotto_sfu_participants"), 2.0);
+    assert!(!metrics.contains("127.0.0.1"), "no addresses in metrics");
+    assert_eq!(http_get(http_addr, "/health").await.trim(), "ok");
+    http.abort();
+
     // Alice leaves: nothing more is forwarded.
     sfu.with(|s| s.participant_left(ROOM, "alice", Instant::now()));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -101,4 +122,20 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
 
     sender.abort();
     driver.abort();
+}
+
+/// A plain HTTP/1.0 GET; returns the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
