@@ -425,7 +425,8 @@ impl Sfu {
                 break;
             };
             match output {
-                LegOutput::Connected => {}
+                // Connection blips and RTCP (PLI forwarding) are not acted on yet.
+                LegOutput::Connected | LegOutput::Disconnected | LegOutput::Rtcp { .. } => {}
                 LegOutput::Closed => {
                     self.flush_pulls(id);
                     self.remove_leg(id, now);
@@ -446,7 +447,7 @@ impl Sfu {
                         }
                     }
                 }
-                LegOutput::Rtp(packet) => self.forward(id, packet, now),
+                LegOutput::Rtp { packet, .. } => self.forward(id, packet, now),
             }
         }
         self.flush_pulls(id);

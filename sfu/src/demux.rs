@@ -14,18 +14,26 @@ pub enum DatagramKind {
     Stun,
     /// DTLS (first byte 20–63).
     Dtls,
-    /// RTP or RTCP, SRTP-protected (first byte 128–191).
+    /// RTP, SRTP-protected (first byte 128–191, payload type outside 64–95).
     Rtp,
+    /// RTCP, SRTCP-protected (first byte 128–191, packet type 192–223: RFC 5761 §4).
+    Rtcp,
     /// Anything else: dropped and counted.
     Unknown,
 }
 
-/// Classifies a datagram by its first byte.
+/// Classifies a datagram by its first byte (RFC 7983), and RTP from RTCP by the second
+/// (RFC 5761 §4: with rtcp-mux, RTCP packet types 192–223 never collide with the RTP
+/// payload types a leg negotiates, which stay in 96–127 or below 64). Cheap enough for
+/// every datagram; it validates nothing beyond those bytes.
 pub fn classify(datagram: &[u8]) -> DatagramKind {
     match datagram.first() {
         Some(0..=3) => DatagramKind::Stun,
         Some(20..=63) => DatagramKind::Dtls,
-        Some(128..=191) => DatagramKind::Rtp,
+        Some(128..=191) => match datagram.get(1) {
+            Some(192..=223) => DatagramKind::Rtcp,
+            _ => DatagramKind::Rtp,
+        },
         _ => DatagramKind::Unknown,
     }
 }
@@ -47,8 +55,101 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
+    use rtc::crypto::default_provider;
+    use rtc::ice::attributes::control::AttrControlling;
+    use rtc::ice::attributes::priority::PriorityAttr;
+    use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+    use rtc::shared::marshal::Marshal;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Setter, TransactionId};
     use rtc::stun::textattrs::TextAttribute;
+
+    /// A connectivity check as a full ICE agent (a browser, the engine) sends it to an
+    /// ICE-lite leg: USERNAME, ICE-CONTROLLING, PRIORITY, USE-CANDIDATE, then
+    /// MESSAGE-INTEGRITY keyed by the leg's password, then FINGERPRINT.
+    fn connectivity_check(username: &str, password: &str) -> Vec<u8> {
+        let provider = default_provider().unwrap();
+        let mut message = Message::new();
+        let setters: Vec<Box<dyn Setter + '_>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
+            Box::new(AttrControlling(0x1234_5678_9abc_def0)),
+            Box::new(PriorityAttr(2_130_706_431)),
+            Box::new(UseCandidateAttr),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                password.to_owned(),
+                provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        message.build(&setters).unwrap();
+        message.raw.clone()
+    }
+
+    #[test]
+    fn a_full_connectivity_check_names_its_leg() {
+        let datagram = connectivity_check("sfuUfrag:peerUfrag", "a-password-of-22-chars+");
+        assert_eq!(classify(&datagram), DatagramKind::Stun);
+        assert_eq!(stun_local_ufrag(&datagram).as_deref(), Some("sfuUfrag"));
+        // The ufrag is read without the password: checking it is the leg's job.
+        let wrong = connectivity_check("sfuUfrag:peerUfrag", "someone-else's-password");
+        assert_eq!(stun_local_ufrag(&wrong).as_deref(), Some("sfuUfrag"));
+    }
+
+    #[test]
+    fn a_stun_response_names_no_leg() {
+        let mut message = Message::new();
+        let setters: Vec<Box<dyn Setter>> =
+            vec![Box::new(BINDING_SUCCESS), Box::new(TransactionId::new())];
+        message.build(&setters).unwrap();
+        assert_eq!(classify(&message.raw), DatagramKind::Stun);
+        assert_eq!(stun_local_ufrag(&message.raw), None);
+    }
+
+    #[test]
+    fn rtp_and_rtcp_are_told_apart() {
+        let rtp = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                marker: true,
+                payload_type: 111,
+                sequence_number: 7,
+                ssrc: 42,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0xF8, 1, 2]),
+        };
+        assert_eq!(classify(&rtp.marshal().unwrap()), DatagramKind::Rtp);
+        let video = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                payload_type: 96,
+                ..rtp.header.clone()
+            },
+            ..rtp
+        };
+        assert_eq!(classify(&video.marshal().unwrap()), DatagramKind::Rtp);
+
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 42,
+        };
+        assert_eq!(classify(&pli.marshal().unwrap()), DatagramKind::Rtcp);
+        let report = rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: 1,
+            ..Default::default()
+        };
+        assert_eq!(classify(&report.marshal().unwrap()), DatagramKind::Rtcp);
+        let sender_report = rtc::rtcp::sender_report::SenderReport {
+            ssrc: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(&sender_report.marshal().unwrap()),
+            DatagramKind::Rtcp
+        );
+    }
 
     fn binding_request(username: &str) -> Vec<u8> {
         let mut message = Message::new();

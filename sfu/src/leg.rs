@@ -3,9 +3,31 @@
 //! candidate. Owns: negotiation (the participant's offer, the SFU's answer; SFU-side
 //! offers for new send tracks), datagrams in and out, timers, and turning rtc's events and
 //! messages into [`LegOutput`]s. Must not know about rooms or other legs.
+//!
+//! What a leg negotiates (the engine's `call::peer` offers a subset of it, browsers more):
+//! - Opus, PT 111, 48000/2, `minptime=10;useinbandfec=1;usedtx=1`, transport-cc feedback;
+//! - VP8 (PT 96) and H.264 (PT 102, `packetization-mode=1;profile-level-id=42e01f`), each
+//!   with `nack`, `nack pli` and `transport-cc` feedback;
+//! - header extensions: RFC 6464 audio level (audio), transport-wide cc and `sdes:mid`
+//!   (audio and video), `rtp-stream-id` and `repaired-rtp-stream-id` (video, simulcast);
+//! - interceptors: NACK responder and generator, sender and receiver reports, TWCC
+//!   receiver (feedback to the publisher; the SFU's own send-side estimate comes later).
+//!
+//! Notes on rtc 0.21.1:
+//! - `configure_nack` and `configure_twcc_receiver_only` add their feedback only to codecs
+//!   registered *before* they run (`MediaEngine::register_feedback`), so codecs go in first.
+//! - ICE-lite never gathers: the one host candidate is added by hand with
+//!   `add_local_candidate`, then the empty end-of-candidates sentinel; both must come after
+//!   the remote description is set, and a second add is refused as a duplicate.
+//! - `RTCRtpSender::write_rtp` refuses a packet whose SSRC, payload type or header extension
+//!   ids are not negotiated on that sender; [`Leg::write_rtp`] sets the SSRC and payload
+//!   type, the caller owns the extensions.
+//! - Received RTP comes out of `poll_read` tagged with the *track id*, not the mid; the leg
+//!   maps one to the other from the track's transceiver when the track opens.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -15,18 +37,23 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_twcc_receiver_only,
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
     TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::rtp_transceiver::{
@@ -38,6 +65,15 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 /// The Opus payload type the SFU registers (the engine and browsers use it too).
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// The VP8 payload type the SFU registers.
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+/// The H.264 (constrained baseline, packetization mode 1) payload type the SFU registers.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+
+/// Opus parameters, exactly as the engine offers them.
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
+/// H.264 parameters: constrained baseline 3.1, non-interleaved.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// What can go wrong with a leg.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +93,76 @@ fn rtc_err(err: impl std::fmt::Display) -> LegError {
     LegError::Rtc(err.to_string())
 }
 
+/// A codec the SFU negotiates and can send on a send track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// Opus, [`OPUS_PAYLOAD_TYPE`].
+    Opus,
+    /// VP8, [`VP8_PAYLOAD_TYPE`].
+    Vp8,
+    /// H.264, [`H264_PAYLOAD_TYPE`].
+    H264,
+}
+
+impl Codec {
+    /// Every codec a leg registers.
+    pub const ALL: [Codec; 3] = [Codec::Opus, Codec::Vp8, Codec::H264];
+
+    /// The payload type the SFU registers for it.
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Opus => OPUS_PAYLOAD_TYPE,
+            Codec::Vp8 => VP8_PAYLOAD_TYPE,
+            Codec::H264 => H264_PAYLOAD_TYPE,
+        }
+    }
+
+    /// Audio or video.
+    pub fn kind(self) -> RtpCodecKind {
+        match self {
+            Codec::Opus => RtpCodecKind::Audio,
+            Codec::Vp8 | Codec::H264 => RtpCodecKind::Video,
+        }
+    }
+
+    /// rtc's description of it, with the feedback the SFU asks for. (The media engine
+    /// adds the interceptors' feedback again; duplicates are ignored.)
+    fn rtp_codec(self) -> RTCRtpCodec {
+        let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        };
+        let video_feedback = vec![
+            feedback(TYPE_RTCP_FB_NACK, ""),
+            feedback(TYPE_RTCP_FB_NACK, "pli"),
+            feedback(TYPE_RTCP_FB_TRANSPORT_CC, ""),
+        ];
+        match self {
+            Codec::Opus => RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: OPUS_FMTP.to_owned(),
+                rtcp_feedback: vec![feedback(TYPE_RTCP_FB_TRANSPORT_CC, "")],
+            },
+            Codec::Vp8 => RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: video_feedback,
+            },
+            Codec::H264 => RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: H264_FMTP.to_owned(),
+                rtcp_feedback: video_feedback,
+            },
+        }
+    }
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -69,27 +175,57 @@ pub struct Transmit {
 /// What a leg tells the SFU core.
 #[derive(Debug)]
 pub enum LegOutput {
-    /// ICE and DTLS are up: media can flow.
+    /// ICE and DTLS are up: media can flow. (Again after a [`LegOutput::Disconnected`]
+    /// that recovered.)
     Connected,
+    /// The participant's consent checks stopped; it may come back (it keeps the leg).
+    Disconnected,
     /// The connection failed or closed; the leg is done.
     Closed,
-    /// The participant's stream with this SSRC started.
+    /// The participant's stream with this SSRC started (its first RTP packet arrived).
     TrackOpened {
         /// Its SSRC.
         ssrc: SSRC,
         /// Audio or video.
         kind: RtpCodecKind,
+        /// The m-line it belongs to.
+        mid: Option<Arc<str>>,
+        /// Its simulcast layer, when it carries an RTP stream id.
+        rid: Option<String>,
     },
     /// An RTP packet from the participant (already SRTP-decrypted).
-    Rtp(rtc::rtp::Packet),
+    Rtp {
+        /// The m-line of the track it arrived on.
+        mid: Option<Arc<str>>,
+        /// `packet.header.ssrc`, for convenience.
+        ssrc: SSRC,
+        /// The packet, header extensions as the participant sent them.
+        packet: rtc::rtp::Packet,
+    },
+    /// RTCP from the participant about one of this leg's tracks (what the interceptors do
+    /// not consume: PLI, FIR, and the like).
+    Rtcp {
+        /// The m-line of the track it is about.
+        mid: Option<Arc<str>>,
+        /// The packets of one compound RTCP datagram.
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    },
 }
 
 /// A send track on a leg (a stream forwarded to this participant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SendTrack {
     sender: RTCRtpSenderId,
+    codec: Codec,
     /// The SSRC this leg sends the stream with.
     pub ssrc: SSRC,
+}
+
+impl SendTrack {
+    /// The codec it was added with.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
 }
 
 /// One participant's connection.
@@ -98,21 +234,12 @@ pub struct Leg {
     local_addr: SocketAddr,
     ufrag: String,
     outputs: VecDeque<LegOutput>,
-    track_kinds: HashMap<String, RtpCodecKind>,
+    /// Received tracks: rtc's track id → the m-line's mid.
+    track_mids: HashMap<String, Option<Arc<str>>>,
+    /// The mid of each received SSRC (see [`Leg::mid_of`]).
+    ssrc_mids: HashMap<SSRC, Arc<str>>,
+    candidates_added: bool,
     state: RTCPeerConnectionState,
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1;usedtx=1".to_owned(),
-        rtcp_feedback: vec![RTCPFeedback {
-            typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
-            parameter: String::new(),
-        }],
-    }
 }
 
 fn random_token(len: usize) -> String {
@@ -120,6 +247,44 @@ fn random_token(len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
+    let mut media_engine = MediaEngine::default();
+    // Codecs first: the interceptor helpers below add their feedback to registered codecs.
+    for codec in Codec::ALL {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec.rtp_codec(),
+                    payload_type: codec.payload_type(),
+                },
+                codec.kind(),
+            )
+            .map_err(rtc_err)?;
+    }
+    let extensions = [
+        (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (SDES_MID_URI, RtpCodecKind::Audio),
+    ];
+    for (uri, kind) in extensions {
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .map_err(rtc_err)?;
+    }
+    // Video: sdes:mid, rtp-stream-id, repaired-rtp-stream-id.
+    configure_simulcast_extension_headers(&mut media_engine).map_err(rtc_err)?;
+    let registry = configure_nack(Registry::new(), &mut media_engine);
+    let registry = configure_rtcp_reports(registry);
+    // Feedback and the transport-cc extension, audio and video.
+    let registry = configure_twcc_receiver_only(registry, &mut media_engine).map_err(rtc_err)?;
+    Ok((media_engine, registry))
 }
 
 impl Leg {
@@ -131,31 +296,7 @@ impl Leg {
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), random_token(32))
             .build();
-        let mut media_engine = MediaEngine::default();
-        media_engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: opus(),
-                    payload_type: OPUS_PAYLOAD_TYPE,
-                },
-                RtpCodecKind::Audio,
-            )
-            .map_err(rtc_err)?;
-        for uri in [AUDIO_LEVEL_URI, SDES_MID_URI] {
-            media_engine
-                .register_header_extension(
-                    RTCRtpHeaderExtensionCapability {
-                        uri: uri.to_owned(),
-                    },
-                    RtpCodecKind::Audio,
-                    None,
-                )
-                .map_err(rtc_err)?;
-        }
-        let registry = configure_nack(Registry::new(), &mut media_engine);
-        let registry = configure_rtcp_reports(registry);
-        let registry =
-            configure_twcc_receiver_only(registry, &mut media_engine).map_err(rtc_err)?;
+        let (media_engine, registry) = media_engine()?;
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -168,7 +309,9 @@ impl Leg {
             local_addr,
             ufrag,
             outputs: VecDeque::new(),
-            track_kinds: HashMap::new(),
+            track_mids: HashMap::new(),
+            ssrc_mids: HashMap::new(),
+            candidates_added: false,
             state: RTCPeerConnectionState::New,
         })
     }
@@ -179,8 +322,13 @@ impl Leg {
         &self.ufrag
     }
 
+    /// The UDP address in this leg's candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
     /// Applies the participant's offer and returns the SFU's answer (with its host
-    /// candidate in it: ICE-lite does not trickle).
+    /// candidate and `a=end-of-candidates` in it: ICE-lite does not trickle).
     pub fn accept_offer(&mut self, offer_sdp: &str, now: Instant) -> Result<String, LegError> {
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| LegError::BadSdp(e.to_string()))?;
@@ -199,6 +347,9 @@ impl Leg {
     }
 
     fn add_host_candidate(&mut self) -> Result<(), LegError> {
+        if self.candidates_added {
+            return Ok(());
+        }
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -214,15 +365,45 @@ impl Leg {
         let init = RTCIceCandidate::from(&candidate)
             .to_json()
             .map_err(rtc_err)?;
-        // A second add after renegotiation is refused as a duplicate; that is fine.
-        let _ = self.pc.add_local_candidate(init);
+        self.pc.add_local_candidate(init).map_err(rtc_err)?;
+        // The end-of-candidates sentinel: gathering is complete.
+        self.pc
+            .add_local_candidate(RTCIceCandidateInit::default())
+            .map_err(rtc_err)?;
+        self.candidates_added = true;
         Ok(())
     }
 
-    /// Adds a stream the SFU will forward to this participant. Takes effect after the
-    /// next [`Leg::create_offer`] / [`Leg::accept_answer`] round.
+    /// A candidate the participant trickled. An ICE-lite leg never checks candidates (it
+    /// learns the participant's address from its binding requests), so this is optional;
+    /// it is accepted for participants that send them anyway. Needs the remote description.
+    pub fn add_remote_candidate(&mut self, candidate: &str) -> Result<(), LegError> {
+        self.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate: candidate.to_owned(),
+                ..Default::default()
+            })
+            .map_err(rtc_err)
+    }
+
+    /// Adds an Opus stream the SFU will forward to this participant, in the stream (msid)
+    /// `stream_id`. Takes effect after the next [`Leg::create_offer`] /
+    /// [`Leg::accept_answer`] round.
     pub fn add_send_track(
         &mut self,
+        stream_id: &str,
+        track_id: &str,
+        ssrc: SSRC,
+    ) -> Result<SendTrack, LegError> {
+        self.add_send_track_with_codec(Codec::Opus, stream_id, track_id, ssrc)
+    }
+
+    /// Adds a stream of `codec` (its kind follows) the SFU will forward to this
+    /// participant. Takes effect after the next [`Leg::create_offer`] /
+    /// [`Leg::accept_answer`] round.
+    pub fn add_send_track_with_codec(
+        &mut self,
+        codec: Codec,
         stream_id: &str,
         track_id: &str,
         ssrc: SSRC,
@@ -231,19 +412,19 @@ impl Leg {
             stream_id.to_owned(),
             track_id.to_owned(),
             track_id.to_owned(),
-            RtpCodecKind::Audio,
+            codec.kind(),
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec: opus(),
+                codec: codec.rtp_codec(),
                 ..Default::default()
             }],
         );
         // A new sendonly transceiver per forwarded stream (never `add_track`, which would
-        // reuse the participant's own audio m-line): every stream gets its own m-line and
-        // msid, so the participant can tell whose voice it is.
+        // reuse the participant's own m-line of that kind): every stream gets its own
+        // m-line and msid, so the participant can tell whose it is.
         let transceiver = self
             .pc
             .add_transceiver_from_track(
@@ -257,6 +438,7 @@ impl Leg {
             .map_err(rtc_err)?;
         Ok(SendTrack {
             sender: transceiver.into(),
+            codec,
             ssrc,
         })
     }
@@ -280,7 +462,10 @@ impl Leg {
             .map_err(|e| LegError::BadSdp(e.to_string()))
     }
 
-    /// Sends an RTP packet on a send track (SSRC and payload type are set here).
+    /// Sends an RTP packet on a send track. The SSRC and payload type are set here (the
+    /// track's, and the SFU's payload type for its codec, which the participant accepted
+    /// in its answer); header extensions go out as given, and rtc refuses the packet if an
+    /// extension id is not negotiated on this leg.
     pub fn write_rtp(
         &mut self,
         track: SendTrack,
@@ -288,7 +473,7 @@ impl Leg {
         now: Instant,
     ) -> Result<(), LegError> {
         packet.header.ssrc = track.ssrc;
-        packet.header.payload_type = OPUS_PAYLOAD_TYPE;
+        packet.header.payload_type = track.codec.payload_type();
         let mut sender = self
             .pc
             .rtp_sender(track.sender)
@@ -297,7 +482,8 @@ impl Leg {
     }
 
     /// Feeds one datagram from `from`. Bad input is the caller's to count; it never
-    /// panics.
+    /// panics. (The leg's local address is its candidate's: a driver whose socket is bound
+    /// to a wildcard address still hands the datagram to the leg the demultiplexer chose.)
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -351,39 +537,358 @@ impl Leg {
         self.state == RTCPeerConnectionState::Connected
     }
 
+    /// The mid of the m-line a received SSRC arrived on, once its track opened.
+    pub fn mid_of(&self, ssrc: SSRC) -> Option<&str> {
+        self.ssrc_mids.get(&ssrc).map(|mid| &**mid)
+    }
+
     fn drain(&mut self) {
         while let Some(event) = self.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     self.state = state;
-                    match state {
-                        RTCPeerConnectionState::Connected => {
-                            self.outputs.push_back(LegOutput::Connected);
-                        }
+                    let output = match state {
+                        RTCPeerConnectionState::Connected => LegOutput::Connected,
+                        RTCPeerConnectionState::Disconnected => LegOutput::Disconnected,
                         RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                            self.outputs.push_back(LegOutput::Closed);
+                            LegOutput::Closed
                         }
-                        _ => {}
-                    }
+                        _ => continue,
+                    };
+                    self.outputs.push_back(output);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     let kind = self
                         .pc
                         .rtp_receiver(init.receiver_id)
                         .map_or(RtpCodecKind::Audio, |receiver| receiver.track().kind());
-                    self.track_kinds.insert(init.track_id.clone(), kind);
+                    let mid: Option<Arc<str>> = self
+                        .pc
+                        .rtp_transceiver(init.receiver_id.into())
+                        .and_then(|transceiver| transceiver.mid().as_deref().map(Arc::from));
+                    self.track_mids.insert(init.track_id.clone(), mid.clone());
+                    if let Some(mid) = &mid {
+                        self.ssrc_mids.insert(init.ssrc, Arc::clone(mid));
+                    }
                     self.outputs.push_back(LegOutput::TrackOpened {
                         ssrc: init.ssrc,
                         kind,
+                        mid,
+                        rid: init.rid.map(|rid| rid.to_string()),
                     });
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                    self.track_mids.remove(&track_id);
                 }
                 _ => {}
             }
         }
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_track_id, packet) = message {
-                self.outputs.push_back(LegOutput::Rtp(packet));
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    let mid = self.track_mids.get(&track_id).cloned().flatten();
+                    self.outputs.push_back(LegOutput::Rtp {
+                        mid,
+                        ssrc: packet.header.ssrc,
+                        packet,
+                    });
+                }
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    let mid = self.track_mids.get(&track_id).cloned().flatten();
+                    self.outputs.push_back(LegOutput::Rtcp { mid, packets });
+                }
+                _ => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg() -> Leg {
+        Leg::new("127.0.0.1:5000".parse().unwrap(), Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn malformed_offers_are_refused_without_panicking() {
+        let now = Instant::now();
+        for garbage in [
+            "",
+            "garbage",
+            "v=0\r\n",
+            "v=0\r\no=- 1 1 IN IP4 x\r\nm=audio",
+        ] {
+            let mut leg = leg();
+            assert!(
+                matches!(leg.accept_offer(garbage, now), Err(LegError::BadSdp(_))),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_sfu_offer_carries_every_codec_extension_and_feedback() {
+        let now = Instant::now();
+        let mut leg = leg();
+        leg.add_send_track_with_codec(Codec::Opus, "alice", "alice-a", 1)
+            .unwrap();
+        leg.add_send_track_with_codec(Codec::Vp8, "alice", "alice-v", 2)
+            .unwrap();
+        // A send track's m-line lists only its own codec (rtc takes the codecs from the
+        // track), so H.264 needs a track of its own.
+        leg.add_send_track_with_codec(Codec::H264, "bob", "bob-v", 3)
+            .unwrap();
+        let offer = leg.create_offer(now).unwrap();
+        for needle in [
+            "a=ice-lite",
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1",
+            "a=rtpmap:96 VP8/90000",
+            "a=rtpmap:102 H264/90000",
+            "packetization-mode=1",
+            "profile-level-id=42e01f",
+            "a=rtcp-fb:96 nack\r\n",
+            "a=rtcp-fb:96 nack pli",
+            "a=rtcp-fb:96 transport-cc",
+            "a=rtcp-fb:111 transport-cc",
+            AUDIO_LEVEL_URI,
+            SDES_MID_URI,
+            rtc::sdp::extmap::TRANSPORT_CC_URI,
+            rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+            rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+            "a=sendonly",
+            "a=rtcp-mux",
+            "a=group:BUNDLE",
+        ] {
+            assert!(offer.contains(needle), "{needle} missing from\n{offer}");
+        }
+    }
+
+    /// A browser-like offer (rtc's default codecs: Opus, VP8, VP9, H.264 in several
+    /// profiles, AV1, ...) with audio and video to publish: the answer keeps the SFU's
+    /// codecs at the offer's payload types, with their feedback.
+    #[test]
+    fn a_video_offer_is_answered_with_vp8_and_h264() {
+        let now = Instant::now();
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().unwrap();
+        let mut browser = RTCPeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .build(now)
+            .unwrap();
+        for (kind, ssrc) in [(RtpCodecKind::Audio, 10), (RtpCodecKind::Video, 20)] {
+            browser
+                .add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![],
+                        send_encodings: vec![RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters {
+                                ssrc: Some(ssrc),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        }],
+                    }),
+                )
+                .unwrap();
+        }
+        let offer = browser.create_offer(None).unwrap();
+        browser.set_local_description(now, offer.clone()).unwrap();
+
+        let answer = leg().accept_offer(&offer.sdp, now).unwrap();
+        for needle in [
+            "m=audio",
+            "m=video",
+            "a=rtpmap:111 opus/48000/2",
+            "a=rtpmap:96 VP8/90000",
+            // At the offer's payload type for the matching profile, as RFC 3264 wants.
+            " H264/90000",
+            "packetization-mode=1;profile-level-id=42e01f",
+            "a=rtcp-fb:96 nack pli",
+            "a=recvonly",
+            "a=candidate:",
+            "a=end-of-candidates",
+        ] {
+            assert!(answer.contains(needle), "{needle} missing from\n{answer}");
+        }
+    }
+}
+
+/// A leg against rtc's own full-ICE peer connection, entirely in memory with an injected
+/// clock: no sockets, no tokio, no sleeps.
+#[cfg(test)]
+mod sans_io_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const PARTICIPANT: &str = "10.0.0.2:40000";
+    const SFU: &str = "10.0.0.1:5000";
+
+    /// The participant: Opus like the engine's, one sendrecv audio track with `ssrc`.
+    fn participant(ssrc: SSRC, now: Instant) -> (RTCPeerConnection, RTCRtpSenderId) {
+        let (media_engine, registry) = media_engine().unwrap();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .unwrap();
+        let track = MediaStreamTrack::new(
+            "p".to_owned(),
+            "p-audio".to_owned(),
+            "mic".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: Codec::Opus.rtp_codec(),
+                ..Default::default()
+            }],
+        );
+        let sender = pc.add_track(track).unwrap();
+        (pc, sender)
+    }
+
+    fn host_candidate(addr: SocketAddr) -> RTCIceCandidateInit {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .unwrap();
+        RTCIceCandidate::from(&candidate).to_json().unwrap()
+    }
+
+    /// Moves every queued datagram between the two, both ways, until neither has any.
+    fn exchange(pc: &mut RTCPeerConnection, leg: &mut Leg, now: Instant) {
+        let participant: SocketAddr = PARTICIPANT.parse().unwrap();
+        loop {
+            let mut moved = false;
+            while let Some(datagram) = pc.poll_write() {
+                moved = true;
+                assert_eq!(datagram.transport.peer_addr, leg.local_addr());
+                let _ = leg.handle_datagram(now, participant, &datagram.message);
+            }
+            while let Some(transmit) = leg.poll_transmit() {
+                moved = true;
+                assert_eq!(transmit.to, participant);
+                let _ = pc.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: participant,
+                        peer_addr: leg.local_addr(),
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: transmit.payload,
+                });
+            }
+            while pc.poll_event().is_some() {}
+            while pc.poll_read().is_some() {}
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_ice_peer_connects_and_its_rtp_arrives_with_injected_time() {
+        let mut now = Instant::now();
+        let ssrc = 0xA0D1_0000;
+        let (mut pc, sender) = participant(ssrc, now);
+        let mut leg = Leg::new(SFU.parse().unwrap(), now).unwrap();
+
+        let offer = pc.create_offer(None).unwrap();
+        pc.set_local_description(now, offer).unwrap();
+        pc.add_local_candidate(host_candidate(PARTICIPANT.parse().unwrap()))
+            .unwrap();
+        pc.add_local_candidate(RTCIceCandidateInit::default())
+            .unwrap();
+        let offer = pc.local_description().unwrap().sdp;
+        let answer = leg.accept_offer(&offer, now).unwrap();
+        pc.set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
+
+        // Step a fake clock: at most 10 ms at a time, or to the next deadline.
+        let mut outputs = Vec::new();
+        let mut sent = 0u16;
+        let start = now;
+        while now.duration_since(start) < Duration::from_secs(10) {
+            exchange(&mut pc, &mut leg, now);
+            while let Some(output) = leg.poll_output() {
+                outputs.push(output);
+            }
+            let connected = outputs.iter().any(|o| matches!(o, LegOutput::Connected));
+            if connected && sent < 100 {
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::Header {
+                        version: 2,
+                        payload_type: OPUS_PAYLOAD_TYPE,
+                        sequence_number: sent,
+                        timestamp: u32::from(sent) * 960,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from(vec![0xF8, sent as u8]),
+                };
+                pc.rtp_sender(sender)
+                    .unwrap()
+                    .write_rtp(now, packet)
+                    .unwrap();
+                sent += 1;
+            }
+            let rtp = outputs
+                .iter()
+                .filter(|o| matches!(o, LegOutput::Rtp { .. }))
+                .count();
+            if rtp == 100 {
+                break;
+            }
+            let next = [pc.poll_timeout(), leg.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_millis(10));
+            now = next.clamp(now, now + Duration::from_millis(10));
+            if now == next || next <= now {
+                let _ = pc.handle_timeout(now);
+                let _ = leg.handle_timeout(now);
+            }
+        }
+
+        assert!(
+            outputs.iter().any(|o| matches!(o, LegOutput::Connected)),
+            "{outputs:?}"
+        );
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            LegOutput::TrackOpened { ssrc: s, kind: RtpCodecKind::Audio, mid: Some(mid), .. }
+                if *s == ssrc && &**mid == "0"
+        )));
+        let rtp: Vec<&rtc::rtp::Packet> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                LegOutput::Rtp { packet, .. } => Some(packet),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rtp.len(), 100, "no loss on a perfect in-memory link");
+        for (i, packet) in rtp.iter().enumerate() {
+            assert_eq!(packet.header.ssrc, ssrc);
+            assert_eq!(packet.header.sequence_number, i as u16);
+            assert_eq!(&packet.payload[..], &[0xF8, i as u8]);
         }
     }
 }

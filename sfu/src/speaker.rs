@@ -18,6 +18,9 @@ pub const SWITCH_HOLD: Duration = Duration::from_millis(1000);
 pub const SMOOTHING: Duration = Duration::from_millis(300);
 /// A publisher not heard for this long counts as silent.
 pub const SILENT_AFTER: Duration = Duration::from_millis(1500);
+/// Below this smoothed loudness nobody takes the floor: background noise is not a
+/// speaker (the same threshold the engine uses to mark frames quiet, level 60).
+pub const VOICE_DB: f64 = -60.0;
 /// Loudness of silence, dB (RFC 6464's 127 is -127 dBov).
 const SILENCE_DB: f64 = -127.0;
 
@@ -94,10 +97,12 @@ impl<P: Clone + Eq + Hash + Ord> SpeakerTracker<P> {
         else {
             return;
         };
+        if loudest_db < VOICE_DB {
+            self.challenger = None;
+            return;
+        }
         let Some(dominant) = self.dominant.clone() else {
-            if loudest_db > SILENCE_DB + 1.0 {
-                self.dominant = Some(loudest);
-            }
+            self.dominant = Some(loudest);
             return;
         };
         if loudest == dominant || loudest_db < self.loudness(&dominant, now) + SWITCH_MARGIN_DB {
@@ -176,6 +181,21 @@ mod tests {
         assert_eq!(t.dominant(), Some(&"ann"), "not before the hold");
         talk(&mut t, &mut now, 1200, &[("ann", 90), ("ben", 20)]);
         assert_eq!(t.dominant(), Some(&"ben"));
+    }
+
+    #[test]
+    fn background_noise_never_takes_the_floor() {
+        let mut t = SpeakerTracker::default();
+        let mut now = Instant::now();
+        talk(&mut t, &mut now, 3000, &[("hum", 80), ("fan", 95)]);
+        assert_eq!(t.dominant(), None);
+        talk(
+            &mut t,
+            &mut now,
+            600,
+            &[("hum", 80), ("fan", 95), ("voice", 25)],
+        );
+        assert_eq!(t.dominant(), Some(&"voice"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One SFU leg against the engine's real WebRTC stack on loopback: the engine offers, the
 //! leg (ICE-lite, one UDP socket) answers, ICE and DTLS-SRTP come up, and RTP the engine
-//! writes arrives at the leg decrypted, with its SSRC and payload.
+//! writes arrives at the leg decrypted, with its SSRC, payload type and payload. Then the
+//! leg adds a send track, renegotiates with an SFU-side offer, and RTP it writes reaches
+//! the engine's `on_track`.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -9,22 +11,53 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::rtp::{Header, Packet};
 use sotto_engine::call::IceConfig;
-use sotto_engine::call::peer::{self, PeerEvent};
+use sotto_engine::call::peer::{self, Peer, PeerEvent};
 use sotto_sfu::demux::stun_local_ufrag;
-use sotto_sfu::leg::{Leg, LegOutput};
+use sotto_sfu::leg::{Codec, Leg, LegOutput, OPUS_PAYLOAD_TYPE};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 /// Failure guard for waits, never a speed assertion.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Drives one leg on one socket until the test ends; reports outputs and the first
-/// STUN request's USERNAME ufrag.
+type Command = Box<dyn FnOnce(&mut Leg) + Send>;
+
+/// What the driver reports: the first STUN request's USERNAME ufrag, then each output.
+type Report = (Option<String>, LegOutput);
+
+/// A tiny driver: one socket, one leg; datagrams in, `poll_transmit` out, sleeping until
+/// `poll_timeout`; commands run on the leg between datagrams.
+struct Driver {
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    fn start(leg: Leg, socket: UdpSocket) -> (Driver, mpsc::UnboundedReceiver<Report>) {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (out_tx, out) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(leg, socket, commands_rx, out_tx));
+        (Driver { commands, task }, out)
+    }
+
+    /// Runs `f` on the leg inside the driver and returns its result.
+    async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Leg) -> R + Send + 'static) -> R {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |leg| {
+            let _ = tx.send(f(leg));
+        });
+        assert!(self.commands.send(command).is_ok(), "the driver is gone");
+        rx.await.unwrap()
+    }
+}
+
 async fn drive(
     mut leg: Leg,
     socket: UdpSocket,
-    out: mpsc::UnboundedSender<(Option<String>, LegOutput)>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    out: mpsc::UnboundedSender<Report>,
 ) {
     let mut buf = vec![0u8; 2048];
     let mut first_ufrag = None;
@@ -51,12 +84,32 @@ async fn drive(
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let _ = leg.handle_timeout(Instant::now());
             }
+            command = commands.recv() => match command {
+                Some(command) => command(&mut leg),
+                None => return,
+            },
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
+fn opus_packet(ssrc: u32, i: u16) -> Packet {
+    Packet {
+        header: Header {
+            version: 2,
+            payload_type: OPUS_PAYLOAD_TYPE,
+            sequence_number: 1000 + i,
+            timestamp: u32::from(i) * 960,
+            ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::from(vec![0xF8, i as u8, 0xAA]),
+    }
+}
+
+/// A participant (the engine's peer connection) offers, a leg on a fresh loopback socket
+/// answers, and the participant's trickled candidates go to the leg. Returns when the
+/// participant's side is connected.
+async fn connect() -> (Peer, Driver, mpsc::UnboundedReceiver<Report>, String) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let sfu_addr = socket.local_addr().unwrap();
     let mut leg = Leg::new(sfu_addr, Instant::now()).unwrap();
@@ -71,47 +124,63 @@ async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
         .unwrap();
     let answer = leg.accept_offer(&offer.sdp, Instant::now()).unwrap();
     assert!(answer.contains("a=ice-lite"), "{answer}");
-    assert!(answer.contains(&sfu_addr.port().to_string()), "{answer}");
+    assert!(answer.contains("a=end-of-candidates"), "{answer}");
+    let host = format!("127.0.0.1 {} typ host", sfu_addr.port());
+    assert!(answer.contains(&host), "{answer}");
+    assert!(
+        answer.contains("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1"),
+        "{answer}"
+    );
     participant
         .pc
         .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
+    let (driver, out) = Driver::start(leg, socket);
 
-    let (out_tx, mut out) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(drive(leg, socket, out_tx));
-
-    // The participant's side comes up.
+    // Trickled candidates go to the leg until the participant is connected.
+    let mut fed = 0;
     tokio::time::timeout(WAIT, async {
         while let Some(event) = participant.events.recv().await {
-            if let PeerEvent::State(RTCPeerConnectionState::Connected) = event {
-                return;
+            match event {
+                PeerEvent::Candidate(Some(candidate)) => {
+                    let line = candidate.candidate.clone();
+                    driver
+                        .with(move |leg| leg.add_remote_candidate(&line))
+                        .await
+                        .unwrap();
+                    fed += 1;
+                }
+                PeerEvent::State(RTCPeerConnectionState::Connected) => return,
+                _ => {}
             }
         }
         panic!("the participant's events ended");
     })
     .await
     .expect("the participant connects");
+    // The leg does not need them (ICE-lite), so how many came before connecting is only
+    // reported.
+    println!("{fed} trickled candidates fed to the leg before connecting");
+    (participant, driver, out, leg_ufrag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
+    let (participant, driver, mut out, leg_ufrag) = connect().await;
 
     let track = Arc::clone(&participant.track);
     let ssrc = participant.ssrc;
     for i in 0..100u16 {
-        let packet = Packet {
-            header: Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: 1000 + i,
-                timestamp: u32::from(i) * 960,
-                ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::from(vec![0xF8, i as u8, 0xAA]),
-        };
-        track.write_rtp_with_extensions(packet, &[]).await.unwrap();
+        track
+            .write_rtp_with_extensions(opus_packet(ssrc, i), &[])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     let mut connected = false;
+    let mut opened = None;
     let mut received = Vec::new();
     let mut ufrag_seen = None;
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -119,8 +188,11 @@ async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
             ufrag_seen = ufrag.or(ufrag_seen.take());
             match output {
                 LegOutput::Connected => connected = true,
-                LegOutput::Rtp(packet) => {
-                    received.push(packet);
+                LegOutput::TrackOpened {
+                    ssrc, kind, mid, ..
+                } => opened = Some((ssrc, kind, mid)),
+                LegOutput::Rtp { mid, ssrc, packet } => {
+                    received.push((mid, ssrc, packet));
                     if received.len() == 100 {
                         return;
                     }
@@ -130,14 +202,110 @@ async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
         }
     })
     .await;
-    driver.abort();
 
     assert!(connected, "the leg saw the connection come up");
     assert_eq!(ufrag_seen.as_deref(), Some(leg_ufrag.as_str()));
+    let (opened_ssrc, kind, opened_mid) = opened.expect("the participant's track opened");
+    assert_eq!(opened_ssrc, ssrc);
+    assert_eq!(kind, rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio);
+    assert_eq!(opened_mid.as_deref(), Some("0"));
+    let mid_of = driver
+        .with(move |leg| leg.mid_of(ssrc).map(str::to_owned))
+        .await;
+    assert_eq!(mid_of.as_deref(), Some("0"));
+    println!("{} of 100 RTP packets arrived at the leg", received.len());
     assert!(received.len() >= 95, "{} of 100 packets", received.len());
-    for packet in &received {
+    for (mid, out_ssrc, packet) in &received {
+        assert_eq!(mid.as_deref(), Some("0"));
+        assert_eq!(*out_ssrc, ssrc);
         assert_eq!(packet.header.ssrc, ssrc);
+        assert_eq!(packet.header.payload_type, OPUS_PAYLOAD_TYPE);
         let i = packet.header.sequence_number - 1000;
         assert_eq!(&packet.payload[..], &[0xF8, i as u8, 0xAA]);
     }
+    driver.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_track_reaches_the_participant_after_an_sfu_offer() {
+    let (mut participant, driver, _out, _) = connect().await;
+
+    // The leg adds a send track and offers; the participant answers.
+    let send_ssrc = 0x5eed_0001;
+    let (send_track, offer) = driver
+        .with(move |leg| {
+            let track = leg
+                .add_send_track_with_codec(Codec::Opus, "alice", "alice-audio", send_ssrc)
+                .unwrap();
+            (track, leg.create_offer(Instant::now()).unwrap())
+        })
+        .await;
+    assert!(offer.contains("a=msid:alice alice-audio"), "{offer}");
+    participant
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(offer).unwrap())
+        .await
+        .unwrap();
+    let answer = participant.pc.create_answer(None).await.unwrap();
+    participant
+        .pc
+        .set_local_description(answer.clone())
+        .await
+        .unwrap();
+    driver
+        .with(move |leg| leg.accept_answer(&answer.sdp, Instant::now()))
+        .await
+        .unwrap();
+
+    // The leg writes 100 packets, 5 ms apart; the participant's on_track sees them.
+    let writer_commands = driver.commands.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..100u16 {
+            let command: Command = Box::new(move |leg| {
+                let _ = leg.write_rtp(send_track, opus_packet(0, i), Instant::now());
+            });
+            if writer_commands.send(command).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let track = tokio::time::timeout(WAIT, async {
+        loop {
+            match participant.events.recv().await {
+                Some(PeerEvent::Track(track)) => return track,
+                Some(_) => {}
+                None => panic!("the participant's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the participant's on_track fires");
+    assert_eq!(track.stream_id().await, "alice");
+
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                received.push(packet);
+                if received.len() == 100 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    writer.await.unwrap();
+    println!(
+        "{} of 100 forwarded RTP packets reached the participant",
+        received.len()
+    );
+    assert!(received.len() >= 95, "{} of 100 packets", received.len());
+    for packet in &received {
+        assert_eq!(packet.header.ssrc, send_ssrc);
+        assert_eq!(packet.header.payload_type, OPUS_PAYLOAD_TYPE);
+        let i = packet.header.sequence_number - 1000;
+        assert_eq!(&packet.payload[..], &[0xF8, i as u8, 0xAA]);
+    }
+    driver.task.abort();
 }
