@@ -461,11 +461,10 @@ impl Sfu {
             return;
         };
         let room = publisher.room.clone();
-        if let Some(level) = publisher
+        let level_ext = publisher
             .audio_level_id
-            .and_then(|id| packet.header.get_extension(id))
-            .and_then(|ext| ext.first().copied())
-        {
+            .and_then(|id| packet.header.get_extension(id));
+        if let Some(level) = level_ext.as_ref().and_then(|ext| ext.first().copied()) {
             self.speakers
                 .entry(room.clone())
                 .or_default()
@@ -500,6 +499,19 @@ impl Sfu {
                 continue;
             }
             let mut outgoing = packet.clone();
+            // Header extensions are per leg: the publisher's ids mean nothing on the
+            // subscriber's leg, and its transport-wide sequence numbers belong to the
+            // publisher's leg. Drop them all and carry the audio level over under the
+            // subscriber's own id.
+            outgoing.header.extension = false;
+            outgoing.header.extension_profile = 0;
+            outgoing.header.extensions.clear();
+            outgoing.header.extensions_padding = 0;
+            if let (Some(id), Some(level)) = (participant.audio_level_id, level_ext.clone()) {
+                outgoing.header.extension = true;
+                outgoing.header.extension_profile = 0xBEDE;
+                let _ = outgoing.header.set_extension(id, level);
+            }
             outgoing.header.sequence_number = participant
                 .rewriters
                 .get(&(from, ssrc))

@@ -61,6 +61,18 @@ async fn only_the_loudest_publisher_is_forwarded_when_n_is_one() {
             .map(|p| (p.to_string(), AtomicU64::new(0)))
             .collect(),
     );
+    // The listener's own id for the audio level (the SFU must remap to it).
+    let listener_sdp = peers["listener"].pc.local_description().await.unwrap().sdp;
+    let level_id: u8 = listener_sdp
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("a=extmap:")?;
+            let (id, uri) = rest.split_once(' ')?;
+            (uri.trim() == "urn:ietf:params:rtp-hdrext:ssrc-audio-level")
+                .then(|| id.parse().ok())?
+        })
+        .unwrap();
+    let with_level = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut tracks = 0;
     tokio::time::timeout(WAIT, async {
@@ -82,13 +94,20 @@ async fn only_the_loudest_publisher_is_forwarded_when_n_is_one() {
             {
                 tracks += 1;
                 let counts = Arc::clone(&counts);
+                let with_level = Arc::clone(&with_level);
                 tokio::spawn(async move {
                     let from = track.stream_id().await;
                     while let Some(event) = track.poll().await {
-                        if let TrackRemoteEvent::OnRtpPacket(_) = event
+                        if let TrackRemoteEvent::OnRtpPacket(p) = event
                             && let Some(count) = counts.get(&from)
                         {
                             count.fetch_add(1, Ordering::Relaxed);
+                            if p.header
+                                .get_extension(level_id)
+                                .is_some_and(|e| e.first().map(|b| b & 0x7f) == Some(10))
+                            {
+                                with_level.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 });
@@ -103,6 +122,10 @@ async fn only_the_loudest_publisher_is_forwarded_when_n_is_one() {
     let loud = counts["loud"].load(Ordering::Relaxed);
     let quiet = counts["quiet"].load(Ordering::Relaxed);
     assert!(tracks >= 1, "the listener got a track");
+    assert!(
+        with_level.load(Ordering::Relaxed) > 50,
+        "the loud publisher's level arrives under the listener's extension id"
+    );
     assert!(loud > 50, "the loud publisher is forwarded: {loud} packets");
     // Before the SFU has heard both, a few of the quiet one's packets may pass.
     assert!(
