@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ROOM, WAIT, join, packet, until_connected};
+use common::{ROOM, WAIT, answer_offer, join, packet, until_connected};
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use sotto_engine::call::peer::{Peer, PeerEvent};
 use sotto_sfu::core::SignalOut;
 use sotto_sfu::driver;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
-use webrtc::peer_connection::RTCSessionDescription;
 
 /// Publishes numbered packets at `level` every 20 ms until aborted.
 fn publish(peer: &Peer, level: u8) -> tokio::task::JoinHandle<()> {
@@ -78,14 +77,8 @@ async fn only_the_loudest_publisher_is_forwarded_when_n_is_one() {
     tokio::time::timeout(WAIT, async {
         while Instant::now() < deadline {
             if let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
-                let peer = peers.get_mut(to.as_str()).unwrap();
-                peer.pc
-                    .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
-                    .await
-                    .unwrap();
-                let answer = peer.pc.create_answer(None).await.unwrap();
-                peer.pc.set_local_description(answer.clone()).await.unwrap();
-                sfu.with(|s| s.handle_answer(ROOM, &to, &answer.sdp, Instant::now()))
+                let answer = answer_offer(&peers[to.as_str()], sdp).await;
+                sfu.with(|s| s.handle_answer(ROOM, &to, &answer, Instant::now()))
                     .unwrap();
             }
             let listener = peers.get_mut("listener").unwrap();

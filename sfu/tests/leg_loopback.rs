@@ -5,11 +5,12 @@
 //! the engine's `on_track`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rtc::rtp::{Header, Packet};
+use common::{answer_offer, packet};
 use sotto_engine::call::IceConfig;
 use sotto_engine::call::peer::{self, Peer, PeerEvent};
 use sotto_sfu::demux::stun_local_ufrag;
@@ -92,20 +93,6 @@ async fn drive(
     }
 }
 
-fn opus_packet(ssrc: u32, i: u16) -> Packet {
-    Packet {
-        header: Header {
-            version: 2,
-            payload_type: OPUS_PAYLOAD_TYPE,
-            sequence_number: 1000 + i,
-            timestamp: u32::from(i) * 960,
-            ssrc,
-            ..Default::default()
-        },
-        payload: Bytes::from(vec![0xF8, i as u8, 0xAA]),
-    }
-}
-
 /// A participant (the engine's peer connection) offers, a leg on a fresh loopback socket
 /// answers, and the participant's trickled candidates go to the leg. Returns when the
 /// participant's side is connected.
@@ -173,7 +160,7 @@ async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
     let ssrc = participant.ssrc;
     for i in 0..100u16 {
         track
-            .write_rtp_with_extensions(opus_packet(ssrc, i), &[])
+            .write_rtp_with_extensions(packet(ssrc, i), &[])
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -220,8 +207,10 @@ async fn the_engine_connects_to_a_leg_and_its_rtp_arrives() {
         assert_eq!(*out_ssrc, ssrc);
         assert_eq!(packet.header.ssrc, ssrc);
         assert_eq!(packet.header.payload_type, OPUS_PAYLOAD_TYPE);
-        let i = packet.header.sequence_number - 1000;
-        assert_eq!(&packet.payload[..], &[0xF8, i as u8, 0xAA]);
+        assert_eq!(
+            packet.payload,
+            common::packet(0, packet.header.sequence_number - 500).payload
+        );
     }
     driver.task.abort();
 }
@@ -241,19 +230,9 @@ async fn a_send_track_reaches_the_participant_after_an_sfu_offer() {
         })
         .await;
     assert!(offer.contains("a=msid:alice alice-audio"), "{offer}");
-    participant
-        .pc
-        .set_remote_description(RTCSessionDescription::offer(offer).unwrap())
-        .await
-        .unwrap();
-    let answer = participant.pc.create_answer(None).await.unwrap();
-    participant
-        .pc
-        .set_local_description(answer.clone())
-        .await
-        .unwrap();
+    let answer = answer_offer(&participant, offer).await;
     driver
-        .with(move |leg| leg.accept_answer(&answer.sdp, Instant::now()))
+        .with(move |leg| leg.accept_answer(&answer, Instant::now()))
         .await
         .unwrap();
 
@@ -262,7 +241,7 @@ async fn a_send_track_reaches_the_participant_after_an_sfu_offer() {
     let writer = tokio::spawn(async move {
         for i in 0..100u16 {
             let command: Command = Box::new(move |leg| {
-                let _ = leg.write_rtp(send_track, opus_packet(0, i), Instant::now());
+                let _ = leg.write_rtp(send_track, packet(0, i), Instant::now());
             });
             if writer_commands.send(command).is_err() {
                 return;
@@ -304,8 +283,10 @@ async fn a_send_track_reaches_the_participant_after_an_sfu_offer() {
     for packet in &received {
         assert_eq!(packet.header.ssrc, send_ssrc);
         assert_eq!(packet.header.payload_type, OPUS_PAYLOAD_TYPE);
-        let i = packet.header.sequence_number - 1000;
-        assert_eq!(&packet.payload[..], &[0xF8, i as u8, 0xAA]);
+        assert_eq!(
+            packet.payload,
+            common::packet(0, packet.header.sequence_number - 500).payload
+        );
     }
     driver.task.abort();
 }

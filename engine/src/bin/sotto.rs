@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 mod call;
 #[path = "cli/room.rs"]
 mod room;
+#[path = "cli/session.rs"]
+mod session;
 use sotto_engine::data_dir::{DATA_DIR_ENV, default_data_dir};
 use sotto_engine::identity::{IDENTITY_FILE, Identity, fingerprint};
 use sotto_engine::{ClientConfig, SignalingClient};

@@ -57,18 +57,8 @@ pub async fn until_track(
         loop {
             if let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
                 assert_eq!(to, who, "only one participant is being offered to here");
-                participant
-                    .pc
-                    .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
-                    .await
-                    .unwrap();
-                let answer = participant.pc.create_answer(None).await.unwrap();
-                participant
-                    .pc
-                    .set_local_description(answer.clone())
-                    .await
-                    .unwrap();
-                sfu.with(|s| s.handle_answer(ROOM, who, &answer.sdp, Instant::now()))
+                let answer = answer_offer(participant, sdp).await;
+                sfu.with(|s| s.handle_answer(ROOM, who, &answer, Instant::now()))
                     .unwrap();
             }
             match tokio::time::timeout(Duration::from_millis(20), participant.events.recv()).await {
@@ -106,4 +96,20 @@ pub fn packet(ssrc: u32, i: u16) -> Packet {
         },
         payload: Bytes::from(vec![0xF8, (i & 0xff) as u8, (i >> 8) as u8]),
     }
+}
+
+/// The participant applies an SFU-side offer and returns its answer.
+pub async fn answer_offer(participant: &Peer, offer: String) -> String {
+    participant
+        .pc
+        .set_remote_description(RTCSessionDescription::offer(offer).unwrap())
+        .await
+        .unwrap();
+    let answer = participant.pc.create_answer(None).await.unwrap();
+    participant
+        .pc
+        .set_local_description(answer.clone())
+        .await
+        .unwrap();
+    answer.sdp
 }

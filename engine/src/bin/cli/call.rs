@@ -2,42 +2,26 @@
 //! headless flags for files instead of devices. Call states go to stderr as they happen;
 //! the call summary is one JSON line on stdout at the end.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
+use sotto_engine::Identity;
+use sotto_engine::audio::OutputSpec;
 use sotto_engine::audio::codec::{EncoderConfig, FrameDuration};
-use sotto_engine::audio::{InputSpec, OutputSpec};
-use sotto_engine::call::{
-    CallConfig, CallEvent, CallHandle, CallSummary, IceConfig, IceServer, Phone,
-};
-use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_engine::call::{CallConfig, CallEvent, CallHandle, CallSummary, IceServer, Phone};
+
+use crate::session::SessionArgs;
 use sotto_signaling::protocol::IdentityKey;
 
 /// Flags shared by `call` and `answer`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// The signaling server's WebSocket URL.
-    #[arg(
-        long,
-        env = "SOTTO_SERVER",
-        default_value = "ws://127.0.0.1:7000/v1/ws"
-    )]
-    pub server: String,
-    /// Audio in: `default`, `device:NAME`, a .wav file, `tone:440` or `silence`.
-    #[arg(long, default_value = "default", value_name = "SPEC")]
-    pub input: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Audio out: `default`, `device:NAME`, a .wav file or `null`.
     #[arg(long, default_value = "default", value_name = "SPEC")]
     pub output: String,
-    /// Hang up after this long connected (e.g. `10s`, `2m`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
-    /// When the input is a file, hang up this long after it ends (`0s` keeps the call
-    /// up, sending silence, until --duration or a hang-up).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub after_input: Duration,
     /// Opus start bitrate in bit/s (then adapted between 16000 and 64000).
     #[arg(long, default_value_t = 32_000)]
     pub bitrate: u32,
@@ -63,10 +47,6 @@ pub struct CallArgs {
     /// TURN password.
     #[arg(long, env = "SOTTO_TURN_PASSWORD", hide_env_values = true)]
     pub turn_password: Option<String>,
-    /// Local addresses for host candidates (default: every interface but loopback).
-    /// `127.0.0.1:0` allows loopback, for two ends on one machine.
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Vec<String>,
     /// Print call states as JSON lines on stderr instead of text.
     #[arg(long)]
     pub json: bool,
@@ -74,16 +54,13 @@ pub struct CallArgs {
 
 impl CallArgs {
     fn config(&self) -> anyhow::Result<CallConfig> {
-        let input: InputSpec = self.input.parse()?;
+        let input = self.session.input()?;
         let output: OutputSpec = self.output.parse()?;
         let frame: FrameDuration = self
             .frame
             .parse()
             .map_err(|_| anyhow::anyhow!("--frame must be 10ms, 20ms, 40ms or 60ms"))?;
-        let mut ice = IceConfig::default();
-        if !self.bind.is_empty() {
-            ice.bind = self.bind.clone();
-        }
+        let mut ice = self.session.ice();
         if !self.stun.is_empty() {
             ice.servers.push(IceServer {
                 urls: self.stun.clone(),
@@ -98,7 +75,7 @@ impl CallArgs {
                 credential: self.turn_password.clone(),
             });
         }
-        let is_file = matches!(input, InputSpec::Wav(_));
+        let hang_up_after_input = self.session.tail(&input);
         Ok(CallConfig {
             input,
             output,
@@ -110,19 +87,15 @@ impl CallArgs {
                 ..EncoderConfig::default()
             },
             ice,
-            max_duration: self.duration,
-            hang_up_after_input: (is_file && !self.after_input.is_zero())
-                .then_some(self.after_input),
+            max_duration: self.session.duration,
+            hang_up_after_input,
             ..CallConfig::default()
         })
     }
 }
 
 async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
-    let client = SignalingClient::connect(ClientConfig::new(&args.server), Arc::new(identity))
-        .await
-        .with_context(|| format!("connecting to {}", args.server))?;
-    Ok(Phone::new(client))
+    Ok(Phone::new(args.session.connect(identity).await?))
 }
 
 /// `sotto call <peer>`.

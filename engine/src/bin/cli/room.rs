@@ -3,43 +3,25 @@
 //! stdout at the end.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use sotto_engine::audio::InputSpec;
 use sotto_engine::audio::codec::EncoderConfig;
+use sotto_engine::call::Phone;
 use sotto_engine::call::group::GroupConfig;
-use sotto_engine::call::{IceConfig, Phone};
-use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::protocol::{InviteToken, RoomId};
+
+use crate::session::SessionArgs;
 
 /// Flags shared by `room create` and `room join`.
 #[derive(Debug, Args)]
 pub struct RoomArgs {
-    /// The signaling server's WebSocket URL.
-    #[arg(
-        long,
-        env = "SOTTO_SERVER",
-        default_value = "ws://127.0.0.1:7000/v1/ws"
-    )]
-    pub server: String,
-    /// Audio in: `default`, `device:NAME`, a .wav file, `tone:440` or `silence`.
-    #[arg(long, default_value = "default", value_name = "SPEC")]
-    pub input: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Record each participant to DIR/<participant>.wav.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
-    /// Leave after this long (e.g. `30s`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
-    /// When the input is a file, leave this long after it ends.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub after_input: Duration,
-    /// Local addresses for host candidates (`127.0.0.1:0` allows loopback).
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Vec<String>,
 }
 
 async fn call(
@@ -48,20 +30,16 @@ async fn call(
     sfu: sotto_signaling::protocol::IdentityKey,
     args: &RoomArgs,
 ) -> anyhow::Result<()> {
-    let input: InputSpec = args.input.parse()?;
-    let is_file = matches!(input, InputSpec::Wav(_));
-    let mut ice = IceConfig::default();
-    if !args.bind.is_empty() {
-        ice.bind = args.bind.clone();
-    }
+    let input = args.session.input()?;
+    let leave_after_input = args.session.tail(&input);
     let config = GroupConfig {
         input,
         record_dir: args.record.clone(),
         encoder: EncoderConfig::default(),
         jitter: Default::default(),
-        ice,
-        max_duration: args.duration,
-        leave_after_input: is_file.then_some(args.after_input),
+        ice: args.session.ice(),
+        max_duration: args.session.duration,
+        leave_after_input,
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;
@@ -69,15 +47,9 @@ async fn call(
     Ok(())
 }
 
-async fn connect(identity: Identity, args: &RoomArgs) -> anyhow::Result<SignalingClient> {
-    SignalingClient::connect(ClientConfig::new(&args.server), Arc::new(identity))
-        .await
-        .with_context(|| format!("connecting to {}", args.server))
-}
-
 /// `sotto room create`: makes a group room, prints how to join it, and joins its call.
 pub async fn create(identity: Identity, max: Option<u32>, args: &RoomArgs) -> anyhow::Result<()> {
-    let client = connect(identity, args).await?;
+    let client = args.session.connect(identity).await?;
     let invite = client.create_group_room(max).await?;
     let sfu = invite.sfu.context("the server gave the room no SFU")?;
     eprintln!(
@@ -94,7 +66,7 @@ pub async fn join(
     token: &str,
     args: &RoomArgs,
 ) -> anyhow::Result<()> {
-    let client = connect(identity, args).await?;
+    let client = args.session.connect(identity).await?;
     let room = RoomId(room.to_owned());
     let (_, sfu) = client
         .join_group_room(&room, &InviteToken(token.to_owned()))
