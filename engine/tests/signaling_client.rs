@@ -370,6 +370,8 @@ async fn an_sfu_client_registers_with_the_secret_and_hears_its_group_rooms() {
     }
 
     sfu_config.sfu_secret = Some(secret);
+    let sfu_config_secret = sfu_config.sfu_secret.clone();
+    let sfu_key_again = sfu_key.clone();
     let mut sfu = SignalingClient::connect(
         sfu_config,
         Arc::new(KeyAuthenticator::new(sfu_key, Some("sfu".into()))),
@@ -392,5 +394,28 @@ async fn an_sfu_client_registers_with_the_secret_and_hears_its_group_rooms() {
             assert_eq!(state, PresenceState::Joined);
         }
         other => panic!("expected presence, got {other:?}"),
+    }
+
+    // The SFU restarts with the same key: registering again, it hears who is in its rooms.
+    sfu.close().await;
+    let mut again_config = config(&server);
+    again_config.sfu_secret = sfu_config_secret.clone();
+    let mut sfu = SignalingClient::connect(
+        again_config,
+        Arc::new(KeyAuthenticator::new(sfu_key_again, Some("sfu".into()))),
+    )
+    .await
+    .unwrap();
+    match next(&mut sfu).await {
+        Event::Presence {
+            room_id,
+            participant,
+            state,
+        } => {
+            assert_eq!(room_id, invite.room_id);
+            assert_eq!(participant.identity, alice.identity());
+            assert_eq!(state, PresenceState::Joined);
+        }
+        other => panic!("expected the room's members again, got {other:?}"),
     }
 }

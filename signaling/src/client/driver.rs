@@ -41,6 +41,9 @@ pub(crate) struct Session {
     pub mailbox_depth: u64,
     /// How long the server stays silent at most (its idle timeout: it pings well within).
     pub server_idle: std::time::Duration,
+    /// Frames that arrived while the session was being set up (SFU registration), to be
+    /// handled first.
+    pub early: Vec<String>,
 }
 
 enum Pending {
@@ -147,24 +150,27 @@ async fn open_inner(
             )));
         }
     };
+    let mut early = Vec::new();
     if let Some(secret) = &config.sfu_secret {
-        register_sfu(&mut ws, secret, &server_id, &challenge_bytes).await?;
+        register_sfu(&mut ws, secret, &server_id, &challenge_bytes, &mut early).await?;
     }
     Ok(Session {
         ws,
         server_id,
         mailbox_depth,
         server_idle: std::time::Duration::from_millis(idle_ms.max(1000)),
+        early,
     })
 }
 
-/// Proves the SFU secret on a fresh connection (on every reconnect too). Envelopes the
-/// server pushes before the reply are skipped: unacknowledged, they come again.
+/// Proves the SFU secret on a fresh connection (on every reconnect too). What the server
+/// pushes before the reply (presence of the SFU's rooms, envelopes) is kept in `early`.
 async fn register_sfu(
     ws: &mut Ws,
     secret: &[u8],
     server_id: &str,
     challenge: &[u8],
+    early: &mut Vec<String>,
 ) -> Result<(), ClientError> {
     let proof = sfu_proof(secret, server_id, challenge);
     let frame = ClientFrame {
@@ -177,6 +183,9 @@ async fn register_sfu(
     loop {
         let reply = next_frame(ws).await?;
         if reply.id != Some(1) {
+            if let Ok(text) = serde_json::to_string(&reply) {
+                early.push(text);
+            }
             continue;
         }
         return match reply.message {
@@ -360,6 +369,9 @@ impl Driver {
     }
 
     async fn serve(&mut self, session: &mut Session) -> End {
+        for text in std::mem::take(&mut session.early) {
+            self.on_text(&text);
+        }
         let silence_limit = session.server_idle + session.server_idle / 2;
         let mut last_heard = Instant::now();
         loop {

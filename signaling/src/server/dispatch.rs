@@ -210,11 +210,18 @@ impl Conn {
                     .into(),
             ));
         }
-        self.shared
-            .rooms
-            .lock()
-            .map_err(|_| internal())?
-            .register_sfu(me);
+        let hosted = {
+            let mut rooms = self.shared.rooms.lock().map_err(|_| internal())?;
+            rooms.register_sfu(me);
+            rooms.rooms_of_sfu(&me)
+        };
+        // An SFU that registers again (after a reconnect) missed the joins and leaves in
+        // between: it hears who is in each of its rooms now.
+        for (room_id, members) in hosted {
+            for member in members {
+                self.broadcast_presence(room_id.clone(), member, PresenceState::Joined, &[me]);
+            }
+        }
         tracing::info!("an SFU registered");
         Ok(ServerMessage::SfuRegistered {})
     }

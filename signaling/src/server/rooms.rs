@@ -117,6 +117,16 @@ impl Rooms {
         self.sfus.remove(sfu);
     }
 
+    /// The rooms `sfu` hosts and who is in each (to bring an SFU that registers again up
+    /// to date).
+    pub fn rooms_of_sfu(&self, sfu: &IdentityKey) -> Vec<(RoomId, Vec<Participant>)> {
+        self.rooms
+            .iter()
+            .filter(|(_, room)| room.sfu.as_ref() == Some(sfu))
+            .map(|(id, room)| (id.clone(), room.participants()))
+            .collect()
+    }
+
     /// The registered SFU hosting the fewest rooms.
     fn pick_sfu(&self) -> Option<IdentityKey> {
         self.sfus
