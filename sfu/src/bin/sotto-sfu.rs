@@ -34,6 +34,10 @@ struct Args {
     /// In rooms with more audio publishers, forward only the loudest this many.
     #[arg(long, env = "SOTTO_SFU_LAST_N", default_value_t = sotto_sfu::core::DEFAULT_LAST_N)]
     last_n: usize,
+    /// A file holding this SFU's signing key (32 bytes; created 0600 if missing), so a
+    /// restarted SFU keeps the rooms assigned to it. Without it, each start is a new SFU.
+    #[arg(long, env = "SOTTO_SFU_KEY_FILE")]
+    key_file: Option<PathBuf>,
     /// Where /health and /metrics are served.
     #[arg(long, env = "SOTTO_SFU_HTTP", default_value = "127.0.0.1:7100")]
     http: SocketAddr,
@@ -61,8 +65,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen_udp))?;
     running.handle.with(|s| s.set_last_n(args.last_n));
-    // A fresh identity per start: signaling assigns rooms to whoever is registered now.
-    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let key = match &args.key_file {
+        Some(path) => load_or_create_key(path)?,
+        // A fresh identity per start: signaling assigns rooms to whoever is registered.
+        None => ed25519_dalek::SigningKey::from_bytes(&rand::random()),
+    };
     let mut config = ClientConfig::new(&args.signaling);
     config.sfu_secret = Some(secret);
     let client = SignalingClient::connect(
@@ -88,5 +95,32 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("the HTTP server stopped");
         }
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Reads the 32-byte key in `path`, or creates one there readable by the owner only.
+fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let seed: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()))?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = rand::random();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(&seed)?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
 }
