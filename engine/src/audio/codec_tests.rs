@@ -158,8 +158,9 @@ fn speech_round_trip_correlates() {
         mean_len(&packets),
         packets.len()
     );
-    // Measured 0.93 with libopus 1.6.1 (a waveform measure: Opus is perceptual).
-    assert!(found.correlation >= 0.85, "{found:?}");
+    // Measured 0.957 with libopus 1.6.1 (a waveform measure: Opus is perceptual, so
+    // this is not a quality score, only proof the round trip is right).
+    assert!(found.correlation >= 0.9, "{found:?}");
     assert!(found.lag <= MAX_LAG);
 }
 
@@ -222,8 +223,9 @@ fn fec_recovers_lost_frames_better_than_concealment() {
         mean_len(&packets)
     );
     assert!(fec.correlation > plc.correlation, "FEC {fec:?} PLC {plc:?}");
+    // Measured 8.2 dB against 0.3 dB (and correlation 0.942 against 0.751).
     assert!(
-        fec_snr > plc_snr + 1.0,
+        fec_snr > plc_snr + 4.0,
         "FEC {fec_snr:.2} dB PLC {plc_snr:.2} dB"
     );
 }
