@@ -22,15 +22,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.inputs.is_empty() {
-        let data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/data"));
-        args.inputs = [
-            "speech-en-us-1.wav",
-            "speech-en-gb-2.wav",
-            "speech-en-us-3.wav",
-        ]
-        .iter()
-        .map(|f| data.join(f))
-        .collect();
+        args.inputs = sotto_examples::group_demo::reference_inputs();
     }
     for heard in sotto_examples::group_demo::run(&args.inputs, &args.out).await? {
         println!("{}", heard.to_json());

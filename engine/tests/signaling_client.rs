@@ -383,18 +383,7 @@ async fn an_sfu_client_registers_with_the_secret_and_hears_its_group_rooms() {
         .unwrap();
     let invite = alice.create_group_room(Some(4)).await.unwrap();
     assert_eq!(invite.sfu, Some(sfu.identity()));
-    match next(&mut sfu).await {
-        Event::Presence {
-            room_id,
-            participant,
-            state,
-        } => {
-            assert_eq!(room_id, invite.room_id);
-            assert_eq!(participant.identity, alice.identity());
-            assert_eq!(state, PresenceState::Joined);
-        }
-        other => panic!("expected presence, got {other:?}"),
-    }
+    expect_joined(&mut sfu, &invite.room_id, alice.identity()).await;
 
     // The SFU restarts with the same key: registering again, it hears who is in its rooms.
     sfu.close().await;
@@ -406,16 +395,25 @@ async fn an_sfu_client_registers_with_the_secret_and_hears_its_group_rooms() {
     )
     .await
     .unwrap();
-    match next(&mut sfu).await {
+    expect_joined(&mut sfu, &invite.room_id, alice.identity()).await;
+}
+
+/// The next event must say `who` is in `room`.
+async fn expect_joined(
+    client: &mut SignalingClient,
+    room: &sotto_signaling::protocol::RoomId,
+    who: sotto_signaling::protocol::IdentityKey,
+) {
+    match next(client).await {
         Event::Presence {
             room_id,
             participant,
             state,
         } => {
-            assert_eq!(room_id, invite.room_id);
-            assert_eq!(participant.identity, alice.identity());
+            assert_eq!(&room_id, room);
+            assert_eq!(participant.identity, who);
             assert_eq!(state, PresenceState::Joined);
         }
-        other => panic!("expected the room's members again, got {other:?}"),
+        other => panic!("expected presence, got {other:?}"),
     }
 }

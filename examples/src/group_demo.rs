@@ -54,6 +54,19 @@ impl Heard {
     }
 }
 
+/// The reference speech files, one per participant of the default demo.
+pub fn reference_inputs() -> Vec<PathBuf> {
+    let data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/data"));
+    [
+        "speech-en-us-1.wav",
+        "speech-en-gb-2.wav",
+        "speech-en-us-3.wav",
+    ]
+    .iter()
+    .map(|f| data.join(f))
+    .collect()
+}
+
 /// Runs a group call with one participant per input WAV, recording under `out`.
 pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
     if inputs.len() < 2 {

@@ -2,21 +2,11 @@
 //! loopback): each hears the other two, and each recording matches what its speaker sent.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use sotto_examples::group_demo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everyone_hears_everyone_else_through_the_sfu() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/data");
-    let inputs: Vec<PathBuf> = [
-        "speech-en-us-1.wav",
-        "speech-en-gb-2.wav",
-        "speech-en-us-3.wav",
-    ]
-    .iter()
-    .map(|f| data.join(f))
-    .collect();
+    let inputs = group_demo::reference_inputs();
     let out = tempfile::tempdir().unwrap();
     let heard = group_demo::run(&inputs, out.path()).await.unwrap();
     assert_eq!(heard.len(), 3);

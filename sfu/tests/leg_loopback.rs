@@ -10,9 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{answer_offer, packet};
-use sotto_engine::call::IceConfig;
-use sotto_engine::call::peer::{self, Peer, PeerEvent};
+use common::{answer_offer, offering_participant, packet};
+use sotto_engine::call::peer::{Peer, PeerEvent};
 use sotto_sfu::demux::stun_local_ufrag;
 use sotto_sfu::leg::{Codec, Leg, LegOutput, OPUS_PAYLOAD_TYPE};
 use tokio::net::UdpSocket;
@@ -102,14 +101,8 @@ async fn connect() -> (Peer, Driver, mpsc::UnboundedReceiver<Report>, String) {
     let mut leg = Leg::new(sfu_addr, Instant::now()).unwrap();
     let leg_ufrag = leg.local_ufrag().to_owned();
 
-    let mut participant = peer::build(&IceConfig::loopback()).await.unwrap();
-    let offer = participant.pc.create_offer(None).await.unwrap();
-    participant
-        .pc
-        .set_local_description(offer.clone())
-        .await
-        .unwrap();
-    let answer = leg.accept_offer(&offer.sdp, Instant::now()).unwrap();
+    let (mut participant, offer) = offering_participant().await;
+    let answer = leg.accept_offer(&offer, Instant::now()).unwrap();
     assert!(answer.contains("a=ice-lite"), "{answer}");
     assert!(answer.contains("a=end-of-candidates"), "{answer}");
     let host = format!("127.0.0.1 {} typ host", sfu_addr.port());

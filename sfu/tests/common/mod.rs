@@ -19,10 +19,8 @@ use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const ROOM: &str = "room-1";
 
-/// Joins `who` to [`ROOM`]: signaling membership, its offer, the SFU's answer (returned
-/// too, for its ICE credentials).
-pub async fn join_with_answer(sfu: &SfuHandle, who: &str) -> (Peer, String) {
-    sfu.with(|s| s.participant_joined(ROOM, who));
+/// An engine peer connection (loopback ICE) that has made and applied its offer.
+pub async fn offering_participant() -> (Peer, String) {
     let participant = peer::build(&IceConfig::loopback()).await.unwrap();
     let offer = participant.pc.create_offer(None).await.unwrap();
     participant
@@ -30,8 +28,16 @@ pub async fn join_with_answer(sfu: &SfuHandle, who: &str) -> (Peer, String) {
         .set_local_description(offer.clone())
         .await
         .unwrap();
+    (participant, offer.sdp)
+}
+
+/// Joins `who` to [`ROOM`]: signaling membership, its offer, the SFU's answer (returned
+/// too, for its ICE credentials).
+pub async fn join_with_answer(sfu: &SfuHandle, who: &str) -> (Peer, String) {
+    sfu.with(|s| s.participant_joined(ROOM, who));
+    let (participant, offer) = offering_participant().await;
     let answer = sfu
-        .with(|s| s.handle_offer(ROOM, who, &offer.sdp, Instant::now()))
+        .with(|s| s.handle_offer(ROOM, who, &offer, Instant::now()))
         .unwrap();
     participant
         .pc
