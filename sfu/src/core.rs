@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
-use crate::leg::{Leg, LegError, LegOutput, SendTrack, Transmit};
+use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
 use crate::rewrite::SeqRewriter;
 use crate::speaker::SpeakerTracker;
 
@@ -30,6 +30,11 @@ pub const DEFAULT_LAST_N: usize = 5;
 
 /// How long a leg may take to connect, or stay silent, before it is dropped.
 pub const LEG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// At most one keyframe request per published stream in this long: every subscriber of a
+/// stream may ask at once (a joining room, a lossy moment), and each keyframe costs the
+/// publisher several times a delta frame's bits.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Signaling the core wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +81,14 @@ pub struct Counters {
     pub forwarded: u64,
     /// RTP packets that could not be written to a subscriber.
     pub forward_errors: u64,
+    /// NACKs received from subscribers (each answered from the leg's packet cache).
+    pub nacks: u64,
+    /// Keyframe requests (PLI or FIR) received from subscribers.
+    pub keyframe_requests: u64,
+    /// Keyframe requests sent to publishers (after the rate limit).
+    pub keyframe_requests_sent: u64,
+    /// Published streams in a codec the SFU does not forward.
+    pub unsupported_streams: u64,
 }
 
 type LegId = u64;
@@ -84,8 +97,10 @@ struct Participant {
     room: RoomId,
     id: ParticipantId,
     leg: Leg,
-    /// Streams this participant publishes.
-    published: Vec<SSRC>,
+    /// Streams this participant publishes, with their codecs.
+    published: HashMap<SSRC, Codec>,
+    /// When a keyframe was last requested of each published stream.
+    keyframe_requested: HashMap<SSRC, Instant>,
     /// What this participant receives: (publisher leg, source SSRC) → send track.
     subscriptions: HashMap<(LegId, SSRC), SendTrack>,
     /// Subscriptions in the outstanding offer, active once it is answered.
@@ -262,7 +277,8 @@ impl Sfu {
                 room: room.to_owned(),
                 id: from.to_owned(),
                 leg,
-                published: Vec::new(),
+                published: HashMap::new(),
+                keyframe_requested: HashMap::new(),
                 subscriptions: HashMap::new(),
                 offered: Vec::new(),
                 active: BTreeSet::new(),
@@ -274,14 +290,18 @@ impl Sfu {
             },
         );
         // Subscribe the newcomer to what the room already publishes.
-        let publishers: Vec<(LegId, SSRC)> = self
+        let publishers: Vec<(LegId, SSRC, Codec)> = self
             .participants
             .iter()
             .filter(|(other, p)| **other != id && p.room == room)
-            .flat_map(|(other, p)| p.published.iter().map(move |ssrc| (*other, *ssrc)))
+            .flat_map(|(other, p)| {
+                p.published
+                    .iter()
+                    .map(move |(ssrc, codec)| (*other, *ssrc, *codec))
+            })
             .collect();
-        for (publisher, ssrc) in publishers {
-            self.subscribe(id, publisher, ssrc)?;
+        for (publisher, ssrc, codec) in publishers {
+            self.subscribe(id, publisher, ssrc, codec)?;
         }
         self.flush_pulls(id);
         self.offer_if_needed(id, now)?;
@@ -307,9 +327,82 @@ impl Sfu {
         participant.offer_outstanding = false;
         participant.leg.accept_answer(sdp, now)?;
         let offered = std::mem::take(&mut participant.offered);
-        participant.active.extend(offered);
+        participant.active.extend(offered.iter().copied());
+        // A new video subscriber can decode nothing before a keyframe: ask for one.
+        for (publisher, ssrc) in offered {
+            self.request_keyframe(publisher, ssrc, now);
+        }
         self.flush_pulls(id);
         self.offer_if_needed(id, now)
+    }
+
+    /// Asks a publisher for a keyframe on one of its video streams, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`].
+    fn request_keyframe(&mut self, publisher: LegId, ssrc: SSRC, now: Instant) {
+        let Some(participant) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        if participant
+            .published
+            .get(&ssrc)
+            .is_none_or(|codec| *codec == Codec::Opus)
+        {
+            return;
+        }
+        if participant
+            .keyframe_requested
+            .get(&ssrc)
+            .is_some_and(|last| now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        if participant.leg.request_keyframe(ssrc, now).is_ok() {
+            participant.keyframe_requested.insert(ssrc, now);
+            self.counters.keyframe_requests_sent += 1;
+        }
+        self.flush_pulls(publisher);
+    }
+
+    /// RTCP a subscriber sent about the streams it receives: keyframe requests go to the
+    /// publisher (rate-limited); NACKs were answered by the leg and are only counted.
+    fn handle_feedback(
+        &mut self,
+        subscriber: LegId,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+    ) {
+        use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+        use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+        let mut wanted: Vec<SSRC> = Vec::new();
+        for packet in packets {
+            let any = packet.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                wanted.push(pli.media_ssrc);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                wanted.extend(fir.fir.iter().map(|entry| entry.ssrc));
+            } else if any.downcast_ref::<TransportLayerNack>().is_some() {
+                self.counters.nacks += 1;
+            }
+        }
+        let Some(participant) = self.participants.get(&subscriber) else {
+            return;
+        };
+        // The subscriber names the SSRC the SFU sends it; map it back to the source.
+        let sources: Vec<(LegId, SSRC)> = wanted
+            .iter()
+            .filter_map(|ssrc| {
+                participant
+                    .subscriptions
+                    .iter()
+                    .find(|(_, track)| track.ssrc == *ssrc)
+                    .map(|(source, _)| *source)
+            })
+            .collect();
+        self.counters.keyframe_requests += wanted.len() as u64;
+        for (publisher, ssrc) in sources {
+            self.request_keyframe(publisher, ssrc, now);
+        }
     }
 
     fn subscribe(
@@ -317,6 +410,7 @@ impl Sfu {
         subscriber: LegId,
         publisher: LegId,
         ssrc: SSRC,
+        codec: Codec,
     ) -> Result<(), CoreError> {
         let Some(publisher_id) = self.participants.get(&publisher).map(|p| p.id.clone()) else {
             return Ok(());
@@ -327,7 +421,8 @@ impl Sfu {
         if participant.subscriptions.contains_key(&(publisher, ssrc)) {
             return Ok(());
         }
-        let track = participant.leg.add_send_track(
+        let track = participant.leg.add_send_track_with_codec(
+            codec,
             &publisher_id,
             &format!("{publisher_id}-{ssrc}"),
             rand::random(),
@@ -425,15 +520,20 @@ impl Sfu {
                 break;
             };
             match output {
-                // Connection blips and RTCP (PLI forwarding) are not acted on yet.
-                LegOutput::Connected | LegOutput::Disconnected | LegOutput::Rtcp { .. } => {}
+                // Connection blips are not acted on: the leg times out if it stays away.
+                LegOutput::Connected | LegOutput::Disconnected => {}
+                LegOutput::Rtcp { packets } => self.handle_feedback(id, &packets, now),
                 LegOutput::Closed => {
                     self.flush_pulls(id);
                     self.remove_leg(id, now);
                     return;
                 }
-                LegOutput::TrackOpened { ssrc, .. } => {
-                    participant.published.push(ssrc);
+                LegOutput::TrackOpened { ssrc, codec, .. } => {
+                    let Some(codec) = codec else {
+                        self.counters.unsupported_streams += 1;
+                        continue;
+                    };
+                    participant.published.insert(ssrc, codec);
                     let room = participant.room.clone();
                     let subscribers: Vec<LegId> = self
                         .participants
@@ -442,7 +542,7 @@ impl Sfu {
                         .map(|(other, _)| *other)
                         .collect();
                     for subscriber in subscribers {
-                        if self.subscribe(subscriber, id, ssrc).is_ok() {
+                        if self.subscribe(subscriber, id, ssrc, codec).is_ok() {
                             let _ = self.offer_if_needed(subscriber, now);
                         }
                     }

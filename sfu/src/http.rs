@@ -62,6 +62,26 @@ async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
         counter(counters.forward_errors),
     );
     registry.register(
+        "nacks",
+        "NACKs received from subscribers, answered from the packet cache",
+        counter(counters.nacks),
+    );
+    registry.register(
+        "keyframe_requests",
+        "Keyframe requests (PLI, FIR) received from subscribers",
+        counter(counters.keyframe_requests),
+    );
+    registry.register(
+        "keyframe_requests_sent",
+        "Keyframe requests sent to publishers, at most two a second per stream",
+        counter(counters.keyframe_requests_sent),
+    );
+    registry.register(
+        "unsupported_streams",
+        "Published streams in a codec the SFU does not forward",
+        counter(counters.unsupported_streams),
+    );
+    registry.register(
         "rooms",
         "Rooms with at least one participant",
         ConstGauge::new(rooms.len() as i64),

@@ -10,8 +10,13 @@
 //!   with `nack`, `nack pli` and `transport-cc` feedback;
 //! - header extensions: RFC 6464 audio level (audio), transport-wide cc and `sdes:mid`
 //!   (audio and video), `rtp-stream-id` and `repaired-rtp-stream-id` (video, simulcast);
-//! - interceptors: NACK responder and generator, sender and receiver reports, TWCC
-//!   receiver (feedback to the publisher; the SFU's own send-side estimate comes later).
+//! - RTX (RFC 4588, PT 97 for VP8 and 103 for H.264): each video send track retransmits on
+//!   its own SSRC (`a=ssrc-group:FID`);
+//! - interceptors: NACK responder (answers from its per-stream cache, wrapped in RTX) and
+//!   generator, sender and receiver reports, TWCC receiver (feedback to the publisher; the
+//!   SFU's own send-side estimate comes later), and two of our own: `rtx` unwraps inbound
+//!   RTX before the NACK generator sees it, and `feedback` lets PLI, FIR and NACK through
+//!   to the core (rtc ends inbound RTCP inside the chain otherwise).
 //!
 //! Notes on rtc 0.21.1:
 //! - `configure_nack` and `configure_twcc_receiver_only` add their feedback only to codecs
@@ -31,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -41,7 +46,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -53,11 +58,11 @@ use rtc::peer_connection::transport::{
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
-    TYPE_RTCP_FB_TRANSPORT_CC,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
+    TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::rtp_transceiver::{
-    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit, SSRC,
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit, SSRC,
 };
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI};
@@ -69,6 +74,10 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 /// The H.264 (constrained baseline, packetization mode 1) payload type the SFU registers.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// RTX (RFC 4588) for VP8: `apt=96`.
+pub const VP8_RTX_PAYLOAD_TYPE: u8 = 97;
+/// RTX (RFC 4588) for H.264: `apt=102`.
+pub const H264_RTX_PAYLOAD_TYPE: u8 = 103;
 
 /// Opus parameters, exactly as the engine offers them.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
@@ -117,6 +126,23 @@ impl Codec {
         }
     }
 
+    /// The codec of a negotiated MIME type (`audio/opus`, `video/VP8`, `video/H264`), if
+    /// the SFU forwards it.
+    pub fn from_mime(mime: &str) -> Option<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|codec| codec.rtp_codec().mime_type.eq_ignore_ascii_case(mime))
+    }
+
+    /// The payload type of its RFC 4588 retransmission stream (video only).
+    pub fn rtx_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Opus => None,
+            Codec::Vp8 => Some(VP8_RTX_PAYLOAD_TYPE),
+            Codec::H264 => Some(H264_RTX_PAYLOAD_TYPE),
+        }
+    }
+
     /// Audio or video.
     pub fn kind(self) -> RtpCodecKind {
         match self {
@@ -127,7 +153,7 @@ impl Codec {
 
     /// rtc's description of it, with the feedback the SFU asks for. (The media engine
     /// adds the interceptors' feedback again; duplicates are ignored.)
-    fn rtp_codec(self) -> RTCRtpCodec {
+    pub(crate) fn rtp_codec(self) -> RTCRtpCodec {
         let feedback = |typ: &str, parameter: &str| RTCPFeedback {
             typ: typ.to_owned(),
             parameter: parameter.to_owned(),
@@ -188,6 +214,8 @@ pub enum LegOutput {
         ssrc: SSRC,
         /// Audio or video.
         kind: RtpCodecKind,
+        /// Its codec, when it is one the SFU forwards.
+        codec: Option<Codec>,
         /// The m-line it belongs to.
         mid: Option<Arc<str>>,
         /// Its simulcast layer, when it carries an RTP stream id.
@@ -202,11 +230,10 @@ pub enum LegOutput {
         /// The packet, header extensions as the participant sent them.
         packet: rtc::rtp::Packet,
     },
-    /// RTCP from the participant about one of this leg's tracks (what the interceptors do
-    /// not consume: PLI, FIR, and the like).
+    /// RTCP from the participant about one of this leg's streams, received or sent (PLI,
+    /// FIR and NACK about a forwarded stream; NACKs are answered by the leg itself). rtc
+    /// routes a compound packet by the first media SSRC in it.
     Rtcp {
-        /// The m-line of the track it is about.
-        mid: Option<Arc<str>>,
         /// The packets of one compound RTCP datagram.
         packets: Vec<Box<dyn rtc::rtcp::Packet>>,
     },
@@ -219,6 +246,8 @@ pub struct SendTrack {
     codec: Codec,
     /// The SSRC this leg sends the stream with.
     pub ssrc: SSRC,
+    /// The SSRC of its retransmissions (video).
+    pub rtx_ssrc: Option<SSRC>,
 }
 
 impl SendTrack {
@@ -238,6 +267,8 @@ pub struct Leg {
     track_mids: HashMap<String, Option<Arc<str>>>,
     /// The mid of each received SSRC (see [`Leg::mid_of`]).
     ssrc_mids: HashMap<SSRC, Arc<str>>,
+    /// The receiver of each received SSRC (for keyframe requests).
+    ssrc_receivers: HashMap<SSRC, RTCRtpReceiverId>,
     candidates_added: bool,
     state: RTCPeerConnectionState,
 }
@@ -249,7 +280,26 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
+/// The host candidate for a UDP address, as rtc takes local candidates.
+pub(crate) fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, LegError> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(rtc_err)?;
+    RTCIceCandidate::from(&candidate).to_json().map_err(rtc_err)
+}
+
+/// The SFU's codecs, header extensions and interceptors (a [`crate::client::Client`] uses
+/// the same, so what it offers is what a leg accepts).
+pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
     let mut media_engine = MediaEngine::default();
     // Codecs first: the interceptor helpers below add their feedback to registered codecs.
     for codec in Codec::ALL {
@@ -260,6 +310,29 @@ fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
                     payload_type: codec.payload_type(),
                 },
                 codec.kind(),
+            )
+            .map_err(rtc_err)?;
+    }
+    // Retransmissions of video go on their own SSRC (RFC 4588): rtc's NACK responder
+    // wraps a cached packet in RTX when the send track has an RTX SSRC and the
+    // participant accepted the RTX codec, and unwraps a publisher's RTX on receipt.
+    for codec in [Codec::Vp8, Codec::H264] {
+        let (Some(payload_type), apt) = (codec.rtx_payload_type(), codec.payload_type()) else {
+            continue;
+        };
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_RTX.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={apt}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type,
+                },
+                RtpCodecKind::Video,
             )
             .map_err(rtc_err)?;
     }
@@ -280,7 +353,9 @@ fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
     }
     // Video: sdes:mid, rtp-stream-id, repaired-rtp-stream-id.
     configure_simulcast_extension_headers(&mut media_engine).map_err(rtc_err)?;
-    let registry = configure_nack(Registry::new(), &mut media_engine);
+    let registry = configure_nack(Registry::new(), &mut media_engine)
+        .with(Slot::from(rtx::SLOT), rtx::RtxUnwrap::default())
+        .with(Slot::from(feedback::SLOT), feedback::FeedbackTap::default());
     let registry = configure_rtcp_reports(registry);
     // Feedback and the transport-cc extension, audio and video.
     let registry = configure_twcc_receiver_only(registry, &mut media_engine).map_err(rtc_err)?;
@@ -311,6 +386,7 @@ impl Leg {
             outputs: VecDeque::new(),
             track_mids: HashMap::new(),
             ssrc_mids: HashMap::new(),
+            ssrc_receivers: HashMap::new(),
             candidates_added: false,
             state: RTCPeerConnectionState::New,
         })
@@ -350,21 +426,7 @@ impl Leg {
         if self.candidates_added {
             return Ok(());
         }
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: self.local_addr.ip().to_string(),
-                port: self.local_addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(rtc_err)?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(rtc_err)?;
+        let init = host_candidate(self.local_addr)?;
         self.pc.add_local_candidate(init).map_err(rtc_err)?;
         // The end-of-candidates sentinel: gathering is complete.
         self.pc
@@ -408,6 +470,8 @@ impl Leg {
         track_id: &str,
         ssrc: SSRC,
     ) -> Result<SendTrack, LegError> {
+        // Video retransmits on an SSRC of its own, announced with `a=ssrc-group:FID`.
+        let rtx_ssrc = codec.rtx_payload_type().map(|_| ssrc.wrapping_add(1));
         let track = MediaStreamTrack::new(
             stream_id.to_owned(),
             track_id.to_owned(),
@@ -416,6 +480,7 @@ impl Leg {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                     ..Default::default()
                 },
                 codec: codec.rtp_codec(),
@@ -440,6 +505,7 @@ impl Leg {
             sender: transceiver.into(),
             codec,
             ssrc,
+            rtx_ssrc,
         })
     }
 
@@ -479,6 +545,23 @@ impl Leg {
             .rtp_sender(track.sender)
             .ok_or(LegError::NoSuchTrack(track.ssrc))?;
         sender.write_rtp(now, packet).map_err(rtc_err)
+    }
+
+    /// Asks the participant for a keyframe on its stream `ssrc` (a PLI, RFC 4585).
+    pub fn request_keyframe(&mut self, ssrc: SSRC, now: Instant) -> Result<(), LegError> {
+        let receiver = *self
+            .ssrc_receivers
+            .get(&ssrc)
+            .ok_or(LegError::NoSuchTrack(ssrc))?;
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        self.pc
+            .rtp_receiver(receiver)
+            .ok_or(LegError::NoSuchTrack(ssrc))?
+            .write_rtcp(now, vec![Box::new(pli)])
+            .map_err(rtc_err)
     }
 
     /// Feeds one datagram from `from`. Bad input is the caller's to count; it never
@@ -558,10 +641,17 @@ impl Leg {
                     self.outputs.push_back(output);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    let kind = self
-                        .pc
-                        .rtp_receiver(init.receiver_id)
-                        .map_or(RtpCodecKind::Audio, |receiver| receiver.track().kind());
+                    let (kind, codec) = self.pc.rtp_receiver(init.receiver_id).map_or(
+                        (RtpCodecKind::Audio, None),
+                        |receiver| {
+                            let track = receiver.track();
+                            let codec = track
+                                .codec(init.ssrc)
+                                .and_then(|codec| Codec::from_mime(&codec.mime_type));
+                            (track.kind(), codec)
+                        },
+                    );
+                    self.ssrc_receivers.insert(init.ssrc, init.receiver_id);
                     let mid: Option<Arc<str>> = self
                         .pc
                         .rtp_transceiver(init.receiver_id.into())
@@ -573,6 +663,7 @@ impl Leg {
                     self.outputs.push_back(LegOutput::TrackOpened {
                         ssrc: init.ssrc,
                         kind,
+                        codec,
                         mid,
                         rid: init.rid.map(|rid| rid.to_string()),
                     });
@@ -593,9 +684,8 @@ impl Leg {
                         packet,
                     });
                 }
-                RTCMessage::RtcpPacket(track_id, packets) => {
-                    let mid = self.track_mids.get(&track_id).cloned().flatten();
-                    self.outputs.push_back(LegOutput::Rtcp { mid, packets });
+                RTCMessage::RtcpPacket(_, packets) => {
+                    self.outputs.push_back(LegOutput::Rtcp { packets });
                 }
                 _ => {}
             }
@@ -603,5 +693,7 @@ impl Leg {
     }
 }
 
+mod feedback;
+mod rtx;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,12 @@
 //! Sotto's selective forwarding unit. A sans-IO core (rooms, participants, forwarding)
 //! over one [`leg::Leg`] per participant, each an rtc peer connection in ICE-lite mode on
 //! the SFU's single UDP port ([`demux`] tells datagrams apart); a thin tokio driver moves
-//! bytes. Work in progress: legs, the demultiplexer, rooms with audio forwarding and the
-//! UDP driver exist; NACK/RTX caching, simulcast, BWE and signaling control come next.
+//! bytes; [`control`] connects it to signaling. Forwarded: Opus, VP8 and H.264, with NACK
+//! answered by RTX, keyframe requests relayed (rate-limited), last-N audio and the dominant
+//! speaker. Not yet: simulcast, a per-subscriber bandwidth estimate, pause/resume.
+//! [`client`] is a sans-IO participant for tests and the load generator.
 
+pub mod client;
 pub mod control;
 pub mod core;
 pub mod demux;

@@ -108,6 +108,9 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
         "{metrics}"
     );
     assert_eq!(value("sotto_sfu_participants"), 2.0);
+    // Audio only here: no NACKs or keyframe requests, but the series exist.
+    assert_eq!(value("sotto_sfu_nacks_total"), 0.0);
+    assert_eq!(value("sotto_sfu_keyframe_requests_sent_total"), 0.0);
     assert!(!metrics.contains("127.0.0.1"), "no addresses in metrics");
     assert_eq!(http_get(http_addr, "/health").await.trim(), "ok");
     http.abort();

@@ -151,22 +151,6 @@ mod sans_io {
         (pc, sender)
     }
 
-    fn host_candidate(addr: SocketAddr) -> RTCIceCandidateInit {
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .unwrap();
-        RTCIceCandidate::from(&candidate).to_json().unwrap()
-    }
-
     /// Moves every queued datagram between the two, both ways, until neither has any.
     fn exchange(pc: &mut RTCPeerConnection, leg: &mut Leg, now: Instant) {
         let participant: SocketAddr = PARTICIPANT.parse().unwrap();
@@ -208,7 +192,7 @@ mod sans_io {
 
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(now, offer).unwrap();
-        pc.add_local_candidate(host_candidate(PARTICIPANT.parse().unwrap()))
+        pc.add_local_candidate(host_candidate(PARTICIPANT.parse().unwrap()).unwrap())
             .unwrap();
         pc.add_local_candidate(RTCIceCandidateInit::default())
             .unwrap();
