@@ -101,7 +101,7 @@ impl Client {
         streams: &[Publish],
         now: Instant,
     ) -> Result<Client, LegError> {
-        let (media_engine, registry) = media_engine()?;
+        let (media_engine, registry, _) = media_engine()?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)

@@ -1,8 +1,12 @@
 //! The SFU's sans-IO core: rooms of participants, one [`Leg`] each, all on one UDP
 //! address. Datagrams, signaling and ticks go in with `now`; datagrams to send, signaling
-//! to send and the next deadline come out. Forwarding: every stream a participant
-//! publishes becomes a send track on every other leg in the room (an SFU-side offer
-//! renegotiates it), and its RTP is written there. The core reads RTP headers only.
+//! to send and the next deadline come out. Forwarding: every source a participant
+//! publishes (an audio stream, or a video stream with up to three simulcast layers)
+//! becomes one send track on every other leg in the room (an SFU-side offer renegotiates
+//! it), and its RTP is written there, rewritten so each subscriber sees one continuous
+//! stream ([`Rewriter`]). Per subscriber and source, a [`Forwarder`] picks the simulcast
+//! layer from the subscriber's bandwidth estimate and the most it asked for, and switches
+//! at keyframes. The core reads RTP headers and extensions only, never payloads.
 //!
 //! Who may be in which room is signaling's to say ([`Sfu::participant_joined`] /
 //! [`Sfu::participant_left`], from its presence events); an offer from anyone else is
@@ -10,13 +14,17 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
+use crate::layers::{
+    DEPENDENCY_DESCRIPTOR_URI, RateMeter, choose_layer, dd_keyframe_start, rid_quality,
+};
 use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
-use crate::rewrite::SeqRewriter;
+use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
 /// A participant, as signaling names it (its identity key, base64url).
@@ -36,6 +44,14 @@ pub const LEG_TIMEOUT: Duration = Duration::from_secs(30);
 /// publisher several times a delta frame's bits.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often each subscriber's layers are chosen again from its bandwidth estimate.
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The budget assumed for a subscriber before its estimate arrives, bit/s.
+const DEFAULT_BUDGET_BPS: u64 = 2_000_000;
+
+/// The best simulcast layer (layers are ranked 0, 1, 2).
+pub const TOP_QUALITY: u8 = 2;
 /// Signaling the core wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalOut {
@@ -56,6 +72,9 @@ pub enum CoreError {
     /// The sender is not in that room as far as signaling told us.
     #[error("not a participant of that room")]
     NotInRoom,
+    /// No such forwarded track for that participant.
+    #[error("no forwarded track {0}")]
+    NoSuchTrack(String),
     /// An answer came with no offer outstanding.
     #[error("no offer is outstanding")]
     NoOffer,
@@ -92,29 +111,71 @@ pub struct Counters {
 }
 
 type LegId = u64;
+/// A published source, named by the SSRC of the first of its layers the SFU saw.
+type SourceId = SSRC;
+
+/// A published source: one stream, or the simulcast layers of one m-line.
+struct Source {
+    codec: Codec,
+    mid: Option<Arc<str>>,
+    /// Its layers, (quality, SSRC).
+    layers: Vec<(u8, SSRC)>,
+}
+
+/// What one subscriber gets of one source.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarder {
+    rewriter: Rewriter,
+    /// The layer being forwarded.
+    current: Option<SSRC>,
+    /// The layer to switch to at its next keyframe.
+    target: Option<SSRC>,
+    /// The subscriber paused it.
+    paused: bool,
+    /// The best layer the subscriber wants (it may show the video small).
+    max_quality: u8,
+}
+
+impl Forwarder {
+    fn new() -> Forwarder {
+        Forwarder {
+            max_quality: TOP_QUALITY,
+            ..Forwarder::default()
+        }
+    }
+}
 
 struct Participant {
     room: RoomId,
     id: ParticipantId,
     leg: Leg,
-    /// Streams this participant publishes, with their codecs.
-    published: HashMap<SSRC, Codec>,
+    /// Every stream this participant publishes (each simulcast layer): its codec, source
+    /// and quality.
+    published: HashMap<SSRC, (Codec, SourceId, u8)>,
+    /// The sources those streams make up.
+    sources: HashMap<SourceId, Source>,
+    /// Each published stream's bitrate.
+    rates: HashMap<SSRC, RateMeter>,
     /// When a keyframe was last requested of each published stream.
     keyframe_requested: HashMap<SSRC, Instant>,
-    /// What this participant receives: (publisher leg, source SSRC) → send track.
-    subscriptions: HashMap<(LegId, SSRC), SendTrack>,
+    /// What this participant receives: (publisher leg, source) → send track.
+    subscriptions: HashMap<(LegId, SourceId), SendTrack>,
     /// Subscriptions in the outstanding offer, active once it is answered.
-    offered: Vec<(LegId, SSRC)>,
+    offered: Vec<(LegId, SourceId)>,
     /// Subscriptions the participant has agreed to receive: only these are forwarded.
-    active: BTreeSet<(LegId, SSRC)>,
-    /// Per subscription: keeps the outgoing sequence contiguous over withheld packets.
-    rewriters: HashMap<(LegId, SSRC), SeqRewriter>,
+    active: BTreeSet<(LegId, SourceId)>,
+    /// Per subscription: layer choice and rewriting.
+    forwarders: HashMap<(LegId, SourceId), Forwarder>,
+    /// When its layers are next chosen.
+    next_allocation: Instant,
     /// Send tracks added since the last offer.
     renegotiate: bool,
     /// An SFU offer awaits its answer.
     offer_outstanding: bool,
     /// The header-extension id this participant gave the RFC 6464 audio level.
     audio_level_id: Option<u8>,
+    /// The header-extension id this participant gave the dependency descriptor.
+    dd_id: Option<u8>,
     last_heard: Instant,
 }
 
@@ -237,7 +298,7 @@ impl Sfu {
         for other in self.participants.values_mut() {
             other.subscriptions.retain(|(from, _), _| *from != leg);
             other.active.retain(|(from, _)| *from != leg);
-            other.rewriters.retain(|(from, _), _| *from != leg);
+            other.forwarders.retain(|(from, _), _| *from != leg);
             other.offered.retain(|(from, _)| *from != leg);
         }
         tracing::debug!(room = %gone.room, "a leg was removed");
@@ -278,30 +339,34 @@ impl Sfu {
                 id: from.to_owned(),
                 leg,
                 published: HashMap::new(),
+                sources: HashMap::new(),
+                rates: HashMap::new(),
                 keyframe_requested: HashMap::new(),
                 subscriptions: HashMap::new(),
                 offered: Vec::new(),
                 active: BTreeSet::new(),
-                rewriters: HashMap::new(),
+                forwarders: HashMap::new(),
+                next_allocation: now,
                 renegotiate: false,
                 offer_outstanding: false,
-                audio_level_id: audio_level_id(sdp),
+                audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
+                dd_id: extmap_id(sdp, DEPENDENCY_DESCRIPTOR_URI),
                 last_heard: now,
             },
         );
         // Subscribe the newcomer to what the room already publishes.
-        let publishers: Vec<(LegId, SSRC, Codec)> = self
+        let publishers: Vec<(LegId, SourceId, Codec)> = self
             .participants
             .iter()
             .filter(|(other, p)| **other != id && p.room == room)
             .flat_map(|(other, p)| {
-                p.published
+                p.sources
                     .iter()
-                    .map(move |(ssrc, codec)| (*other, *ssrc, *codec))
+                    .map(move |(source, s)| (*other, *source, s.codec))
             })
             .collect();
-        for (publisher, ssrc, codec) in publishers {
-            self.subscribe(id, publisher, ssrc, codec)?;
+        for (publisher, source, codec) in publishers {
+            self.subscribe(id, publisher, source, codec)?;
         }
         self.flush_pulls(id);
         self.offer_if_needed(id, now)?;
@@ -328,12 +393,151 @@ impl Sfu {
         participant.leg.accept_answer(sdp, now)?;
         let offered = std::mem::take(&mut participant.offered);
         participant.active.extend(offered.iter().copied());
-        // A new video subscriber can decode nothing before a keyframe: ask for one.
-        for (publisher, ssrc) in offered {
-            self.request_keyframe(publisher, ssrc, now);
-        }
+        // Choose the new subscriptions' layers now; each asks its publisher for a keyframe
+        // (a new video subscriber can decode nothing before one).
+        self.allocate(id, now);
         self.flush_pulls(id);
         self.offer_if_needed(id, now)
+    }
+
+    /// Pauses (or resumes) a forwarded track for `who`: `track` is the track id of the
+    /// send track as the participant's SDP names it (`a=msid:<stream> <track>`). A resumed
+    /// track starts again at the next keyframe, continuing its sequence numbers.
+    pub fn set_paused(
+        &mut self,
+        room: &str,
+        who: &str,
+        track: &str,
+        paused: bool,
+        now: Instant,
+    ) -> Result<(), CoreError> {
+        let (id, key) = self.subscription_by_track(room, who, track)?;
+        if let Some(forwarder) = self
+            .participants
+            .get_mut(&id)
+            .and_then(|p| p.forwarders.get_mut(&key))
+        {
+            forwarder.paused = paused;
+            forwarder.current = None;
+            forwarder.target = None;
+        }
+        self.allocate(id, now);
+        Ok(())
+    }
+
+    /// The best simulcast layer (0 to [`TOP_QUALITY`]) `who` wants of a forwarded track (it
+    /// shows the video small, say); the bandwidth estimate may choose a lower one.
+    pub fn set_max_quality(
+        &mut self,
+        room: &str,
+        who: &str,
+        track: &str,
+        quality: u8,
+        now: Instant,
+    ) -> Result<(), CoreError> {
+        let (id, key) = self.subscription_by_track(room, who, track)?;
+        if let Some(forwarder) = self
+            .participants
+            .get_mut(&id)
+            .and_then(|p| p.forwarders.get_mut(&key))
+        {
+            forwarder.max_quality = quality.min(TOP_QUALITY);
+        }
+        self.allocate(id, now);
+        Ok(())
+    }
+
+    /// The subscription of `who` that the SDP names `track` (`<publisher>-<source>`).
+    fn subscription_by_track(
+        &self,
+        room: &str,
+        who: &str,
+        track: &str,
+    ) -> Result<(LegId, (LegId, SourceId)), CoreError> {
+        let id = *self
+            .by_participant
+            .get(&(room.to_owned(), who.to_owned()))
+            .ok_or(CoreError::NotInRoom)?;
+        let participant = self.participants.get(&id).ok_or(CoreError::NotInRoom)?;
+        participant
+            .subscriptions
+            .keys()
+            .find(|(publisher, source)| {
+                self.participants
+                    .get(publisher)
+                    .is_some_and(|p| track_id(&p.id, *source) == track)
+            })
+            .map(|key| (id, *key))
+            .ok_or_else(|| CoreError::NoSuchTrack(track.to_owned()))
+    }
+
+    /// Chooses the layer of every video source `id` receives, from its bandwidth estimate
+    /// (audio is served first) and what it asked for; a new target layer is asked for a
+    /// keyframe, and the forwarder switches when one arrives.
+    fn allocate(&mut self, id: LegId, now: Instant) {
+        let Some(participant) = self.participants.get(&id) else {
+            return;
+        };
+        let mut budget = participant.leg.estimate_bps().unwrap_or(DEFAULT_BUDGET_BPS);
+        let keys: Vec<(LegId, SourceId)> = participant.active.iter().copied().collect();
+        // Each source's layers and their rates, from the publishers.
+        let mut video = Vec::new();
+        for (publisher, source) in keys {
+            let Some(p) = self.participants.get_mut(&publisher) else {
+                continue;
+            };
+            let Some(s) = p.sources.get(&source) else {
+                continue;
+            };
+            let layers: Vec<(u8, SSRC, u64)> = s
+                .layers
+                .iter()
+                .map(|(quality, ssrc)| {
+                    let bps = p.rates.get_mut(ssrc).map_or(0, |meter| meter.bps(now));
+                    (*quality, *ssrc, bps)
+                })
+                .collect();
+            if s.codec == Codec::Opus {
+                budget = budget.saturating_sub(layers.iter().map(|l| l.2).sum::<u64>());
+            } else {
+                video.push(((publisher, source), layers));
+            }
+        }
+        let share = budget / (video.len().max(1) as u64);
+        let mut keyframes = Vec::new();
+        if let Some(participant) = self.participants.get_mut(&id) {
+            for (key, layers) in video {
+                let forwarder = participant
+                    .forwarders
+                    .entry(key)
+                    .or_insert_with(Forwarder::new);
+                if forwarder.paused {
+                    continue;
+                }
+                let current = forwarder
+                    .current
+                    .and_then(|c| layers.iter().find(|l| l.1 == c))
+                    .map(|l| l.0);
+                let rates: Vec<(u8, u64)> = layers.iter().map(|l| (l.0, l.2)).collect();
+                let Some(quality) = choose_layer(&rates, share, forwarder.max_quality, current)
+                else {
+                    continue;
+                };
+                let Some(target) = layers.iter().find(|l| l.0 == quality).map(|l| l.1) else {
+                    continue;
+                };
+                if forwarder.target != Some(target) {
+                    forwarder.target = Some(target);
+                    if forwarder.current != Some(target) {
+                        keyframes.push((key.0, target));
+                    }
+                }
+            }
+            participant.next_allocation = now + ALLOCATION_INTERVAL;
+        }
+        for (publisher, ssrc) in keyframes {
+            self.request_keyframe(publisher, ssrc, now);
+        }
     }
 
     /// Asks a publisher for a keyframe on one of its video streams, at most once per
@@ -345,7 +549,7 @@ impl Sfu {
         if participant
             .published
             .get(&ssrc)
-            .is_none_or(|codec| *codec == Codec::Opus)
+            .is_none_or(|(codec, _, _)| *codec == Codec::Opus)
         {
             return;
         }
@@ -388,15 +592,20 @@ impl Sfu {
         let Some(participant) = self.participants.get(&subscriber) else {
             return;
         };
-        // The subscriber names the SSRC the SFU sends it; map it back to the source.
+        // The subscriber names the SSRC the SFU sends it; map it back to the source, and
+        // ask for the layer it gets (or is about to).
         let sources: Vec<(LegId, SSRC)> = wanted
             .iter()
             .filter_map(|ssrc| {
-                participant
+                let (key, _) = participant
                     .subscriptions
                     .iter()
-                    .find(|(_, track)| track.ssrc == *ssrc)
-                    .map(|(source, _)| *source)
+                    .find(|(_, track)| track.ssrc == *ssrc)?;
+                let forwarder = participant.forwarders.get(key);
+                let layer = forwarder
+                    .and_then(|f| f.current.or(f.target))
+                    .unwrap_or(key.1);
+                Some((key.0, layer))
             })
             .collect();
         self.counters.keyframe_requests += wanted.len() as u64;
@@ -409,7 +618,7 @@ impl Sfu {
         &mut self,
         subscriber: LegId,
         publisher: LegId,
-        ssrc: SSRC,
+        source: SourceId,
         codec: Codec,
     ) -> Result<(), CoreError> {
         let Some(publisher_id) = self.participants.get(&publisher).map(|p| p.id.clone()) else {
@@ -418,16 +627,19 @@ impl Sfu {
         let Some(participant) = self.participants.get_mut(&subscriber) else {
             return Ok(());
         };
-        if participant.subscriptions.contains_key(&(publisher, ssrc)) {
+        if participant.subscriptions.contains_key(&(publisher, source)) {
             return Ok(());
         }
         let track = participant.leg.add_send_track_with_codec(
             codec,
             &publisher_id,
-            &format!("{publisher_id}-{ssrc}"),
+            &track_id(&publisher_id, source),
             rand::random(),
         )?;
-        participant.subscriptions.insert((publisher, ssrc), track);
+        participant.subscriptions.insert((publisher, source), track);
+        participant
+            .forwarders
+            .insert((publisher, source), Forwarder::new());
         participant.renegotiate = true;
         Ok(())
     }
@@ -528,12 +740,43 @@ impl Sfu {
                     self.remove_leg(id, now);
                     return;
                 }
-                LegOutput::TrackOpened { ssrc, codec, .. } => {
+                LegOutput::TrackOpened {
+                    ssrc,
+                    codec,
+                    mid,
+                    rid,
+                    ..
+                } => {
                     let Some(codec) = codec else {
                         self.counters.unsupported_streams += 1;
                         continue;
                     };
-                    participant.published.insert(ssrc, codec);
+                    let quality = rid.as_deref().map_or(0, rid_quality);
+                    // Another simulcast layer of a source already known (same m-line)?
+                    let sibling = rid.as_ref().and_then(|_| {
+                        participant
+                            .sources
+                            .iter()
+                            .find(|(_, s)| mid.is_some() && s.mid == mid)
+                            .map(|(source, _)| *source)
+                    });
+                    if let Some(source) = sibling {
+                        participant.published.insert(ssrc, (codec, source, quality));
+                        if let Some(s) = participant.sources.get_mut(&source) {
+                            s.layers.push((quality, ssrc));
+                            s.layers.sort_unstable();
+                        }
+                        continue;
+                    }
+                    participant.published.insert(ssrc, (codec, ssrc, quality));
+                    participant.sources.insert(
+                        ssrc,
+                        Source {
+                            codec,
+                            mid,
+                            layers: vec![(quality, ssrc)],
+                        },
+                    );
                     let room = participant.room.clone();
                     let subscribers: Vec<LegId> = self
                         .participants
@@ -555,11 +798,25 @@ impl Sfu {
 
     fn forward(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
         let ssrc = packet.header.ssrc;
-        // Loudness from the audio-level extension (the payload is never read), then
-        // last-N: in a big room only the loudest publishers' audio goes out.
-        let Some(publisher) = self.participants.get(&from) else {
+        let Some(publisher) = self.participants.get_mut(&from) else {
             return;
         };
+        let Some(&(codec, source, _)) = publisher.published.get(&ssrc) else {
+            return;
+        };
+        publisher.rates.entry(ssrc).or_default().add(
+            now,
+            packet.payload.len() + rtc::shared::marshal::MarshalSize::marshal_size(&packet.header),
+        );
+        // Where decoding can start, from the dependency descriptor; `None` when the
+        // publisher does not send one (then layers switch at once, and the subscriber's
+        // decoder waits for the keyframe its switch asked for).
+        let keyframe = publisher
+            .dd_id
+            .and_then(|id| packet.header.get_extension(id))
+            .map(|descriptor| dd_keyframe_start(&descriptor));
+        // Loudness from the audio-level extension (the payload is never read), then
+        // last-N: in a big room only the loudest publishers' audio goes out.
         let room = publisher.room.clone();
         let level_ext = publisher
             .audio_level_id
@@ -575,12 +832,11 @@ impl Sfu {
             && !speakers.loudest(self.last_n, now).contains(&from)
         {
             for participant in self.participants.values_mut() {
-                if participant.active.contains(&(from, ssrc)) {
-                    participant
-                        .rewriters
-                        .entry((from, ssrc))
-                        .or_default()
-                        .withhold();
+                if participant.active.contains(&(from, source))
+                    && let Some(forwarder) = participant.forwarders.get_mut(&(from, source))
+                    && forwarder.current == Some(ssrc)
+                {
+                    forwarder.rewriter.withhold();
                 }
             }
             return;
@@ -588,8 +844,8 @@ impl Sfu {
         let targets: Vec<(LegId, SendTrack)> = self
             .participants
             .iter()
-            .filter(|(_, p)| p.active.contains(&(from, ssrc)))
-            .filter_map(|(id, p)| p.subscriptions.get(&(from, ssrc)).map(|t| (*id, *t)))
+            .filter(|(_, p)| p.active.contains(&(from, source)))
+            .filter_map(|(id, p)| p.subscriptions.get(&(from, source)).map(|t| (*id, *t)))
             .collect();
         for (id, track) in targets {
             let Some(participant) = self.participants.get_mut(&id) else {
@@ -598,7 +854,42 @@ impl Sfu {
             if !participant.leg.is_connected() {
                 continue;
             }
+            let forwarder = participant
+                .forwarders
+                .entry((from, source))
+                .or_insert_with(Forwarder::new);
+            if forwarder.paused {
+                continue;
+            }
+            if forwarder.current != Some(ssrc) {
+                // Audio has one layer and starts at once; video switches to its target
+                // layer where a keyframe starts (or at once, without a descriptor).
+                let target = if codec == Codec::Opus {
+                    Some(ssrc)
+                } else {
+                    forwarder.target
+                };
+                if target != Some(ssrc) || keyframe == Some(false) {
+                    continue;
+                }
+                forwarder.rewriter.switch(
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    now,
+                    codec.clock_rate(),
+                );
+                forwarder.current = Some(ssrc);
+            }
+            let Some((seq, ts)) = forwarder.rewriter.rewrite(
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                now,
+            ) else {
+                continue;
+            };
             let mut outgoing = packet.clone();
+            outgoing.header.sequence_number = seq;
+            outgoing.header.timestamp = ts;
             // Header extensions are per leg: the publisher's ids mean nothing on the
             // subscriber's leg, and its transport-wide sequence numbers belong to the
             // publisher's leg. Drop them all and carry the audio level over under the
@@ -612,12 +903,6 @@ impl Sfu {
                 outgoing.header.extension_profile = 0xBEDE;
                 let _ = outgoing.header.set_extension(id, level);
             }
-            outgoing.header.sequence_number = participant
-                .rewriters
-                .get(&(from, ssrc))
-                .copied()
-                .unwrap_or_default()
-                .rewrite(packet.header.sequence_number);
             match participant.leg.write_rtp(track, outgoing, now) {
                 Ok(()) => self.counters.forwarded += 1,
                 Err(_) => self.counters.forward_errors += 1,
@@ -629,7 +914,7 @@ impl Sfu {
     fn publishers_in(&self, room: &str) -> usize {
         self.participants
             .values()
-            .filter(|p| p.room == room && !p.published.is_empty())
+            .filter(|p| p.room == room && !p.sources.is_empty())
             .count()
     }
 
@@ -655,11 +940,17 @@ impl Sfu {
         self.signals.pop_front()
     }
 
-    /// The earliest deadline of any leg.
+    /// The earliest deadline of any leg or layer allocation.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.participants
             .values_mut()
-            .filter_map(|p| p.leg.poll_timeout())
+            .filter_map(|p| {
+                let allocation = (!p.active.is_empty()).then_some(p.next_allocation);
+                [p.leg.poll_timeout(), allocation]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
             .min()
     }
 
@@ -677,19 +968,26 @@ impl Sfu {
             if participant.leg.poll_timeout().is_some_and(|due| due <= now) {
                 let _ = participant.leg.handle_timeout(now);
             }
+            let allocate = participant.next_allocation <= now;
             self.process(id, now);
+            if allocate {
+                self.allocate(id, now);
+            }
         }
     }
 }
 
-/// The id a participant's SDP gives the RFC 6464 audio level (`a=extmap:N <uri>`).
-fn audio_level_id(sdp: &str) -> Option<u8> {
+/// The id a participant's SDP gives a header extension (`a=extmap:N <uri>`).
+fn extmap_id(sdp: &str, wanted: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("a=extmap:")?;
         let (id, uri) = rest.split_once(' ')?;
         let id: u8 = id.split('/').next()?.parse().ok()?;
-        (uri.split_whitespace().next()? == rtc::sdp::extmap::AUDIO_LEVEL_URI
-            && (1..=14).contains(&id))
-        .then_some(id)
+        (uri.split_whitespace().next()? == wanted && (1..=14).contains(&id)).then_some(id)
     })
+}
+
+/// The track id of a forwarded source in subscribers' SDP (`a=msid:<publisher> <this>`).
+fn track_id(publisher: &str, source: SourceId) -> String {
+    format!("{publisher}-{source}")
 }

@@ -33,10 +33,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Gcc, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -67,6 +68,8 @@ use rtc::rtp_transceiver::{
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::layers::DEPENDENCY_DESCRIPTOR_URI;
 
 /// The Opus payload type the SFU registers (the engine and browsers use it too).
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -132,6 +135,14 @@ impl Codec {
         Codec::ALL
             .into_iter()
             .find(|codec| codec.rtp_codec().mime_type.eq_ignore_ascii_case(mime))
+    }
+
+    /// Its RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            Codec::Vp8 | Codec::H264 => 90_000,
+        }
     }
 
     /// The payload type of its RFC 4588 retransmission stream (video only).
@@ -271,6 +282,8 @@ pub struct Leg {
     ssrc_receivers: HashMap<SSRC, RTCRtpReceiverId>,
     candidates_added: bool,
     state: RTCPeerConnectionState,
+    /// The send-side estimate (see `feedback`).
+    estimate_bps: Arc<AtomicU64>,
 }
 
 fn random_token(len: usize) -> String {
@@ -297,9 +310,16 @@ pub(crate) fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, Le
     RTCIceCandidate::from(&candidate).to_json().map_err(rtc_err)
 }
 
+/// The send-side estimate's bounds and starting point, bit/s: a subscriber starts as if it
+/// could take two megabits and the estimate moves from there.
+const ESTIMATE_INITIAL_BPS: f64 = 2_000_000.0;
+const ESTIMATE_MIN_BPS: f64 = 50_000.0;
+const ESTIMATE_MAX_BPS: f64 = 20_000_000.0;
+
 /// The SFU's codecs, header extensions and interceptors (a [`crate::client::Client`] uses
-/// the same, so what it offers is what a leg accepts).
-pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
+/// the same, so what it offers is what a leg accepts), and where the congestion
+/// controller's estimate of this connection's send rate will appear.
+pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, Arc<AtomicU64>), LegError> {
     let mut media_engine = MediaEngine::default();
     // Codecs first: the interceptor helpers below add their feedback to registered codecs.
     for codec in Codec::ALL {
@@ -351,15 +371,44 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), LegError> {
             )
             .map_err(rtc_err)?;
     }
-    // Video: sdes:mid, rtp-stream-id, repaired-rtp-stream-id.
+    // Video: sdes:mid, rtp-stream-id, repaired-rtp-stream-id; the dependency descriptor,
+    // from which the core learns where keyframes start.
     configure_simulcast_extension_headers(&mut media_engine).map_err(rtc_err)?;
+    media_engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: DEPENDENCY_DESCRIPTOR_URI.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(rtc_err)?;
+    // The send-side estimate: transport-wide sequence numbers on what the leg sends and GCC
+    // (delay- and loss-based) over the feedback. No pacer (rtc's
+    // `configure_congestion_control` would add one): the SFU forwards at the rate packets
+    // arrive and matches a subscriber's budget by choosing layers, and queueing audio
+    // behind video would add delay the SFU is measured on.
+    let estimate_bps = Arc::new(AtomicU64::new(0));
     let registry = configure_nack(Registry::new(), &mut media_engine)
         .with(Slot::from(rtx::SLOT), rtx::RtxUnwrap::default())
-        .with(Slot::from(feedback::SLOT), feedback::FeedbackTap::default());
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(Gcc::new(
+                ESTIMATE_INITIAL_BPS,
+                ESTIMATE_MIN_BPS,
+                ESTIMATE_MAX_BPS,
+            ))
+            .build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::from(feedback::SLOT),
+            feedback::FeedbackTap::new(estimate_bps.clone()),
+        );
     let registry = configure_rtcp_reports(registry);
     // Feedback and the transport-cc extension, audio and video.
     let registry = configure_twcc_receiver_only(registry, &mut media_engine).map_err(rtc_err)?;
-    Ok((media_engine, registry))
+    Ok((media_engine, registry, estimate_bps))
 }
 
 impl Leg {
@@ -371,7 +420,7 @@ impl Leg {
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), random_token(32))
             .build();
-        let (media_engine, registry) = media_engine()?;
+        let (media_engine, registry, estimate_bps) = media_engine()?;
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -389,6 +438,7 @@ impl Leg {
             ssrc_receivers: HashMap::new(),
             candidates_added: false,
             state: RTCPeerConnectionState::New,
+            estimate_bps,
         })
     }
 
@@ -613,6 +663,12 @@ impl Leg {
         self.pc.handle_timeout(now).map_err(rtc_err)?;
         self.drain();
         Ok(())
+    }
+
+    /// The congestion controller's estimate of what this participant can receive, bit/s,
+    /// once its first transport-wide feedback has arrived.
+    pub fn estimate_bps(&self) -> Option<u64> {
+        Some(self.estimate_bps.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
     }
 
     /// Whether the leg is up.

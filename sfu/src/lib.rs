@@ -12,6 +12,7 @@ pub mod core;
 pub mod demux;
 pub mod driver;
 pub mod http;
+pub mod layers;
 pub mod leg;
 pub mod rewrite;
 pub mod speaker;

@@ -1,49 +1,150 @@
-//! Sequence-number rewriting per forwarded stream, sans-IO: packets the SFU chooses not to
-//! forward (last-N, a paused subscription, later a simulcast layer not selected) must not
-//! look like loss to the subscriber, so the outgoing sequence skips over them; packets the
-//! network lost upstream stay gaps, so the subscriber still conceals or asks for them.
+//! Per-subscription RTP rewriting, sans-IO. A subscriber sees one SSRC per forwarded source
+//! whose sequence numbers and timestamps run on without jumps, whatever the SFU does
+//! upstream of it:
+//! - packets it withholds (last-N, a paused subscription) leave no gap, so they do not look
+//!   like loss;
+//! - packets the network lost upstream stay gaps, so the subscriber still NACKs or conceals;
+//! - a switch to another simulcast layer (another SSRC with its own sequence and timestamp
+//!   bases) continues where the previous layer stopped: the next sequence number, and a
+//!   timestamp advanced by the wall-clock time since the last packet.
 
-/// One forwarded stream's rewriter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SeqRewriter {
-    /// How many sequence numbers the SFU withheld so far (mod 2^16).
-    withheld: u16,
+use std::time::Instant;
+
+/// Whether sequence number `a` comes after `b` (RFC 1982 serial arithmetic).
+pub fn seq_after(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
 }
 
-impl SeqRewriter {
-    /// The SFU withholds this packet from the subscriber.
+/// One forwarded source's rewriter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewriter {
+    /// Added to an incoming sequence number.
+    seq_offset: u16,
+    /// Added to an incoming timestamp.
+    ts_offset: u32,
+    /// The first incoming sequence number of the current layer: older ones are stale.
+    floor: Option<u16>,
+    /// The highest outgoing sequence number and its timestamp, and when it was sent.
+    last: Option<(u16, u32, Instant)>,
+}
+
+impl Rewriter {
+    /// The SFU withholds this packet of the current layer: later ones close up over it.
     pub fn withhold(&mut self) {
-        self.withheld = self.withheld.wrapping_add(1);
+        self.seq_offset = self.seq_offset.wrapping_sub(1);
     }
 
-    /// The sequence number to send for incoming `seq`.
-    pub fn rewrite(&self, seq: u16) -> u16 {
-        seq.wrapping_sub(self.withheld)
+    /// The next packet forwarded comes from a new layer (or the first layer), starting at
+    /// incoming `seq` and `ts`, with `clock_rate` ticks per second. Outgoing numbering
+    /// continues from the last packet sent.
+    pub fn switch(&mut self, seq: u16, ts: u32, now: Instant, clock_rate: u32) {
+        self.floor = Some(seq);
+        let Some((last_seq, last_ts, at)) = self.last else {
+            // The first layer: its own numbering.
+            self.seq_offset = 0;
+            self.ts_offset = 0;
+            return;
+        };
+        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        let ticks = ((elapsed * f64::from(clock_rate)) as u32).max(1);
+        self.seq_offset = last_seq.wrapping_add(1).wrapping_sub(seq);
+        self.ts_offset = last_ts.wrapping_add(ticks).wrapping_sub(ts);
+    }
+
+    /// The outgoing sequence number and timestamp for an incoming packet of the current
+    /// layer, or `None` when it is older than the layer's start (a late packet whose
+    /// number the previous layer already used).
+    pub fn rewrite(&mut self, seq: u16, ts: u32, now: Instant) -> Option<(u16, u32)> {
+        if let Some(floor) = self.floor
+            && seq_after(floor, seq)
+        {
+            return None;
+        }
+        let out = (
+            seq.wrapping_add(self.seq_offset),
+            ts.wrapping_add(self.ts_offset),
+        );
+        if self.last.is_none_or(|(last, _, _)| seq_after(out.0, last)) {
+            self.last = Some((out.0, out.1, now));
+        }
+        Some(out)
+    }
+
+    /// The last outgoing sequence number.
+    pub fn last_seq(&self) -> Option<u16> {
+        self.last.map(|(seq, _, _)| seq)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn withheld_packets_leave_no_gap_and_lost_ones_do() {
-        let mut r = SeqRewriter::default();
+        let now = Instant::now();
+        let mut r = Rewriter::default();
+        r.switch(65_530, 0, now, 48_000);
         let mut out = Vec::new();
         for seq in 65_530u16..=65_535 {
-            out.push(r.rewrite(seq));
+            out.push(r.rewrite(seq, 0, now).unwrap().0);
         }
         // 0..=4 withheld (last-N), 5 lost upstream (never seen), 6.. forwarded again.
         for _ in 0u16..=4 {
             r.withhold();
         }
         for seq in 6u16..9 {
-            out.push(r.rewrite(seq));
+            out.push(r.rewrite(seq, 0, now).unwrap().0);
         }
         assert_eq!(
             out,
             vec![65_530, 65_531, 65_532, 65_533, 65_534, 65_535, 1, 2, 3]
         );
         // The upstream loss of 5 shows as the gap 65535 -> 1 (0 is missing).
+    }
+
+    #[test]
+    fn a_layer_switch_continues_the_sequence_and_the_clock() {
+        let start = Instant::now();
+        let mut r = Rewriter::default();
+        // Layer "f": sequence from 1000, timestamps from 90_000, 30 frames a second.
+        r.switch(1000, 90_000, start, 90_000);
+        let mut at = start;
+        for i in 0..10u16 {
+            at = start + Duration::from_millis(33 * u64::from(i));
+            let (seq, ts) = r
+                .rewrite(1000 + i, 90_000 + 2970 * u32::from(i), at)
+                .unwrap();
+            assert_eq!((seq, ts), (1000 + i, 90_000 + 2970 * u32::from(i)));
+        }
+        // Switch to layer "q", whose numbering is unrelated, 33 ms after the last packet.
+        let later = at + Duration::from_millis(33);
+        r.switch(7, 5_000_000, later, 90_000);
+        let (seq, ts) = r.rewrite(7, 5_000_000, later).unwrap();
+        assert_eq!(seq, 1010, "the next sequence number");
+        assert_eq!(
+            ts,
+            90_000 + 2970 * 9 + 2970,
+            "33 ms later on a 90 kHz clock"
+        );
+        assert_eq!(r.rewrite(8, 5_002_970, later).unwrap(), (1011, ts + 2970));
+        // A late packet of the new layer from before the switch is stale; so is anything
+        // of the old layer's numbering.
+        assert_eq!(r.rewrite(6, 4_997_030, later), None);
+        assert_eq!(r.last_seq(), Some(1011));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let now = Instant::now();
+        let mut r = Rewriter::default();
+        r.switch(10, 0, now, 90_000);
+        r.rewrite(10, 0, now).unwrap();
+        r.switch(65_535, 0, now, 90_000);
+        assert_eq!(r.rewrite(65_535, 0, now).unwrap().0, 11);
+        assert_eq!(r.rewrite(0, 0, now).unwrap().0, 12);
+        assert!(seq_after(0, 65_535) && !seq_after(65_535, 0));
     }
 }

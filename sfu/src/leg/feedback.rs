@@ -2,9 +2,13 @@
 //! packet for the application (`Attribute::DeliverToApplication`): by default an SFU never
 //! hears a subscriber's keyframe request. This interceptor, the last before the terminus,
 //! marks the feedback the core acts on or counts (PLI, FIR, NACK) and leaves reports,
-//! which the chain consumes itself, alone.
+//! which the chain consumes itself, alone. It also keeps the congestion controller's
+//! latest estimate where the leg can read it: the chain owns the estimator and announces a
+//! new target only as an attribute on the feedback packet that moved it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -17,11 +21,23 @@ use rtc::shared::error::Error;
 /// Its slot: above every named one, so it sees what the whole chain has seen.
 pub(crate) const SLOT: usize = 14_000;
 
-/// Marks inbound PLI, FIR and NACK for the application.
-#[derive(Default)]
+/// Marks inbound PLI, FIR and NACK for the application; publishes the send-side estimate.
 pub(crate) struct FeedbackTap {
+    /// The congestion controller's target, bit/s (0 until the first feedback).
+    estimate_bps: Arc<AtomicU64>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl FeedbackTap {
+    /// A tap that stores the estimate in `estimate_bps`.
+    pub(crate) fn new(estimate_bps: Arc<AtomicU64>) -> FeedbackTap {
+        FeedbackTap {
+            estimate_bps,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
 }
 
 fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -39,6 +55,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+            msg.message.get(&Attribute::TargetBitrateChanged {
+                bits_per_second: 0.0,
+            })
+        {
+            self.estimate_bps
+                .store(bits_per_second.max(0.0) as u64, Ordering::Relaxed);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| wanted(p.as_ref()))
         {

@@ -127,7 +127,7 @@ mod sans_io {
 
     /// The participant: Opus like the engine's, one sendrecv audio track with `ssrc`.
     fn participant(ssrc: SSRC, now: Instant) -> (RTCPeerConnection, RTCRtpSenderId) {
-        let (media_engine, registry) = media_engine().unwrap();
+        let (media_engine, registry, _) = media_engine().unwrap();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)

@@ -1,0 +1,161 @@
+//! Simulcast, sans-IO: which layer a RID names, when a layer may be switched to (a
+//! keyframe, known from a header extension: the payload may be SFrame ciphertext), how
+//! fast each layer runs, and which layer fits a subscriber's bandwidth.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The header extension that tells frames and keyframes apart without the payload (the AV1
+/// RTP specification's dependency descriptor; Chrome sends it for VP8 too).
+pub const DEPENDENCY_DESCRIPTOR_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
+/// A layer's rank, 0 the lowest. Browsers' conventional RIDs are `q`/`h`/`f` (quarter, half,
+/// full) or `l`/`m`/`h`, or digits; anything else ranks as full.
+pub fn rid_quality(rid: &str) -> u8 {
+    match rid {
+        "q" | "l" | "0" | "low" => 0,
+        "h" | "m" | "1" | "mid" => 1,
+        _ => 2,
+    }
+}
+
+/// Whether a dependency descriptor opens a keyframe: the first packet of a frame that
+/// carries a template dependency structure (sent with keyframes, where decoding can start).
+/// Reads the mandatory fields and the first flag of the extended ones.
+pub fn dd_keyframe_start(descriptor: &[u8]) -> bool {
+    let (Some(first), Some(extended)) = (descriptor.first(), descriptor.get(3)) else {
+        return false;
+    };
+    let start_of_frame = first & 0x80 != 0;
+    let structure_present = extended & 0x80 != 0;
+    start_of_frame && structure_present
+}
+
+/// A stream's bitrate over the last second.
+#[derive(Debug, Default, Clone)]
+pub struct RateMeter {
+    samples: VecDeque<(Instant, u32)>,
+    bytes: u64,
+}
+
+/// The window [`RateMeter`] averages over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl RateMeter {
+    /// `bytes` arrived `now`.
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.samples.push_back((now, bytes));
+        self.bytes += u64::from(bytes);
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some((at, bytes)) = self.samples.front().copied() {
+            if now.saturating_duration_since(at) <= RATE_WINDOW {
+                break;
+            }
+            self.samples.pop_front();
+            self.bytes -= u64::from(bytes);
+        }
+    }
+
+    /// Bits per second over the window ending `now`.
+    pub fn bps(&mut self, now: Instant) -> u64 {
+        self.prune(now);
+        self.bytes * 8 * 1000 / RATE_WINDOW.as_millis() as u64
+    }
+}
+
+/// The layer (by quality) to forward: the best at or below `max_quality` whose bitrate fits
+/// `budget_bps`, else the lowest. Going up needs 15% headroom over the layer's rate, so a
+/// budget hovering at a layer's rate does not flap between two layers. `layers` holds each
+/// layer's quality and current bitrate; a layer that sends nothing (0 bit/s, e.g. paused by
+/// its publisher) is never chosen while another is live.
+pub fn choose_layer(
+    layers: &[(u8, u64)],
+    budget_bps: u64,
+    max_quality: u8,
+    current: Option<u8>,
+) -> Option<u8> {
+    let live: Vec<(u8, u64)> = layers.iter().copied().filter(|(_, bps)| *bps > 0).collect();
+    let candidates = if live.is_empty() {
+        layers.to_vec()
+    } else {
+        live
+    };
+    let fits = |quality: u8, bps: u64| {
+        let needed = if current.is_some_and(|c| quality > c) {
+            bps + bps * 15 / 100
+        } else {
+            bps
+        };
+        quality <= max_quality && needed <= budget_bps
+    };
+    candidates
+        .iter()
+        .filter(|(quality, bps)| fits(*quality, *bps))
+        .map(|(quality, _)| *quality)
+        .max()
+        .or_else(|| candidates.iter().map(|(quality, _)| *quality).min())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rids_rank_low_to_high() {
+        assert_eq!(
+            ["q", "h", "f", "l", "m", "0", "1", "2", "x"].map(rid_quality),
+            [0, 1, 2, 0, 1, 0, 1, 2, 2]
+        );
+    }
+
+    #[test]
+    fn a_keyframe_start_needs_the_start_bit_and_a_structure() {
+        // start_of_frame | template 0, frame 5, structure present.
+        assert!(dd_keyframe_start(&[0x80, 0, 5, 0x80, 0, 0]));
+        // Not the first packet of the frame.
+        assert!(!dd_keyframe_start(&[0x40, 0, 5, 0x80]));
+        // A delta frame: mandatory fields only, or no structure flag.
+        assert!(!dd_keyframe_start(&[0x80, 0, 6]));
+        assert!(!dd_keyframe_start(&[0x80, 0, 6, 0x40]));
+        assert!(!dd_keyframe_start(&[]));
+    }
+
+    #[test]
+    fn the_meter_averages_over_one_second() {
+        let start = Instant::now();
+        let mut meter = RateMeter::default();
+        for i in 0..200u64 {
+            // 1,000 bytes every 10 ms: 800 kbit/s.
+            meter.add(start + Duration::from_millis(10 * i), 1000);
+        }
+        let now = start + Duration::from_millis(1990);
+        assert_eq!(meter.bps(now), 808_000); // 101 samples in the closed window
+        assert_eq!(meter.bps(now + Duration::from_secs(2)), 0);
+    }
+
+    #[test]
+    fn the_best_layer_that_fits_is_chosen_with_headroom_to_go_up() {
+        let layers = [(0, 150_000), (1, 500_000), (2, 1_500_000)];
+        assert_eq!(choose_layer(&layers, 5_000_000, 2, None), Some(2));
+        assert_eq!(choose_layer(&layers, 1_000_000, 2, Some(2)), Some(1));
+        assert_eq!(
+            choose_layer(&layers, 100_000, 2, Some(1)),
+            Some(0),
+            "lowest"
+        );
+        // The subscriber asked for no more than the middle layer.
+        assert_eq!(choose_layer(&layers, 5_000_000, 1, None), Some(1));
+        // Up from 1 to 2 needs 1.725 Mbit/s, staying at 2 needs 1.5.
+        assert_eq!(choose_layer(&layers, 1_600_000, 2, Some(1)), Some(1));
+        assert_eq!(choose_layer(&layers, 1_600_000, 2, Some(2)), Some(2));
+        // A layer its publisher stopped sending is skipped.
+        let paused = [(0, 150_000), (1, 0), (2, 0)];
+        assert_eq!(choose_layer(&paused, 5_000_000, 2, None), Some(0));
+        assert_eq!(choose_layer(&[], 5_000_000, 2, None), None);
+    }
+}
