@@ -24,21 +24,31 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, SSRC};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+
+use crate::core::extmap_id;
+use crate::layers::DEPENDENCY_DESCRIPTOR_URI;
 use crate::leg::{Codec, LegError, Transmit, host_candidate, media_engine};
 
 fn rtc_err(err: impl std::fmt::Display) -> LegError {
     LegError::Rtc(err.to_string())
 }
 
+/// The RIDs of a simulcast source's layers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
 /// A stream the client publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publish {
     /// Its codec.
     pub codec: Codec,
-    /// Its SSRC.
+    /// Its SSRC (with simulcast, the lowest layer's; layer `i` uses `ssrc + 2i`).
     pub ssrc: SSRC,
     /// The SSRC of its retransmissions (video; `None` turns RTX off for it).
     pub rtx_ssrc: Option<SSRC>,
+    /// Three simulcast layers by RID ([`SIMULCAST_RIDS`]), as browsers send them: SSRCs
+    /// undeclared, each packet naming its m-line and RID in header extensions.
+    pub simulcast: bool,
 }
 
 impl Publish {
@@ -48,6 +58,7 @@ impl Publish {
             codec: Codec::Opus,
             ssrc,
             rtx_ssrc: None,
+            simulcast: false,
         }
     }
 
@@ -57,8 +68,81 @@ impl Publish {
             codec: Codec::Vp8,
             ssrc,
             rtx_ssrc: Some(ssrc.wrapping_add(1)),
+            simulcast: false,
         }
     }
+
+    /// VP8 in three simulcast layers on `ssrc`, `ssrc + 2`, `ssrc + 4` (no RTX: rtc does
+    /// not yet tie a RID's repair stream to it).
+    pub fn simulcast_video(ssrc: SSRC) -> Publish {
+        Publish {
+            codec: Codec::Vp8,
+            ssrc,
+            rtx_ssrc: None,
+            simulcast: true,
+        }
+    }
+
+    /// Its layers' SSRCs, lowest first (one unless simulcast).
+    pub fn layer_ssrcs(&self) -> Vec<SSRC> {
+        if self.simulcast {
+            (0..SIMULCAST_RIDS.len() as u32)
+                .map(|i| self.ssrc.wrapping_add(2 * i))
+                .collect()
+        } else {
+            vec![self.ssrc]
+        }
+    }
+}
+
+/// One RTP packet to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its timestamp.
+    pub timestamp: u32,
+    /// The last packet of a frame.
+    pub marker: bool,
+    /// For video: the frame's number, and whether this packet starts it and the frame is a
+    /// keyframe; sent as a dependency descriptor.
+    pub frame: Option<FrameInfo>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Where a video packet sits in its frame (see [`Outgoing::frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The frame's number.
+    pub number: u16,
+    /// The packet starts the frame.
+    pub start: bool,
+    /// The frame is a keyframe.
+    pub keyframe: bool,
+}
+
+impl FrameInfo {
+    /// A minimal dependency descriptor: the mandatory fields, and for the first packet of
+    /// a keyframe one byte of extended fields whose first flag says a template structure
+    /// follows (the SFU reads no further; a decoder would need the structure itself).
+    fn descriptor(&self) -> Bytes {
+        let [hi, lo] = self.number.to_be_bytes();
+        let first = if self.start { 0x80 } else { 0 };
+        if self.start && self.keyframe {
+            Bytes::from(vec![first, hi, lo, 0x80])
+        } else {
+            Bytes::from(vec![first, hi, lo])
+        }
+    }
+}
+
+/// Header-extension ids the client's offer gave, read back from its SDP.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExtensionIds {
+    mid: Option<u8>,
+    rid: Option<u8>,
+    dependency_descriptor: Option<u8>,
 }
 
 /// What happened at the client.
@@ -87,7 +171,9 @@ pub enum ClientEvent {
 pub struct Client {
     pc: RTCPeerConnection,
     addr: SocketAddr,
-    senders: HashMap<SSRC, (Codec, RTCRtpSenderId)>,
+    /// Each SSRC sent: its codec, sender and RID (simulcast).
+    senders: HashMap<SSRC, (Codec, RTCRtpSenderId, Option<&'static str>)>,
+    extension_ids: ExtensionIds,
     receivers: HashMap<SSRC, RTCRtpReceiverId>,
     events: VecDeque<ClientEvent>,
     candidates_added: bool,
@@ -110,28 +196,45 @@ impl Client {
         let mut senders = HashMap::new();
         for (i, stream) in streams.iter().enumerate() {
             let label = format!("{name}-{i}");
-            let track = MediaStreamTrack::new(
-                name.to_owned(),
-                label.clone(),
-                label,
-                stream.codec.kind(),
-                vec![RTCRtpEncodingParameters {
+            let layers: Vec<(SSRC, Option<&'static str>)> = if stream.simulcast {
+                stream
+                    .layer_ssrcs()
+                    .into_iter()
+                    .zip(SIMULCAST_RIDS.map(Some))
+                    .collect()
+            } else {
+                vec![(stream.ssrc, None)]
+            };
+            let encodings = layers
+                .iter()
+                .map(|(ssrc, rid)| RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(stream.ssrc),
+                        rid: rid.unwrap_or_default().to_owned(),
+                        ssrc: Some(*ssrc),
                         rtx: stream.rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                         ..Default::default()
                     },
                     codec: stream.codec.rtp_codec(),
                     ..Default::default()
-                }],
+                })
+                .collect();
+            let track = MediaStreamTrack::new(
+                name.to_owned(),
+                label.clone(),
+                label,
+                stream.codec.kind(),
+                encodings,
             );
             let sender = pc.add_track(track).map_err(rtc_err)?;
-            senders.insert(stream.ssrc, (stream.codec, sender));
+            for (ssrc, rid) in layers {
+                senders.insert(ssrc, (stream.codec, sender, rid));
+            }
         }
         Ok(Client {
             pc,
             addr,
             senders,
+            extension_ids: ExtensionIds::default(),
             receivers: HashMap::new(),
             events: VecDeque::new(),
             candidates_added: false,
@@ -156,7 +259,13 @@ impl Client {
                 .map_err(rtc_err)?;
             self.candidates_added = true;
         }
-        self.local_sdp()
+        let sdp = self.local_sdp()?;
+        self.extension_ids = ExtensionIds {
+            mid: extmap_id(&sdp, SDES_MID_URI),
+            rid: extmap_id(&sdp, SDES_RTP_STREAM_ID_URI),
+            dependency_descriptor: extmap_id(&sdp, DEPENDENCY_DESCRIPTOR_URI),
+        };
+        Ok(sdp)
     }
 
     /// The SFU's answer to [`Client::offer`].
@@ -189,29 +298,48 @@ impl Client {
             .ok_or_else(|| LegError::Rtc("no local description".into()))
     }
 
-    /// Sends one RTP packet on the published stream `ssrc`.
+    /// Sends one RTP packet on the published stream (or simulcast layer) `ssrc`.
     pub fn send_rtp(
         &mut self,
         ssrc: SSRC,
-        sequence_number: u16,
-        timestamp: u32,
-        marker: bool,
-        payload: Bytes,
+        outgoing: Outgoing,
         now: Instant,
     ) -> Result<(), LegError> {
-        let (codec, sender) = *self.senders.get(&ssrc).ok_or(LegError::NoSuchTrack(ssrc))?;
-        let packet = rtc::rtp::Packet {
+        let (codec, sender, rid) = *self.senders.get(&ssrc).ok_or(LegError::NoSuchTrack(ssrc))?;
+        let mut packet = rtc::rtp::Packet {
             header: rtc::rtp::Header {
                 version: 2,
                 payload_type: codec.payload_type(),
-                sequence_number,
-                timestamp,
+                sequence_number: outgoing.seq,
+                timestamp: outgoing.timestamp,
                 ssrc,
-                marker,
+                marker: outgoing.marker,
                 ..Default::default()
             },
-            payload,
+            payload: outgoing.payload,
         };
+        let ids = self.extension_ids;
+        let mut extensions: Vec<(u8, Bytes)> = Vec::new();
+        if let (Some(rid), Some(rid_id), Some(mid_id)) = (rid, ids.rid, ids.mid) {
+            // Simulcast layers are matched to their m-line and RID by these two.
+            let mid = self
+                .pc
+                .rtp_transceiver(sender.into())
+                .and_then(|t| t.mid().clone())
+                .unwrap_or_default();
+            extensions.push((mid_id, Bytes::from(mid)));
+            extensions.push((rid_id, Bytes::from(rid)));
+        }
+        if let (Some(frame), Some(id)) = (outgoing.frame, ids.dependency_descriptor) {
+            extensions.push((id, frame.descriptor()));
+        }
+        if !extensions.is_empty() {
+            packet.header.extension = true;
+            packet.header.extension_profile = 0xBEDE;
+            for (id, value) in extensions {
+                packet.header.set_extension(id, value).map_err(rtc_err)?;
+            }
+        }
         self.pc
             .rtp_sender(sender)
             .ok_or(LegError::NoSuchTrack(ssrc))?

@@ -108,6 +108,9 @@ pub struct Counters {
     pub keyframe_requests_sent: u64,
     /// Published streams in a codec the SFU does not forward.
     pub unsupported_streams: u64,
+    /// Retransmissions not sent: too old to be played, or over a quarter of the
+    /// subscriber's estimate.
+    pub retransmissions_dropped: u64,
 }
 
 type LegId = u64;
@@ -229,7 +232,13 @@ impl Sfu {
 
     /// Counters so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        let mut counters = self.counters;
+        counters.retransmissions_dropped += self
+            .participants
+            .values()
+            .map(|p| p.leg.retransmissions_dropped())
+            .sum::<u64>();
+        counters
     }
 
     /// Participants with a leg, per room.
@@ -287,6 +296,7 @@ impl Sfu {
         let Some(gone) = self.participants.remove(&leg) else {
             return;
         };
+        self.counters.retransmissions_dropped += gone.leg.retransmissions_dropped();
         self.by_ufrag.retain(|_, id| *id != leg);
         self.by_addr.retain(|_, id| *id != leg);
         self.by_participant.retain(|_, id| *id != leg);
@@ -978,7 +988,7 @@ impl Sfu {
 }
 
 /// The id a participant's SDP gives a header extension (`a=extmap:N <uri>`).
-fn extmap_id(sdp: &str, wanted: &str) -> Option<u8> {
+pub(crate) fn extmap_id(sdp: &str, wanted: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("a=extmap:")?;
         let (id, uri) = rest.split_once(' ')?;

@@ -67,6 +67,11 @@ async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
         counter(counters.nacks),
     );
     registry.register(
+        "retransmissions_dropped",
+        "Retransmissions not sent: too old, or over a quarter of the subscriber's estimate",
+        counter(counters.retransmissions_dropped),
+    );
+    registry.register(
         "keyframe_requests",
         "Keyframe requests (PLI, FIR) received from subscribers",
         counter(counters.keyframe_requests),

@@ -15,8 +15,9 @@
 //! - interceptors: NACK responder (answers from its per-stream cache, wrapped in RTX) and
 //!   generator, sender and receiver reports, TWCC receiver (feedback to the publisher; the
 //!   SFU's own send-side estimate comes later), and two of our own: `rtx` unwraps inbound
-//!   RTX before the NACK generator sees it, and `feedback` lets PLI, FIR and NACK through
-//!   to the core (rtc ends inbound RTCP inside the chain otherwise).
+//!   RTX before the NACK generator sees it, `rtx_budget` drops retransmissions that are
+//!   too old or over a quarter of the estimate, and `feedback` lets PLI, FIR and NACK
+//!   through to the core (rtc ends inbound RTCP inside the chain otherwise).
 //!
 //! Notes on rtc 0.21.1:
 //! - `configure_nack` and `configure_twcc_receiver_only` add their feedback only to codecs
@@ -282,8 +283,8 @@ pub struct Leg {
     ssrc_receivers: HashMap<SSRC, RTCRtpReceiverId>,
     candidates_added: bool,
     state: RTCPeerConnectionState,
-    /// The send-side estimate (see `feedback`).
-    estimate_bps: Arc<AtomicU64>,
+    /// The send-side estimate and dropped retransmissions.
+    gauges: LegGauges,
 }
 
 fn random_token(len: usize) -> String {
@@ -310,6 +311,15 @@ pub(crate) fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, Le
     RTCIceCandidate::from(&candidate).to_json().map_err(rtc_err)
 }
 
+/// What a leg's interceptors report, readable from outside the chain that owns them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LegGauges {
+    /// The congestion controller's target, bit/s (0 until the first feedback).
+    pub(crate) estimate_bps: Arc<AtomicU64>,
+    /// Retransmissions the budget dropped (too old, or over budget).
+    pub(crate) retransmissions_dropped: Arc<AtomicU64>,
+}
+
 /// The send-side estimate's bounds and starting point, bit/s: a subscriber starts as if it
 /// could take two megabits and the estimate moves from there.
 const ESTIMATE_INITIAL_BPS: f64 = 2_000_000.0;
@@ -319,7 +329,7 @@ const ESTIMATE_MAX_BPS: f64 = 20_000_000.0;
 /// The SFU's codecs, header extensions and interceptors (a [`crate::client::Client`] uses
 /// the same, so what it offers is what a leg accepts), and where the congestion
 /// controller's estimate of this connection's send rate will appear.
-pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, Arc<AtomicU64>), LegError> {
+pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegError> {
     let mut media_engine = MediaEngine::default();
     // Codecs first: the interceptor helpers below add their feedback to registered codecs.
     for codec in Codec::ALL {
@@ -388,9 +398,16 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, Arc<AtomicU64>), 
     // `configure_congestion_control` would add one): the SFU forwards at the rate packets
     // arrive and matches a subscriber's budget by choosing layers, and queueing audio
     // behind video would add delay the SFU is measured on.
-    let estimate_bps = Arc::new(AtomicU64::new(0));
+    let gauges = LegGauges::default();
     let registry = configure_nack(Registry::new(), &mut media_engine)
         .with(Slot::from(rtx::SLOT), rtx::RtxUnwrap::default())
+        .with(
+            Slot::from(rtx_budget::SLOT),
+            rtx_budget::RtxBudget::new(
+                gauges.estimate_bps.clone(),
+                gauges.retransmissions_dropped.clone(),
+            ),
+        )
         .with(
             Slot::CongestionControl,
             CongestionControlBuilder::new(Gcc::new(
@@ -403,12 +420,12 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, Arc<AtomicU64>), 
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(
             Slot::from(feedback::SLOT),
-            feedback::FeedbackTap::new(estimate_bps.clone()),
+            feedback::FeedbackTap::new(gauges.estimate_bps.clone()),
         );
     let registry = configure_rtcp_reports(registry);
     // Feedback and the transport-cc extension, audio and video.
     let registry = configure_twcc_receiver_only(registry, &mut media_engine).map_err(rtc_err)?;
-    Ok((media_engine, registry, estimate_bps))
+    Ok((media_engine, registry, gauges))
 }
 
 impl Leg {
@@ -420,7 +437,7 @@ impl Leg {
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), random_token(32))
             .build();
-        let (media_engine, registry, estimate_bps) = media_engine()?;
+        let (media_engine, registry, gauges) = media_engine()?;
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -438,7 +455,7 @@ impl Leg {
             ssrc_receivers: HashMap::new(),
             candidates_added: false,
             state: RTCPeerConnectionState::New,
-            estimate_bps,
+            gauges,
         })
     }
 
@@ -668,7 +685,12 @@ impl Leg {
     /// The congestion controller's estimate of what this participant can receive, bit/s,
     /// once its first transport-wide feedback has arrived.
     pub fn estimate_bps(&self) -> Option<u64> {
-        Some(self.estimate_bps.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+        Some(self.gauges.estimate_bps.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+    }
+
+    /// Retransmissions dropped so far: too old to be played, or over the budget.
+    pub fn retransmissions_dropped(&self) -> u64 {
+        self.gauges.retransmissions_dropped.load(Ordering::Relaxed)
     }
 
     /// Whether the leg is up.
@@ -751,5 +773,6 @@ impl Leg {
 
 mod feedback;
 mod rtx;
+mod rtx_budget;
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ fn video_ssrc(participant: usize) -> u32 {
 }
 
 /// Three participants, each publishing audio (Opus, 50 packets/s) and video (VP8 with RTX,
-/// 100 packets/s), 5% of media datagrams lost on every link in both directions.
+/// 90 packets/s), 5% of media datagrams lost on every link in both directions.
 fn three_on_a_lossy_network(seed: u64) -> Sim {
     let mut sim = Sim::new(seed, 0.05, ONE_WAY);
     for (i, name) in ["ana", "bo", "cy"].into_iter().enumerate() {
@@ -170,7 +170,7 @@ fn keyframe_requests_reach_the_publisher_at_most_twice_a_second() {
     sim.run_for(Duration::from_millis(200));
     let plis = &sim.participants[0].plis;
     assert_eq!(plis.len(), initial + 1, "{plis:?}");
-    assert!(plis[initial] > asked_at);
+    assert!(plis[initial].0 > asked_at);
     assert_eq!(sim.sfu.counters().keyframe_requests, 10);
 
     // After the interval, the next request goes through again.
@@ -181,4 +181,75 @@ fn keyframe_requests_reach_the_publisher_at_most_twice_a_second() {
     sim.request_keyframe(1, ssrc);
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.participants[0].plis.len(), initial + 2);
+}
+
+#[test]
+fn a_bandwidth_drop_moves_a_subscriber_to_a_lower_layer_with_contiguous_sequence_numbers() {
+    let mut sim = Sim::new(5, 0.0, ONE_WAY);
+    // ana publishes three layers (about 0.25, 0.5 and 1.5 Mbit/s); bo only audio.
+    sim.join(
+        "ana",
+        &[
+            Publish::audio(audio_ssrc(0)),
+            Publish::simulcast_video(video_ssrc(0)),
+        ],
+    );
+    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
+    sim.cap_downlink(1, Some(5_000_000));
+    sim.run_for(Duration::from_secs(6));
+    let dropped_at = sim.now;
+    sim.cap_downlink(1, Some(700_000));
+    sim.run_for(Duration::from_secs(10));
+
+    let bo = &sim.participants[1];
+    let ssrc = bo.receiving("ana", RtpCodecKind::Video).unwrap();
+    let video = bo.received_on(ssrc);
+    let layer_before = video
+        .iter()
+        .filter(|r| r.at < dropped_at)
+        .map(|r| r.quality)
+        .next_back();
+    let layer_after = video.last().map(|r| r.quality);
+    eprintln!(
+        "bo's layer: {layer_before:?} before the drop, {layer_after:?} at the end; \
+         queue drops {}; SFU {:?}",
+        sim.queue_drops,
+        sim.sfu.counters()
+    );
+    assert_eq!(layer_before, Some(2), "5 Mbit/s carries the top layer");
+    assert!(layer_after.is_some_and(|q| q < 2), "700 kbit/s does not");
+
+    // What the SFU sent bo is one sequence: every number once, in order, across the
+    // switches (what the capped link then lost is a different matter: NACK territory).
+    let sent = &sim.sfu_seqs[&ssrc];
+    let first_gap = sent
+        .windows(2)
+        .position(|pair| pair[1] != pair[0].wrapping_add(1));
+    assert_eq!(first_gap, None, "the SFU's sequence jumps: {sent:?}");
+    // Every switch lands on a keyframe and keeps the clock going.
+    let mut by_seq = video.clone();
+    by_seq.sort_by_key(|r| r.seq.wrapping_sub(sent[0]));
+    by_seq.dedup_by_key(|r| r.seq);
+    let mut switches = 0;
+    for pair in by_seq.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.quality != b.quality && b.seq == a.seq.wrapping_add(1) {
+            switches += 1;
+            assert!(b.keyframe, "switched to layer {} mid-frame", b.quality);
+            let step = b.timestamp.wrapping_sub(a.timestamp);
+            assert!((1..9_000).contains(&step), "clock step {step} at a switch");
+        }
+    }
+    assert!(switches >= 1);
+    eprintln!(
+        "{switches} switches; bo received {} distinct of {} video packets sent; \
+         its layer moved {:?}",
+        by_seq.len(),
+        sent.len(),
+        by_seq
+            .windows(2)
+            .filter(|p| p[0].quality != p[1].quality)
+            .map(|p| (p[0].quality, p[1].quality))
+            .collect::<Vec<_>>()
+    );
 }

@@ -1,13 +1,20 @@
 //! A deterministic world for the SFU core: the sans-IO [`Sfu`], sans-IO [`Client`]s with
-//! real DTLS-SRTP, and a seeded network between them (a one-way delay, and loss of SRTP and
-//! SRTCP datagrams). Time is injected: a run of ten simulated seconds takes well under one
+//! real DTLS-SRTP, and a network between them: a one-way delay, seeded loss of SRTP and
+//! SRTCP datagrams, and optionally a participant's downlink capped to a bit rate behind a
+//! drop-tail queue. Time is injected: a run of ten simulated seconds takes well under one
 //! real second. Each link draws its losses from its own generator, seeded from the seed and
 //! the link's two addresses, so whether the n-th media datagram on a link is lost depends on
-//! the seed alone (SSRCs and keys are random per run; they change no decision).
+//! the seed alone (SSRCs and keys are random per run; they change no decision, though RTCP
+//! timing can shift which datagram is the n-th).
+//!
+//! Media: audio is one 120-byte packet every 20 ms; video is 30 frames a second, each of
+//! one, two or six 1,000-byte packets (simulcast layers q, h, f; a single-layer stream
+//! sends three), keyframes on request. Every payload starts with the layer's quality and a
+//! keyframe flag, so a test can tell what it received; the SFU never reads payloads.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,22 +23,84 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::rtp_transceiver::SSRC;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use sotto_sfu::client::{Client, ClientEvent, Publish};
+use sotto_sfu::client::{Client, ClientEvent, FrameInfo, Outgoing, Publish};
 use sotto_sfu::core::{Sfu, SignalOut};
+use sotto_sfu::leg::Codec;
 
 pub const ROOM: &str = "room-1";
 const SFU_ADDR: &str = "10.0.0.1:5000";
 /// The longest step of the simulated clock.
 const MAX_STEP: Duration = Duration::from_millis(5);
+/// A capped link drops what would wait longer than this in its queue.
+const MAX_QUEUE_DELAY: Duration = Duration::from_millis(250);
 
-/// A stream a participant sends on a schedule: one packet per `interval`.
-struct Source {
-    publish: Publish,
-    interval: Duration,
-    next: Option<Instant>,
+/// One layer of a source (the only one, without simulcast).
+struct Layer {
+    ssrc: SSRC,
+    quality: u8,
+    packets_per_frame: usize,
     seq: u16,
+    keyframe_due: bool,
     /// When each sequence number was sent.
     sent: Vec<(u16, Instant)>,
+}
+
+/// A stream a participant sends on a schedule.
+struct Source {
+    codec: Codec,
+    layers: Vec<Layer>,
+    interval: Duration,
+    next: Option<Instant>,
+    frame: u16,
+}
+
+impl Source {
+    fn new(publish: &Publish) -> Source {
+        let video = publish.codec != Codec::Opus;
+        let packets: &[usize] = match (video, publish.simulcast) {
+            (false, _) => &[1],
+            (true, false) => &[3],
+            (true, true) => &[1, 2, 6],
+        };
+        let layers = publish
+            .layer_ssrcs()
+            .into_iter()
+            .zip(packets)
+            .enumerate()
+            .map(|(quality, (ssrc, packets_per_frame))| Layer {
+                ssrc,
+                quality: if publish.simulcast { quality as u8 } else { 0 },
+                packets_per_frame: *packets_per_frame,
+                seq: 0,
+                keyframe_due: true,
+                sent: Vec::new(),
+            })
+            .collect();
+        Source {
+            codec: publish.codec,
+            layers,
+            interval: if video {
+                Duration::from_micros(33_333)
+            } else {
+                Duration::from_millis(20)
+            },
+            next: None,
+            frame: 0,
+        }
+    }
+}
+
+/// A received RTP packet, as the participant saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub at: Instant,
+    pub ssrc: SSRC,
+    pub seq: u16,
+    pub timestamp: u32,
+    /// The quality of the layer it was sent on (from its payload).
+    pub quality: u8,
+    /// It belongs to a keyframe (from its payload).
+    pub keyframe: bool,
 }
 
 /// One participant.
@@ -44,10 +113,11 @@ pub struct Participant {
     sources: Vec<Source>,
     /// Forwarded streams: SSRC → publisher (the msid stream id) and kind.
     pub tracks: HashMap<SSRC, (String, RtpCodecKind)>,
-    /// Every RTP packet received: when, SSRC, sequence number.
-    pub rtp: Vec<(Instant, SSRC, u16)>,
-    /// Keyframe requests (PLIs) received about the participant's own streams.
-    pub plis: Vec<Instant>,
+    /// Every RTP packet received.
+    pub rtp: Vec<Received>,
+    /// Keyframe requests (PLIs) received about the participant's own streams: when, and
+    /// for which SSRC.
+    pub plis: Vec<(Instant, SSRC)>,
 }
 
 impl Participant {
@@ -55,8 +125,9 @@ impl Participant {
     pub fn sent_between(&self, ssrc: SSRC, from: Instant, to: Instant) -> Vec<u16> {
         self.sources
             .iter()
-            .filter(|s| s.publish.ssrc == ssrc)
-            .flat_map(|s| s.sent.iter())
+            .flat_map(|s| s.layers.iter())
+            .filter(|layer| layer.ssrc == ssrc)
+            .flat_map(|layer| layer.sent.iter())
             .filter(|(_, at)| (from..to).contains(at))
             .map(|(seq, _)| *seq)
             .collect()
@@ -70,21 +141,20 @@ impl Participant {
             .map(|(ssrc, _)| *ssrc)
     }
 
+    /// Everything received on `ssrc`, in arrival order.
+    pub fn received_on(&self, ssrc: SSRC) -> Vec<Received> {
+        self.rtp
+            .iter()
+            .filter(|r| r.ssrc == ssrc)
+            .copied()
+            .collect()
+    }
+
     /// Distinct sequence numbers received on `ssrc`, and when the last packet came.
-    pub fn received(&self, ssrc: SSRC) -> (BTreeSet<u16>, Option<Instant>) {
-        let seqs = self
-            .rtp
-            .iter()
-            .filter(|(_, s, _)| *s == ssrc)
-            .map(|(_, _, seq)| *seq)
-            .collect();
-        let last = self
-            .rtp
-            .iter()
-            .filter(|(_, s, _)| *s == ssrc)
-            .map(|(at, _, _)| *at)
-            .max();
-        (seqs, last)
+    pub fn received(&self, ssrc: SSRC) -> (std::collections::BTreeSet<u16>, Option<Instant>) {
+        let packets = self.received_on(ssrc);
+        let last = packets.iter().map(|r| r.at).max();
+        (packets.iter().map(|r| r.seq).collect(), last)
     }
 }
 
@@ -97,6 +167,12 @@ struct InFlight {
     payload: Vec<u8>,
 }
 
+/// A link's capacity and queue.
+struct Cap {
+    bps: u64,
+    busy_until: Instant,
+}
+
 /// The world.
 pub struct Sim {
     pub now: Instant,
@@ -107,15 +183,21 @@ pub struct Sim {
     seed: u64,
     /// One loss generator per (from, to) link.
     links: HashMap<(SocketAddr, SocketAddr), StdRng>,
+    /// Capped links (from, to).
+    caps: HashMap<(SocketAddr, SocketAddr), Cap>,
     /// Probability that an SRTP or SRTCP datagram is lost, each way.
     pub loss: f64,
     delay: Duration,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     order: u64,
-    /// Datagrams the network dropped.
+    /// Datagrams the network dropped at random.
     pub lost: u64,
+    /// Datagrams a capped link's queue dropped.
+    pub queue_drops: u64,
     /// SRTP packets the SFU sent, per SSRC (the header is not encrypted).
     pub sfu_sent: HashMap<SSRC, u64>,
+    /// The sequence numbers the SFU sent, per SSRC, in sending order.
+    pub sfu_seqs: HashMap<SSRC, Vec<u16>>,
 }
 
 fn is_srtp(datagram: &[u8]) -> bool {
@@ -142,12 +224,15 @@ impl Sim {
             participants: Vec::new(),
             seed,
             links: HashMap::new(),
+            caps: HashMap::new(),
             loss,
             delay,
             in_flight: BinaryHeap::new(),
             order: 0,
             lost: 0,
+            queue_drops: 0,
             sfu_sent: HashMap::new(),
+            sfu_seqs: HashMap::new(),
         }
     }
 
@@ -156,8 +241,8 @@ impl Sim {
         self.now - self.start
     }
 
-    /// `name` joins the room and offers `streams`; it starts sending each one packet per
-    /// interval (video every 10 ms, audio every 20 ms) once connected. Returns its index.
+    /// `name` joins the room and offers `streams`; it starts sending once connected.
+    /// Returns its index.
     pub fn join(&mut self, name: &str, streams: &[Publish]) -> usize {
         let index = self.participants.len();
         let addr: SocketAddr = format!("10.0.1.{}:40000", index + 1).parse().unwrap();
@@ -166,26 +251,12 @@ impl Sim {
         let offer = client.offer(self.now).unwrap();
         let answer = self.sfu.handle_offer(ROOM, name, &offer, self.now).unwrap();
         client.apply_answer(&answer, self.now).unwrap();
-        let sources = streams
-            .iter()
-            .map(|publish| Source {
-                publish: *publish,
-                interval: if publish.rtx_ssrc.is_some() {
-                    Duration::from_millis(10)
-                } else {
-                    Duration::from_millis(20)
-                },
-                next: None,
-                seq: 0,
-                sent: Vec::new(),
-            })
-            .collect();
         self.participants.push(Participant {
             name: name.to_owned(),
             client,
             connected: false,
             gone: false,
-            sources,
+            sources: streams.iter().map(Source::new).collect(),
             tracks: HashMap::new(),
             rtp: Vec::new(),
             plis: Vec::new(),
@@ -199,6 +270,20 @@ impl Sim {
         let name = self.participants[index].name.clone();
         self.participants[index].gone = true;
         self.sfu.participant_left(ROOM, &name, self.now);
+    }
+
+    /// Caps participant `index`'s downlink (SFU to it) at `bps`, or lifts the cap.
+    pub fn cap_downlink(&mut self, index: usize, bps: Option<u64>) {
+        let link = (self.sfu_addr, self.participants[index].client.addr());
+        match bps {
+            Some(bps) => {
+                let busy_until = self.caps.get(&link).map_or(self.now, |c| c.busy_until);
+                self.caps.insert(link, Cap { bps, busy_until });
+            }
+            None => {
+                self.caps.remove(&link);
+            }
+        }
     }
 
     /// Participant `index` asks for a keyframe of the forwarded stream `ssrc`.
@@ -278,21 +363,7 @@ impl Sim {
             .filter(|p| p.connected && !p.gone)
         {
             for source in &mut p.sources {
-                let due = *source.next.get_or_insert(now);
-                if due > now {
-                    continue;
-                }
-                let seq = source.seq;
-                let payload = Bytes::from(seq.to_be_bytes().repeat(60));
-                let ts = u32::from(seq).wrapping_mul(960);
-                if p.client
-                    .send_rtp(source.publish.ssrc, seq, ts, false, payload, now)
-                    .is_ok()
-                {
-                    source.sent.push((seq, now));
-                }
-                source.seq = seq.wrapping_add(1);
-                source.next = Some(due + source.interval);
+                send_due(&mut p.client, source, now);
             }
         }
         self.pump();
@@ -314,15 +385,26 @@ impl Sim {
                     } => {
                         p.tracks.insert(ssrc, (stream_id, kind));
                     }
-                    ClientEvent::Rtp(packet) => {
-                        p.rtp
-                            .push((now, packet.header.ssrc, packet.header.sequence_number));
-                    }
+                    ClientEvent::Rtp(packet) => p.rtp.push(Received {
+                        at: now,
+                        ssrc: packet.header.ssrc,
+                        seq: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        quality: packet.payload.first().copied().unwrap_or(0),
+                        keyframe: packet.payload.get(1) == Some(&1),
+                    }),
                     ClientEvent::Rtcp(packets) => {
                         use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
                         for packet in packets {
-                            if packet.as_any().is::<PictureLossIndication>() {
-                                p.plis.push(now);
+                            if let Some(pli) =
+                                packet.as_any().downcast_ref::<PictureLossIndication>()
+                            {
+                                p.plis.push((now, pli.media_ssrc));
+                                for layer in p.sources.iter_mut().flat_map(|s| &mut s.layers) {
+                                    if layer.ssrc == pli.media_ssrc {
+                                        layer.keyframe_due = true;
+                                    }
+                                }
                             }
                         }
                     }
@@ -350,32 +432,89 @@ impl Sim {
                 outgoing.push((p.client.addr(), transmit.to, transmit.payload.to_vec()));
             }
         }
-        for (from, _, payload) in &outgoing {
-            if *from == self.sfu_addr
-                && let Some(ssrc) = srtp_ssrc(payload)
-            {
-                *self.sfu_sent.entry(ssrc).or_default() += 1;
-            }
-        }
         for (from, to, payload) in outgoing {
-            let seed = self.seed;
-            let link = self.links.entry((from, to)).or_insert_with(|| {
-                let mut hasher = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&(seed, from, to), &mut hasher);
-                StdRng::seed_from_u64(std::hash::Hasher::finish(&hasher))
-            });
-            if is_srtp(&payload) && link.random_bool(self.loss) {
-                self.lost += 1;
-                continue;
+            self.send(now, from, to, payload);
+        }
+    }
+
+    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, payload: Vec<u8>) {
+        if from == self.sfu_addr
+            && let Some(ssrc) = srtp_ssrc(&payload)
+        {
+            *self.sfu_sent.entry(ssrc).or_default() += 1;
+            self.sfu_seqs
+                .entry(ssrc)
+                .or_default()
+                .push(u16::from_be_bytes([payload[2], payload[3]]));
+        }
+        let seed = self.seed;
+        let link = self.links.entry((from, to)).or_insert_with(|| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(seed, from, to), &mut hasher);
+            StdRng::seed_from_u64(std::hash::Hasher::finish(&hasher))
+        });
+        if is_srtp(&payload) && link.random_bool(self.loss) {
+            self.lost += 1;
+            return;
+        }
+        let mut at = now + self.delay;
+        if let Some(cap) = self.caps.get_mut(&(from, to)) {
+            let start = cap.busy_until.max(now);
+            if start - now > MAX_QUEUE_DELAY {
+                self.queue_drops += 1;
+                return;
             }
-            self.order += 1;
-            self.in_flight.push(Reverse(InFlight {
-                at: now + self.delay,
-                order: self.order,
-                from,
-                to,
-                payload,
-            }));
+            let bits = (payload.len() as u64 + 28) * 8; // with IP and UDP headers
+            cap.busy_until = start + Duration::from_nanos(bits * 1_000_000_000 / cap.bps);
+            at = cap.busy_until + self.delay;
+        }
+        self.order += 1;
+        self.in_flight.push(Reverse(InFlight {
+            at,
+            order: self.order,
+            from,
+            to,
+            payload,
+        }));
+    }
+}
+
+/// Sends a source's frame (or audio packet) if one is due.
+fn send_due(client: &mut Client, source: &mut Source, now: Instant) {
+    let due = *source.next.get_or_insert(now);
+    if due > now {
+        return;
+    }
+    source.next = Some(due + source.interval);
+    let frame = source.frame;
+    source.frame = frame.wrapping_add(1);
+    let video = source.codec != Codec::Opus;
+    let clock = if video { 3000 } else { 960 };
+    let timestamp = u32::from(frame).wrapping_mul(clock);
+    for layer in &mut source.layers {
+        let keyframe = video && std::mem::take(&mut layer.keyframe_due);
+        for i in 0..layer.packets_per_frame {
+            let seq = layer.seq;
+            layer.seq = seq.wrapping_add(1);
+            let size = if video { 1000 } else { 120 };
+            let mut payload = vec![0u8; size];
+            payload[0] = layer.quality;
+            payload[1] = u8::from(keyframe);
+            payload[2..4].copy_from_slice(&seq.to_be_bytes());
+            let outgoing = Outgoing {
+                seq,
+                timestamp,
+                marker: video && i + 1 == layer.packets_per_frame,
+                frame: video.then_some(FrameInfo {
+                    number: frame,
+                    start: i == 0,
+                    keyframe,
+                }),
+                payload: Bytes::from(payload),
+            };
+            if client.send_rtp(layer.ssrc, outgoing, now).is_ok() {
+                layer.sent.push((seq, now));
+            }
         }
     }
 }
