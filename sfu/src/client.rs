@@ -158,6 +158,8 @@ pub enum ClientEvent {
         ssrc: SSRC,
         /// Its media stream (msid): the publisher's participant id.
         stream_id: String,
+        /// Its track id (msid), which names it in pause and quality requests.
+        track_id: String,
         /// Audio or video.
         kind: RtpCodecKind,
     },
@@ -434,6 +436,7 @@ impl Client {
                     self.events.push_back(ClientEvent::TrackOpened {
                         ssrc: init.ssrc,
                         stream_id: init.stream_ids.first().cloned().unwrap_or_default(),
+                        track_id: init.track_id.clone(),
                         kind,
                     });
                 }

@@ -7,7 +7,7 @@ mod sim;
 use std::time::Duration;
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use sim::Sim;
+use sim::{ROOM, Sim};
 use sotto_sfu::client::Publish;
 
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -136,7 +136,7 @@ fn a_publisher_that_leaves_stops_being_forwarded_within_a_second() {
             assert!(last.unwrap() > left_at + Duration::from_millis(1500));
         }
     }
-    assert_eq!(sim.sfu.legs_in(sim::ROOM), 2);
+    assert_eq!(sim.sfu.legs_in(ROOM), 2);
 }
 
 #[test]
@@ -252,4 +252,72 @@ fn a_bandwidth_drop_moves_a_subscriber_to_a_lower_layer_with_contiguous_sequence
             .map(|p| (p[0].quality, p[1].quality))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_subscriber_can_ask_for_a_smaller_layer_and_pause_and_resume() {
+    let mut sim = Sim::new(9, 0.0, ONE_WAY);
+    sim.join(
+        "ana",
+        &[
+            Publish::audio(audio_ssrc(0)),
+            Publish::simulcast_video(video_ssrc(0)),
+        ],
+    );
+    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
+    sim.run_for(Duration::from_secs(3));
+    let ssrc = sim.participants[1]
+        .receiving("ana", RtpCodecKind::Video)
+        .unwrap();
+    let track = sim.participants[1].track_ids[&ssrc].clone();
+    let last_layer = |sim: &Sim| {
+        sim.participants[1]
+            .received_on(ssrc)
+            .last()
+            .map(|r| r.quality)
+    };
+    assert_eq!(last_layer(&sim), Some(2), "unconstrained: the top layer");
+
+    // bo shows ana small: the lowest layer is enough.
+    let now = sim.now;
+    sim.sfu.set_max_quality(ROOM, "bo", &track, 0, now).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(last_layer(&sim), Some(0));
+
+    // Paused: nothing arrives (after what was in flight).
+    let now = sim.now;
+    sim.sfu.set_paused(ROOM, "bo", &track, true, now).unwrap();
+    sim.run_for(Duration::from_secs(2));
+    let paused_at = now + Duration::from_millis(200);
+    let during = sim.participants[1]
+        .received_on(ssrc)
+        .iter()
+        .filter(|r| r.at > paused_at)
+        .count();
+    assert_eq!(during, 0, "packets arrived while paused");
+    let audio = sim.participants[1]
+        .receiving("ana", RtpCodecKind::Audio)
+        .unwrap();
+    assert!(
+        sim.participants[1].received(audio).1.unwrap() > paused_at,
+        "audio goes on"
+    );
+
+    // Resumed: video again, from a keyframe, the sequence continuing where it stopped.
+    let now = sim.now;
+    sim.sfu.set_paused(ROOM, "bo", &track, false, now).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let after: Vec<_> = sim.participants[1]
+        .received_on(ssrc)
+        .into_iter()
+        .filter(|r| r.at > now)
+        .collect();
+    assert!(!after.is_empty(), "nothing after resuming");
+    assert!(after[0].keyframe, "resumed mid-frame");
+    let sent = &sim.sfu_seqs[&ssrc];
+    assert!(sent.windows(2).all(|p| p[1] == p[0].wrapping_add(1)));
+    assert!(matches!(
+        sim.sfu.set_paused(ROOM, "bo", "no-such-track", true, now),
+        Err(sotto_sfu::core::CoreError::NoSuchTrack(_))
+    ));
 }

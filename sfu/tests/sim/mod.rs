@@ -113,6 +113,8 @@ pub struct Participant {
     sources: Vec<Source>,
     /// Forwarded streams: SSRC → publisher (the msid stream id) and kind.
     pub tracks: HashMap<SSRC, (String, RtpCodecKind)>,
+    /// Forwarded streams' track ids (msid), by SSRC.
+    pub track_ids: HashMap<SSRC, String>,
     /// Every RTP packet received.
     pub rtp: Vec<Received>,
     /// Keyframe requests (PLIs) received about the participant's own streams: when, and
@@ -258,6 +260,7 @@ impl Sim {
             gone: false,
             sources: streams.iter().map(Source::new).collect(),
             tracks: HashMap::new(),
+            track_ids: HashMap::new(),
             rtp: Vec::new(),
             plis: Vec::new(),
         });
@@ -381,9 +384,11 @@ impl Sim {
                     ClientEvent::TrackOpened {
                         ssrc,
                         stream_id,
+                        track_id,
                         kind,
                     } => {
                         p.tracks.insert(ssrc, (stream_id, kind));
+                        p.track_ids.insert(ssrc, track_id);
                     }
                     ClientEvent::Rtp(packet) => p.rtp.push(Received {
                         at: now,
