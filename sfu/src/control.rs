@@ -87,6 +87,21 @@ async fn on_call_signal(
         CallSignal::Hangup(hangup) => {
             sfu.with(|s| s.end_leg(&hangup.call_id, &who, Instant::now()));
         }
+        CallSignal::Subscription(wish) => {
+            let applied = sfu.with(|s| {
+                let now = Instant::now();
+                if let Some(quality) = wish.max_quality {
+                    s.set_max_quality(&wish.call_id, &who, &wish.track, quality, now)?;
+                }
+                if let Some(paused) = wish.paused {
+                    s.set_paused(&wish.call_id, &who, &wish.track, paused, now)?;
+                }
+                Ok::<(), crate::core::CoreError>(())
+            });
+            if let Err(err) = applied {
+                tracing::debug!(%err, "a subscription request was refused");
+            }
+        }
     }
 }
 

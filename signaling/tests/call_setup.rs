@@ -13,6 +13,7 @@ use common::{Client, TestServer, identity_of, key};
 use sotto_signaling::protocol::{
     Answer, Candidate, ClientMessage, ErrorCode, Hangup, HangupReason, IdentityKey, Incoming,
     InviteToken, Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame, ServerMessage,
+    Subscription,
 };
 
 const CALL: &str = "c-81f2";
@@ -177,6 +178,30 @@ async fn two_identities_meet_in_a_room_and_set_up_a_call() {
             })
         );
     }
+
+    // A subscription request (meant for an SFU) is relayed the same way, stamped too.
+    let wish = Subscription {
+        call_id: CALL.into(),
+        track: "alice-1234".into(),
+        paused: Some(true),
+        max_quality: None,
+    };
+    let pushed = relay(
+        &mut b,
+        &mut a,
+        ClientMessage::Subscription(Outgoing {
+            to: alice,
+            body: wish.clone(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        pushed.message,
+        ServerMessage::Subscription(Incoming {
+            from: bob,
+            body: wish,
+        })
+    );
 
     let hangup = Hangup {
         call_id: CALL.into(),

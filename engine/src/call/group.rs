@@ -180,7 +180,8 @@ pub async fn run(
                     }
                 }
                 Some(CallSignal::Hangup(Hangup { .. })) => break "the SFU ended the call".into(),
-                Some(CallSignal::Candidate(_)) => {}
+                // ICE-lite SFU candidates come in its SDP; subscription wishes go to SFUs.
+                Some(CallSignal::Candidate(_) | CallSignal::Subscription(_)) => {}
                 None => break "the signaling connection was closed".into(),
             },
             event = peer_events.recv() => match event {

@@ -457,6 +457,7 @@ impl Driver {
             ServerMessage::Answer(m) => call(m.from, CallSignal::Answer(m.body)),
             ServerMessage::Candidate(m) => call(m.from, CallSignal::Candidate(m.body)),
             ServerMessage::Hangup(m) => call(m.from, CallSignal::Hangup(m.body)),
+            ServerMessage::Subscription(m) => call(m.from, CallSignal::Subscription(m.body)),
             ServerMessage::Envelope {
                 message_id,
                 envelope,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::protocol::{
     Answer, Candidate, ClientMessage, ErrorCode, Hangup, IdentityKey, InviteToken, Offer, Outgoing,
-    Participant, PresenceState, RoomId,
+    Participant, PresenceState, RoomId, Subscription,
 };
 
 pub use backoff::Backoff;
@@ -174,6 +174,8 @@ pub enum CallSignal {
     Candidate(Candidate),
     /// The end of the call.
     Hangup(Hangup),
+    /// A participant's wishes about a stream the SFU forwards it (to the SFU).
+    Subscription(Subscription),
 }
 
 impl CallSignal {
@@ -184,6 +186,7 @@ impl CallSignal {
             CallSignal::Answer(m) => &m.call_id,
             CallSignal::Candidate(m) => &m.call_id,
             CallSignal::Hangup(m) => &m.call_id,
+            CallSignal::Subscription(m) => &m.call_id,
         }
     }
 
@@ -193,6 +196,7 @@ impl CallSignal {
             CallSignal::Answer(body) => ClientMessage::Answer(Outgoing { to, body }),
             CallSignal::Candidate(body) => ClientMessage::Candidate(Outgoing { to, body }),
             CallSignal::Hangup(body) => ClientMessage::Hangup(Outgoing { to, body }),
+            CallSignal::Subscription(body) => ClientMessage::Subscription(Outgoing { to, body }),
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum ClientMessage {
     Candidate(Outgoing<Candidate>),
     /// End a call with `to`.
     Hangup(Outgoing<Hangup>),
+    /// A participant's wishes about one stream an SFU forwards it (pause, resume, the
+    /// largest simulcast layer), for the SFU `to`.
+    Subscription(Outgoing<Subscription>),
     /// Publish this identity's key packages (opaque bytes).
     KeyPackagesPublish {
         /// One-time key packages, consumed one per fetch.
@@ -134,6 +137,7 @@ impl ClientMessage {
         "answer",
         "candidate",
         "hangup",
+        "subscription",
         "key_packages_publish",
         "key_package_count",
         "key_package_fetch",
@@ -153,6 +157,7 @@ impl ClientMessage {
             ClientMessage::Answer(_) => "answer",
             ClientMessage::Candidate(_) => "candidate",
             ClientMessage::Hangup(_) => "hangup",
+            ClientMessage::Subscription(_) => "subscription",
             ClientMessage::KeyPackagesPublish { .. } => "key_packages_publish",
             ClientMessage::KeyPackageCount {} => "key_package_count",
             ClientMessage::KeyPackageFetch { .. } => "key_package_fetch",
@@ -242,6 +247,23 @@ pub struct Hangup {
     pub call_id: String,
     /// Why.
     pub reason: HangupReason,
+}
+
+/// What a participant wants of one forwarded stream, for the SFU. The stream is named by
+/// its track id, as the SFU's offer gave it (`a=msid:<stream> <track>`); fields left out
+/// are left as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The room (the call).
+    pub call_id: String,
+    /// The forwarded track.
+    pub track: String,
+    /// Stop (`true`) or restart (`false`) forwarding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// The largest simulcast layer wanted: 0 (smallest) to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_quality: Option<u8>,
 }
 
 /// Why a call ended.
@@ -368,6 +390,8 @@ pub enum ServerMessage {
     Candidate(Incoming<Candidate>),
     /// A relayed hang-up.
     Hangup(Incoming<Hangup>),
+    /// A relayed subscription request (an SFU receives these).
+    Subscription(Incoming<Subscription>),
     /// A call-setup message was handed to the recipient's connection.
     Relayed {},
     /// This connection is now a registered SFU: it is told who joins and leaves the

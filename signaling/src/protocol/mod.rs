@@ -14,7 +14,7 @@ pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;
 pub use messages::{
     Answer, Auth, Candidate, ClientFrame, ClientMessage, Hangup, HangupReason, Incoming, Limits,
-    Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame, ServerMessage,
+    Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame, ServerMessage, Subscription,
 };
 
 /// The protocol version this crate speaks.

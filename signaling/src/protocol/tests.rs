@@ -175,6 +175,7 @@ fn protocol_md_examples_are_valid() {
         "answer",
         "candidate",
         "hangup",
+        "subscription",
         "relayed",
         "key_packages_stored",
         "key_package",

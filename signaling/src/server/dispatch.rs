@@ -65,6 +65,13 @@ impl Conn {
                     body: m.body,
                 }),
             ),
+            ClientMessage::Subscription(m) => self.relay(
+                m.to,
+                ServerMessage::Subscription(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
             ClientMessage::KeyPackagesPublish {
                 key_packages,
                 last_resort,
@@ -346,6 +353,7 @@ impl Conn {
             ServerMessage::Answer(m) => m.body.call_id.as_str(),
             ServerMessage::Candidate(m) => m.body.call_id.as_str(),
             ServerMessage::Hangup(m) => m.body.call_id.as_str(),
+            ServerMessage::Subscription(m) => m.body.call_id.as_str(),
             _ => "",
         };
         validate_call_id(call_id).map_err(|why| (ErrorCode::InvalidMessage, why.to_owned()))?;
