@@ -11,6 +11,7 @@
 //! Each starts the real `sotto-signaling` binary as a child pinned to CPU 0, measures,
 //! stops it, and prints a human summary (and a JSON line with `--json`).
 
+mod sfu_load;
 mod signaling;
 
 use std::path::PathBuf;
@@ -38,6 +39,33 @@ enum Command {
     SignalingIdle(IdleArgs),
     /// Relay latency between two clients at a steady message rate.
     SignalingRelay(RelayArgs),
+    /// SFU forwarding load: publishers and subscribers with real DTLS-SRTP legs.
+    SfuLoad(SfuLoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct SfuLoadArgs {
+    /// The `sotto-sfu` binary (build it with --release).
+    #[arg(long, default_value = "target/release/sotto-sfu")]
+    sfu_bin: PathBuf,
+    /// CPU list for `taskset -c` when starting the SFU; `none` leaves it unpinned.
+    #[arg(long, default_value = "0")]
+    sfu_cpu: String,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Audio publishers per room (50 packets a second each).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscribers per room.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// How long to measure (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Print the report as one JSON line too.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The server under test.
@@ -180,6 +208,25 @@ async fn main() -> anyhow::Result<()> {
             let report = relay::run(&options).await?;
             println!("{report}");
             if args.server.json {
+                println!("{}", serde_json::to_string(&report).context("JSON report")?);
+            }
+        }
+        Command::SfuLoad(args) => {
+            let options = sfu_load::LoadOptions {
+                sfu_bin: args.sfu_bin,
+                sfu_cpu: (args.sfu_cpu != "none").then_some(args.sfu_cpu),
+                rooms: args.rooms,
+                publishers: args.publishers,
+                subscribers: args.subscribers,
+                duration: args.duration,
+            };
+            eprintln!(
+                "sfu-load: {} room(s) x ({} publishers, {} subscribers), {:?}",
+                options.rooms, options.publishers, options.subscribers, options.duration
+            );
+            let report = sfu_load::run(options).await?;
+            println!("{report:#?}");
+            if args.json {
                 println!("{}", serde_json::to_string(&report).context("JSON report")?);
             }
         }
