@@ -67,6 +67,15 @@ pub fn reference_inputs() -> Vec<PathBuf> {
     .collect()
 }
 
+/// How well a recording `got` matches the speech `sent`: the signed lag that lines them
+/// up (`analysis::align_signed`, searched within 3 s either way) and the segmental
+/// correlation from there, in 500 ms pieces each free to move ±100 ms (frames a jitter
+/// buffer stretched or dropped shift what follows). `None` for silence.
+pub fn speech_correlation(sent: &[i16], got: &[i16]) -> Option<(isize, f64)> {
+    let (lag, _) = align_signed(sent, got, SAMPLE_RATE as usize * 3)?;
+    segmental_correlation(sent, got, lag, 24_000, 4_800).map(|correlation| (lag, correlation))
+}
+
 /// Runs a group call with one participant per input WAV, recording under `out`.
 pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
     if inputs.len() < 2 {
@@ -176,12 +185,10 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
                 continue;
             };
             let correlation = match (&stream.recording, read_wav(input)) {
-                (Some(recording), Ok(sent)) => read_wav(recording).ok().and_then(|got| {
-                    let (lag, _) = align_signed(&sent, &got, SAMPLE_RATE as usize * 3)?;
-                    // 500 ms pieces, each free to move ±100 ms: frames the jitter
-                    // buffer stretched or dropped shift what follows.
-                    segmental_correlation(&sent, &got, lag, 24_000, 4_800)
-                }),
+                (Some(recording), Ok(sent)) => read_wav(recording)
+                    .ok()
+                    .and_then(|got| speech_correlation(&sent, &got))
+                    .map(|(_, correlation)| correlation),
                 _ => None,
             };
             correlations.push((speaker.clone(), correlation));

@@ -1,0 +1,136 @@
+// Runs one browser participant of a Sotto group room: launches Debian's Chromium through
+// playwright-core (inside a network namespace when `netns` is given: Chromium ignores
+// 127.0.0.1 ICE candidates), with a WAV file as its fake microphone, loads
+// participant.js into a page on http://localhost/ (served by playwright itself, so the
+// page is a secure context and nothing is fetched), joins the room and records every
+// stream it hears to `<out_dir>/<participant>.wav`.
+//
+// Usage: node run.mjs '<json options>'
+//   { "signaling": "ws://10.99.0.1:PORT/v1/ws", "room_id": "...", "invite_token": "...",
+//     "input": "/abs/speech.wav", "out_dir": "/abs/dir", "record_seconds": 13,
+//     "timeout_seconds": 60, "chromium": "/usr/bin/chromium", "netns": "sotto-br" }
+// Progress goes to stdout as one JSON object per line ({"event": ...}); the last line is
+// {"event":"done", ...} with the recordings' paths and WebRTC's statistics. Exit code 1
+// (and the reason on stderr) on any failure.
+
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const opts = JSON.parse(process.argv[2] || '{}');
+for (const key of ['signaling', 'room_id', 'invite_token', 'input', 'out_dir']) {
+  if (!opts[key]) {
+    console.error(`run.mjs: option "${key}" is missing`);
+    process.exit(2);
+  }
+}
+// Chromium plays silence, without a word, from a fake-capture path with `..` in it.
+opts.input = resolve(opts.input);
+if (!existsSync(opts.input)) {
+  console.error(`run.mjs: no such input file: ${opts.input}`);
+  process.exit(2);
+}
+opts.record_seconds ??= 13;
+opts.timeout_seconds ??= 60;
+opts.chromium ??= '/usr/bin/chromium';
+
+const emit = (event) => console.log(JSON.stringify(event));
+
+// The whole run's failure guard (not a speed assertion).
+const guard = setTimeout(() => {
+  console.error(`run.mjs: gave up after ${opts.timeout_seconds + opts.record_seconds + 30} s`);
+  process.exit(1);
+}, (opts.timeout_seconds + opts.record_seconds + 30) * 1000);
+
+function wavFile(pcm, sampleRate) {
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + pcm.length, 4);
+  header.write('WAVE', 8);
+  header.write('fmt ', 12);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20); // PCM
+  header.writeUInt16LE(1, 22); // mono
+  header.writeUInt32LE(sampleRate, 24);
+  header.writeUInt32LE(sampleRate * 2, 28);
+  header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(pcm.length, 40);
+  return Buffer.concat([header, pcm]);
+}
+
+const scratch = mkdtempSync(join(tmpdir(), 'sotto-chromium-'));
+let executablePath = opts.chromium;
+if (opts.netns) {
+  executablePath = join(scratch, 'chromium-in-netns');
+  writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${opts.netns}' '${opts.chromium}' "$@"\n`);
+  chmodSync(executablePath, 0o755);
+}
+
+let browser;
+let status = 0;
+try {
+  browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${opts.input}%noloop`,
+      '--autoplay-policy=no-user-gesture-required',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  // The page (origin http://localhost, served by playwright, so no address of its own)
+  // reaches signaling on a private address: Chromium's Local Network Access checks ask
+  // the user for that, and here the permission is granted up front.
+  const context = await browser.newContext({ permissions: ['local-network-access'] });
+  const page = await context.newPage();
+  page.on('console', (msg) => console.error(`page ${msg.type()}: ${msg.text()}`));
+  page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
+  await page.exposeFunction('sottoReport', (event) => emit(event));
+  const script = readFileSync(join(here, 'participant.js'), 'utf8');
+  await page.route('http://localhost/**', (route) =>
+    route.fulfill({
+      contentType: 'text/html',
+      body: `<!doctype html><meta charset="utf-8"><title>Sotto</title><script>${script}</script>`,
+    }),
+  );
+  await page.goto('http://localhost/sotto.html');
+  const result = await page.evaluate(
+    (o) =>
+      window.sottoJoin({
+        signaling: o.signaling,
+        room_id: o.room_id,
+        invite_token: o.invite_token,
+        record_seconds: o.record_seconds,
+        timeout_seconds: o.timeout_seconds,
+      }),
+    opts,
+  );
+  const recordings = [];
+  for (const { participant, samples } of result.recordings) {
+    const pcm = Buffer.from(samples, 'base64url');
+    const path = join(opts.out_dir, `${participant}.wav`);
+    writeFileSync(path, wavFile(pcm, result.sample_rate));
+    recordings.push({ participant, path, seconds: pcm.length / 2 / result.sample_rate });
+  }
+  emit({ event: 'done', identity: result.identity, recordings, stats: result.stats, ended: result.ended });
+} catch (err) {
+  console.error(`run.mjs: ${err.stack || err}`);
+  status = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  rmSync(scratch, { recursive: true, force: true });
+  clearTimeout(guard);
+}
+process.exit(status);

@@ -1,0 +1,413 @@
+//! Browser interop: headless Chromium (Debian's `chromium`, driven by playwright-core from
+//! `examples/tests/browser/`) joins a group room through signaling and the SFU like an
+//! engine does, hears a Sotto engine, and the engine hears it.
+//!
+//! Chromium ignores 127.0.0.1 ICE candidates, so it runs in a network namespace this test
+//! makes (a veth pair: 10.99.N.1 on our side, 10.99.N.2 inside); signaling, the SFU and
+//! the engine listen on 10.99.N.1 in this process. The engine plays one speech file and
+//! Chromium another as its fake microphone; each recording must correlate with what the
+//! other side sent.
+//!
+//! Needs root (network namespaces), Chromium, Node.js and `npm ci` in
+//! `examples/tests/browser/`: `bash scripts/setup.sh` installs them. Without them the test
+//! fails and says so, unless `SOTTO_SKIP_BROWSER=1` is set. `SOTTO_CHROMIUM` names another
+//! Chromium binary; `SOTTO_BROWSER_KEEP=1` keeps the recordings and prints where.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sotto_engine::Identity;
+use sotto_engine::audio::InputSpec;
+use sotto_engine::audio::codec::EncoderConfig;
+use sotto_engine::call::group::GroupConfig;
+use sotto_engine::call::{IceConfig, Phone};
+use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
+use sotto_examples::group_demo::speech_correlation;
+use sotto_examples::voice_demo::read_wav;
+use sotto_signaling::server::{Config, start};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+
+/// Below this, a recording does not carry the speech. Measured (segmental correlation,
+/// see `group_demo::speech_correlation`): 0.93-0.95 Chromium -> engine, 0.92-0.93 engine
+/// -> Chromium, and 0.14-0.17 for the control (the wrong speech file).
+const MIN_CORRELATION: f64 = 0.8;
+/// Seconds Chromium speaks and listens once the first stream arrives (its file is 9.5 s).
+const RECORD_SECONDS: u32 = 13;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn speech(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/data")
+        .join(name)
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("SOTTO_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// What is missing to run the test, each with what to do about it.
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    let runs = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chromium_path().exists() {
+        missing.push(format!(
+            "Chromium is not at {} (apt-get install chromium, or set SOTTO_CHROMIUM)",
+            chromium_path().display()
+        ));
+    }
+    if !runs("node", "--version") {
+        missing.push("node is not on PATH (Node.js 20 or newer)".into());
+    }
+    if !browser_dir()
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        missing.push(format!(
+            "playwright-core is not installed (npm ci in {})",
+            browser_dir().display()
+        ));
+    }
+    if !runs("ip", "-V") {
+        missing.push("the ip command is missing (apt-get install iproute2)".into());
+    }
+    missing
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A network namespace for Chromium with a veth pair to ours, removed on drop. Named after
+/// this process (`sotto-br-PID`), so runs side by side do not meet; namespaces left by
+/// runs that died are removed first.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_addr: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        Netns::remove_stale();
+        let pid = std::process::id();
+        let subnet = format!("10.99.{}", pid % 250 + 1);
+        let netns = Netns {
+            name: format!("sotto-br-{pid}"),
+            host_if: format!("sbr{pid}h"),
+            host_addr: format!("{subnet}.1"),
+        };
+        let inner_if = format!("sbr{pid}n");
+        let (name, host_if) = (netns.name.as_str(), netns.host_if.as_str());
+        ip(&["netns", "add", name])?;
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", &inner_if,
+        ])?;
+        ip(&["link", "set", &inner_if, "netns", name])?;
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", host_if])?;
+        ip(&["link", "set", host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{subnet}.2/24"), "dev", &inner_if])?;
+        inside(&["link", "set", &inner_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// Removes `sotto-br-PID` namespaces whose process is gone (deleting a namespace
+    /// deletes the veth end inside it, and so the pair).
+    fn remove_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(pid) = name.strip_prefix("sotto-br-") else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = ip(&["netns", "del", name]);
+                let _ = ip(&["link", "del", &format!("sbr{pid}h")]);
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.host_if]);
+    }
+}
+
+fn setup_hint() -> &'static str {
+    "run `bash scripts/setup.sh` as root (it installs chromium and iproute2 and runs `npm ci` \
+     in examples/tests/browser), or set SOTTO_SKIP_BROWSER=1 to skip this test"
+}
+
+/// Reads the browser driver's JSON lines until one satisfies `wanted`, up to `limit`.
+async fn next_event(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    limit: Duration,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .map_err(|_| format!("no such event within {limit:?}"))?
+            .map_err(|e| format!("reading the browser's output: {e}"))?
+            .ok_or("the browser driver exited")?;
+        println!("browser: {line}");
+        if let Ok(event) = serde_json::from_str::<Value>(&line)
+            && wanted(&event)
+        {
+            return Ok(event);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
+    if std::env::var("SOTTO_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        println!("skipped: SOTTO_SKIP_BROWSER=1 (browser interop not run)");
+        return;
+    }
+    let missing = missing_prerequisites();
+    assert!(
+        missing.is_empty(),
+        "browser interop cannot run: {}; {}",
+        missing.join("; "),
+        setup_hint()
+    );
+    let netns = Netns::create().unwrap_or_else(|err| {
+        panic!(
+            "browser interop needs a network namespace (root): {err}; {}",
+            setup_hint()
+        )
+    });
+    let host = netns.host_addr.clone();
+    let started = Instant::now();
+
+    // Signaling and the SFU on our side of the veth pair.
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("sfu-secret");
+    std::fs::write(&secret_file, "a secret shared by signaling and the SFU").unwrap();
+    let mut config = Config::new(
+        format!("{host}:0").parse().unwrap(),
+        dir.path().join("server"),
+    );
+    config.sfu_secret_file = Some(secret_file.clone());
+    let server = start(config).await.unwrap();
+    let url = server.ws_url();
+    let sfu = sotto_sfu::driver::start(format!("{host}:0").parse().unwrap(), None)
+        .await
+        .unwrap();
+    let mut sfu_config = ClientConfig::new(&url);
+    sfu_config.sfu_secret = Some(std::fs::read(&secret_file).unwrap());
+    let sfu_client = SignalingClient::connect(
+        sfu_config,
+        Arc::new(KeyAuthenticator::new(
+            ed25519_dalek::SigningKey::from_bytes(&rand::random()),
+            Some("sfu".into()),
+        )),
+    )
+    .await
+    .unwrap();
+    let (sender, events) = sfu_client.split();
+    let control = tokio::spawn(sotto_sfu::control::run(
+        sender,
+        events,
+        sfu.handle.clone(),
+        sfu.signals,
+    ));
+
+    // The engine creates the room; Chromium joins it first, so that neither side has
+    // spoken before the other listens.
+    let engine_identity = Arc::new(Identity::generate(Some("engine".into())).unwrap());
+    let engine_id = engine_identity.public().to_string();
+    let client = SignalingClient::connect(ClientConfig::new(&url), engine_identity)
+        .await
+        .unwrap();
+    let invite = client.create_group_room(Some(4)).await.unwrap();
+    let sfu_identity = invite.sfu.unwrap();
+
+    let (engine_input, browser_input) =
+        (speech("speech-en-us-1.wav"), speech("speech-en-gb-2.wav"));
+    let browser_out = dir.path().join("browser-heard");
+    std::fs::create_dir_all(&browser_out).unwrap();
+    let options = json!({
+        "signaling": url,
+        "room_id": invite.room_id.0,
+        "invite_token": invite.invite_token.0,
+        "input": browser_input,
+        "out_dir": browser_out,
+        "record_seconds": RECORD_SECONDS,
+        "timeout_seconds": 60,
+        "chromium": chromium_path(),
+        "netns": netns.name,
+    });
+    let mut node = tokio::process::Command::new("node")
+        .arg(browser_dir().join("run.mjs"))
+        .arg(options.to_string())
+        .current_dir(browser_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = node.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let connected = next_event(&mut lines, Duration::from_secs(90), |e| {
+        e["event"] == "state" && e["state"] == "connected"
+    })
+    .await;
+    if let Err(err) = connected {
+        let _ = node.kill().await;
+        panic!(
+            "Chromium did not connect to the SFU: {err}\nits log:\n{}",
+            stderr.await.unwrap()
+        );
+    }
+    let connected_after = started.elapsed();
+
+    // The engine joins now and speaks as soon as its media path is up.
+    let engine_heard = dir.path().join("engine-heard");
+    let phone = Phone::new(client);
+    let group = GroupConfig {
+        input: InputSpec::Wav(engine_input.clone()),
+        record_dir: Some(engine_heard.clone()),
+        encoder: EncoderConfig::default(),
+        jitter: Default::default(),
+        ice: IceConfig {
+            servers: Vec::new(),
+            bind: vec![format!("{host}:0")],
+        },
+        max_duration: Some(Duration::from_secs(60)),
+        leave_after_input: Some(Duration::from_secs(3)),
+    };
+    let room = invite.room_id.clone();
+    let engine = tokio::spawn(async move { phone.group_call(room, sfu_identity, group).await });
+
+    let done = next_event(&mut lines, Duration::from_secs(120), |e| {
+        e["event"] == "done"
+    })
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(30), node.wait()).await;
+    let log = stderr.await.unwrap();
+    let done =
+        done.unwrap_or_else(|err| panic!("the browser participant failed: {err}\nits log:\n{log}"));
+    assert!(
+        matches!(status, Ok(Ok(s)) if s.success()),
+        "the browser driver: {status:?}\nits log:\n{log}"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(60), engine)
+        .await
+        .expect("the engine leaves after its input")
+        .unwrap()
+        .unwrap();
+    control.abort();
+    sfu.task.abort();
+    server.shutdown().await.unwrap();
+    let total = started.elapsed();
+    let engine_line = serde_json::to_string(&summary).unwrap();
+    println!("engine: {engine_line}");
+    assert!(summary.connected, "{engine_line}");
+
+    // What each side heard of the other.
+    let browser_id = done["identity"].as_str().unwrap().to_owned();
+    let stream = summary
+        .received
+        .iter()
+        .find(|s| s.participant == browser_id)
+        .unwrap_or_else(|| panic!("the engine got no stream from Chromium: {engine_line}"));
+    let engine_recording = stream.recording.clone().unwrap();
+    let browser_recording = done["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["participant"] == engine_id.as_str())
+        .unwrap_or_else(|| panic!("Chromium got no stream from the engine: {done}"))["path"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap();
+
+    let (engine_sent, browser_sent) = (
+        read_wav(&engine_input).unwrap(),
+        read_wav(&browser_input).unwrap(),
+    );
+    let (engine_got, browser_got) = (
+        read_wav(&engine_recording).unwrap(),
+        read_wav(&browser_recording).unwrap(),
+    );
+    let ms = |lag: isize| lag as f64 / 48.0;
+    // Three comparisons, two at a time (the FFTs are slow in a debug build). The third is a
+    // control: the wrong speech file against the same recording.
+    let (b2e, e2b, unrelated) = std::thread::scope(|s| {
+        let b2e = s.spawn(|| speech_correlation(&browser_sent, &engine_got));
+        let e2b = s.spawn(|| speech_correlation(&engine_sent, &browser_got));
+        let unrelated = speech_correlation(&browser_sent, &browser_got).map_or(0.0, |(_, c)| c);
+        (b2e.join().unwrap(), e2b.join().unwrap(), unrelated)
+    });
+    let (lag_b2e, browser_to_engine) = b2e
+        .unwrap_or_else(|| panic!("the engine's recording of Chromium is silent: {engine_line}"));
+    let (lag_e2b, engine_to_browser) =
+        e2b.unwrap_or_else(|| panic!("Chromium's recording of the engine is silent: {done}"));
+    let report = json!({
+        "chromium_to_engine": {"segmental_correlation": browser_to_engine, "lag_ms": ms(lag_b2e),
+            "packets": stream.packets, "lost": stream.lost, "concealed_ms": stream.concealed_ms},
+        "engine_to_chromium": {"segmental_correlation": engine_to_browser, "lag_ms": ms(lag_e2b),
+            "webrtc_stats": done["stats"]},
+        "unrelated_speech_correlation": unrelated,
+        "chromium_connected_after_s": connected_after.as_secs_f64(),
+        "test_s": total.as_secs_f64(),
+    });
+    println!("browser interop: {report}");
+    if std::env::var_os("SOTTO_BROWSER_KEEP").is_some() {
+        println!("recordings kept in {}", dir.keep().display());
+    }
+    assert!(
+        browser_to_engine >= MIN_CORRELATION,
+        "the engine's recording of Chromium: {report}"
+    );
+    assert!(
+        engine_to_browser >= MIN_CORRELATION,
+        "Chromium's recording of the engine: {report}"
+    );
+    assert!(unrelated < MIN_CORRELATION - 0.2, "the control: {report}");
+    drop(netns);
+}
