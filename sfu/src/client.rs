@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -22,17 +22,15 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, SSRC};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 use crate::core::extmap_id;
 use crate::layers::DEPENDENCY_DESCRIPTOR_URI;
-use crate::leg::{Codec, LegError, Transmit, host_candidate, media_engine};
-
-fn rtc_err(err: impl std::fmt::Display) -> LegError {
-    LegError::Rtc(err.to_string())
-}
+use crate::leg::{
+    Codec, LegError, Transmit, host_candidate, media_engine, next_transmit, read_datagram, rtc_err,
+    send_pli,
+};
 
 /// The RIDs of a simulcast source's layers, lowest first.
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
@@ -351,19 +349,8 @@ impl Client {
 
     /// Asks for a keyframe on the forwarded stream `ssrc` (a PLI).
     pub fn request_keyframe(&mut self, ssrc: SSRC, now: Instant) -> Result<(), LegError> {
-        let receiver = *self
-            .receivers
-            .get(&ssrc)
-            .ok_or(LegError::NoSuchTrack(ssrc))?;
-        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        };
-        self.pc
-            .rtp_receiver(receiver)
-            .ok_or(LegError::NoSuchTrack(ssrc))?
-            .write_rtcp(now, vec![Box::new(pli)])
-            .map_err(rtc_err)
+        let receiver = self.receivers.get(&ssrc).copied();
+        send_pli(&mut self.pc, receiver, ssrc, now)
     }
 
     /// One datagram from `from`.
@@ -373,28 +360,14 @@ impl Client {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), LegError> {
-        self.pc
-            .handle_read(TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: self.addr,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(datagram),
-            })
-            .map_err(rtc_err)?;
+        read_datagram(&mut self.pc, self.addr, now, from, datagram)?;
         self.drain();
         Ok(())
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.pc.poll_write().map(|tagged| Transmit {
-            to: tagged.transport.peer_addr,
-            payload: tagged.message,
-        })
+        next_transmit(&mut self.pc)
     }
 
     /// The next event.

@@ -102,8 +102,55 @@ pub enum LegError {
     NoSuchTrack(u32),
 }
 
-fn rtc_err(err: impl std::fmt::Display) -> LegError {
+pub(crate) fn rtc_err(err: impl std::fmt::Display) -> LegError {
     LegError::Rtc(err.to_string())
+}
+
+/// Sends a PLI for the received stream `ssrc` on its receiver (shared by legs and the
+/// test client).
+pub(crate) fn send_pli(
+    pc: &mut RTCPeerConnection,
+    receiver: Option<RTCRtpReceiverId>,
+    ssrc: SSRC,
+    now: Instant,
+) -> Result<(), LegError> {
+    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc: ssrc,
+    };
+    pc.rtp_receiver(receiver.ok_or(LegError::NoSuchTrack(ssrc))?)
+        .ok_or(LegError::NoSuchTrack(ssrc))?
+        .write_rtcp(now, vec![Box::new(pli)])
+        .map_err(rtc_err)
+}
+
+/// Feeds one UDP datagram, received on `local` from `from`, to a peer connection.
+pub(crate) fn read_datagram(
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+    now: Instant,
+    from: SocketAddr,
+    datagram: &[u8],
+) -> Result<(), LegError> {
+    pc.handle_read(TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: BytesMut::from(datagram),
+    })
+    .map_err(rtc_err)
+}
+
+/// A peer connection's next datagram to send.
+pub(crate) fn next_transmit(pc: &mut RTCPeerConnection) -> Option<Transmit> {
+    pc.poll_write().map(|tagged| Transmit {
+        to: tagged.transport.peer_addr,
+        payload: tagged.message,
+    })
 }
 
 /// A codec the SFU negotiates and can send on a send track.
@@ -616,19 +663,8 @@ impl Leg {
 
     /// Asks the participant for a keyframe on its stream `ssrc` (a PLI, RFC 4585).
     pub fn request_keyframe(&mut self, ssrc: SSRC, now: Instant) -> Result<(), LegError> {
-        let receiver = *self
-            .ssrc_receivers
-            .get(&ssrc)
-            .ok_or(LegError::NoSuchTrack(ssrc))?;
-        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        };
-        self.pc
-            .rtp_receiver(receiver)
-            .ok_or(LegError::NoSuchTrack(ssrc))?
-            .write_rtcp(now, vec![Box::new(pli)])
-            .map_err(rtc_err)
+        let receiver = self.ssrc_receivers.get(&ssrc).copied();
+        send_pli(&mut self.pc, receiver, ssrc, now)
     }
 
     /// Feeds one datagram from `from`. Bad input is the caller's to count; it never
@@ -640,28 +676,14 @@ impl Leg {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), LegError> {
-        self.pc
-            .handle_read(TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: self.local_addr,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(datagram),
-            })
-            .map_err(rtc_err)?;
+        read_datagram(&mut self.pc, self.local_addr, now, from, datagram)?;
         self.drain();
         Ok(())
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.pc.poll_write().map(|tagged| Transmit {
-            to: tagged.transport.peer_addr,
-            payload: tagged.message,
-        })
+        next_transmit(&mut self.pc)
     }
 
     /// The next thing the core should know.
