@@ -200,8 +200,8 @@ pub struct Sfu {
     /// Each leg's next deadline, ordered, and the reverse map to update it.
     deadlines: BTreeSet<(Instant, LegId)>,
     deadline_of: HashMap<LegId, Instant>,
-    /// When silent legs are next looked for.
-    next_sweep: Instant,
+    /// When silent legs are next looked for (set by the first leg, from its `now`).
+    next_sweep: Option<Instant>,
     last_n: usize,
     transmits: VecDeque<Transmit>,
     signals: VecDeque<SignalOut>,
@@ -222,7 +222,7 @@ impl Sfu {
             speakers: HashMap::new(),
             deadlines: BTreeSet::new(),
             deadline_of: HashMap::new(),
-            next_sweep: Instant::now(),
+            next_sweep: None,
             last_n: DEFAULT_LAST_N,
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
@@ -349,6 +349,7 @@ impl Sfu {
             self.remove_leg(old, now);
         }
         let mut leg = Leg::new(self.local_addr, now)?;
+        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
         let answer = leg.accept_offer(sdp, now)?;
         let id = self.next_leg;
         self.next_leg += 1;
@@ -433,18 +434,11 @@ impl Sfu {
         paused: bool,
         now: Instant,
     ) -> Result<(), CoreError> {
-        let (id, key) = self.subscription_by_track(room, who, track)?;
-        if let Some(forwarder) = self
-            .participants
-            .get_mut(&id)
-            .and_then(|p| p.forwarders.get_mut(&key))
-        {
+        self.change_forwarder(room, who, track, now, |forwarder| {
             forwarder.paused = paused;
             forwarder.current = None;
             forwarder.target = None;
-        }
-        self.allocate(id, now);
-        Ok(())
+        })
     }
 
     /// The best simulcast layer (0 to [`TOP_QUALITY`]) `who` wants of a forwarded track (it
@@ -457,13 +451,28 @@ impl Sfu {
         quality: u8,
         now: Instant,
     ) -> Result<(), CoreError> {
+        self.change_forwarder(room, who, track, now, |forwarder| {
+            forwarder.max_quality = quality.min(TOP_QUALITY);
+        })
+    }
+
+    /// Applies `change` to the forwarder of `who`'s subscription `track`, then chooses its
+    /// layers again.
+    fn change_forwarder(
+        &mut self,
+        room: &str,
+        who: &str,
+        track: &str,
+        now: Instant,
+        change: impl FnOnce(&mut Forwarder),
+    ) -> Result<(), CoreError> {
         let (id, key) = self.subscription_by_track(room, who, track)?;
         if let Some(forwarder) = self
             .participants
             .get_mut(&id)
             .and_then(|p| p.forwarders.get_mut(&key))
         {
-            forwarder.max_quality = quality.min(TOP_QUALITY);
+            change(forwarder);
         }
         self.allocate(id, now);
         Ok(())
@@ -987,14 +996,14 @@ impl Sfu {
     /// silent legs.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let first = self.deadlines.first().map(|(due, _)| *due);
-        let sweep = (!self.participants.is_empty()).then_some(self.next_sweep);
+        let sweep = self.next_sweep.filter(|_| !self.participants.is_empty());
         [first, sweep].into_iter().flatten().min()
     }
 
     /// Runs due timers; drops legs silent for [`LEG_TIMEOUT`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now >= self.next_sweep {
-            self.next_sweep = now + SWEEP_INTERVAL;
+        if self.next_sweep.is_some_and(|sweep| now >= sweep) {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
             let silent: Vec<LegId> = self
                 .participants
                 .iter()
