@@ -68,6 +68,8 @@ enum Command {
     /// Call someone by their id; prints the call summary as JSON at the end.
     Call {
         /// The peer's id (`sotto id show` on their machine prints it).
+        // Ids, room ids and tokens are base64url and may begin with '-'.
+        #[arg(allow_hyphen_values = true)]
         peer: String,
         #[command(flatten)]
         args: call::CallArgs,
@@ -78,7 +80,7 @@ enum Command {
     /// Wait for a call and answer it; prints the call summary as JSON at the end.
     Answer {
         /// Only answer this id (others are declined).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         from: Option<String>,
         /// Give up when no call comes within this long.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -102,8 +104,11 @@ enum RoomCommand {
     /// Join a group room's call.
     Join {
         /// The room id.
+        // Ids, room ids and tokens are base64url and may begin with '-'.
+        #[arg(allow_hyphen_values = true)]
         room: String,
         /// Its invite token.
+        #[arg(allow_hyphen_values = true)]
         token: String,
         #[command(flatten)]
         args: room::RoomArgs,
