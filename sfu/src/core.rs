@@ -21,7 +21,7 @@ use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
 use crate::layers::{
-    DEPENDENCY_DESCRIPTOR_URI, RateMeter, choose_layer, dd_keyframe_start, rid_quality,
+    Ceiling, DEPENDENCY_DESCRIPTOR_URI, RateMeter, choose_layer, dd_keyframe_start, rid_quality,
 };
 use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
 use crate::rewrite::Rewriter;
@@ -174,6 +174,8 @@ struct Participant {
     forwarders: HashMap<(LegId, SourceId), Forwarder>,
     /// When its layers are next chosen.
     next_allocation: Instant,
+    /// The rate its link last failed to carry, held for a while.
+    ceiling: Ceiling,
     /// Send tracks added since the last offer.
     renegotiate: bool,
     /// An SFU offer awaits its answer.
@@ -370,6 +372,7 @@ impl Sfu {
                 active: BTreeSet::new(),
                 forwarders: HashMap::new(),
                 next_allocation: now,
+                ceiling: Ceiling::default(),
                 renegotiate: false,
                 offer_outstanding: false,
                 audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
@@ -509,7 +512,8 @@ impl Sfu {
         let Some(participant) = self.participants.get(&id) else {
             return;
         };
-        let mut budget = participant.leg.estimate_bps().unwrap_or(DEFAULT_BUDGET_BPS);
+        let estimate = participant.leg.estimate_bps().unwrap_or(DEFAULT_BUDGET_BPS);
+        let mut audio_bps = 0;
         let keys: Vec<(LegId, SourceId)> = participant.active.iter().copied().collect();
         // Each source's layers and their rates, from the publishers.
         let mut video = Vec::new();
@@ -529,14 +533,27 @@ impl Sfu {
                 })
                 .collect();
             if s.codec == Codec::Opus {
-                budget = budget.saturating_sub(layers.iter().map(|l| l.2).sum::<u64>());
+                audio_bps += layers.iter().map(|l| l.2).sum::<u64>();
             } else {
                 video.push(((publisher, source), layers));
             }
         }
-        let share = budget / (video.len().max(1) as u64);
         let mut keyframes = Vec::new();
         if let Some(participant) = self.participants.get_mut(&id) {
+            // What is sent now: the audio and each unpaused video source's current layer.
+            let video_bps: u64 = video
+                .iter()
+                .filter_map(|(key, layers)| {
+                    let forwarder = participant.forwarders.get(key)?;
+                    let current = forwarder.current.filter(|_| !forwarder.paused)?;
+                    layers.iter().find(|l| l.1 == current).map(|l| l.2)
+                })
+                .sum();
+            let budget = participant
+                .ceiling
+                .budget(now, estimate, audio_bps + video_bps)
+                .saturating_sub(audio_bps);
+            let share = budget / (video.len().max(1) as u64);
             for (key, layers) in video {
                 let forwarder = participant
                     .forwarders

@@ -68,6 +68,72 @@ impl RateMeter {
     }
 }
 
+/// How long a subscriber's budget stays below the rate its link last failed to carry.
+pub const CEILING_HOLD: Duration = Duration::from_secs(8);
+/// The longest hold, after repeated failed climbs.
+pub const CEILING_HOLD_MAX: Duration = Duration::from_secs(64);
+/// A congestion this soon after a hold ended means the climb failed: the next hold doubles.
+/// A climb that lasts longer resets the hold to [`CEILING_HOLD`].
+pub const CLIMB_TRIAL: Duration = Duration::from_secs(10);
+
+/// Keeps a subscriber from climbing straight back into the rate its link just failed to
+/// carry. rtc's GCC (0.21.1) raises its estimate without bound while a lower layer flows:
+/// unlike libwebrtc's AIMD it does not cap an increase near what was delivered, and the SFU
+/// has no probing yet. Without this, a subscriber on a 700 kbit/s link went back to the top
+/// layer every 7 s and lost about 2 s of video to the queue each time. With it, the rate
+/// that failed is a ceiling for [`CEILING_HOLD`], doubling (to [`CEILING_HOLD_MAX`]) each
+/// time the climb past it fails again within [`CLIMB_TRIAL`].
+#[derive(Debug, Clone)]
+pub struct Ceiling {
+    /// The allocated rate that failed, and until when the budget stays below it.
+    limit: Option<(u64, Instant)>,
+    hold: Duration,
+    /// When the last hold ended (a climb past it may follow).
+    trial_since: Option<Instant>,
+}
+
+impl Default for Ceiling {
+    fn default() -> Ceiling {
+        Ceiling {
+            limit: None,
+            hold: CEILING_HOLD,
+            trial_since: None,
+        }
+    }
+}
+
+impl Ceiling {
+    /// The budget to allocate from, given the subscriber's `estimate_bps` and what is
+    /// being sent to it now (`allocated_bps`). An estimate below what is sent is a
+    /// congestion: that rate becomes the ceiling (the first of an episode; the estimate
+    /// itself handles lower rates failing too).
+    pub fn budget(&mut self, now: Instant, estimate_bps: u64, allocated_bps: u64) -> u64 {
+        if let Some((_, until)) = self.limit
+            && now >= until
+        {
+            self.limit = None;
+            self.trial_since = Some(now);
+        }
+        if let Some(since) = self.trial_since
+            && now.saturating_duration_since(since) > CLIMB_TRIAL
+        {
+            self.trial_since = None;
+            self.hold = CEILING_HOLD;
+        }
+        if self.limit.is_none() && allocated_bps > 0 && estimate_bps < allocated_bps {
+            if self.trial_since.take().is_some() {
+                self.hold = (self.hold * 2).min(CEILING_HOLD_MAX);
+            }
+            self.limit = Some((allocated_bps, now + self.hold));
+        }
+        match self.limit {
+            // Just below the rate that failed, so the same allocation does not fit.
+            Some((limit, _)) => estimate_bps.min(limit - limit / 20),
+            None => estimate_bps,
+        }
+    }
+}
+
 /// The layer (by quality) to forward: the best at or below `max_quality` whose bitrate fits
 /// `budget_bps`, else the lowest. Going up needs 15% headroom over the layer's rate, so a
 /// budget hovering at a layer's rate does not flap between two layers. `layers` holds each
@@ -104,6 +170,45 @@ pub fn choose_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_rate_is_a_ceiling_for_a_while() {
+        let t0 = Instant::now();
+        let mut ceiling = Ceiling::default();
+        // Fine while the estimate covers what is sent.
+        assert_eq!(ceiling.budget(t0, 3_000_000, 2_000_000), 3_000_000);
+        // The estimate falls below it: congestion at 2 Mbit/s.
+        assert_eq!(ceiling.budget(t0, 600_000, 2_000_000), 600_000);
+        // The estimate climbs back, but the budget stays under 2 Mbit/s for the hold.
+        let later = t0 + CEILING_HOLD / 2;
+        assert_eq!(ceiling.budget(later, 5_000_000, 500_000), 1_900_000);
+        // After the hold, the estimate rules again.
+        let after = t0 + CEILING_HOLD;
+        assert_eq!(ceiling.budget(after, 5_000_000, 500_000), 5_000_000);
+    }
+
+    #[test]
+    fn a_climb_that_fails_again_doubles_the_hold_and_one_that_lasts_resets_it() {
+        let t0 = Instant::now();
+        let mut ceiling = Ceiling::default();
+        ceiling.budget(t0, 600_000, 2_000_000);
+        // The hold ends; the climb fails within the trial.
+        let retry = t0 + CEILING_HOLD;
+        assert_eq!(ceiling.budget(retry, 5_000_000, 500_000), 5_000_000);
+        let failed = retry + Duration::from_secs(2);
+        ceiling.budget(failed, 600_000, 2_000_000);
+        // Held twice as long now.
+        let capped = failed + CEILING_HOLD * 3 / 2;
+        assert_eq!(ceiling.budget(capped, 5_000_000, 500_000), 1_900_000);
+        let released = failed + CEILING_HOLD * 2;
+        assert_eq!(ceiling.budget(released, 5_000_000, 500_000), 5_000_000);
+        // This climb lasts: the hold is back to the start.
+        let lasted = released + CLIMB_TRIAL + Duration::from_secs(1);
+        assert_eq!(ceiling.budget(lasted, 5_000_000, 2_000_000), 5_000_000);
+        ceiling.budget(lasted, 600_000, 2_000_000);
+        let end = lasted + CEILING_HOLD;
+        assert_eq!(ceiling.budget(end, 5_000_000, 500_000), 5_000_000);
+    }
 
     #[test]
     fn rids_rank_low_to_high() {

@@ -3,7 +3,8 @@
 //! the SFU's single UDP port ([`demux`] tells datagrams apart); a thin tokio driver moves
 //! bytes; [`control`] connects it to signaling. Forwarded: Opus, VP8 and H.264, with NACK
 //! answered by RTX, keyframe requests relayed (rate-limited), last-N audio and the dominant
-//! speaker. Not yet: simulcast, a per-subscriber bandwidth estimate, pause/resume.
+//! speaker, simulcast layers chosen per subscriber from its bandwidth estimate, pause and
+//! resume. Not yet: bandwidth probing.
 //! [`client`] is a sans-IO participant for tests and the load generator.
 
 pub mod client;
