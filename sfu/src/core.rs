@@ -21,7 +21,8 @@ use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
 use crate::layers::{
-    Ceiling, DEPENDENCY_DESCRIPTOR_URI, RateMeter, choose_layer, dd_keyframe_start, rid_quality,
+    Ceiling, DEPENDENCY_DESCRIPTOR_URI, LOSS_GRACE, LossMeter, RateMeter, choose_layer,
+    dd_keyframe_start, loss_bound, rid_quality,
 };
 use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
 use crate::rewrite::Rewriter;
@@ -49,6 +50,9 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often each subscriber's layers are chosen again from its bandwidth estimate.
 pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A subscriber moves up at most one layer of a source this often.
+pub const CLIMB_STEP: Duration = Duration::from_secs(2);
 
 /// The budget assumed for a subscriber before its estimate arrives, bit/s.
 const DEFAULT_BUDGET_BPS: u64 = 2_000_000;
@@ -140,6 +144,8 @@ pub struct Forwarder {
     paused: bool,
     /// The best layer the subscriber wants (it may show the video small).
     max_quality: u8,
+    /// When the bandwidth estimate last moved it up a layer.
+    climbed_at: Option<Instant>,
 }
 
 impl Forwarder {
@@ -176,6 +182,11 @@ struct Participant {
     next_allocation: Instant,
     /// The rate its link last failed to carry, held for a while.
     ceiling: Ceiling,
+    /// The video it reports lost.
+    loss: LossMeter,
+    /// Its losses say nothing about its current rate until then (its layers just went
+    /// down).
+    loss_grace_until: Option<Instant>,
     /// Send tracks added since the last offer.
     renegotiate: bool,
     /// An SFU offer awaits its answer.
@@ -373,6 +384,8 @@ impl Sfu {
                 forwarders: HashMap::new(),
                 next_allocation: now,
                 ceiling: Ceiling::default(),
+                loss: LossMeter::default(),
+                loss_grace_until: None,
                 renegotiate: false,
                 offer_outstanding: false,
                 audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
@@ -549,9 +562,19 @@ impl Sfu {
                     layers.iter().find(|l| l.1 == current).map(|l| l.2)
                 })
                 .sum();
+            let allocated = audio_bps + video_bps;
+            let lost = participant.loss.take().filter(|_| {
+                participant
+                    .loss_grace_until
+                    .is_none_or(|until| now >= until)
+            });
+            let estimate = loss_bound(allocated, lost).map_or(estimate, |b| b.min(estimate));
+            if std::env::var("SOTTO_DBG").is_ok() && id == 2 {
+                eprintln!("{:?} alloc {allocated} lost {lost:?} est {estimate}", now);
+            }
             let budget = participant
                 .ceiling
-                .budget(now, estimate, audio_bps + video_bps)
+                .budget(now, estimate, allocated)
                 .saturating_sub(audio_bps);
             let share = budget / (video.len().max(1) as u64);
             for (key, layers) in video {
@@ -567,13 +590,31 @@ impl Sfu {
                     .and_then(|c| layers.iter().find(|l| l.1 == c))
                     .map(|l| l.0);
                 let rates: Vec<(u8, u64)> = layers.iter().map(|l| (l.0, l.2)).collect();
-                let Some(quality) = choose_layer(&rates, share, forwarder.max_quality, current)
+                let Some(mut quality) = choose_layer(&rates, share, forwarder.max_quality, current)
                 else {
                     continue;
                 };
+                // Up one layer at a time, and not again until the last climb had time to
+                // show losses: the estimate may be far above what the link carries.
+                if let Some(c) = current
+                    && quality > c
+                {
+                    let climbed_lately = forwarder
+                        .climbed_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < CLIMB_STEP);
+                    if climbed_lately {
+                        quality = c;
+                    } else {
+                        quality = c + 1;
+                        forwarder.climbed_at = Some(now);
+                    }
+                }
                 let Some(target) = layers.iter().find(|l| l.0 == quality).map(|l| l.1) else {
                     continue;
                 };
+                if current.is_some_and(|c| quality < c) {
+                    participant.loss_grace_until = Some(now + LOSS_GRACE);
+                }
                 if forwarder.target != Some(target) {
                     forwarder.target = Some(target);
                     if forwarder.current != Some(target) {
@@ -634,8 +675,15 @@ impl Sfu {
                 wanted.push(pli.media_ssrc);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 wanted.extend(fir.fir.iter().map(|entry| entry.ssrc));
-            } else if any.downcast_ref::<TransportLayerNack>().is_some() {
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.counters.nacks += 1;
+                if let Some(participant) = self.participants.get_mut(&subscriber) {
+                    for pair in &nack.nacks {
+                        for seq in pair.packet_list() {
+                            participant.loss.nacked(nack.media_ssrc, seq);
+                        }
+                    }
+                }
             }
         }
         let Some(participant) = self.participants.get(&subscriber) else {
@@ -952,6 +1000,9 @@ impl Sfu {
                 outgoing.header.extension_profile = 0xBEDE;
                 let _ = outgoing.header.set_extension(id, level);
             }
+            if codec != Codec::Opus {
+                participant.loss.sent(track.ssrc, seq);
+            }
             match participant.leg.write_rtp(track, outgoing, now) {
                 Ok(()) => self.counters.forwarded += 1,
                 Err(_) => self.counters.forward_errors += 1,
@@ -967,7 +1018,6 @@ impl Sfu {
             .count()
     }
 
-    /// Moves a leg's datagrams to the send queue.
     /// Moves a leg's datagrams to the send queue and files its next deadline. Every
     /// path that touches a leg ends here, so the deadlines stay current without asking
     /// every leg on every datagram (which cost O(legs) per packet: about a fifth of the

@@ -2,7 +2,7 @@
 //! keyframe, known from a header extension: the payload may be SFrame ciphertext), how
 //! fast each layer runs, and which layer fits a subscriber's bandwidth.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The header extension that tells frames and keyframes apart without the payload (the AV1
@@ -105,8 +105,8 @@ impl Default for Ceiling {
 impl Ceiling {
     /// The budget to allocate from, given the subscriber's `estimate_bps` and what is
     /// being sent to it now (`allocated_bps`). An estimate below what is sent is a
-    /// congestion: that rate becomes the ceiling (the first of an episode; the estimate
-    /// itself handles lower rates failing too).
+    /// congestion: that rate becomes the ceiling, and so does a lower one that fails during
+    /// the hold.
     pub fn budget(&mut self, now: Instant, estimate_bps: u64, allocated_bps: u64) -> u64 {
         if let Some((_, until)) = self.limit
             && now >= until
@@ -120,11 +120,20 @@ impl Ceiling {
             self.trial_since = None;
             self.hold = CEILING_HOLD;
         }
-        if self.limit.is_none() && allocated_bps > 0 && estimate_bps < allocated_bps {
-            if self.trial_since.take().is_some() {
-                self.hold = (self.hold * 2).min(CEILING_HOLD_MAX);
+        if allocated_bps > 0 && estimate_bps < allocated_bps {
+            match self.limit {
+                None => {
+                    if self.trial_since.take().is_some() {
+                        self.hold = (self.hold * 2).min(CEILING_HOLD_MAX);
+                    }
+                    self.limit = Some((allocated_bps, now + self.hold));
+                }
+                // A lower rate failed too: it is the ceiling now, for a whole hold.
+                Some((limit, _)) if allocated_bps < limit => {
+                    self.limit = Some((allocated_bps, now + self.hold));
+                }
+                Some(_) => {}
             }
-            self.limit = Some((allocated_bps, now + self.hold));
         }
         match self.limit {
             // Just below the rate that failed, so the same allocation does not fit.
@@ -132,6 +141,81 @@ impl Ceiling {
             None => estimate_bps,
         }
     }
+}
+
+/// Above this fraction of video lost, a subscriber's budget comes down at once.
+pub const HIGH_LOSS: f64 = 0.10;
+/// Fewer video packets than this in a period say nothing about loss; they carry over.
+const LOSS_MIN_SAMPLE: u64 = 10;
+/// After a subscriber's layers go down, losses are still reported for what was sent
+/// before: they say nothing about the new rate for this long.
+pub const LOSS_GRACE: Duration = Duration::from_secs(1);
+
+/// The video a subscriber reports lost (distinct sequence numbers it NACKs) against what it
+/// was sent, period by period. rtc's GCC takes over a second to act on heavy loss after a
+/// good spell: its loss-based target grows 5% every 200 ms while loss is low (to 20 Mbit/s
+/// here) and must shrink from there. The SFU reacts from the rate it actually sends.
+/// Only NACKs for what was sent in this period or the last count, each once: a subscriber
+/// keeps asking for packets whose retransmission was dropped as too old.
+#[derive(Debug, Default, Clone)]
+pub struct LossMeter {
+    sent: u64,
+    /// Per stream: the first sequence number sent in this period and in the last.
+    first: HashMap<u32, (u16, Option<u16>)>,
+    /// Per stream: the last sequence number sent.
+    last: HashMap<u32, u16>,
+    nacked: HashSet<(u32, u16)>,
+    /// The last period's NACKs: a NACK repeated across periods counts once.
+    previous: HashSet<(u32, u16)>,
+}
+
+impl LossMeter {
+    /// Video packet `seq` was sent on stream `ssrc`.
+    pub fn sent(&mut self, ssrc: u32, seq: u16) {
+        self.sent += 1;
+        self.first.entry(ssrc).or_insert((seq, None));
+        self.last.insert(ssrc, seq);
+    }
+
+    /// The subscriber NACKed `seq` of its stream `ssrc`.
+    pub fn nacked(&mut self, ssrc: u32, seq: u16) {
+        let (Some((current, earlier)), Some(last)) = (self.first.get(&ssrc), self.last.get(&ssrc))
+        else {
+            return;
+        };
+        let from = earlier.unwrap_or(*current);
+        let recent = seq.wrapping_sub(from) <= last.wrapping_sub(from);
+        if recent && !self.previous.contains(&(ssrc, seq)) {
+            self.nacked.insert((ssrc, seq));
+        }
+    }
+
+    /// The fraction lost since the last period that said anything, and starts a new one;
+    /// `None` while too few packets were sent.
+    pub fn take(&mut self) -> Option<f64> {
+        if self.sent < LOSS_MIN_SAMPLE {
+            return None;
+        }
+        let lost = (self.nacked.len() as f64 / self.sent as f64).min(1.0);
+        self.sent = 0;
+        self.previous = std::mem::take(&mut self.nacked);
+        // This period's first sequence numbers become the earlier ones; the next period's
+        // are filled in as it sends.
+        let last = &self.last;
+        self.first.retain(|ssrc, _| last.contains_key(ssrc));
+        for (ssrc, entry) in self.first.iter_mut() {
+            let next = last.get(ssrc).map_or(entry.0, |l| l.wrapping_add(1));
+            *entry = (next, Some(entry.0));
+        }
+        Some(lost)
+    }
+}
+
+/// What heavy loss leaves of the rate being sent (`allocated_bps`): GCC's loss rule,
+/// applied to what is sent rather than to an estimate that may have run far above it.
+pub fn loss_bound(allocated_bps: u64, lost: Option<f64>) -> Option<u64> {
+    let lost = lost.filter(|l| *l > HIGH_LOSS)?;
+    Some((allocated_bps as f64 * (1.0 - 0.5 * lost)) as u64)
 }
 
 /// The layer (by quality) to forward: the best at or below `max_quality` whose bitrate fits
@@ -170,6 +254,48 @@ pub fn choose_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_counts_distinct_recent_nacks_against_packets_sent() {
+        let mut meter = LossMeter::default();
+        for seq in 0..5 {
+            meter.sent(7, seq);
+        }
+        assert_eq!(meter.take(), None, "too few packets to say");
+        for seq in 5..20 {
+            meter.sent(7, seq);
+        }
+        for seq in [1, 2, 2, 3] {
+            meter.nacked(7, seq);
+        }
+        // Never sent, or another stream: not counted.
+        meter.nacked(7, 40);
+        meter.nacked(8, 1);
+        assert_eq!(meter.take(), Some(3.0 / 20.0));
+        // A NACK repeated in the next period is not a new loss; the last period's packets
+        // still count.
+        for seq in 20..40 {
+            meter.sent(7, seq);
+        }
+        meter.nacked(7, 3);
+        meter.nacked(7, 4);
+        meter.nacked(7, 30);
+        assert_eq!(meter.take(), Some(2.0 / 20.0));
+        // Two periods on, the first period's packets are too old to count.
+        for seq in 40..60 {
+            meter.sent(7, seq);
+        }
+        meter.nacked(7, 5);
+        meter.nacked(7, 25);
+        assert_eq!(meter.take(), Some(1.0 / 20.0));
+    }
+
+    #[test]
+    fn only_heavy_loss_bounds_the_budget() {
+        assert_eq!(loss_bound(1_000_000, None), None);
+        assert_eq!(loss_bound(1_000_000, Some(0.05)), None);
+        assert_eq!(loss_bound(1_000_000, Some(0.5)), Some(750_000));
+    }
 
     #[test]
     fn a_failed_rate_is_a_ceiling_for_a_while() {
