@@ -4,7 +4,7 @@
 
 mod sim;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sim::{ROOM, Sim};
@@ -31,6 +31,26 @@ fn three_on_a_lossy_network(seed: u64) -> Sim {
         );
     }
     sim
+}
+
+/// ana publishes audio and three video layers (about 0.25, 0.5 and 1.5 Mbit/s); bo only
+/// audio, over a 5 Mbit/s downlink for 6 s that then drops to 700 kbit/s. Returns the sim
+/// at the drop, and when it was.
+fn simulcast_to_a_link_that_drops_to_700k() -> (Sim, Instant) {
+    let mut sim = Sim::new(5, 0.0, ONE_WAY);
+    sim.join(
+        "ana",
+        &[
+            Publish::audio(audio_ssrc(0)),
+            Publish::simulcast_video(video_ssrc(0)),
+        ],
+    );
+    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
+    sim.cap_downlink(1, Some(5_000_000));
+    sim.run_for(Duration::from_secs(6));
+    let dropped_at = sim.now;
+    sim.cap_downlink(1, Some(700_000));
+    (sim, dropped_at)
 }
 
 #[test]
@@ -185,20 +205,7 @@ fn keyframe_requests_reach_the_publisher_at_most_twice_a_second() {
 
 #[test]
 fn a_bandwidth_drop_moves_a_subscriber_to_a_lower_layer_with_contiguous_sequence_numbers() {
-    let mut sim = Sim::new(5, 0.0, ONE_WAY);
-    // ana publishes three layers (about 0.25, 0.5 and 1.5 Mbit/s); bo only audio.
-    sim.join(
-        "ana",
-        &[
-            Publish::audio(audio_ssrc(0)),
-            Publish::simulcast_video(video_ssrc(0)),
-        ],
-    );
-    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
-    sim.cap_downlink(1, Some(5_000_000));
-    sim.run_for(Duration::from_secs(6));
-    let dropped_at = sim.now;
-    sim.cap_downlink(1, Some(700_000));
+    let (mut sim, dropped_at) = simulcast_to_a_link_that_drops_to_700k();
     sim.run_for(Duration::from_secs(10));
 
     let bo = &sim.participants[1];
@@ -275,19 +282,7 @@ fn a_bandwidth_drop_moves_a_subscriber_to_a_lower_layer_with_contiguous_sequence
 
 #[test]
 fn a_subscriber_on_a_capped_link_does_not_keep_climbing_back_into_congestion() {
-    let mut sim = Sim::new(5, 0.0, ONE_WAY);
-    sim.join(
-        "ana",
-        &[
-            Publish::audio(audio_ssrc(0)),
-            Publish::simulcast_video(video_ssrc(0)),
-        ],
-    );
-    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
-    sim.cap_downlink(1, Some(5_000_000));
-    sim.run_for(Duration::from_secs(6));
-    let capped_at = sim.now;
-    sim.cap_downlink(1, Some(700_000));
+    let (mut sim, capped_at) = simulcast_to_a_link_that_drops_to_700k();
     sim.run_for(Duration::from_secs(60));
 
     let bo = &sim.participants[1];
