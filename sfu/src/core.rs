@@ -569,9 +569,6 @@ impl Sfu {
                     .is_none_or(|until| now >= until)
             });
             let estimate = loss_bound(allocated, lost).map_or(estimate, |b| b.min(estimate));
-            if std::env::var("SOTTO_DBG").is_ok() && id == 2 {
-                eprintln!("{:?} alloc {allocated} lost {lost:?} est {estimate}", now);
-            }
             let budget = participant
                 .ceiling
                 .budget(now, estimate, allocated)
