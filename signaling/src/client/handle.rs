@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{
-    Blob, ClientMessage, Hangup, HangupReason, IdentityKey, InviteToken, Participant, RoomId,
-    ServerMessage,
+    Blob, ClientMessage, GroupCommit, Hangup, HangupReason, IdentityKey, InviteToken, Participant,
+    RoomId, ServerMessage,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -283,6 +283,15 @@ impl SignalingSender {
         };
         match self.request(message).await? {
             ServerMessage::MailboxAccepted { message_id } => Ok(message_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Submit an MLS commit for ordering; returns the group's new epoch. A commit built on
+    /// an old epoch fails with the `stale_epoch` code: process the mailbox and rebuild.
+    pub async fn group_commit(&self, commit: GroupCommit) -> Result<u64, ClientError> {
+        match self.request(ClientMessage::GroupCommit(commit)).await? {
+            ServerMessage::CommitAccepted { epoch } => Ok(epoch),
             other => Err(unexpected(other)),
         }
     }

@@ -61,6 +61,11 @@ pub enum ErrorCode {
     SfuRefused,
     /// A room with an SFU was asked for and no SFU is registered.
     NoSfu,
+    /// A `group_commit` was built on an epoch the group has left: another member's
+    /// commit won. Process the mailbox, rebuild the commit on the new epoch and retry.
+    StaleEpoch,
+    /// A `group_commit` for a group whose current members do not include the sender.
+    NotGroupMember,
     /// Something failed inside the server; the request may be retried.
     Internal,
     /// A code this client version does not know (forward compatibility).
@@ -99,6 +104,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::SfuRefused => "sfu_refused",
             ErrorCode::NoSfu => "no_sfu",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NotGroupMember => "not_group_member",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

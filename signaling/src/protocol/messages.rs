@@ -118,6 +118,11 @@ pub enum ClientMessage {
         /// The highest message id the client has stored.
         up_to: u64,
     },
+    /// Submit an MLS commit (and its welcome) for a group. The server orders commits per
+    /// group: it accepts one only if it was built on the group's current epoch and the
+    /// sender is a current member, then queues the commit and welcome in the recipients'
+    /// mailboxes in one transaction. The bytes stay opaque.
+    GroupCommit(GroupCommit),
     /// An authenticated connection declares itself an SFU by proving it holds the
     /// server's SFU secret (see [`crate::protocol::sfu_proof`]).
     SfuRegister {
@@ -143,6 +148,7 @@ impl ClientMessage {
         "key_package_fetch",
         "mailbox_send",
         "mailbox_ack",
+        "group_commit",
         "sfu_register",
     ];
 
@@ -163,6 +169,7 @@ impl ClientMessage {
             ClientMessage::KeyPackageFetch { .. } => "key_package_fetch",
             ClientMessage::MailboxSend { .. } => "mailbox_send",
             ClientMessage::MailboxAck { .. } => "mailbox_ack",
+            ClientMessage::GroupCommit(_) => "group_commit",
             ClientMessage::SfuRegister { .. } => "sfu_register",
         }
     }
@@ -202,6 +209,31 @@ pub struct Incoming<T> {
     /// The payload.
     #[serde(flatten)]
     pub body: T,
+}
+
+/// `group_commit`: an MLS commit for a group, ordered by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommit {
+    /// The MLS group id (opaque to the server; random, at most 64 bytes).
+    pub group: Blob,
+    /// The epoch the commit was built on. The server accepts it only if this is the
+    /// group's current epoch (or the server has not seen the group yet).
+    pub epoch: u64,
+    /// The group's members after the commit, the sender included: only they may submit
+    /// the next commit.
+    pub members: Vec<IdentityKey>,
+    /// The commit (ciphertext).
+    pub commit: Blob,
+    /// Who gets the commit: the members before it other than the sender (removed
+    /// members included, so they learn they are out).
+    #[serde(default)]
+    pub to: Vec<IdentityKey>,
+    /// The welcome for members the commit adds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Blob>,
+    /// Who gets the welcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub welcome_to: Vec<IdentityKey>,
 }
 
 /// An SDP offer.
@@ -431,6 +463,12 @@ pub enum ServerMessage {
         up_to: u64,
         /// How many envelopes were deleted.
         removed: u64,
+    },
+    /// A `group_commit` was accepted: the group is at `epoch` now and the commit and
+    /// welcome are in the recipients' mailboxes.
+    CommitAccepted {
+        /// The group's new epoch.
+        epoch: u64,
     },
     /// A rejected message (or the reason the connection is about to close).
     Error {

@@ -13,8 +13,9 @@ pub use bytes::{Blob, IdentityKey, IdentityParseError, decode_b64, encode_b64};
 pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;
 pub use messages::{
-    Answer, Auth, Candidate, ClientFrame, ClientMessage, Hangup, HangupReason, Incoming, Limits,
-    Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame, ServerMessage, Subscription,
+    Answer, Auth, Candidate, ClientFrame, ClientMessage, GroupCommit, Hangup, HangupReason,
+    Incoming, Limits, Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame,
+    ServerMessage, Subscription,
 };
 
 /// The protocol version this crate speaks.

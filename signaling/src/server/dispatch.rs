@@ -107,6 +107,10 @@ impl Conn {
                     }
                 }
             }
+            ClientMessage::GroupCommit(commit) => match self.group_commit(me, commit).await {
+                Err(flow) => return flow,
+                Ok(reply) => reply,
+            },
             ClientMessage::KeyPackageCount {} => {
                 match self.db(move |s| s.key_package_stock(&me)).await {
                     Err(flow) => return flow,

@@ -1,6 +1,7 @@
 //! The signaling server: HTTP routes (`GET /v1/ws`, `/health`, `/metrics`), shared state,
 //! start and shutdown. Each WebSocket is served by one task in [`connection`].
 
+mod commits;
 mod config;
 mod connection;
 mod dispatch;

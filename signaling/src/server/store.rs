@@ -1,5 +1,6 @@
-//! The server's durable state in SQLite: the mailbox (opaque envelopes per recipient) and
-//! the key-package directory (opaque packages per identity). Synchronous; the async side
+//! The server's durable state in SQLite: the mailbox (opaque envelopes per recipient),
+//! the key-package directory (opaque packages per identity) and each MLS group's epoch
+//! and member list, which order commits (`groups`). Synchronous; the async side
 //! calls it through `spawn_blocking`. Stores bytes it cannot read and, per envelope, only
 //! the recipient, an id and the hour it arrived (for expiry). No sender, no addresses.
 //!
@@ -12,6 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::protocol::{IdentityKey, encode_b64};
+
+mod groups;
+pub use groups::{CommitRefused, Delivery};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,12 @@ CREATE TABLE IF NOT EXISTS key_packages (
     last_resort INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS key_packages_by_owner ON key_packages (owner, last_resort, seq);
+CREATE TABLE IF NOT EXISTS mls_groups (
+    group_id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    members BLOB NOT NULL,
+    updated_hour INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 ";
 
 impl Store {
@@ -133,34 +143,11 @@ impl Store {
     ) -> Result<Result<u64, MailboxFull>, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
-        let depth: i64 = tx.query_row(
-            "SELECT count(*) FROM mailbox WHERE recipient = ?1",
-            params![recipient.as_bytes()],
-            |r| r.get(0),
-        )?;
-        if u64::try_from(depth).unwrap_or(u64::MAX) >= cap {
-            return Ok(Err(MailboxFull));
+        let pushed = push_envelope(&tx, recipient, envelope, hour, cap)?;
+        if pushed.is_ok() {
+            tx.commit()?;
         }
-        let next: i64 = tx
-            .query_row(
-                "SELECT next_id FROM mailbox_next_id WHERE recipient = ?1",
-                params![recipient.as_bytes()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(1);
-        tx.execute(
-            "INSERT INTO mailbox_next_id (recipient, next_id) VALUES (?1, ?2)
-             ON CONFLICT (recipient) DO UPDATE SET next_id = excluded.next_id",
-            params![recipient.as_bytes(), next + 1],
-        )?;
-        tx.execute(
-            "INSERT INTO mailbox (recipient, message_id, envelope, received_hour)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![recipient.as_bytes(), next, envelope, hour],
-        )?;
-        tx.commit()?;
-        Ok(Ok(u64::try_from(next).unwrap_or(0)))
+        Ok(pushed)
     }
 
     /// Up to `limit` envelopes with ids above `after`, oldest first.
@@ -298,6 +285,43 @@ impl Store {
         let conn = self.lock()?;
         stock_of(&conn, owner)
     }
+}
+
+/// Queue one envelope inside the caller's transaction.
+fn push_envelope(
+    tx: &Connection,
+    recipient: &IdentityKey,
+    envelope: &[u8],
+    hour: i64,
+    cap: u64,
+) -> Result<Result<u64, MailboxFull>, StoreError> {
+    let depth: i64 = tx.query_row(
+        "SELECT count(*) FROM mailbox WHERE recipient = ?1",
+        params![recipient.as_bytes()],
+        |r| r.get(0),
+    )?;
+    if u64::try_from(depth).unwrap_or(u64::MAX) >= cap {
+        return Ok(Err(MailboxFull));
+    }
+    let next: i64 = tx
+        .query_row(
+            "SELECT next_id FROM mailbox_next_id WHERE recipient = ?1",
+            params![recipient.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(1);
+    tx.execute(
+        "INSERT INTO mailbox_next_id (recipient, next_id) VALUES (?1, ?2)
+         ON CONFLICT (recipient) DO UPDATE SET next_id = excluded.next_id",
+        params![recipient.as_bytes(), next + 1],
+    )?;
+    tx.execute(
+        "INSERT INTO mailbox (recipient, message_id, envelope, received_hour)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![recipient.as_bytes(), next, envelope, hour],
+    )?;
+    Ok(Ok(u64::try_from(next).unwrap_or(0)))
 }
 
 fn stock_of(conn: &Connection, owner: &IdentityKey) -> Result<KeyPackageStock, StoreError> {
