@@ -9,7 +9,9 @@ pub mod audio;
 pub mod call;
 pub mod data_dir;
 pub mod identity;
+pub mod messaging;
 pub mod signaling;
+pub mod store;
 
 pub use identity::{Identity, IdentityError};
 pub use signaling::{CallSignal, ClientConfig, ClientError, Event, RoomInvite, SignalingClient};
