@@ -303,6 +303,25 @@ impl SignalingSender {
             other => Err(unexpected(other)),
         }
     }
+
+    /// Open a blob of `size` ciphertext bytes in `chunks` chunks in the server's blob
+    /// store; returns its id (the read capability) and the token that uploads its chunks.
+    pub async fn blob_create(
+        &self,
+        size: u64,
+        chunks: u32,
+    ) -> Result<(crate::protocol::BlobId, crate::protocol::UploadToken), ClientError> {
+        match self
+            .request(ClientMessage::BlobCreate { size, chunks })
+            .await?
+        {
+            ServerMessage::BlobCreated {
+                blob_id,
+                upload_token,
+            } => Ok((blob_id, upload_token)),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 fn stock(message: ServerMessage) -> Result<(u32, bool), ClientError> {

@@ -66,6 +66,10 @@ pub enum ErrorCode {
     StaleEpoch,
     /// A `group_commit` for a group whose current members do not include the sender.
     NotGroupMember,
+    /// `blob_create` asked for more bytes than the server's `--max-blob-bytes`.
+    BlobTooLarge,
+    /// `blob_create` while the identity has its maximum of unfinished blobs.
+    TooManyOpenBlobs,
     /// Something failed inside the server; the request may be retried.
     Internal,
     /// A code this client version does not know (forward compatibility).
@@ -106,6 +110,8 @@ impl ErrorCode {
             ErrorCode::NoSfu => "no_sfu",
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::NotGroupMember => "not_group_member",
+            ErrorCode::BlobTooLarge => "blob_too_large",
+            ErrorCode::TooManyOpenBlobs => "too_many_open_blobs",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -172,6 +178,8 @@ mod tests {
             ErrorCode::SessionReplaced,
             ErrorCode::SfuRefused,
             ErrorCode::NoSfu,
+            ErrorCode::BlobTooLarge,
+            ErrorCode::TooManyOpenBlobs,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::blobs::{BlobId, UploadToken};
 use super::bytes::{Blob, IdentityKey};
 use super::codes::ErrorCode;
 
@@ -129,6 +130,14 @@ pub enum ClientMessage {
         /// HMAC-SHA256 under the shared secret of this connection's challenge.
         proof: Blob,
     },
+    /// Open a blob in the server's blob store for an encrypted file; its chunks are then
+    /// uploaded over HTTP with the token the server hands out (see "Blob store").
+    BlobCreate {
+        /// Total bytes of all chunks (ciphertext), at most the server's `--max-blob-bytes`.
+        size: u64,
+        /// Number of chunks: at least 1, at most one per started 256 KiB of `size`.
+        chunks: u32,
+    },
 }
 
 impl ClientMessage {
@@ -150,6 +159,7 @@ impl ClientMessage {
         "mailbox_ack",
         "group_commit",
         "sfu_register",
+        "blob_create",
     ];
 
     /// This message's `type` tag.
@@ -171,6 +181,7 @@ impl ClientMessage {
             ClientMessage::MailboxAck { .. } => "mailbox_ack",
             ClientMessage::GroupCommit(_) => "group_commit",
             ClientMessage::SfuRegister { .. } => "sfu_register",
+            ClientMessage::BlobCreate { .. } => "blob_create",
         }
     }
 }
@@ -469,6 +480,14 @@ pub enum ServerMessage {
     CommitAccepted {
         /// The group's new epoch.
         epoch: u64,
+    },
+    /// A blob was opened: upload its chunks with `upload_token`; share `blob_id` (the read
+    /// capability) only inside end-to-end encrypted messages.
+    BlobCreated {
+        /// 128 random bits, base64url.
+        blob_id: BlobId,
+        /// 256 random bits, base64url: `Authorization: Bearer <upload_token>` on uploads.
+        upload_token: UploadToken,
     },
     /// A rejected message (or the reason the connection is about to close).
     Error {

@@ -5,10 +5,16 @@
 //! `default-features = false`. `PROTOCOL.md` next to this crate is the prose version;
 //! a test checks every example there against these types.
 
+mod blobs;
 mod bytes;
 mod codes;
 mod messages;
 
+pub use blobs::{
+    BLOB_CHUNK_UNIT, BLOB_ID_BYTES, BlobHttpError, BlobId, BlobShapeError, BlobStatus,
+    DEFAULT_MAX_BLOB_BYTES, MAX_BLOB_CHUNK_BYTES, UPLOAD_TOKEN_BYTES, UploadToken, max_blob_chunks,
+    max_chunk_bytes, validate_blob_shape,
+};
 pub use bytes::{Blob, IdentityKey, IdentityParseError, decode_b64, encode_b64};
 pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;

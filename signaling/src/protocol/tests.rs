@@ -183,6 +183,7 @@ fn protocol_md_examples_are_valid() {
         "envelope",
         "mailbox_acked",
         "sfu_registered",
+        "blob_created",
         "error",
     ] {
         assert!(

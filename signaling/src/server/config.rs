@@ -115,6 +115,16 @@ pub struct Config {
     /// with `sfu: true` are refused with `no_sfu`.
     #[arg(long, env = "SOTTO_SIGNALING_SFU_SECRET_FILE", value_name = "FILE")]
     pub sfu_secret_file: Option<PathBuf>,
+
+    /// Largest blob (an encrypted file's ciphertext) accepted by `blob_create`, in bytes.
+    /// The default holds a 2 GiB file plus its AEAD tags (16 bytes per 256 KiB chunk).
+    #[arg(long, env = "SOTTO_SIGNALING_MAX_BLOB_BYTES", default_value_t = crate::protocol::DEFAULT_MAX_BLOB_BYTES)]
+    pub max_blob_bytes: u64,
+
+    /// Most unfinished blobs one identity may have open (created in the last 24 hours
+    /// of this process, not yet complete).
+    #[arg(long, env = "SOTTO_SIGNALING_MAX_OPEN_BLOBS", default_value_t = 16)]
+    pub max_open_blobs_per_identity: usize,
 }
 
 impl Config {
@@ -139,6 +149,8 @@ impl Config {
             max_key_packages: 100,
             ws_buffer_bytes: 4096,
             sfu_secret_file: None,
+            max_blob_bytes: crate::protocol::DEFAULT_MAX_BLOB_BYTES,
+            max_open_blobs_per_identity: 16,
         }
     }
 

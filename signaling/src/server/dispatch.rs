@@ -111,6 +111,12 @@ impl Conn {
                 Err(flow) => return flow,
                 Ok(reply) => reply,
             },
+            ClientMessage::BlobCreate { size, chunks } => {
+                match self.blob_create(me, size, chunks).await {
+                    Err(flow) => return flow,
+                    Ok(reply) => reply,
+                }
+            }
             ClientMessage::KeyPackageCount {} => {
                 match self.db(move |s| s.key_package_stock(&me)).await {
                     Err(flow) => return flow,

@@ -32,6 +32,15 @@ pub struct Metrics {
     pub rooms: Gauge,
     /// Pushed events dropped because a client's outbound queue was full.
     pub dropped_events: Counter,
+    /// Blob store requests by operation (`create`, `put`, `get`, `status`) and outcome
+    /// (`ok` or the refusal's code).
+    pub blob_requests: Family<Labels, Counter>,
+    /// Ciphertext bytes stored as blob chunks.
+    pub blob_bytes_in: Counter,
+    /// Ciphertext bytes served from blob chunks.
+    pub blob_bytes_out: Counter,
+    /// Blobs deleted at the end of the retention period.
+    pub blobs_expired: Counter,
 }
 
 impl Metrics {
@@ -47,6 +56,10 @@ impl Metrics {
         let mailbox_depth = Gauge::default();
         let rooms = Gauge::default();
         let dropped_events = Counter::default();
+        let blob_requests = Family::<Labels, Counter>::default();
+        let blob_bytes_in = Counter::default();
+        let blob_bytes_out = Counter::default();
+        let blobs_expired = Counter::default();
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -84,6 +97,26 @@ impl Metrics {
             "Pushed events dropped because a client's queue was full",
             dropped_events.clone(),
         );
+        registry.register(
+            "blob_requests",
+            "Blob store requests by operation and outcome",
+            blob_requests.clone(),
+        );
+        registry.register(
+            "blob_bytes_received",
+            "Ciphertext bytes stored as blob chunks",
+            blob_bytes_in.clone(),
+        );
+        registry.register(
+            "blob_bytes_served",
+            "Ciphertext bytes served from blob chunks",
+            blob_bytes_out.clone(),
+        );
+        registry.register(
+            "blobs_expired",
+            "Blobs deleted at the end of the retention period",
+            blobs_expired.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -95,7 +128,18 @@ impl Metrics {
             mailbox_depth,
             rooms,
             dropped_events,
+            blob_requests,
+            blob_bytes_in,
+            blob_bytes_out,
+            blobs_expired,
         }
+    }
+
+    /// Count one blob store request of `op` that ended in `outcome`.
+    pub fn blob(&self, op: &'static str, outcome: &'static str) {
+        self.blob_requests
+            .get_or_create(&vec![("op", op), ("outcome", outcome)])
+            .inc();
     }
 
     /// Count one received message of `kind`.

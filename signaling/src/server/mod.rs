@@ -1,6 +1,9 @@
-//! The signaling server: HTTP routes (`GET /v1/ws`, `/health`, `/metrics`), shared state,
-//! start and shutdown. Each WebSocket is served by one task in [`connection`].
+//! The signaling server: HTTP routes (`GET /v1/ws`, `/health`, `/metrics`, the blob
+//! store's `/v1/blobs/...`), shared state, start and shutdown. Each WebSocket is served
+//! by one task in [`connection`].
 
+mod blob_store;
+mod blobs;
 mod commits;
 mod config;
 mod connection;
@@ -58,6 +61,8 @@ pub(crate) struct Shared {
     pub slots: Arc<Semaphore>,
     pub next_conn_id: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// Encrypted files' ciphertext chunks (see [`blobs`]).
+    pub blobs: blobs::Blobs,
 }
 
 /// How long [`RunningServer::shutdown`] waits for open connections to say goodbye.
@@ -112,6 +117,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         None => None,
     };
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let blobs = blobs::Blobs::open(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -134,12 +140,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         hub: Mutex::new(Hub::default()),
         next_conn_id: AtomicU64::new(1),
         shutdown: shutdown_rx.clone(),
+        blobs,
     });
     tokio::spawn(expire_mailboxes(shared.clone()));
+    tokio::spawn(blobs::expire_blobs(shared.clone()));
     let router = Router::new()
         .route("/v1/ws", get(ws_upgrade))
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
+        .merge(blobs::routes())
         .with_state(shared);
     // Signaling frames are small and latency-sensitive: send each at once (no Nagle), so
     // an error and close frame written just before a connection is dropped are on the
