@@ -45,7 +45,7 @@ impl GroupId {
 
     /// Parse the hex form.
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() % 2 != 0 || text.len() > 128 || !text.is_ascii() {
+        if !text.len().is_multiple_of(2) || text.len() > 128 || !text.is_ascii() {
             return None;
         }
         (0..text.len())
@@ -366,9 +366,11 @@ impl Conversations {
         let digest = Sha256::digest(bytes).to_vec();
         let tx = self.conn.unchecked_transaction()?;
         let seen: bool = tx
-            .query_row("SELECT 1 FROM seen WHERE digest = ?1", params![digest], |_| {
-                Ok(true)
-            })
+            .query_row(
+                "SELECT 1 FROM seen WHERE digest = ?1",
+                params![digest],
+                |_| Ok(true),
+            )
             .optional()?
             .unwrap_or(false);
         if seen {
@@ -467,9 +469,7 @@ fn record_membership(
     added: &[IdentityKey],
     removed: &[IdentityKey],
 ) -> Result<(), rusqlite::Error> {
-    let names = |ids: &[IdentityKey]| {
-        ids.iter().map(fingerprint).collect::<Vec<_>>().join(", ")
-    };
+    let names = |ids: &[IdentityKey]| ids.iter().map(fingerprint).collect::<Vec<_>>().join(", ");
     let mut lines = Vec::new();
     if !added.is_empty() {
         lines.push(format!("added {}", names(added)));
@@ -484,7 +484,13 @@ fn record_membership(
     tx.execute(
         "INSERT INTO messages (msg_id, group_id, sender, seq, sent_at, received_at, kind, body)
          VALUES (?1, ?2, ?3, 0, ?4, ?4, 'system', ?5)",
-        params![MessageId::random().0, group.0, by.as_bytes(), now, lines.join("; ")],
+        params![
+            MessageId::random().0,
+            group.0,
+            by.as_bytes(),
+            now,
+            lines.join("; ")
+        ],
     )?;
     Ok(())
 }
@@ -516,7 +522,9 @@ fn apply(
             ],
         )?;
         if inserted == 0 {
-            return Err(ReceiveError::NotAllowed("a message with this id exists".into()));
+            return Err(ReceiveError::NotAllowed(
+                "a message with this id exists".into(),
+            ));
         }
         Ok(())
     };

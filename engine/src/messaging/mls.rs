@@ -25,8 +25,7 @@ use sotto_signaling::protocol::IdentityKey;
 use crate::Identity;
 
 /// The only cipher suite Sotto speaks.
-pub const CIPHERSUITE: Ciphersuite =
-    Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// How many past epochs' secrets a member keeps for late messages.
 const MAX_PAST_EPOCHS: usize = 5;
@@ -149,7 +148,8 @@ pub fn credential_of(identity: &IdentityKey) -> CredentialWithKey {
 /// The identity a member's credential names, checked against its signature key: a
 /// credential that claims one identity and signs with another key is refused.
 pub fn identity_of(credential: &Credential, signature_key: &[u8]) -> Result<IdentityKey, MlsError> {
-    let basic = BasicCredential::try_from(credential.clone()).map_err(|_| MlsError::BadCredential)?;
+    let basic =
+        BasicCredential::try_from(credential.clone()).map_err(|_| MlsError::BadCredential)?;
     let content: [u8; 32] = basic
         .identity()
         .try_into()
@@ -194,7 +194,12 @@ pub fn new_key_packages(
             builder = builder.mark_as_last_resort();
         }
         let bundle = builder
-            .build(CIPHERSUITE, &provider, &signer, credential_of(&identity.public()))
+            .build(
+                CIPHERSUITE,
+                &provider,
+                &signer,
+                credential_of(&identity.public()),
+            )
             .map_err(group_err)?;
         MlsMessageOut::from(bundle.key_package().clone())
             .tls_serialize_detached()
@@ -270,7 +275,11 @@ pub fn members_of(group: &MlsGroup) -> Result<Vec<IdentityKey>, MlsError> {
 }
 
 /// Create a group with this identity as its only member.
-pub fn create_group(conn: &Connection, identity: &Identity, group_id: &[u8]) -> Result<(), MlsError> {
+pub fn create_group(
+    conn: &Connection,
+    identity: &Identity,
+    group_id: &[u8],
+) -> Result<(), MlsError> {
     let provider = Provider::new(conn);
     MlsGroup::new_with_group_id(
         &provider,
@@ -297,7 +306,12 @@ pub fn add_members(
     let before = members_of(&group)?;
     let added = packages
         .iter()
-        .map(|p| identity_of(p.leaf_node().credential(), p.leaf_node().signature_key().as_slice()))
+        .map(|p| {
+            identity_of(
+                p.leaf_node().credential(),
+                p.leaf_node().signature_key().as_slice(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(already) = added.iter().find(|a| before.contains(a)) {
         return Err(MlsError::Group(format!(
@@ -387,7 +401,10 @@ pub fn encrypt(
     let provider = Provider::new(conn);
     let mut group = load_active(&provider, group_id)?;
     let me = identity.public();
-    let others = members_of(&group)?.into_iter().filter(|m| *m != me).collect();
+    let others = members_of(&group)?
+        .into_iter()
+        .filter(|m| *m != me)
+        .collect();
     let message = group
         .create_message(&provider, &IdentitySigner(identity), plaintext)
         .map_err(group_err)?;
@@ -434,8 +451,8 @@ pub enum Incoming {
 /// caller rolls its transaction back, so a rejected message changes nothing.
 pub fn receive(conn: &Connection, bytes: &[u8]) -> Result<Incoming, MlsError> {
     let provider = Provider::new(conn);
-    let message =
-        MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| MlsError::Malformed(e.to_string()))?;
+    let message = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| MlsError::Malformed(e.to_string()))?;
     match message.extract() {
         MlsMessageBodyIn::Welcome(welcome) => join(&provider, welcome),
         MlsMessageBodyIn::PrivateMessage(m) => process(&provider, ProtocolMessage::from(m)),
@@ -457,7 +474,9 @@ fn join(provider: &Provider<'_>, welcome: Welcome) -> Result<Incoming, MlsError>
     // A member removed earlier and invited again: its old, inactive state makes way.
     if let Some(mut old) = MlsGroup::load(provider.storage(), &GroupId::from_slice(&group_id))? {
         if old.is_active() {
-            return Err(MlsError::BadWelcome("already a member of that group".into()));
+            return Err(MlsError::BadWelcome(
+                "already a member of that group".into(),
+            ));
         }
         old.delete(provider.storage())?;
     }

@@ -11,10 +11,13 @@
 pub mod content;
 pub mod conversations;
 pub mod history;
+pub mod messenger;
 pub mod mls;
 
 pub use content::{Body, Content, MessageId};
-pub use conversations::{ConversationError, Conversations, GroupId, Outgoing, ReceiveError, Received};
+pub use conversations::{
+    ConversationError, Conversations, GroupId, Outgoing, ReceiveError, Received,
+};
 
 #[cfg(test)]
 mod tests;
