@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod call;
 pub mod data_dir;
+pub mod e2ee;
 pub mod identity;
 pub mod messaging;
 pub mod signaling;
