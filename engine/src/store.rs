@@ -128,7 +128,9 @@ fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     let version: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     match version.and_then(|v| v.parse::<i64>().ok()) {
         Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
@@ -176,7 +178,9 @@ mod tests {
             let conn = open(dir.path()).expect("open");
             meta_set(&conn, "k", "v").expect("set");
         }
-        let mode = fs::metadata(dir.path().join(STORE_FILE)).expect("stat").mode();
+        let mode = fs::metadata(dir.path().join(STORE_FILE))
+            .expect("stat")
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let conn = open(dir.path()).expect("reopen");
         assert_eq!(meta_get(&conn, "k").expect("get").as_deref(), Some("v"));

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "cli/call.rs"]
 mod call;
+#[path = "cli/chat.rs"]
+mod chat;
 #[path = "cli/room.rs"]
 mod room;
 #[path = "cli/session.rs"]
@@ -46,7 +48,13 @@ const EXAMPLES: &str = "Examples:
   sotto room create --input speech.wav --record heard/
                                  start a group call through the server's SFU
   sotto room join <ROOM> <TOKEN> --input tone:440 --record heard/
-                                 join one, recording each participant to heard/<id>.wav";
+                                 join one, recording each participant to heard/<id>.wav
+  sotto contact add bob <BOB_ID> name someone's id
+  sotto send bob \"hello\"          send an end-to-end encrypted message
+  sotto inbox                    fetch, decrypt and show what arrived
+  sotto chat bob                 an interactive encrypted chat
+  sotto group new Plans bob carol
+                                 an encrypted group conversation";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -88,6 +96,8 @@ enum Command {
         #[command(flatten)]
         args: call::CallArgs,
     },
+    #[command(flatten)]
+    Chat(chat::ChatCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +216,9 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Room(RoomCommand::Join { room, token, args }) => {
             room::join(Identity::load(&identity_path)?, &room, &token, &args).await?;
+        }
+        Command::Chat(command) => {
+            chat::run(command, Identity::load(&identity_path)?, &data_dir).await?;
         }
         Command::Answer { from, wait, args } => {
             call::answer(

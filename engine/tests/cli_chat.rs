@@ -1,0 +1,95 @@
+//! The messaging commands as real processes against a real signaling server: contacts,
+//! `send`, `inbox --json`, a group with `group new` / `group remove`, and the loud warning
+//! when a contact's key changes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sotto_signaling::server::{Config, start};
+
+fn sotto(data: &Path, args: &[&str], server: &str) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .env_remove("SOTTO_DATA_DIR")
+        .env("SOTTO_SERVER", server)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sotto {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn new_identity(data: &Path, server: &str) -> String {
+    sotto(data, &["id", "new"], server);
+    let shown = sotto(data, &["id", "show", "--json"], server);
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    json["id"].as_str().unwrap().to_owned()
+}
+
+fn inbox(data: &Path, server: &str) -> Vec<serde_json::Value> {
+    let out = sotto(data, &["inbox", "--json"], server);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn bodies(entries: &[serde_json::Value], kind: &str) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_inbox_and_a_group_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("server")))
+        .await
+        .unwrap();
+    let url = server.ws_url();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| dir.path().join(n));
+    let ids: Vec<String> = [&alice, &bob, &carol].iter().map(|d| new_identity(d, &url)).collect();
+    // Everyone connects once so their key packages are in the directory.
+    for d in [&bob, &carol] {
+        assert!(inbox(d, &url).is_empty());
+    }
+    sotto(&alice, &["contact", "add", "bob", &ids[1]], &url);
+    sotto(&alice, &["contact", "add", "carol", &ids[2]], &url);
+
+    let sent = sotto(&alice, &["send", "bob", "hello bob, it's alice"], &url);
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("sent"));
+    let got = inbox(&bob, &url);
+    assert_eq!(bodies(&got, "text"), vec!["hello bob, it's alice"]);
+    assert_eq!(got[0]["sender"], ids[0].as_str());
+    assert!(inbox(&bob, &url).is_empty(), "read messages are not shown again");
+    // Bob answers by id; Alice sees it.
+    sotto(&bob, &["send", &ids[0], "hi alice"], &url);
+    assert_eq!(bodies(&inbox(&alice, &url), "text"), vec!["hi alice"]);
+
+    // A group of three; then Carol is removed and does not get what follows.
+    sotto(&alice, &["group", "new", "Plans", "bob", "carol"], &url);
+    sotto(&alice, &["send", "Plans", "to all three"], &url);
+    assert_eq!(bodies(&inbox(&carol, &url), "text"), vec!["to all three"]);
+    assert_eq!(bodies(&inbox(&bob, &url), "text"), vec!["to all three"]);
+    sotto(&alice, &["group", "remove", "Plans", "carol"], &url);
+    sotto(&alice, &["send", "Plans", "just us two"], &url);
+    assert_eq!(bodies(&inbox(&bob, &url), "text"), vec!["just us two"]);
+    assert!(bodies(&inbox(&carol, &url), "text").is_empty());
+    let list = sotto(&carol, &["group", "list"], &url);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("you were removed"));
+
+    // Re-pointing a contact name at another key warns loudly.
+    let changed = sotto(&alice, &["contact", "add", "bob", &ids[2]], &url);
+    let warning = String::from_utf8_lossy(&changed.stderr);
+    assert!(warning.contains("WARNING") && warning.contains("CHANGED"), "{warning}");
+    server.shutdown().await.unwrap();
+}
