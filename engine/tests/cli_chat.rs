@@ -52,12 +52,18 @@ fn bodies(entries: &[serde_json::Value], kind: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_inbox_and_a_group_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("server")))
-        .await
-        .unwrap();
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("server"),
+    ))
+    .await
+    .unwrap();
     let url = server.ws_url();
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| dir.path().join(n));
-    let ids: Vec<String> = [&alice, &bob, &carol].iter().map(|d| new_identity(d, &url)).collect();
+    let ids: Vec<String> = [&alice, &bob, &carol]
+        .iter()
+        .map(|d| new_identity(d, &url))
+        .collect();
     // Everyone connects once so their key packages are in the directory.
     for d in [&bob, &carol] {
         assert!(inbox(d, &url).is_empty());
@@ -70,7 +76,10 @@ async fn send_inbox_and_a_group_from_the_command_line() {
     let got = inbox(&bob, &url);
     assert_eq!(bodies(&got, "text"), vec!["hello bob, it's alice"]);
     assert_eq!(got[0]["sender"], ids[0].as_str());
-    assert!(inbox(&bob, &url).is_empty(), "read messages are not shown again");
+    assert!(
+        inbox(&bob, &url).is_empty(),
+        "read messages are not shown again"
+    );
     // Bob answers by id; Alice sees it.
     sotto(&bob, &["send", &ids[0], "hi alice"], &url);
     assert_eq!(bodies(&inbox(&alice, &url), "text"), vec!["hi alice"]);
@@ -87,9 +96,41 @@ async fn send_inbox_and_a_group_from_the_command_line() {
     let list = sotto(&carol, &["group", "list"], &url);
     assert!(String::from_utf8_lossy(&list.stdout).contains("you were removed"));
 
+    // Safety numbers: both sides see the same digits; a scanned payload is checked.
+    let digits = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(2)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let at_alice = sotto(&alice, &["verify", "bob"], &url);
+    let at_bob = sotto(&bob, &["verify", &ids[0]], &url);
+    assert_eq!(digits(&at_alice), digits(&at_bob));
+    assert_eq!(digits(&at_alice).split(' ').count(), 12);
+    let payload = String::from_utf8_lossy(&at_bob.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("QR payload (for the other side to scan): ")
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let confirmed = sotto(
+        &alice,
+        &["verify", "bob", "--scanned", &payload, "--confirm"],
+        &url,
+    );
+    assert!(String::from_utf8_lossy(&confirmed.stdout).contains("marked verified"));
+    let contacts = sotto(&alice, &["contact", "list"], &url);
+    assert!(String::from_utf8_lossy(&contacts.stdout).contains("(verified)"));
+
     // Re-pointing a contact name at another key warns loudly.
     let changed = sotto(&alice, &["contact", "add", "bob", &ids[2]], &url);
     let warning = String::from_utf8_lossy(&changed.stderr);
-    assert!(warning.contains("WARNING") && warning.contains("CHANGED"), "{warning}");
+    assert!(
+        warning.contains("WARNING") && warning.contains("CHANGED"),
+        "{warning}"
+    );
     server.shutdown().await.unwrap();
 }

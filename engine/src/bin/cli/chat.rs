@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
+use sotto_engine::e2ee::safety::SafetyNumber;
 use sotto_engine::identity::fingerprint;
 use sotto_engine::messaging::history::{self, ContactChange, Entry};
 use sotto_engine::messaging::messenger::{Delivery, Messenger};
@@ -66,6 +67,20 @@ pub enum ChatCommand {
     /// Name the people you talk to.
     #[command(subcommand)]
     Contact(ContactCommand),
+    /// Show the safety number you share with someone. Compare it with theirs in person or
+    /// on a call (or scan their QR payload with --scanned); if it matches, no one is in the
+    /// middle, and --confirm marks them verified.
+    Verify {
+        /// A contact name or an id.
+        #[arg(allow_hyphen_values = true)]
+        peer: String,
+        /// The QR payload from their screen: checked exactly.
+        #[arg(long, allow_hyphen_values = true)]
+        scanned: Option<String>,
+        /// You compared the numbers and they match: mark the contact verified.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 /// `sotto group ...`
@@ -172,7 +187,11 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             let mut m = connect(&server, identity, data_dir).await?;
             let members = peers(&m, &members)?;
             let group = m.create_room(Some(&title), &members).await?;
-            println!("created group {title:?} ({}) with {} member(s)", group.to_hex(), members.len() + 1);
+            println!(
+                "created group {title:?} ({}) with {} member(s)",
+                group.to_hex(),
+                members.len() + 1
+            );
             m.close().await;
         }
         ChatCommand::Group(GroupCommand::Add {
@@ -198,7 +217,10 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             let group = room(&m, &group)?;
             let members = peers(&m, &members)?;
             m.remove(&group, &members).await?;
-            println!("removed {} member(s); they cannot read what is sent from now on", members.len());
+            println!(
+                "removed {} member(s); they cannot read what is sent from now on",
+                members.len()
+            );
             m.close().await;
         }
         ChatCommand::Group(GroupCommand::List) => {
@@ -210,11 +232,16 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
                     (None, None) => "(untitled group)".into(),
                 };
                 let state = if c.active { "" } else { " (you were removed)" };
-                println!("{}  {:6}  {who}  {} unread{state}", c.conversation, c.kind, c.unread);
+                println!(
+                    "{}  {:6}  {who}  {} unread{state}",
+                    c.conversation, c.kind, c.unread
+                );
             }
         }
         ChatCommand::Contact(ContactCommand::Add { name, id }) => {
-            let key: IdentityKey = id.parse().map_err(|e| anyhow!("{id:?} is not an id: {e}"))?;
+            let key: IdentityKey = id
+                .parse()
+                .map_err(|e| anyhow!("{id:?} is not an id: {e}"))?;
             let conn = sotto_engine::store::open(data_dir)?;
             match history::save_contact(&conn, &name, &key)? {
                 ContactChange::Added => println!("saved {name} ({})", fingerprint(&key)),
@@ -223,24 +250,75 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
                     eprintln!("WARNING: {name}'s identity key has CHANGED.");
                     eprintln!("  was: {} ({})", old, fingerprint(&old));
                     eprintln!("  now: {} ({})", key, fingerprint(&key));
-                    eprintln!("  This happens when someone sets up Sotto again, or when someone else");
-                    eprintln!("  claims to be them. Compare safety numbers (`sotto verify {name}`)");
+                    eprintln!(
+                        "  This happens when someone sets up Sotto again, or when someone else"
+                    );
+                    eprintln!(
+                        "  claims to be them. Compare safety numbers (`sotto verify {name}`)"
+                    );
                     eprintln!("  in person or on a call before you trust the new key.");
                 }
+            }
+        }
+        ChatCommand::Verify {
+            peer: who,
+            scanned,
+            confirm,
+        } => {
+            let conn = sotto_engine::store::open(data_dir)?;
+            let key = match history::contact(&conn, &who)? {
+                Some(c) => c.identity,
+                None => who
+                    .parse::<IdentityKey>()
+                    .map_err(|_| anyhow!("{who:?} is neither a contact name nor an id"))?,
+            };
+            let number = SafetyNumber::new(identity.public().as_bytes(), key.as_bytes());
+            println!("Safety number with {who}:");
+            println!();
+            println!("  {}", number.digits());
+            println!();
+            println!(
+                "QR payload (for the other side to scan): {}",
+                number.qr_payload()
+            );
+            if let Some(scanned) = scanned {
+                number
+                    .verify_qr(&scanned)
+                    .map_err(|e| anyhow!("the scanned code does NOT match: {e}"))?;
+                println!("The scanned code matches.");
+            }
+            if confirm {
+                if !history::set_verified(&conn, &key)? {
+                    bail!("save {who} as a contact first (`sotto contact add NAME ID`)");
+                }
+                println!("{who} is marked verified.");
             }
         }
         ChatCommand::Contact(ContactCommand::List) => {
             let conn = sotto_engine::store::open(data_dir)?;
             for c in history::contacts(&conn)? {
-                let mark = if c.verified { "verified" } else { "not verified" };
-                println!("{:16} {}  {} ({mark})", c.name, c.identity, fingerprint(&c.identity));
+                let mark = if c.verified {
+                    "verified"
+                } else {
+                    "not verified"
+                };
+                println!(
+                    "{:16} {}  {} ({mark})",
+                    c.name,
+                    c.identity,
+                    fingerprint(&c.identity)
+                );
             }
         }
     }
     Ok(())
 }
 
-async fn connect(server: &ServerArg, identity: Arc<Identity>, data_dir: &Path) -> anyhow::Result<Messenger> {
+async fn connect(
+    server: &ServerArg,
+    identity: Arc<Identity>,
+    data_dir: &Path,
+) -> anyhow::Result<Messenger> {
     Messenger::connect(ClientConfig::new(&server.server), identity, data_dir)
         .await
         .with_context(|| format!("connecting to {}", server.server))
@@ -259,7 +337,11 @@ fn report(m: &Messenger, deliveries: &[Delivery]) {
     for delivery in deliveries {
         match delivery {
             Ok(Received::Joined { group, by, .. }) => {
-                eprintln!("{} added you to conversation {}", name_of(conn, by), group.to_hex());
+                eprintln!(
+                    "{} added you to conversation {}",
+                    name_of(conn, by),
+                    group.to_hex()
+                );
             }
             Ok(Received::Membership { removed, .. }) if removed.contains(&m.core().me()) => {
                 eprintln!("you were removed from a group");
@@ -277,8 +359,9 @@ fn peer(m: &Messenger, text: &str) -> anyhow::Result<IdentityKey> {
     if let Some(contact) = history::contact(m.core().conn(), text)? {
         return Ok(contact.identity);
     }
-    text.parse()
-        .map_err(|_| anyhow!("{text:?} is neither a contact name nor an id (see `sotto contact add`)"))
+    text.parse().map_err(|_| {
+        anyhow!("{text:?} is neither a contact name nor an id (see `sotto contact add`)")
+    })
 }
 
 fn peers(m: &Messenger, texts: &[String]) -> anyhow::Result<Vec<IdentityKey>> {
@@ -380,7 +463,10 @@ async fn interactive(m: &mut Messenger, group: &GroupId) -> anyhow::Result<()> {
 async fn command(m: &mut Messenger, group: &GroupId, text: &str) -> anyhow::Result<bool> {
     let find = |m: &Messenger, prefix: &str| -> anyhow::Result<MessageId> {
         let entries = history::recent(m.core().conn(), group, 10_000)?;
-        let hits: Vec<_> = entries.iter().filter(|e| e.id.starts_with(prefix)).collect();
+        let hits: Vec<_> = entries
+            .iter()
+            .filter(|e| e.id.starts_with(prefix))
+            .collect();
         match hits.as_slice() {
             [one] => MessageId::parse(&one.id).ok_or_else(|| anyhow!("bad id")),
             [] => bail!("no message with an id starting {prefix}"),
@@ -396,16 +482,32 @@ async fn command(m: &mut Messenger, group: &GroupId, text: &str) -> anyhow::Resu
             }
         }
         ("/edit", rest) => {
-            let (id, new_text) = rest.split_once(' ').ok_or_else(|| anyhow!("/edit ID TEXT"))?;
+            let (id, new_text) = rest
+                .split_once(' ')
+                .ok_or_else(|| anyhow!("/edit ID TEXT"))?;
             let target = find(m, id)?;
-            m.send(group, Body::Edit { target, text: new_text.to_owned() }).await?;
+            m.send(
+                group,
+                Body::Edit {
+                    target,
+                    text: new_text.to_owned(),
+                },
+            )
+            .await?;
         }
         ("/delete", id) => {
             let target = find(m, id.trim())?;
             m.send(group, Body::Delete { target }).await?;
         }
         _ => {
-            let out = m.send(group, Body::Text { text: text.to_owned() }).await?;
+            let out = m
+                .send(
+                    group,
+                    Body::Text {
+                        text: text.to_owned(),
+                    },
+                )
+                .await?;
             println!("[{}] you: {text}", &out.content.id.to_string()[..8]);
         }
     }
