@@ -9,6 +9,7 @@ pub mod audio;
 pub mod call;
 pub mod data_dir;
 pub mod e2ee;
+pub mod files;
 pub mod identity;
 pub mod messaging;
 pub mod signaling;
