@@ -128,7 +128,7 @@ mod tests {
                 &alice,
                 group,
                 0,
-                &[alice.clone(), bob.clone()],
+                &[alice, bob],
                 &welcome,
                 1,
                 10,
@@ -142,7 +142,7 @@ mod tests {
             to: &alice,
             envelope: b"bob's commit",
         }];
-        let members = [alice.clone(), bob.clone(), carol.clone()];
+        let members = [alice, bob, carol];
         assert_eq!(
             store
                 .group_commit(&bob, group, 1, &members, &to_alice, 1, 10)
