@@ -9,7 +9,9 @@
 //!
 //! `cargo bench -p sotto-engine --bench file_transfer` (always a release build);
 //! `SOTTO_BENCH_FILE_MB` (default 256) and `SOTTO_BENCH_RUNS` (default 3) change the
-//! size and the number of runs. Figures go to BENCHMARKS.md.
+//! size and the number of runs; `SOTTO_BENCH_DIR` puts the files and the server's data
+//! dir somewhere else than the system's temporary directory (e.g. `/dev/shm`, to take the
+//! disk out of the measurement). Figures go to BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
@@ -59,7 +61,10 @@ fn main() {
 }
 
 async fn run(size: u64, runs: u64) {
-    let work = tempfile::tempdir().unwrap();
+    let work = match std::env::var_os("SOTTO_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let server_dir = work.path().join("server");
     let server = start(Config::new("127.0.0.1:0".parse().unwrap(), &server_dir))
         .await

@@ -96,6 +96,42 @@ async fn send_inbox_and_a_group_from_the_command_line() {
     let list = sotto(&carol, &["group", "list"], &url);
     assert!(String::from_utf8_lossy(&list.stdout).contains("you were removed"));
 
+    // A file to the group: Bob fetches it by the id his inbox shows; the server's data
+    // dir never holds the plaintext.
+    let file = dir.path().join("notes.txt");
+    let secret = "the plan, in a file: meet at noon by the fountain\n".repeat(20_000);
+    std::fs::write(&file, &secret).unwrap();
+    sotto(
+        &alice,
+        &["send-file", "Plans", file.to_str().unwrap()],
+        &url,
+    );
+    let got = inbox(&bob, &url);
+    let offer = got
+        .iter()
+        .find(|e| e["kind"] == "file")
+        .expect("a file message");
+    assert!(
+        !offer["body"].as_str().unwrap().contains("key"),
+        "the inbox shows no key"
+    );
+    let into = dir.path().join("bob-files");
+    std::fs::create_dir(&into).unwrap();
+    let fetched = sotto(
+        &bob,
+        &[
+            "fetch-file",
+            &offer["id"].as_str().unwrap()[..8],
+            into.to_str().unwrap(),
+        ],
+        &url,
+    );
+    let fetched_path = String::from_utf8(fetched.stdout).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(fetched_path.trim()).unwrap(),
+        secret
+    );
+
     // Safety numbers: both sides see the same digits; a scanned payload is checked.
     let digits = |out: &Output| {
         String::from_utf8_lossy(&out.stdout)
@@ -133,4 +169,34 @@ async fn send_inbox_and_a_group_from_the_command_line() {
         "{warning}"
     );
     server.shutdown().await.unwrap();
+
+    // After messages and a file, the server's data dir (SQLite and blobs) holds none of
+    // the plaintext, the group's title or the file's name.
+    let mut stack = vec![dir.path().join("server")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            // SQLite may still be removing its -wal and -shm files as the server closes.
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            for needle in [
+                "hello bob",
+                "just us two",
+                "meet at noon",
+                "notes.txt",
+                "Plans",
+            ] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} contains {needle:?}",
+                    path.display()
+                );
+            }
+        }
+    }
 }

@@ -52,12 +52,17 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let id: Vec<u8> = r.get(0)?;
     let group: Vec<u8> = r.get(1)?;
     let sender: Vec<u8> = r.get(2)?;
+    let kind: String = r.get(3)?;
+    let mut body: String = r.get(4)?;
+    if kind == "file" {
+        body = file_summary(&body);
+    }
     Ok(Entry {
         id: id.iter().map(|b| format!("{b:02x}")).collect(),
         conversation: GroupId(group).to_hex(),
         sender: encode_b64(&sender),
-        kind: r.get(3)?,
-        body: r.get(4)?,
+        kind,
+        body,
         sent_at: r.get(5)?,
         edited: r.get(6)?,
         deleted: r.get(7)?,
@@ -65,6 +70,49 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 const COLUMNS: &str = "msg_id, group_id, sender, kind, body, sent_at, edited, deleted";
+
+/// What a file entry shows: name, size and type, never the key (the stored offer keeps
+/// it, for `fetch-file`).
+fn file_summary(offer: &str) -> String {
+    let offer: serde_json::Value = serde_json::from_str(offer).unwrap_or_default();
+    serde_json::json!({
+        "name": offer["name"],
+        "size": offer["size"],
+        "media_type": offer["media_type"],
+    })
+    .to_string()
+}
+
+/// The stored offer of a file message whose id starts with `prefix` (hex). Errors
+/// when the prefix matches several.
+pub fn file_offer(conn: &Connection, prefix: &str) -> Result<Option<serde_json::Value>, String> {
+    let prefix = prefix.to_ascii_lowercase();
+    let mut stmt = conn
+        .prepare("SELECT msg_id, body FROM messages WHERE kind = 'file' AND deleted = 0")
+        .map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(|e| e.to_string())?;
+    let mut hits = Vec::new();
+    for row in rows {
+        let (id, body) = row.map_err(|e| e.to_string())?;
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        if hex.starts_with(&prefix) {
+            hits.push(body);
+        }
+    }
+    match hits.as_slice() {
+        [] => Ok(None),
+        [one] => serde_json::from_str(one)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "{prefix} matches several files; give more of the id"
+        )),
+    }
+}
 
 /// The last `limit` entries of a conversation, oldest first.
 pub fn recent(conn: &Connection, group: &GroupId, limit: usize) -> rusqlite::Result<Vec<Entry>> {

@@ -4,7 +4,7 @@
 //! submits commits with `group_commit`, rebuilding a commit that lost the race on the new
 //! epoch. The only I/O of encrypted messaging lives here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use super::conversations::{
     ConversationError, Conversations, GroupId, Outgoing, ReceiveError, Received,
 };
 use super::mls::{self, CommitOut};
+use crate::files::{self, BlobClient, FileError, FileOffer, Transfer, UploadState};
 use crate::store::StoreError;
 use crate::{ClientConfig, ClientError, Event, Identity, SignalingClient};
 
@@ -45,6 +46,17 @@ pub enum MessengerError {
     /// The winning commit did not arrive in time.
     #[error("another member's change to the group has not arrived; try again")]
     CatchUpTimeout,
+    /// A file transfer failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The saved state of an interrupted upload could not be used.
+    #[error("upload state {path}: {why}")]
+    UploadState {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 impl From<mls::MlsError> for MessengerError {
@@ -68,6 +80,10 @@ pub struct Messenger {
     core: Conversations,
     /// Envelopes announced at connect that have not arrived yet.
     backlog: u64,
+    /// The blob store beside the signaling server.
+    blobs: BlobClient,
+    /// Where interrupted uploads keep their state.
+    uploads: PathBuf,
 }
 
 impl Messenger {
@@ -79,12 +95,15 @@ impl Messenger {
         data_dir: &Path,
     ) -> Result<Self, MessengerError> {
         let core = Conversations::open(data_dir, identity.clone())?;
+        let blobs = BlobClient::for_signaling_url(&config.url)?;
         let client = SignalingClient::connect(config, identity).await?;
         let backlog = client.mailbox_depth_at_connect();
         let mut messenger = Messenger {
             client,
             core,
             backlog,
+            blobs,
+            uploads: data_dir.join("uploads"),
         };
         messenger.replenish_key_packages().await?;
         Ok(messenger)
@@ -160,6 +179,56 @@ impl Messenger {
             self.client.mailbox_send(*to, out.bytes.clone()).await?;
         }
         Ok(out)
+    }
+
+    /// Encrypt and upload the file at `path`, then send its offer to a conversation. An
+    /// upload interrupted before (a crash, a lost connection) resumes where it stopped:
+    /// its state is kept under the data dir until the offer is sent.
+    pub async fn send_file(
+        &mut self,
+        group: &GroupId,
+        path: &Path,
+        progress: impl FnMut(&Transfer),
+    ) -> Result<Outgoing, MessengerError> {
+        let state_path = self.upload_state_path(path)?;
+        let mut state = match read_state(&state_path)? {
+            Some(state) => state,
+            None => {
+                let state = files::create_upload(&self.client, path, None).await?;
+                write_state(&state_path, &state)?;
+                state
+            }
+        };
+        let offer = files::upload(&self.blobs, &mut state, progress).await?;
+        let offer_json = serde_json::to_value(&offer).map_err(|e| MessengerError::UploadState {
+            path: state_path.clone(),
+            why: e.to_string(),
+        })?;
+        let out = self.send(group, Body::File { offer: offer_json }).await?;
+        let _ = std::fs::remove_file(&state_path);
+        Ok(out)
+    }
+
+    /// Download and decrypt a file offered in a conversation into `dir` (resuming a
+    /// partial download there).
+    pub async fn fetch_file(
+        &self,
+        offer: &FileOffer,
+        dir: &Path,
+        progress: impl FnMut(&Transfer),
+    ) -> Result<PathBuf, MessengerError> {
+        Ok(files::fetch(&self.blobs, offer, dir, progress).await?)
+    }
+
+    fn upload_state_path(&self, file: &Path) -> Result<PathBuf, MessengerError> {
+        use sha2::{Digest as _, Sha256};
+        let canonical = std::fs::canonicalize(file).map_err(|e| FileError::Io {
+            path: file.to_owned(),
+            source: e,
+        })?;
+        let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(self.uploads.join(format!("{name}.json")))
     }
 
     /// The direct conversation with `peer`, started if there is none yet.
@@ -273,4 +342,43 @@ impl Messenger {
     pub async fn close(self) {
         self.client.close().await;
     }
+}
+
+/// An interrupted upload's saved state, if there is one.
+fn read_state(path: &Path) -> Result<Option<UploadState>, MessengerError> {
+    let bad = |why: String| MessengerError::UploadState {
+        path: path.to_owned(),
+        why,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Save an upload's state (it holds the file key: mode 0600, like the identity).
+fn write_state(path: &Path, state: &UploadState) -> Result<(), MessengerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let bad = |why: String| MessengerError::UploadState {
+        path: path.to_owned(),
+        why,
+    };
+    if let Some(dir) = path.parent() {
+        crate::data_dir::create_private_dir(dir).map_err(|e| bad(e.to_string()))?;
+    }
+    let bytes = serde_json::to_vec(state).map_err(|e| bad(e.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| bad(e.to_string()))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| bad(e.to_string()))
 }

@@ -61,6 +61,27 @@ pub enum ChatCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Encrypt a file, upload it, and send it to a contact, an id, or a group. An
+    /// interrupted upload of the same file resumes.
+    SendFile {
+        /// A contact name, an id, or a group's title or id.
+        #[arg(allow_hyphen_values = true)]
+        to: String,
+        /// The file.
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Download and decrypt a file someone sent (its message id, or the start of it, as
+    /// `inbox` shows it) into a directory. An interrupted download resumes.
+    FetchFile {
+        /// The message id (hex; a unique prefix is enough).
+        id: String,
+        /// Where to put it.
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Group conversations (end-to-end encrypted; not group calls: see `room`).
     #[command(subcommand)]
     Group(GroupCommand),
@@ -170,6 +191,41 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             if unread.is_empty() && !json {
                 println!("no new messages");
             }
+            m.close().await;
+        }
+        ChatCommand::SendFile { to, path, server } => {
+            let mut m = connect(&server, identity, data_dir).await?;
+            catch_up(&mut m).await?;
+            let group = target(&mut m, &to).await?;
+            let out = m
+                .send_file(&group, &path, |t| {
+                    eprint!("\r{} / {} chunks", t.chunks_done, t.chunks_total);
+                })
+                .await?;
+            eprintln!();
+            println!(
+                "sent {} ({}) to {} member(s)",
+                path.display(),
+                out.content.id,
+                out.to.len()
+            );
+            m.close().await;
+        }
+        ChatCommand::FetchFile { id, dir, server } => {
+            let mut m = connect(&server, identity, data_dir).await?;
+            catch_up(&mut m).await?;
+            let offer = history::file_offer(m.core().conn(), &id)
+                .map_err(|e| anyhow!(e))?
+                .ok_or_else(|| anyhow!("no file message with id {id}"))?;
+            let offer: sotto_engine::files::FileOffer =
+                serde_json::from_value(offer).context("the stored file offer")?;
+            let path = m
+                .fetch_file(&offer, &dir, |t| {
+                    eprint!("\r{} / {} chunks", t.chunks_done, t.chunks_total);
+                })
+                .await?;
+            eprintln!();
+            println!("{}", path.display());
             m.close().await;
         }
         ChatCommand::Chat { with, server } => {
