@@ -200,3 +200,160 @@ async fn send_inbox_and_a_group_from_the_command_line() {
         }
     }
 }
+
+/// Runs `sotto` with `stdin` piped in; returns the output whatever the exit status.
+fn sotto_with_input(data: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .env_remove("SOTTO_DATA_DIR")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_identity_groups_and_history_on_a_new_machine() {
+    use sotto_engine::identity::{IDENTITY_FILE, Identity};
+    use sotto_engine::messaging::Conversations;
+    use sotto_engine::messaging::history;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("server"),
+    ))
+    .await
+    .unwrap();
+    let url = server.ws_url();
+    let [alice, bob] = ["alice", "bob"].map(|n| dir.path().join(n));
+    // Alice's backup is offered, and made, at `id new`.
+    let first_backup = dir.path().join("alice-at-creation.backup");
+    let created = sotto(
+        &alice,
+        &["id", "new", "--backup", first_backup.to_str().unwrap()],
+        &url,
+    );
+    assert!(String::from_utf8_lossy(&created.stdout).contains("recovery code"));
+    assert!(first_backup.exists());
+    let alice_id = {
+        let shown = sotto(&alice, &["id", "show", "--json"], &url);
+        let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        json["id"].as_str().unwrap().to_owned()
+    };
+    new_identity(&bob, &url);
+    assert!(inbox(&alice, &url).is_empty());
+    sotto(&bob, &["contact", "add", "alice", &alice_id], &url);
+    sotto(&bob, &["group", "new", "Trip", "alice"], &url);
+    sotto(&bob, &["send", "Trip", "the tickets are booked"], &url);
+    assert_eq!(
+        bodies(&inbox(&alice, &url), "text"),
+        vec!["the tickets are booked"]
+    );
+
+    // Alice backs up; the code is on the line after the announcement.
+    let file = dir.path().join("alice.backup");
+    let exported = sotto(&alice, &["backup", "export", file.to_str().unwrap()], &url);
+    let text = String::from_utf8(exported.stdout).unwrap();
+    let code = text
+        .lines()
+        .skip_while(|l| !l.contains("recovery code"))
+        .map(str::trim)
+        .find(|l| l.len() >= 28 && l.contains('-'))
+        .expect("a recovery code")
+        .to_owned();
+    let raw = std::fs::read(&file).unwrap();
+    assert!(
+        !raw.windows(b"tickets".len()).any(|w| w == b"tickets"),
+        "the backup holds no plaintext"
+    );
+
+    // A new machine: a wrong code and a mistyped one are told apart and restore nothing.
+    let restored = dir.path().join("alice-new-machine");
+    let wrong = "0000-0000-0000-0000-0000-0000-0000";
+    let out = sotto_with_input(
+        &restored,
+        &["backup", "import", file.to_str().unwrap()],
+        wrong,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrong recovery code") || err.contains("mistyped"),
+        "{err}"
+    );
+    let mut typo = code.clone().into_bytes();
+    typo[0] = if typo[0] == b'A' { b'B' } else { b'A' };
+    let out = sotto_with_input(
+        &restored,
+        &["backup", "import", file.to_str().unwrap()],
+        std::str::from_utf8(&typo).unwrap(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mistyped"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!restored.join(IDENTITY_FILE).exists());
+
+    let out = sotto_with_input(
+        &restored,
+        &["backup", "import", file.to_str().unwrap()],
+        &format!("{}\n", code.to_lowercase()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The identity, the group and its history are back...
+    let identity = Identity::load(&restored.join(IDENTITY_FILE)).unwrap();
+    assert_eq!(identity.public().to_string(), alice_id);
+    {
+        let core = Conversations::open(&restored, std::sync::Arc::new(identity)).unwrap();
+        let group = history::room_by_title(core.conn(), "Trip")
+            .unwrap()
+            .expect("the group");
+        let texts: Vec<String> = history::recent(core.conn(), &group, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert!(
+            texts.iter().any(|t| t == "the tickets are booked"),
+            "{texts:?}"
+        );
+    }
+    // ...and its MLS state works: the restored Alice reads what Bob sends next, and her
+    // reply reaches him.
+    sotto(&bob, &["send", "Trip", "see you at the station"], &url);
+    assert_eq!(
+        bodies(&inbox(&restored, &url), "text"),
+        vec!["see you at the station"]
+    );
+    sotto(&restored, &["send", "Trip", "restored and here"], &url);
+    assert_eq!(
+        bodies(&inbox(&bob, &url), "text"),
+        vec!["restored and here"]
+    );
+    // An import over an existing identity is refused.
+    let out = sotto_with_input(
+        &restored,
+        &["backup", "import", file.to_str().unwrap()],
+        &code,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

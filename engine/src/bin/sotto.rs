@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+#[path = "cli/backup.rs"]
+mod backup;
 #[path = "cli/call.rs"]
 mod call;
 #[path = "cli/chat.rs"]
@@ -54,7 +56,11 @@ const EXAMPLES: &str = "Examples:
   sotto inbox                    fetch, decrypt and show what arrived
   sotto chat bob                 an interactive encrypted chat
   sotto group new Plans bob carol
-                                 an encrypted group conversation";
+                                 an encrypted group conversation
+  sotto backup export ~/sotto.backup
+                                 an encrypted backup; prints its recovery code once
+  sotto backup import ~/sotto.backup < code.txt
+                                 restore it on a new machine";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -98,6 +104,9 @@ enum Command {
     },
     #[command(flatten)]
     Chat(chat::ChatCommand),
+    /// Encrypted backups of your identity, conversations and history.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +144,10 @@ enum IdCommand {
         /// Replace an existing identity. The old one is gone for good.
         #[arg(long)]
         force: bool,
+        /// Also write an encrypted backup of it to this new file and print its recovery
+        /// code (the same as `sotto backup export FILE` afterwards).
+        #[arg(long, value_name = "FILE")]
+        backup: Option<PathBuf>,
     },
     /// Show your id, fingerprint and display name.
     Show {
@@ -167,7 +180,11 @@ async fn run() -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let identity_path = data_dir.join(IDENTITY_FILE);
     match cli.command {
-        Command::Id(IdCommand::New { name, force }) => {
+        Command::Id(IdCommand::New {
+            name,
+            force,
+            backup: backup_file,
+        }) => {
             let identity = Identity::generate(name)?;
             identity.save(&identity_path, force)?;
             println!("Created your identity in {}", identity_path.display());
@@ -175,6 +192,16 @@ async fn run() -> anyhow::Result<()> {
             println!();
             println!("Share your id with people who should reach you. Keep the file private:");
             println!("whoever holds it can act as you.");
+            println!();
+            match backup_file {
+                Some(file) => backup::export(&data_dir, &file)?,
+                None => {
+                    println!(
+                        "Lose this machine and the identity is gone: make an encrypted backup"
+                    );
+                    println!("with `sotto backup export FILE` (it prints a recovery code once).");
+                }
+            }
         }
         Command::Id(IdCommand::Show { json }) => {
             let identity = Identity::load(&identity_path)?;
@@ -217,6 +244,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Room(RoomCommand::Join { room, token, args }) => {
             room::join(Identity::load(&identity_path)?, &room, &token, &args).await?;
         }
+        Command::Backup(command) => backup::run(command, &data_dir)?,
         Command::Chat(command) => {
             chat::run(command, Identity::load(&identity_path)?, &data_dir).await?;
         }

@@ -124,15 +124,7 @@ mod tests {
             envelope: b"welcome",
         }];
         let accepted = store
-            .group_commit(
-                &alice,
-                group,
-                0,
-                &[alice, bob],
-                &welcome,
-                1,
-                10,
-            )
+            .group_commit(&alice, group, 0, &[alice, bob], &welcome, 1, 10)
             .expect("store");
         assert_eq!(accepted, Ok(1));
         assert_eq!(depth(&store, &bob), 1);
