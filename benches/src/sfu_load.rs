@@ -310,6 +310,7 @@ impl Participant {
                     call_id: room.clone(),
                     sdp: offer,
                     ice_restart: false,
+                    e2ee: None,
                 }),
             )
             .await?;
@@ -425,6 +426,7 @@ async fn on_signal(
                         CallSignal::Answer(Answer {
                             call_id: offer.call_id,
                             sdp,
+                            e2ee: None,
                         }),
                     )
                     .await;

@@ -143,6 +143,7 @@ async fn a_malformed_answer_ends_the_callers_call() {
             CallSignal::Answer(Answer {
                 call_id: offer.call_id.clone(),
                 sdp: "this is not SDP\r\nm=nonsense\r\n".into(),
+                e2ee: None,
             }),
         )
         .await
@@ -184,6 +185,7 @@ async fn offers_that_are_malformed_or_have_no_common_codec_are_refused_with_a_re
                     call_id: call_id.into(),
                     sdp: sdp.into(),
                     ice_restart: false,
+                    e2ee: None,
                 }),
             )
             .await

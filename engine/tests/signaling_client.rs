@@ -73,6 +73,7 @@ async fn two_identities_meet_relay_call_setup_and_hang_up() {
         call_id: "call-1".into(),
         sdp: "v=0 offer".into(),
         ice_restart: false,
+        e2ee: None,
     };
     alice
         .send_call_signal(bob.identity(), CallSignal::Offer(offer.clone()))
@@ -89,6 +90,7 @@ async fn two_identities_meet_relay_call_setup_and_hang_up() {
     let answer = Answer {
         call_id: "call-1".into(),
         sdp: "v=0 answer".into(),
+        e2ee: None,
     };
     bob.send_call_signal(alice.identity(), CallSignal::Answer(answer.clone()))
         .await
@@ -169,6 +171,7 @@ async fn two_identities_meet_relay_call_setup_and_hang_up() {
                 call_id: "c2".into(),
                 sdp: "v=0".into(),
                 ice_restart: false,
+                e2ee: None,
             }),
         )
         .await

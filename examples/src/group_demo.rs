@@ -143,6 +143,7 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
             ice: IceConfig::loopback(),
             max_duration: Some(Duration::from_secs(120)),
             leave_after_input: Some(Duration::from_millis(1500)),
+            e2ee: None,
         };
         let room = invite.room_id.clone();
         calls.push((

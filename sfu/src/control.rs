@@ -64,6 +64,7 @@ async fn on_call_signal(
                 Ok(sdp) => CallSignal::Answer(Answer {
                     call_id: room.clone(),
                     sdp,
+                    e2ee: None,
                 }),
                 Err(err) => {
                     tracing::debug!(%err, "an offer was refused");
@@ -115,6 +116,7 @@ async fn send_signal(sender: &SignalingSender, signal: SignalOut) {
                 call_id: room,
                 sdp,
                 ice_restart: false,
+                e2ee: None,
             });
             if let Err(err) = sender.send_call_signal(to, offer).await {
                 tracing::debug!(%err, "an SFU offer did not reach its participant");

@@ -219,7 +219,12 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     signals: VecDeque<SignalOut>,
     counters: Counters,
+    /// Sees every RTP payload that arrives for forwarding (see [`Sfu::set_payload_tap`]).
+    payload_tap: Option<PayloadTap>,
 }
+
+/// A function shown each RTP payload the SFU receives for forwarding, with its room.
+pub type PayloadTap = Box<dyn FnMut(&RoomId, &[u8]) + Send>;
 
 impl Sfu {
     /// An SFU whose legs all use `local_addr` (the UDP socket's public address).
@@ -240,7 +245,15 @@ impl Sfu {
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
             counters: Counters::default(),
+            payload_tap: None,
         }
+    }
+
+    /// Shows `tap` every RTP payload this SFU receives for forwarding: exactly what a
+    /// curious operator of the SFU could read. For tests that check media stays end-to-end
+    /// encrypted (SFrame) on its way through; forwarding itself never reads payloads.
+    pub fn set_payload_tap(&mut self, tap: Option<PayloadTap>) {
+        self.payload_tap = tap;
     }
 
     /// Forward the audio of at most `n` publishers per room (the loudest; at least 1).
@@ -898,6 +911,9 @@ impl Sfu {
         let Some(&(codec, source, _)) = publisher.published.get(&ssrc) else {
             return;
         };
+        if let Some(tap) = self.payload_tap.as_mut() {
+            tap(&publisher.room, &packet.payload);
+        }
         publisher.rates.entry(ssrc).or_default().add(
             now,
             packet.payload.len() + rtc::shared::marshal::MarshalSize::marshal_size(&packet.header),

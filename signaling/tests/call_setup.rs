@@ -107,6 +107,7 @@ async fn two_identities_meet_in_a_room_and_set_up_a_call() {
         call_id: CALL.into(),
         sdp: sdp_offer.into(),
         ice_restart: false,
+        e2ee: None,
     };
     let pushed = relay(
         &mut a,
@@ -128,6 +129,7 @@ async fn two_identities_meet_in_a_room_and_set_up_a_call() {
     let answer = Answer {
         call_id: CALL.into(),
         sdp: "v=0\r\no=- 9920 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".into(),
+        e2ee: None,
     };
     let pushed = relay(
         &mut b,
@@ -241,6 +243,7 @@ async fn relays_to_an_identity_without_a_connection_are_peer_offline() {
                 call_id: CALL.into(),
                 sdp: "v=0\r\n".into(),
                 ice_restart: false,
+                e2ee: None,
             },
         }))
         .await;

@@ -131,6 +131,7 @@ async fn a_registered_sfu_hosts_group_rooms_and_hears_joins_leaves_and_offers() 
                 call_id: room_id.0.clone(),
                 sdp: "v=0\r\n".into(),
                 ice_restart: false,
+                e2ee: None,
             },
         }))
         .await;
@@ -148,6 +149,7 @@ async fn a_registered_sfu_hosts_group_rooms_and_hears_joins_leaves_and_offers() 
             body: Answer {
                 call_id: room_id.0.clone(),
                 sdp: "v=0\r\n".into(),
+                e2ee: None,
             },
         }))
         .await;

@@ -17,10 +17,11 @@ use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent};
-use super::{CallError, IceConfig, SentSummary};
+use super::{CallError, E2eeSummary, IceConfig, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioSink, InputSpec, OutputSpec, open_sink, open_source};
+use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
 
 /// How a group call is set up.
@@ -41,6 +42,12 @@ pub struct GroupConfig {
     pub max_duration: Option<Duration>,
     /// When the input is a file, leave this long after it ends.
     pub leave_after_input: Option<Duration>,
+    /// SFrame keys from the room's MLS group: our audio is encrypted end to end, so the
+    /// SFU forwards ciphertext it cannot read, and every stream we receive must open under
+    /// the group's keys (others are dropped and counted). Rekey it
+    /// ([`MediaCrypto::rekey`]) after every commit that changes the group. `None`: SRTP to
+    /// the SFU only, which then sees the audio.
+    pub e2ee: Option<Arc<MediaCrypto>>,
 }
 
 /// What one other participant's stream looked like.
@@ -73,6 +80,8 @@ pub struct GroupSummary {
     pub sent: SentSummary,
     /// What we heard, per participant.
     pub received: Vec<ReceivedStream>,
+    /// End-to-end media encryption, when the call had it.
+    pub e2ee: Option<E2eeSummary>,
     /// Why it ended.
     pub end: String,
 }
@@ -125,6 +134,7 @@ pub async fn run(
                 call_id: call_id.clone(),
                 sdp: offer_sdp,
                 ice_restart: false,
+                e2ee: None,
             }),
         )
         .await
@@ -171,7 +181,7 @@ pub async fn run(
                     .await;
                     match answered {
                         Ok(sdp) => {
-                            let reply = CallSignal::Answer(Answer { call_id: call_id.clone(), sdp });
+                            let reply = CallSignal::Answer(Answer { call_id: call_id.clone(), sdp, e2ee: None });
                             if let Err(err) = sender.send_call_signal(sfu, reply).await {
                                 break format!("the SFU could not be reached: {err}");
                             }
@@ -198,6 +208,7 @@ pub async fn run(
                             config.encoder.frame.samples() as u32,
                             frames_rx,
                             counters.clone(),
+                            config.e2ee.clone(),
                         ));
                         if let Some(source) = source.take() {
                             let capture = media::spawn_capture(media::Capture {
@@ -240,6 +251,7 @@ pub async fn run(
                         config.jitter.clone(),
                         receive.clone(),
                         stream_counters.clone(),
+                        config.e2ee.clone(),
                     ));
                     let playout = media::spawn_playout(sink, receive.clone(), stream_counters.clone(), stop.clone(), Instant::now())
                         .map_err(|e| CallError::Media(format!("starting a playout thread: {e}")))?;
@@ -321,6 +333,7 @@ pub async fn run(
             final_loss_percent: counters.loss_percent.load(Ordering::Relaxed),
         },
         received,
+        e2ee: config.e2ee.as_deref().map(E2eeSummary::of),
         end,
     })
 }

@@ -22,6 +22,7 @@ use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder, packet_sample
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
 use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLE_RATE, SAMPLES_PER_MS};
+use crate::e2ee::media::MediaCrypto;
 
 /// Counters shared by the pipeline's threads and tasks, read for the call summary.
 #[derive(Debug, Default)]
@@ -199,6 +200,8 @@ fn capture_loop(
 /// Writes encoded frames as RTP on the track: our own sequence numbers and timestamps so
 /// that DTX gaps advance the timestamp but not the sequence number (RFC 7587 §4.1), with
 /// the marker bit on the first packet of each talkspurt and the RFC 6464 level on each.
+/// With `crypto`, each Opus frame is sealed with SFrame first: the RTP payload is the
+/// SFrame ciphertext, while the header and the level extension stay readable for the SFU.
 pub async fn run_sender(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
@@ -206,6 +209,7 @@ pub async fn run_sender(
     frame_samples: u32,
     mut frames: mpsc::Receiver<OutFrame>,
     counters: Arc<MediaCounters>,
+    crypto: Option<Arc<MediaCrypto>>,
 ) {
     let mut sequence_number: u16 = rand::random();
     let timestamp_base: u32 = rand::random();
@@ -215,7 +219,19 @@ pub async fn run_sender(
         last_index = Some(frame.index);
         let timestamp =
             timestamp_base.wrapping_add((frame.index as u32).wrapping_mul(frame_samples));
-        let payload_len = frame.payload.len() as u64;
+        let payload = match &crypto {
+            None => frame.payload,
+            Some(crypto) => {
+                let mut sealed = Vec::with_capacity(frame.payload.len() + 32);
+                if let Err(err) = crypto.seal(&frame.payload, &mut sealed) {
+                    // Never send a frame in the clear instead.
+                    tracing::warn!(%err, "an audio frame could not be encrypted; not sent");
+                    continue;
+                }
+                sealed
+            }
+        };
+        let payload_len = payload.len() as u64;
         let packet = RtpPacket {
             header: Header {
                 version: 2,
@@ -226,7 +242,7 @@ pub async fn run_sender(
                 ssrc,
                 ..Default::default()
             },
-            payload: Bytes::from(frame.payload),
+            payload: Bytes::from(payload),
         };
         sequence_number = sequence_number.wrapping_add(1);
         let level = HeaderExtension::AudioLevel(AudioLevelExtension {
@@ -268,7 +284,10 @@ impl Receive {
     }
 }
 
-/// Reads RTP from the peer's track into the jitter buffer until the track ends.
+/// Reads RTP from the peer's track into the jitter buffer until the track ends. With
+/// `crypto`, every payload must open as SFrame: one that does not (tampered, replayed,
+/// under an unknown or expired key, or not encrypted at all) is counted by the crypto and
+/// dropped before the jitter buffer, so nothing of it is ever played.
 pub async fn run_receiver(
     track: Arc<dyn TrackRemote>,
     payload_type: u8,
@@ -276,7 +295,9 @@ pub async fn run_receiver(
     jitter: JitterConfig,
     receive: Arc<Receive>,
     counters: Arc<MediaCounters>,
+    crypto: Option<Arc<MediaCrypto>>,
 ) {
+    let mut opened = Vec::new();
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -288,9 +309,19 @@ pub async fn run_receiver(
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        let payload: &[u8] = match &crypto {
+            None => &packet.payload,
+            Some(crypto) => {
+                if let Err(err) = crypto.open(&packet.payload, now, &mut opened) {
+                    tracing::debug!(%err, "an audio frame was refused");
+                    continue;
+                }
+                &opened
+            }
+        };
         // The frame duration comes from the Opus packet itself (RFC 6716 §3.1); a packet
         // that does not parse is dropped here rather than fed to the decoder.
-        let Ok(samples) = packet_samples(&packet.payload) else {
+        let Ok(samples) = packet_samples(payload) else {
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -313,7 +344,7 @@ pub async fn run_receiver(
             Packet {
                 seq: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
-                payload: packet.payload.to_vec(),
+                payload: payload.to_vec(),
                 quiet,
             },
             now,

@@ -9,6 +9,8 @@ pub mod peer;
 mod phone;
 mod session;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,6 +19,7 @@ use sotto_signaling::protocol::HangupReason;
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, InputSpec, OutputSpec};
+use crate::e2ee::media::MediaCrypto;
 
 pub use phone::{CallHandle, IncomingCall, Phone};
 
@@ -85,6 +88,11 @@ pub struct CallConfig {
     /// When the input is a file and it ends, hang up after this much more (so the last
     /// words still reach the peer). `None`: keep the call up, sending silence.
     pub hang_up_after_input: Option<Duration>,
+    /// SFrame keys from the MLS group of the conversation with the peer: every audio
+    /// frame is encrypted end to end, and the peer must do the same (a call where one side
+    /// does and the other does not fails rather than falls back). `None`: media is
+    /// protected by DTLS-SRTP only (calls with browsers).
+    pub e2ee: Option<Arc<MediaCrypto>>,
 }
 
 impl Default for CallConfig {
@@ -100,6 +108,7 @@ impl Default for CallConfig {
             reconnect_timeout: Duration::from_secs(30),
             max_duration: None,
             hang_up_after_input: None,
+            e2ee: None,
         }
     }
 }
@@ -201,6 +210,31 @@ pub struct ReceivedSummary {
     pub decode_errors: u64,
 }
 
+/// What SFrame did in a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct E2eeSummary {
+    /// The MLS epoch our frames were last sealed in.
+    pub epoch: u64,
+    /// Frames we encrypted.
+    pub sealed: u64,
+    /// Frames we decrypted.
+    pub opened: u64,
+    /// Frames refused (tampered, replayed, unknown key, not encrypted): never played.
+    pub rejected: u64,
+}
+
+impl E2eeSummary {
+    /// The counters of a call's SFrame state.
+    pub fn of(crypto: &MediaCrypto) -> Self {
+        E2eeSummary {
+            epoch: crypto.epoch(),
+            sealed: crypto.sealed.load(Ordering::Relaxed),
+            opened: crypto.opened.load(Ordering::Relaxed),
+            rejected: crypto.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The call summary printed at the end.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallSummary {
@@ -222,6 +256,8 @@ pub struct CallSummary {
     pub sent: SentSummary,
     /// Receiving.
     pub received: ReceivedSummary,
+    /// End-to-end media encryption, when the call had it.
+    pub e2ee: Option<E2eeSummary>,
     /// How it ended.
     pub end: EndReason,
     /// When this end's media clock started (capture and playout time 0), for aligning

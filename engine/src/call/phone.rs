@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sotto_signaling::protocol::{HangupReason, IdentityKey, Offer};
+use sotto_signaling::protocol::{HangupReason, IdentityKey, MediaE2ee, Offer};
 use tokio::sync::mpsc;
 
 use super::session::{self, Command, Role, Routes, SessionParams};
@@ -168,6 +168,12 @@ impl Phone {
 }
 
 impl IncomingCall {
+    /// The end-to-end media encryption the caller asks for (an MLS group and epoch), if
+    /// any. Answer with [`CallConfig::e2ee`] keyed from that group, or the call fails.
+    pub fn e2ee(&self) -> Option<&MediaE2ee> {
+        self.offer.e2ee.as_ref()
+    }
+
     /// Answers with this configuration. Fails at once when the audio input or output
     /// cannot be opened (the caller is then told `failed`); a bad offer ends the call with
     /// a reason in its summary.

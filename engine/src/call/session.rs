@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sotto_signaling::protocol::{Answer, Candidate, Hangup, HangupReason, IdentityKey, Offer};
+use sotto_signaling::protocol::{
+    Answer, Candidate, Hangup, HangupReason, IdentityKey, MediaE2ee, Offer,
+};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
@@ -18,8 +20,8 @@ use webrtc::peer_connection::{
 use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
 use super::{
-    CallConfig, CallError, CallEvent, CallState, CallSummary, EndReason, ReceivedSummary,
-    SentSummary, Side,
+    CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
+    ReceivedSummary, SentSummary, Side,
 };
 use crate::audio::rate::RateController;
 use crate::audio::{AudioSink, AudioSource};
@@ -292,6 +294,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         ice_restarts: 0,
         sent: SentSummary::default(),
         received: ReceivedSummary::default(),
+        e2ee: None,
         end,
         media_started: None,
     }
@@ -331,12 +334,49 @@ impl Session {
             call_id: self.call_id.clone(),
             sdp,
             ice_restart,
+            e2ee: self.e2ee_info(),
         }))
         .await
     }
 
+    /// What we tell the peer about our end-to-end media encryption.
+    fn e2ee_info(&self) -> Option<MediaE2ee> {
+        self.config.e2ee.as_ref().map(|crypto| MediaE2ee {
+            group: hex(crypto.group()),
+            epoch: crypto.epoch(),
+        })
+    }
+
+    /// Both ends must agree on end-to-end media encryption: the same MLS group, or none
+    /// at all. A mismatch ends the call instead of playing noise, or, worse, of one side
+    /// sending in the clear while the user believes the call is encrypted.
+    fn check_e2ee(&self, theirs: Option<&MediaE2ee>) -> Result<(), EndReason> {
+        let ours = self.config.e2ee.as_ref();
+        let detail = match (ours, theirs) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                "the peer does not encrypt media end to end; the call was not connected"
+            }
+            (None, Some(_)) => {
+                "the peer encrypts media end to end (SFrame) but this call has no keys for it; answer with the conversation's keys"
+            }
+            (Some(crypto), Some(theirs)) => {
+                if theirs.group != hex(crypto.group()) {
+                    "the peer's media keys are for another conversation"
+                } else {
+                    // Epochs may differ for a moment (a commit in flight): the receiver
+                    // keeps recent epochs, and frames of a later one are refused until we
+                    // have processed its commit.
+                    return Ok(());
+                }
+            }
+        };
+        Err(local_failure(detail))
+    }
+
     /// Callee: checks and applies the offer, sends the answer.
     async fn answer(&mut self, offer: Offer) -> Result<(), EndReason> {
+        self.check_e2ee(offer.e2ee.as_ref())?;
         self.apply_remote(&offer.sdp, true).await?;
         let answer = self
             .pc
@@ -351,6 +391,7 @@ impl Session {
         self.send(CallSignal::Answer(Answer {
             call_id: self.call_id.clone(),
             sdp,
+            e2ee: self.e2ee_info(),
         }))
         .await
     }
@@ -391,6 +432,7 @@ impl Session {
                     return Ok(());
                 }
                 let first = !self.remote_description_set;
+                self.check_e2ee(answer.e2ee.as_ref())?;
                 self.apply_remote(&answer.sdp, false).await?;
                 if first {
                     self.set_state(CallState::Connecting);
@@ -484,6 +526,7 @@ impl Session {
                     self.config.jitter.clone(),
                     self.receive.clone(),
                     self.counters.clone(),
+                    self.config.e2ee.clone(),
                 ));
                 Ok(())
             }
@@ -569,6 +612,7 @@ impl Session {
             frame_samples,
             frames_rx,
             self.counters.clone(),
+            self.config.e2ee.clone(),
         ));
         let capture = media::spawn_capture(media::Capture {
             source,
@@ -746,8 +790,13 @@ impl Session {
             comfort_noise_frames: jitter.comfort_noise,
             decode_errors: load(&c.decode_errors),
         };
+        summary.e2ee = self.config.e2ee.as_deref().map(E2eeSummary::of);
         summary
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -14,6 +14,7 @@ use sotto_signaling::protocol::IdentityKey;
 use super::content::{Body, Content, MessageId};
 use super::mls::{self, CommitOut, Incoming, MlsError};
 use crate::Identity;
+use crate::e2ee::media::MediaEpoch;
 use crate::identity::fingerprint;
 use crate::store::{self, StoreError};
 
@@ -447,6 +448,11 @@ impl Conversations {
     /// The members of a conversation.
     pub fn members(&self, group: &GroupId) -> Result<Vec<IdentityKey>, MlsError> {
         mls::members(&self.conn, &group.0)
+    }
+
+    /// The SFrame keying material of this conversation's current epoch, for a call in it.
+    pub fn media_epoch(&self, group: &GroupId) -> Result<MediaEpoch, MlsError> {
+        mls::media_epoch(&self.conn, &group.0)
     }
 
     /// The MLS exporter for this conversation's current epoch: (epoch, own leaf index,

@@ -23,6 +23,9 @@ use rusqlite::Connection;
 use sotto_signaling::protocol::IdentityKey;
 
 use crate::Identity;
+use crate::e2ee::media::MediaEpoch;
+use crate::e2ee::sframe_keys;
+use zeroize::Zeroizing;
 
 /// The only cipher suite Sotto speaks.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -571,6 +574,34 @@ pub fn export_secret(
         .export_secret(provider.crypto(), label, &[], length)
         .map_err(group_err)?;
     Ok((group.epoch().as_u64(), group.own_leaf_index().u32(), secret))
+}
+
+/// The SFrame keying material of the group's current epoch (RFC 9605 §5.2): the exporter
+/// secret, this member's leaf index, and `group_size`, one more than the largest leaf
+/// index in the tree (every member computes the same value, blank leaves included).
+pub fn media_epoch(conn: &Connection, group_id: &[u8]) -> Result<MediaEpoch, MlsError> {
+    let provider = Provider::new(conn);
+    let group = load_active(&provider, group_id)?;
+    let secret = group
+        .export_secret(
+            provider.crypto(),
+            sframe_keys::EXPORTER_LABEL,
+            sframe_keys::EXPORTER_CONTEXT,
+            sframe_keys::EXPORTER_LENGTH,
+        )
+        .map_err(group_err)?;
+    let group_size = group
+        .members()
+        .map(|m| m.index.u32())
+        .max()
+        .map_or(1, |max| max.saturating_add(1));
+    Ok(MediaEpoch {
+        group: group_id.to_vec(),
+        epoch: group.epoch().as_u64(),
+        secret: Zeroizing::new(secret),
+        group_size,
+        my_index: group.own_leaf_index().u32(),
+    })
 }
 
 /// The current members of a group this identity is in.

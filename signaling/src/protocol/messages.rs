@@ -257,6 +257,9 @@ pub struct Offer {
     /// True when this offer restarts ICE on an established call.
     #[serde(default)]
     pub ice_restart: bool,
+    /// The caller encrypts media end to end and expects the callee to as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<MediaE2ee>,
 }
 
 /// An SDP answer.
@@ -266,6 +269,20 @@ pub struct Answer {
     pub call_id: String,
     /// The SDP.
     pub sdp: String,
+    /// The callee encrypts media end to end, with the keys the offer named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<MediaE2ee>,
+}
+
+/// End-to-end media encryption in a call: SFrame (RFC 9605) with keys from an MLS group's
+/// exporter (RFC 9605 §5.2). Names the group and the epoch the sender starts in; no keys.
+/// The server relays it like the SDP and never acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaE2ee {
+    /// The MLS group id, hex.
+    pub group: String,
+    /// The MLS epoch whose exporter keys the media.
+    pub epoch: u64,
 }
 
 /// A trickled ICE candidate; an empty `candidate` marks the end of candidates.

@@ -20,7 +20,7 @@ pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;
 pub use messages::{
     Answer, Auth, Candidate, ClientFrame, ClientMessage, GroupCommit, Hangup, HangupReason,
-    Incoming, Limits, Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame,
+    Incoming, Limits, MediaE2ee, Offer, Outgoing, Participant, PresenceState, RoomId, ServerFrame,
     ServerMessage, Subscription,
 };
 

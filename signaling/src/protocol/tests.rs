@@ -15,6 +15,7 @@ fn client_frames_round_trip_with_type_tag_and_id() {
                 call_id: "c1".into(),
                 sdp: "v=0".into(),
                 ice_restart: false,
+                e2ee: None,
             },
         }),
     );

@@ -40,6 +40,7 @@ async fn call(
         ice: args.session.ice(),
         max_duration: args.session.duration,
         leave_after_input,
+        e2ee: None,
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;

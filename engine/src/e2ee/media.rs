@@ -1,0 +1,182 @@
+//! The SFrame state of one call: what the media pipeline calls to seal each outgoing frame
+//! and open each incoming one, and what the application calls to move the call to a new
+//! MLS epoch. Owns one [`MediaSender`] (our audio, context 0) and one [`MediaReceiver`]
+//! shared by every incoming stream, each behind its own lock (the sender task and the
+//! receiver tasks never wait on each other), plus counters. It does not read MLS state:
+//! the application computes a [`MediaEpoch`] (`Conversations::media_epoch`) and passes it
+//! in, at the start and after every commit that changes the group.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use zeroize::Zeroizing;
+
+use super::sframe_keys::{MediaKeyError, MediaReceiver, MediaSender, ReceiverConfig};
+
+/// One MLS epoch's media keying material, as seen by one member.
+pub struct MediaEpoch {
+    /// The MLS group id.
+    pub group: Vec<u8>,
+    /// The epoch.
+    pub epoch: u64,
+    /// `MLS-Exporter("SFrame 1.0 Base Key", "", 16)` of that epoch.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// One more than the largest leaf index in the epoch's tree (RFC 9605 §5.2's
+    /// `group_size`, computed the same way by every member).
+    pub group_size: u32,
+    /// This member's leaf index.
+    pub my_index: u32,
+}
+
+impl fmt::Debug for MediaEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaEpoch")
+            .field("epoch", &self.epoch)
+            .field("group_size", &self.group_size)
+            .field("my_index", &self.my_index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call's SFrame sender and receiver.
+pub struct MediaCrypto {
+    group: Vec<u8>,
+    sender: Mutex<MediaSender>,
+    receiver: Mutex<MediaReceiver>,
+    /// Frames sealed.
+    pub sealed: AtomicU64,
+    /// Frames opened.
+    pub opened: AtomicU64,
+    /// Frames refused (tampered, replayed, unknown or expired key, not SFrame at all).
+    pub rejected: AtomicU64,
+}
+
+impl fmt::Debug for MediaCrypto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaCrypto")
+            .field("epoch", &self.epoch())
+            .field("rejected", &self.rejected.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaCrypto {
+    /// Keys for a call starting in `first`'s epoch.
+    pub fn new(first: &MediaEpoch, now: Instant) -> Result<Self, MediaKeyError> {
+        let sender =
+            MediaSender::new(first.epoch, &first.secret, first.group_size, first.my_index)?;
+        let mut receiver = MediaReceiver::new(first.my_index, ReceiverConfig::default());
+        receiver.rekey(first.epoch, &first.secret, first.group_size, now)?;
+        Ok(MediaCrypto {
+            group: first.group.clone(),
+            sender: Mutex::new(sender),
+            receiver: Mutex::new(receiver),
+            sealed: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// The MLS group the keys come from.
+    pub fn group(&self) -> &[u8] {
+        &self.group
+    }
+
+    /// The epoch our frames are sealed in.
+    pub fn epoch(&self) -> u64 {
+        lock(&self.sender).epoch()
+    }
+
+    /// Moves to a later epoch (after a commit: a member added or removed, or an update).
+    /// Frames of the previous epoch still open for a few seconds (in flight, or from
+    /// members who process the commit a little later); our own frames use the new keys at
+    /// once, so a removed member cannot read them.
+    pub fn rekey(&self, next: &MediaEpoch, now: Instant) -> Result<(), MediaKeyError> {
+        lock(&self.receiver).rekey(next.epoch, &next.secret, next.group_size, now)?;
+        lock(&self.sender).rekey(next.epoch, &next.secret, next.group_size)
+    }
+
+    /// Encrypts one encoded frame (the RTP payload) into `out`.
+    pub fn seal(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), MediaKeyError> {
+        lock(&self.sender).encrypt(frame, out)?;
+        self.sealed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Decrypts one received RTP payload into `out`; a refused frame is counted in
+    /// [`MediaCrypto::rejected`] and leaves `out` to be ignored.
+    pub fn open(
+        &self,
+        payload: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MediaKeyError> {
+        match lock(&self.receiver).decrypt(payload, now, out) {
+            Ok(_) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(err)
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Neither side panics while holding the lock; if one did, its state is still a valid
+    // key schedule.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2ee::sframe_keys::EXPORTER_LENGTH;
+
+    fn epoch(epoch: u64, secret: u8, my_index: u32) -> MediaEpoch {
+        MediaEpoch {
+            group: vec![1; 17],
+            epoch,
+            secret: Zeroizing::new(vec![secret; EXPORTER_LENGTH]),
+            group_size: 3,
+            my_index,
+        }
+    }
+
+    #[test]
+    fn members_open_each_others_frames_and_a_rekey_shuts_out_the_old_keys() {
+        let now = Instant::now();
+        let alice = MediaCrypto::new(&epoch(4, 7, 0), now).unwrap();
+        let bob = MediaCrypto::new(&epoch(4, 7, 1), now).unwrap();
+        let carol = MediaCrypto::new(&epoch(4, 7, 2), now).unwrap();
+        let (mut wire, mut plain) = (Vec::new(), Vec::new());
+        alice.seal(b"opus frame 1", &mut wire).unwrap();
+        assert!(!wire.windows(5).any(|w| w == b"frame"));
+        bob.open(&wire, now, &mut plain).unwrap();
+        assert_eq!(plain, b"opus frame 1");
+        carol.open(&wire, now, &mut plain).unwrap();
+        // A replay and a flipped bit are refused and counted.
+        assert!(bob.open(&wire, now, &mut plain).is_err());
+        let last = wire.len() - 1;
+        alice.seal(b"opus frame 2", &mut wire).unwrap();
+        wire[last] ^= 1;
+        assert!(bob.open(&wire, now, &mut plain).is_err());
+        assert_eq!(bob.rejected.load(Ordering::Relaxed), 2);
+        assert_eq!(bob.opened.load(Ordering::Relaxed), 1);
+
+        // Carol is removed: Alice and Bob move to epoch 5, whose secret Carol lacks.
+        alice.rekey(&epoch(5, 9, 0), now).unwrap();
+        bob.rekey(&epoch(5, 9, 1), now).unwrap();
+        assert_eq!(alice.epoch(), 5);
+        alice.seal(b"after the removal", &mut wire).unwrap();
+        bob.open(&wire, now, &mut plain).unwrap();
+        assert_eq!(plain, b"after the removal");
+        assert!(carol.open(&wire, now, &mut plain).is_err());
+        // Rekeying backwards is refused.
+        assert!(alice.rekey(&epoch(4, 7, 0), now).is_err());
+    }
+}

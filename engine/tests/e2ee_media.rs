@@ -1,0 +1,410 @@
+//! SFrame media end to end, with real components: MLS groups through a real signaling
+//! server, calls over real DTLS-SRTP, and the real SFU, whose payload tap shows exactly
+//! what an SFU operator could read.
+//!
+//! - One-to-one: both ends key SFrame from their direct conversation; audio flows and
+//!   decodes; a callee without keys (or a caller without) fails the call rather than
+//!   falling back to media the peer cannot read.
+//! - Through the SFU: a room of three keyed from its MLS group. Every payload the SFU
+//!   forwards is SFrame ciphertext (each opens under the group's key, and no decrypted
+//!   Opus frame appears in any of them); every member decodes the others. Then one member
+//!   is removed: in the next call, keyed from the new epoch, the removed member opens
+//!   nothing and the others refuse what it sends.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sotto_engine::audio::codec::{EncoderConfig, packet_samples};
+use sotto_engine::audio::{InputSpec, OutputSpec};
+use sotto_engine::call::group::{GroupConfig, GroupSummary};
+use sotto_engine::call::{CallConfig, IceConfig, Phone};
+use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
+use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
+use sotto_engine::messaging::GroupId;
+use sotto_engine::messaging::messenger::Messenger;
+use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_signaling::client::KeyAuthenticator;
+use sotto_signaling::protocol::IdentityKey;
+use sotto_signaling::server::{Config, RunningServer, start};
+
+const QUIET: Duration = Duration::from_millis(400);
+
+struct Member {
+    identity: Arc<Identity>,
+    dir: std::path::PathBuf,
+}
+
+impl Member {
+    fn new(root: &Path, name: &str) -> Member {
+        Member {
+            identity: Arc::new(Identity::generate(Some(name.into())).unwrap()),
+            dir: root.join(name),
+        }
+    }
+
+    fn key(&self) -> IdentityKey {
+        self.identity.public()
+    }
+
+    async fn messenger(&self, server: &RunningServer) -> Messenger {
+        Messenger::connect(
+            ClientConfig::new(server.ws_url()),
+            self.identity.clone(),
+            &self.dir,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Connects, processes the mailbox, and returns the group's current media epoch.
+    async fn sync_epoch(&self, server: &RunningServer, group: &GroupId) -> MediaEpoch {
+        let mut messenger = self.messenger(server).await;
+        messenger.sync(QUIET).await.unwrap();
+        let epoch = messenger.core().media_epoch(group).unwrap();
+        messenger.close().await;
+        epoch
+    }
+
+    async fn phone(&self, server: &RunningServer) -> Phone {
+        Phone::new(
+            SignalingClient::connect(ClientConfig::new(server.ws_url()), self.identity.clone())
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+fn crypto(epoch: &MediaEpoch) -> Arc<MediaCrypto> {
+    Arc::new(MediaCrypto::new(epoch, Instant::now()).unwrap())
+}
+
+fn call_config(input: InputSpec, output: OutputSpec) -> CallConfig {
+    CallConfig {
+        input,
+        output,
+        ice: IceConfig::loopback(),
+        max_duration: Some(Duration::from_secs(3)),
+        ..CallConfig::default()
+    }
+}
+
+/// The mean absolute sample of a recording after its first `skip` samples.
+fn loudness(path: &Path, skip: usize) -> f64 {
+    let samples: Vec<i16> = hound::WavReader::open(path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .skip(skip)
+        .collect();
+    samples.iter().map(|s| f64::from(*s).abs()).sum::<f64>() / samples.len().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
+    let root = tempfile::tempdir().unwrap();
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        root.path().join("server"),
+    ))
+    .await
+    .unwrap();
+    let alice = Member::new(root.path(), "alice");
+    let bob = Member::new(root.path(), "bob");
+    bob.messenger(&server).await.close().await;
+    let mut messenger = alice.messenger(&server).await;
+    let group = messenger.direct(&bob.key()).await.unwrap();
+    let alice_epoch = messenger.core().media_epoch(&group).unwrap();
+    messenger.close().await;
+    let bob_epoch = bob.sync_epoch(&server, &group).await;
+    assert_eq!(alice_epoch.epoch, bob_epoch.epoch);
+    assert_ne!(alice_epoch.my_index, bob_epoch.my_index);
+
+    let heard = root.path().join("bob-heard.wav");
+    let alice_phone = alice.phone(&server).await;
+    let mut bob_phone = bob.phone(&server).await;
+    let caller = CallConfig {
+        e2ee: Some(crypto(&alice_epoch)),
+        ..call_config(InputSpec::Tone(440.0), OutputSpec::Null)
+    };
+    let call = alice_phone.call(bob.key(), caller).unwrap();
+    let incoming = bob_phone.next_incoming().await.unwrap();
+    let asked = incoming.e2ee().expect("the offer asks for E2EE").clone();
+    assert_eq!(asked.group, group.to_hex());
+    let callee = CallConfig {
+        e2ee: Some(crypto(&bob_epoch)),
+        ..call_config(InputSpec::Silence, OutputSpec::Wav(heard.clone()))
+    };
+    let answered = incoming.answer(callee).await.unwrap();
+    let alice_summary = call.finished().await.unwrap();
+    let bob_summary = answered.finished().await.unwrap();
+    assert!(alice_summary.connected, "{alice_summary:?}");
+    let sent = alice_summary.e2ee.clone().expect("alice's e2ee summary");
+    let got = bob_summary.e2ee.clone().expect("bob's e2ee summary");
+    assert!(sent.sealed > 50, "{sent:?}");
+    assert!(got.opened > 50, "{got:?}");
+    assert_eq!(got.rejected, 0, "{got:?}");
+    assert_eq!(bob_summary.received.decode_errors, 0);
+    // The tone came through: decoded audio, not silence (skip the first half second).
+    assert!(loudness(&heard, 24_000) > 1_000.0, "bob heard silence");
+
+    // A callee without keys for an encrypted offer: the call fails, nothing is played.
+    let caller = CallConfig {
+        e2ee: Some(crypto(&alice_epoch)),
+        ..call_config(InputSpec::Tone(440.0), OutputSpec::Null)
+    };
+    let call = alice_phone.call(bob.key(), caller).unwrap();
+    let incoming = bob_phone.next_incoming().await.unwrap();
+    let answered = incoming
+        .answer(call_config(InputSpec::Silence, OutputSpec::Null))
+        .await
+        .unwrap();
+    let bob_summary = answered.finished().await.unwrap();
+    let alice_summary = call.finished().await.unwrap();
+    assert!(!bob_summary.connected);
+    assert!(
+        bob_summary.end.detail.contains("end to end"),
+        "{:?}",
+        bob_summary.end
+    );
+    assert!(!alice_summary.connected);
+
+    // And a caller without keys, to a callee that insists on them.
+    let call = alice_phone
+        .call(
+            bob.key(),
+            call_config(InputSpec::Tone(440.0), OutputSpec::Null),
+        )
+        .unwrap();
+    let incoming = bob_phone.next_incoming().await.unwrap();
+    assert!(incoming.e2ee().is_none());
+    let callee = CallConfig {
+        e2ee: Some(crypto(&bob_epoch)),
+        ..call_config(InputSpec::Silence, OutputSpec::Null)
+    };
+    let answered = incoming.answer(callee).await.unwrap();
+    let bob_summary = answered.finished().await.unwrap();
+    let alice_summary = call.finished().await.unwrap();
+    assert!(!bob_summary.connected && !alice_summary.connected);
+    assert!(bob_summary.end.detail.contains("does not encrypt"));
+}
+
+/// The SFU, registered with signaling, with a tap on what it forwards.
+struct Sfu {
+    identity: IdentityKey,
+    payloads: Arc<Mutex<Vec<Vec<u8>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    handle: sotto_sfu::driver::SfuHandle,
+}
+
+async fn start_sfu(server_url: &str, secret: &str) -> Sfu {
+    let sfu = sotto_sfu::driver::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let payloads = Arc::new(Mutex::new(Vec::new()));
+    let tap = payloads.clone();
+    sfu.handle.with(|s| {
+        s.set_payload_tap(Some(Box::new(move |_room, payload| {
+            tap.lock().unwrap().push(payload.to_vec());
+        })))
+    });
+    let mut config = ClientConfig::new(server_url);
+    config.sfu_secret = Some(secret.as_bytes().to_vec());
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let client = SignalingClient::connect(config, Arc::new(KeyAuthenticator::new(key, None)))
+        .await
+        .unwrap();
+    let identity = client.identity();
+    let (sender, events) = client.split();
+    let control = tokio::spawn(sotto_sfu::control::run(
+        sender,
+        events,
+        sfu.handle.clone(),
+        sfu.signals,
+    ));
+    Sfu {
+        identity,
+        payloads,
+        tasks: vec![control, sfu.task],
+        handle: sfu.handle,
+    }
+}
+
+/// The first of `members` creates an SFU room, the others join it, and all stay for a few
+/// seconds, each sending a tone of its own. (In an application the room's invite travels
+/// inside the MLS group; here it is handed on.)
+async fn group_call(
+    server: &RunningServer,
+    sfu: &Sfu,
+    members: Vec<(&Member, Option<Arc<MediaCrypto>>, std::path::PathBuf)>,
+) -> Vec<GroupSummary> {
+    let mut clients = Vec::new();
+    for (member, _, _) in &members {
+        clients.push(
+            SignalingClient::connect(ClientConfig::new(server.ws_url()), member.identity.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let invite = clients[0]
+        .create_group_room(Some(members.len() as u32))
+        .await
+        .unwrap();
+    assert_eq!(invite.sfu, Some(sfu.identity));
+    for client in &clients[1..] {
+        client
+            .join_room(&invite.room_id, &invite.invite_token)
+            .await
+            .unwrap();
+    }
+    let mut calls = Vec::new();
+    for (i, ((_, e2ee, record), client)) in members.into_iter().zip(clients).enumerate() {
+        let phone = Phone::new(client);
+        let config = GroupConfig {
+            input: InputSpec::Tone(300.0 + 200.0 * i as f32),
+            record_dir: Some(record),
+            encoder: EncoderConfig::default(),
+            jitter: Default::default(),
+            ice: IceConfig::loopback(),
+            max_duration: Some(Duration::from_secs(4)),
+            leave_after_input: None,
+            e2ee,
+        };
+        let (room, sfu) = (invite.room_id.clone(), sfu.identity);
+        calls.push(tokio::spawn(async move {
+            phone.group_call(room, sfu, config).await.unwrap()
+        }));
+    }
+    let mut out = Vec::new();
+    for call in calls {
+        out.push(call.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
+    let root = tempfile::tempdir().unwrap();
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let secret_file = root.path().join("sfu-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), root.path().join("server"));
+    config.sfu_secret_file = Some(secret_file);
+    let server = start(config).await.unwrap();
+    let sfu = start_sfu(&server.ws_url(), &secret).await;
+
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| Member::new(root.path(), n));
+    for m in [&bob, &carol] {
+        m.messenger(&server).await.close().await;
+    }
+    let mut messenger = alice.messenger(&server).await;
+    let group = messenger
+        .create_room(Some("Standup"), &[bob.key(), carol.key()])
+        .await
+        .unwrap();
+    let alice_epoch = messenger.core().media_epoch(&group).unwrap();
+    messenger.close().await;
+    let bob_epoch = bob.sync_epoch(&server, &group).await;
+    let carol_epoch = carol.sync_epoch(&server, &group).await;
+    assert_eq!(alice_epoch.epoch, carol_epoch.epoch);
+
+    let rec = |name: &str, call: u32| root.path().join(format!("call{call}-{name}"));
+    let summaries = group_call(
+        &server,
+        &sfu,
+        vec![
+            (&alice, Some(crypto(&alice_epoch)), rec("alice", 1)),
+            (&bob, Some(crypto(&bob_epoch)), rec("bob", 1)),
+            (&carol, Some(crypto(&carol_epoch)), rec("carol", 1)),
+        ],
+    )
+    .await;
+    for summary in &summaries {
+        let e2ee = summary.e2ee.clone().unwrap();
+        assert!(summary.connected, "{summary:?}");
+        assert_eq!(summary.received.len(), 2, "{summary:?}");
+        assert!(e2ee.opened > 100, "{e2ee:?}");
+        assert_eq!(e2ee.rejected, 0, "{e2ee:?}");
+        for stream in &summary.received {
+            let path = stream.recording.clone().unwrap();
+            assert!(loudness(&path, 48_000) > 1_000.0, "{stream:?} is silent");
+        }
+    }
+
+    // What the SFU saw: every payload is SFrame that opens under the epoch's key (a
+    // receiver standing in for a fourth member index), and no plaintext Opus frame that
+    // came out of it appears in any payload the SFU saw.
+    let seen = std::mem::take(&mut *sfu.payloads.lock().unwrap());
+    assert!(
+        seen.len() > 300,
+        "the SFU forwarded {} payloads",
+        seen.len()
+    );
+    let mut witness = MediaReceiver::new(u32::MAX, ReceiverConfig::default());
+    witness
+        .rekey(
+            alice_epoch.epoch,
+            &alice_epoch.secret,
+            alice_epoch.group_size,
+            Instant::now(),
+        )
+        .unwrap();
+    let mut plain = Vec::new();
+    let mut frames = Vec::new();
+    let mut senders = HashMap::new();
+    for payload in &seen {
+        let got = witness
+            .decrypt(payload, Instant::now(), &mut plain)
+            .expect("every forwarded payload is SFrame under the group's key");
+        *senders.entry(got.sender_index).or_insert(0) += 1;
+        assert!(packet_samples(&plain).is_ok(), "an Opus frame inside");
+        frames.push(plain.clone());
+    }
+    assert_eq!(senders.len(), 3, "{senders:?}");
+    for frame in frames.iter().filter(|f| f.len() >= 8) {
+        assert!(
+            !seen
+                .iter()
+                .any(|p| p.windows(frame.len()).any(|w| w == frame.as_slice())),
+            "a plaintext Opus frame appears in what the SFU saw"
+        );
+    }
+
+    // Carol is removed. Alice and Bob move to the new epoch; Carol still has the old one.
+    let mut messenger = alice.messenger(&server).await;
+    messenger.remove(&group, &[carol.key()]).await.unwrap();
+    let alice_next = messenger.core().media_epoch(&group).unwrap();
+    messenger.close().await;
+    let bob_next = bob.sync_epoch(&server, &group).await;
+    assert!(alice_next.epoch > alice_epoch.epoch);
+    assert_eq!(bob_next.epoch, alice_next.epoch);
+
+    let summaries = group_call(
+        &server,
+        &sfu,
+        vec![
+            (&alice, Some(crypto(&alice_next)), rec("alice", 2)),
+            (&bob, Some(crypto(&bob_next)), rec("bob", 2)),
+            (&carol, Some(crypto(&carol_epoch)), rec("carol", 2)),
+        ],
+    )
+    .await;
+    let carol_summary = summaries[2].e2ee.clone().unwrap();
+    assert_eq!(carol_summary.opened, 0, "{carol_summary:?}");
+    assert!(carol_summary.rejected > 100, "{carol_summary:?}");
+    for summary in &summaries[..2] {
+        let e2ee = summary.e2ee.clone().unwrap();
+        // Each hears the other (about 200 frames in 4 s) and refuses all of Carol's.
+        assert!(e2ee.opened > 100, "{e2ee:?}");
+        assert!(e2ee.rejected > 100, "{e2ee:?}");
+    }
+    for task in sfu.tasks {
+        task.abort();
+    }
+    drop(sfu.handle);
+    server.shutdown().await.unwrap();
+}
