@@ -50,6 +50,27 @@ async fn answer_and_call_commands_carry_a_file_across() {
     new_identity(&alice);
     let bob_id = new_identity(&bob);
     let heard = dir.path().join("heard.wav");
+    // A message first: the two then share an MLS conversation, and the call's media is
+    // end-to-end encrypted with SFrame keyed from it. (Bob connects once to publish key
+    // packages.)
+    let first = sotto(&bob)
+        .args(["inbox", "--server", &url])
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let sent = sotto(&alice)
+        .args(["send", "--server", &url, &bob_id, "calling you now"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let inbox = sotto(&bob)
+        .args(["inbox", "--server", &url])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&inbox.stdout).contains("calling you now"),
+        "{inbox:?}"
+    );
 
     let answer = sotto(&bob)
         .args([
@@ -106,11 +127,15 @@ async fn answer_and_call_commands_carry_a_file_across() {
     assert_eq!(answer_summary["role"], "callee");
     assert_eq!(answer_summary["end"]["by"], "remote");
     assert!(answer_summary["received"]["packets"].as_u64().unwrap() > 100);
+    assert!(caller_summary["e2ee"]["sealed"].as_u64().unwrap() > 100);
+    assert!(answer_summary["e2ee"]["opened"].as_u64().unwrap() > 100);
+    assert_eq!(answer_summary["e2ee"]["rejected"], 0);
     let stderr = String::from_utf8_lossy(&caller.stderr);
     assert!(
         stderr.contains("Ringing") && stderr.contains("Connected"),
         "{stderr}"
     );
+    assert!(stderr.contains("end-to-end encrypted"), "{stderr}");
 
     let recorded = hound::WavReader::open(&heard).unwrap();
     assert_eq!(recorded.spec().sample_rate, 48_000);

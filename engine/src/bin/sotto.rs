@@ -236,7 +236,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Devices => print_devices(),
         Command::Call { peer, args } => {
-            call::call(Identity::load(&identity_path)?, &peer, &args).await?;
+            call::call(Identity::load(&identity_path)?, &data_dir, &peer, &args).await?;
         }
         Command::Room(RoomCommand::Create { max, args }) => {
             room::create(Identity::load(&identity_path)?, max, &args).await?;
@@ -251,6 +251,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Answer { from, wait, args } => {
             call::answer(
                 Identity::load(&identity_path)?,
+                &data_dir,
                 from.as_deref(),
                 wait,
                 &args,

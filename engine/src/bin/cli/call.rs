@@ -2,7 +2,9 @@
 //! headless flags for files instead of devices. Call states go to stderr as they happen;
 //! the call summary is one JSON line on stdout at the end.
 
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
@@ -10,6 +12,9 @@ use sotto_engine::Identity;
 use sotto_engine::audio::OutputSpec;
 use sotto_engine::audio::codec::{EncoderConfig, FrameDuration};
 use sotto_engine::call::{CallConfig, CallEvent, CallHandle, CallSummary, IceServer, Phone};
+use sotto_engine::e2ee::media::MediaCrypto;
+use sotto_engine::messaging::{Conversations, GroupId};
+use sotto_engine::store::STORE_FILE;
 
 use crate::session::SessionArgs;
 use sotto_signaling::protocol::IdentityKey;
@@ -50,6 +55,11 @@ pub struct CallArgs {
     /// Print call states as JSON lines on stderr instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Do not encrypt media end to end, even with someone you share a conversation with
+    /// (for browsers and other WebRTC endpoints, which hold no SFrame keys). Media is then
+    /// protected by DTLS-SRTP only.
+    #[arg(long)]
+    pub no_e2ee: bool,
 }
 
 impl CallArgs {
@@ -98,20 +108,62 @@ async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
     Ok(Phone::new(args.session.connect(identity).await?))
 }
 
-/// `sotto call <peer>`.
-pub async fn call(identity: Identity, peer: &str, args: &CallArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+/// The local conversation store, if this data dir has one (calls never create it).
+fn conversations(data_dir: &Path) -> anyhow::Result<Option<Conversations>> {
+    if !data_dir.join(STORE_FILE).exists() {
+        return Ok(None);
+    }
+    let identity = Arc::new(Identity::load(
+        &data_dir.join(sotto_engine::identity::IDENTITY_FILE),
+    )?);
+    Ok(Some(Conversations::open(data_dir, identity)?))
+}
+
+/// SFrame keys from `group`'s current MLS epoch.
+fn media_keys(core: &Conversations, group: &GroupId) -> anyhow::Result<Arc<MediaCrypto>> {
+    let epoch = core.media_epoch(group)?;
+    eprintln!(
+        "media: end-to-end encrypted (SFrame, keys from MLS epoch {} of your conversation)",
+        epoch.epoch
+    );
+    Ok(Arc::new(MediaCrypto::new(&epoch, Instant::now())?))
+}
+
+/// `sotto call <peer>`: end-to-end encrypted media when we share a conversation with the
+/// peer (unless --no-e2ee).
+pub async fn call(
+    identity: Identity,
+    data_dir: &Path,
+    peer: &str,
+    args: &CallArgs,
+) -> anyhow::Result<()> {
+    let mut config = args.config()?;
     let peer: IdentityKey = peer
         .parse()
         .map_err(|_| anyhow::anyhow!("{peer:?} is not a Sotto id (see `sotto id show`)"))?;
+    if !args.no_e2ee {
+        let direct = match conversations(data_dir)? {
+            Some(core) => core.direct_with(&peer)?.map(|group| (core, group)),
+            None => None,
+        };
+        match direct {
+            Some((core, group)) => config.e2ee = Some(media_keys(&core, &group)?),
+            None => eprintln!(
+                "media: DTLS-SRTP only; you share no conversation with this peer yet (send \
+                 them a message with `sotto send` first for end-to-end encrypted calls)"
+            ),
+        }
+    }
     let phone = connect(args, identity).await?;
     let handle = phone.call(peer, config)?;
     report(handle, args.json).await
 }
 
-/// `sotto answer`: waits for a call (from `from`, if given) and answers it.
+/// `sotto answer`: waits for a call (from `from`, if given) and answers it, with the keys
+/// of the conversation the caller names when it encrypts media end to end.
 pub async fn answer(
     identity: Identity,
+    data_dir: &Path,
     from: Option<&str>,
     wait: Duration,
     args: &CallArgs,
@@ -120,7 +172,7 @@ pub async fn answer(
         .map(|f| f.parse())
         .transpose()
         .map_err(|_| anyhow::anyhow!("--from is not a Sotto id"))?;
-    let config = args.config()?;
+    let mut config = args.config()?;
     let mut phone = connect(args, identity).await?;
     eprintln!("waiting for a call as {}", phone.identity());
     let incoming = loop {
@@ -139,6 +191,31 @@ pub async fn answer(
         }
     };
     eprintln!("answering a call from {}", incoming.from);
+    if let Some(asked) = incoming.e2ee().filter(|_| !args.no_e2ee) {
+        let group = GroupId::parse(&asked.group);
+        let core = conversations(data_dir)?;
+        match (core, group) {
+            (Some(core), Some(group))
+                if core
+                    .members(&group)
+                    .is_ok_and(|m| m.contains(&incoming.from)) =>
+            {
+                config.e2ee = Some(media_keys(&core, &group)?);
+                let ours = config.e2ee.as_ref().map_or(0, |c| c.epoch());
+                if asked.epoch > ours {
+                    eprintln!(
+                        "note: the caller is at epoch {}, this device at {ours}: run `sotto inbox` \
+                         to catch up if you hear nothing",
+                        asked.epoch
+                    );
+                }
+            }
+            _ => eprintln!(
+                "the caller encrypts media end to end with a conversation this device does not \
+                 have (run `sotto inbox` first); the call will fail"
+            ),
+        }
+    }
     let handle = incoming.answer(config).await?;
     report(handle, args.json).await
 }
