@@ -205,13 +205,24 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
     ));
 
     let (ada, bo) = (dir.path().join("ada"), dir.path().join("bo"));
-    for data in [&ada, &bo] {
-        let out = sotto(data).args(["id", "new"]).output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    new_identity(&ada);
+    let bo_id = new_identity(&bo);
+    // A group conversation keys the call: the SFU forwards SFrame it cannot read.
+    let run = |data: &Path, args: &[&str]| {
+        let out = sotto(data)
+            .env("SOTTO_SERVER", &url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    run(&bo, &["inbox"]);
+    run(&ada, &["group", "new", "Team", &bo_id]);
+    run(&bo, &["inbox"]);
     let (ada_rec, bo_rec) = (dir.path().join("ada-heard"), dir.path().join("bo-heard"));
     let mut creator = tokio_sotto(&ada)
         .args(["room", "create", "--server", &url, "--bind", "127.0.0.1:0"])
+        .args(["--group", "Team"])
         .arg("--input")
         .arg(speech("speech-en-us-1.wav"))
         .arg("--record")
@@ -244,6 +255,8 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
             &url,
             "--bind",
             "127.0.0.1:0",
+            "--group",
+            "Team",
         ])
         .arg("--input")
         .arg(speech("speech-en-gb-2.wav"))
@@ -261,6 +274,11 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
         let received = summary["received"].as_array().unwrap();
         assert_eq!(received.len(), 1, "{summary}");
         assert!(received[0]["packets"].as_u64().unwrap() > 100, "{summary}");
+        assert!(
+            summary["e2ee"]["opened"].as_u64().unwrap() > 100,
+            "{summary}"
+        );
+        assert_eq!(summary["e2ee"]["rejected"], 0, "{summary}");
         let files: Vec<_> = std::fs::read_dir(recordings).unwrap().collect();
         assert_eq!(files.len(), 1);
     }

@@ -239,10 +239,17 @@ async fn run() -> anyhow::Result<()> {
             call::call(Identity::load(&identity_path)?, &data_dir, &peer, &args).await?;
         }
         Command::Room(RoomCommand::Create { max, args }) => {
-            room::create(Identity::load(&identity_path)?, max, &args).await?;
+            room::create(Identity::load(&identity_path)?, &data_dir, max, &args).await?;
         }
         Command::Room(RoomCommand::Join { room, token, args }) => {
-            room::join(Identity::load(&identity_path)?, &room, &token, &args).await?;
+            room::join(
+                Identity::load(&identity_path)?,
+                &data_dir,
+                &room,
+                &token,
+                &args,
+            )
+            .await?;
         }
         Command::Backup(command) => backup::run(command, &data_dir)?,
         Command::Chat(command) => {

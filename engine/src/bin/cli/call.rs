@@ -109,7 +109,7 @@ async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
 }
 
 /// The local conversation store, if this data dir has one (calls never create it).
-fn conversations(data_dir: &Path) -> anyhow::Result<Option<Conversations>> {
+pub fn conversations(data_dir: &Path) -> anyhow::Result<Option<Conversations>> {
     if !data_dir.join(STORE_FILE).exists() {
         return Ok(None);
     }
@@ -120,7 +120,7 @@ fn conversations(data_dir: &Path) -> anyhow::Result<Option<Conversations>> {
 }
 
 /// SFrame keys from `group`'s current MLS epoch.
-fn media_keys(core: &Conversations, group: &GroupId) -> anyhow::Result<Arc<MediaCrypto>> {
+pub fn media_keys(core: &Conversations, group: &GroupId) -> anyhow::Result<Arc<MediaCrypto>> {
     let epoch = core.media_epoch(group)?;
     eprintln!(
         "media: end-to-end encrypted (SFrame, keys from MLS epoch {} of your conversation)",

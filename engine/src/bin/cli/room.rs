@@ -2,13 +2,16 @@
 //! headless flags (`--input speech.wav --record DIR`). The summary is one JSON line on
 //! stdout at the end.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::call::Phone;
 use sotto_engine::call::group::GroupConfig;
+use sotto_engine::e2ee::media::MediaCrypto;
+use sotto_engine::messaging::{GroupId, history};
 use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::protocol::{InviteToken, RoomId};
 
@@ -22,6 +25,30 @@ pub struct RoomArgs {
     /// Record each participant to DIR/<participant>.wav.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// Encrypt the call end to end with SFrame keyed from this group conversation (its
+    /// title or id; see `sotto group list`): the SFU then forwards audio it cannot read.
+    /// Everyone in the call must name the same group; streams that do not open under its
+    /// keys are dropped.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// SFrame keys for the call, from `--group`.
+fn group_keys(data_dir: &Path, args: &RoomArgs) -> anyhow::Result<Option<Arc<MediaCrypto>>> {
+    let Some(name) = &args.group else {
+        return Ok(None);
+    };
+    let core = crate::call::conversations(data_dir)?
+        .context("no conversations on this device yet (see `sotto group new`)")?;
+    let group = match history::room_by_title(core.conn(), name)? {
+        Some(group) => group,
+        None => GroupId::parse(name)
+            .filter(|g| !g.is_direct())
+            .with_context(|| {
+                format!("no group titled or with id {name:?} (see `sotto group list`)")
+            })?,
+    };
+    Ok(Some(crate::call::media_keys(&core, &group)?))
 }
 
 async fn call(
@@ -29,6 +56,7 @@ async fn call(
     room: RoomId,
     sfu: sotto_signaling::protocol::IdentityKey,
     args: &RoomArgs,
+    e2ee: Option<Arc<MediaCrypto>>,
 ) -> anyhow::Result<()> {
     let input = args.session.input()?;
     let leave_after_input = args.session.tail(&input);
@@ -40,7 +68,7 @@ async fn call(
         ice: args.session.ice(),
         max_duration: args.session.duration,
         leave_after_input,
-        e2ee: None,
+        e2ee,
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;
@@ -49,7 +77,13 @@ async fn call(
 }
 
 /// `sotto room create`: makes a group room, prints how to join it, and joins its call.
-pub async fn create(identity: Identity, max: Option<u32>, args: &RoomArgs) -> anyhow::Result<()> {
+pub async fn create(
+    identity: Identity,
+    data_dir: &Path,
+    max: Option<u32>,
+    args: &RoomArgs,
+) -> anyhow::Result<()> {
+    let e2ee = group_keys(data_dir, args)?;
     let client = args.session.connect(identity).await?;
     let invite = client.create_group_room(max).await?;
     let sfu = invite.sfu.context("the server gave the room no SFU")?;
@@ -57,16 +91,18 @@ pub async fn create(identity: Identity, max: Option<u32>, args: &RoomArgs) -> an
         "room created; others join with:\n  sotto room join {} {}",
         invite.room_id, invite.invite_token.0
     );
-    call(client, invite.room_id, sfu, args).await
+    call(client, invite.room_id, sfu, args, e2ee).await
 }
 
 /// `sotto room join <room> <token>`.
 pub async fn join(
     identity: Identity,
+    data_dir: &Path,
     room: &str,
     token: &str,
     args: &RoomArgs,
 ) -> anyhow::Result<()> {
+    let e2ee = group_keys(data_dir, args)?;
     let client = args.session.connect(identity).await?;
     let room = RoomId(room.to_owned());
     let (_, sfu) = client
@@ -74,5 +110,5 @@ pub async fn join(
         .await
         .context("joining the room")?;
     let sfu = sfu.context("the room has no SFU: it is not a group room")?;
-    call(client, room, sfu, args).await
+    call(client, room, sfu, args, e2ee).await
 }
