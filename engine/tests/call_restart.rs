@@ -19,7 +19,7 @@ async fn until_connected(handle: &mut CallHandle) {
             match handle.next_event().await.unwrap() {
                 CallEvent::State(CallState::Connected) => return,
                 CallEvent::Ended(summary) => panic!("ended early: {:?}", summary.end),
-                CallEvent::State(_) => {}
+                CallEvent::State(_) | CallEvent::Message(_) => {}
             }
         }
     })

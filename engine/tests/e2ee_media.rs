@@ -3,7 +3,7 @@
 //! what an SFU operator could read.
 //!
 //! - One-to-one: both ends key SFrame from their direct conversation; audio flows and
-//!   decodes; a callee without keys (or a caller without) fails the call rather than
+//!   decodes; an MLS text goes over the call's data channel; a callee without keys (or a caller without) fails the call rather than
 //!   falling back to media the peer cannot read.
 //! - Through the SFU: a room of three keyed from its MLS group. Every payload the SFU
 //!   forwards is SFrame ciphertext (each opens under the group's key, and no decrypted
@@ -20,17 +20,19 @@ use std::time::{Duration, Instant};
 use sotto_engine::audio::codec::{EncoderConfig, packet_samples};
 use sotto_engine::audio::{InputSpec, OutputSpec};
 use sotto_engine::call::group::{GroupConfig, GroupSummary};
-use sotto_engine::call::{CallConfig, IceConfig, Phone};
+use sotto_engine::call::{CallConfig, CallEvent, IceConfig, Phone};
 use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
 use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
-use sotto_engine::messaging::GroupId;
 use sotto_engine::messaging::messenger::Messenger;
+use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::client::KeyAuthenticator;
 use sotto_signaling::protocol::IdentityKey;
 use sotto_signaling::server::{Config, RunningServer, start};
 
 const QUIET: Duration = Duration::from_millis(400);
+/// Failure guard for waits, never a speed assertion.
+const WAIT: Duration = Duration::from_secs(20);
 
 struct Member {
     identity: Arc<Identity>,
@@ -137,7 +139,65 @@ async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
         e2ee: Some(crypto(&bob_epoch)),
         ..call_config(InputSpec::Silence, OutputSpec::Wav(heard.clone()))
     };
-    let answered = incoming.answer(callee).await.unwrap();
+    let mut answered = incoming.answer(callee).await.unwrap();
+    let mut call = call;
+
+    // During the call, a text goes over its data channel, not through the server: Alice
+    // encrypts it with MLS, Bob's side hands the bytes to his conversation core.
+    let alice_core = Conversations::open(&alice.dir, alice.identity.clone()).unwrap();
+    let out = alice_core
+        .send(
+            &group,
+            Body::Text {
+                text: "said during the call".into(),
+            },
+        )
+        .unwrap();
+    let sent_on_channel = tokio::time::timeout(WAIT, async {
+        loop {
+            if call.send_message(out.bytes.clone()) {
+                return;
+            }
+            // Not open yet: the channel opens once DTLS and SCTP are up.
+            tokio::select! {
+                _ = call.next_event() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(sent_on_channel.is_ok(), "the data channel never opened");
+    let bytes = tokio::time::timeout(WAIT, async {
+        loop {
+            match answered.next_event().await {
+                Some(CallEvent::Message(bytes)) => return bytes,
+                Some(CallEvent::Ended(summary)) => panic!("ended: {:?}", summary.end),
+                Some(_) => {}
+                None => panic!("no events"),
+            }
+        }
+    })
+    .await
+    .expect("the message arrives on the data channel");
+    let bob_core = Conversations::open(&bob.dir, bob.identity.clone()).unwrap();
+    match bob_core.receive(&bytes).unwrap() {
+        Received::Message {
+            sender, content, ..
+        } => {
+            assert_eq!(sender, alice.key());
+            assert_eq!(
+                content.body,
+                Body::Text {
+                    text: "said during the call".into()
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same bytes again are a replay: refused, nothing stored twice.
+    assert!(bob_core.receive(&bytes).is_err());
+    drop((alice_core, bob_core));
+
     let alice_summary = call.finished().await.unwrap();
     let bob_summary = answered.finished().await.unwrap();
     assert!(alice_summary.connected, "{alice_summary:?}");

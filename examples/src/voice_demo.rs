@@ -3,6 +3,11 @@
 //! WebRTC over loopback with DTLS-SRTP, Opus, the jitter buffer. Alice plays a WAV file
 //! into the call; what Bob hears is written to another WAV file. The result is both call
 //! summaries and how the received audio lines up with what was sent.
+//!
+//! The call is end-to-end encrypted as a Sotto call between two people who talk is: Alice
+//! first starts an MLS conversation with Bob through the server's key-package directory
+//! and mailbox, and each frame of the call's audio is SFrame-sealed with keys exported
+//! from it (on top of DTLS-SRTP).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +19,8 @@ use sotto_engine::audio::analysis::{active_span, align};
 use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{CallConfig, CallSummary, IceConfig, Phone};
+use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
+use sotto_engine::messaging::messenger::Messenger;
 use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
@@ -60,6 +67,34 @@ impl VoiceCall {
     }
 }
 
+/// Alice starts an MLS conversation with Bob (his key package from the directory, her
+/// welcome through his mailbox); returns each side's SFrame keying material for it.
+async fn direct_conversation(
+    config: &sotto_engine::ClientConfig,
+    alice: &Arc<Identity>,
+    bob: &Arc<Identity>,
+    dir: &Path,
+) -> anyhow::Result<(MediaEpoch, MediaEpoch)> {
+    let (alice_dir, bob_dir) = (dir.join("alice"), dir.join("bob"));
+    // Bob connects once so his key packages are in the directory.
+    Messenger::connect(config.clone(), bob.clone(), &bob_dir)
+        .await?
+        .close()
+        .await;
+    let mut messenger = Messenger::connect(config.clone(), alice.clone(), &alice_dir).await?;
+    let group = messenger.direct(&bob.public()).await?;
+    let alice_keys = messenger.core().media_epoch(&group)?;
+    messenger.close().await;
+    let mut messenger = Messenger::connect(config.clone(), bob.clone(), &bob_dir).await?;
+    messenger.sync(Duration::from_millis(300)).await?;
+    let bob_keys = messenger
+        .core()
+        .media_epoch(&group)
+        .context("Bob did not join the conversation")?;
+    messenger.close().await;
+    Ok((alice_keys, bob_keys))
+}
+
 /// Runs a call that plays `input` from Alice to Bob with these Opus settings (both ends)
 /// and records what Bob hears to `output`.
 pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow::Result<VoiceCall> {
@@ -70,6 +105,8 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
     let client_config = sotto_engine::ClientConfig::new(server.ws_url());
     let alice_id = Arc::new(Identity::generate(Some("Alice".into()))?);
     let bob_id = Arc::new(Identity::generate(Some("Bob".into()))?);
+    let (alice_keys, bob_keys) =
+        direct_conversation(&client_config, &alice_id, &bob_id, data_dir.path()).await?;
     let alice = Phone::new(SignalingClient::connect(client_config.clone(), alice_id).await?);
     let mut bob = Phone::new(SignalingClient::connect(client_config, bob_id.clone()).await?);
 
@@ -80,6 +117,10 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         ice: IceConfig::loopback(),
         hang_up_after_input: Some(Duration::from_secs(1)),
         max_duration: Some(Duration::from_secs(600)),
+        e2ee: Some(Arc::new(MediaCrypto::new(
+            &alice_keys,
+            std::time::Instant::now(),
+        )?)),
         ..CallConfig::default()
     };
     let callee_config = CallConfig {
@@ -88,6 +129,10 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         encoder,
         ice: IceConfig::loopback(),
         max_duration: Some(Duration::from_secs(600)),
+        e2ee: Some(Arc::new(MediaCrypto::new(
+            &bob_keys,
+            std::time::Instant::now(),
+        )?)),
         ..CallConfig::default()
     };
 

@@ -35,6 +35,15 @@ async fn speech_crosses_a_loopback_call_intact() {
     assert_eq!(call.callee.end.by, Side::Remote);
     assert!(call.caller.sent.packets > 100, "{line}");
     assert!(call.callee.received.packets > 100, "{line}");
+    // End-to-end encrypted: every frame Bob played was SFrame opened under the keys of the
+    // MLS conversation, none refused.
+    let e2ee = call
+        .callee
+        .e2ee
+        .clone()
+        .expect("the call is end-to-end encrypted");
+    assert!(e2ee.opened > 100, "{line}");
+    assert_eq!(e2ee.rejected, 0, "{line}");
 
     let correlation = call
         .correlation

@@ -157,6 +157,10 @@ pub enum CallEvent {
     State(CallState),
     /// The call is over.
     Ended(Box<CallSummary>),
+    /// An end-to-end encrypted message from the peer on the call's data channel (calls
+    /// keyed from a conversation): the bytes of an MLS message, for
+    /// `Conversations::receive`.
+    Message(Vec<u8>),
 }
 
 /// What the sender side did.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sotto_signaling::protocol::{HangupReason, IdentityKey, MediaE2ee, Offer};
 use tokio::sync::mpsc;
@@ -43,6 +44,7 @@ pub struct CallHandle {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<CallEvent>,
     summary: Option<CallSummary>,
+    channel_open: Arc<AtomicBool>,
 }
 
 fn lock(
@@ -137,6 +139,7 @@ impl Phone {
             sink,
             offer: None,
             routes: self.routes.clone(),
+            channel_open: Arc::default(),
         }))
     }
 
@@ -198,6 +201,7 @@ impl IncomingCall {
             sink,
             offer: Some(self.offer),
             routes: self.routes,
+            channel_open: Arc::default(),
         }))
     }
 
@@ -219,10 +223,12 @@ fn start(params: SessionParams) -> CallHandle {
     let (events_tx, events) = mpsc::unbounded_channel();
     let call_id = params.call_id.clone();
     let peer = params.peer;
+    let channel_open = params.channel_open.clone();
     tokio::spawn(session::run(params, commands, events_tx));
     CallHandle {
         call_id,
         peer,
+        channel_open,
         commands: commands_tx,
         events,
         summary: None,
@@ -253,6 +259,20 @@ impl CallHandle {
     /// restarts; on the callee this asks nothing of the peer and is ignored.
     pub fn restart_ice(&self) {
         let _ = self.commands.send(Command::RestartIce);
+    }
+
+    /// Sends an MLS message (the bytes `Conversations::send` made) to the peer over the
+    /// call's data channel. Returns false when the call has no open channel (not keyed
+    /// from a conversation, not connected yet, or over) or the message is too large for
+    /// it: send it through the mailbox then.
+    /// Delivery is not confirmed: a message that matters should also be acknowledged by
+    /// the application or sent through the mailbox when the call ends.
+    pub fn send_message(&self, bytes: Vec<u8>) -> bool {
+        if !self.channel_open.load(Ordering::Relaxed) || bytes.len() > session::MAX_CHANNEL_MESSAGE
+        {
+            return false;
+        }
+        self.commands.send(Command::SendMessage(bytes)).is_ok()
     }
 
     /// Waits for the call to end and returns its summary.

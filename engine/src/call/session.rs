@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use sotto_signaling::protocol::{
     Answer, Candidate, Hangup, HangupReason, IdentityKey, MediaE2ee, Offer,
 };
 use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
     StatsSelector,
@@ -49,7 +51,17 @@ pub enum Command {
     HangUp,
     /// Restart ICE (caller only).
     RestartIce,
+    /// Send an end-to-end encrypted message over the call's data channel.
+    SendMessage(Vec<u8>),
 }
+
+/// The data channel of a call keyed from a conversation: both ends create it, negotiated
+/// out of band on this SCTP stream id, so neither waits for the other to open it.
+const MESSAGE_CHANNEL_ID: u16 = 0;
+const MESSAGE_CHANNEL_LABEL: &str = "sotto-mls";
+/// The largest message the channel carries (webrtc-rs delivers at most 16 KiB per
+/// message); larger ones go through the mailbox.
+pub const MAX_CHANNEL_MESSAGE: usize = 16 * 1024;
 
 /// What a session starts with.
 pub struct SessionParams {
@@ -64,6 +76,8 @@ pub struct SessionParams {
     /// The offer being answered (callee).
     pub offer: Option<Offer>,
     pub routes: Routes,
+    /// Set while the message data channel is open (shared with the call's handle).
+    pub channel_open: Arc<AtomicBool>,
 }
 
 /// Rate control and stats run this often.
@@ -105,6 +119,8 @@ struct Session {
     capture_end_tx: mpsc::UnboundedSender<CaptureEnd>,
     threads: Vec<std::thread::JoinHandle<()>>,
     playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
+    /// The data channel for MLS messages (calls keyed from a conversation only).
+    channel: Option<Arc<dyn DataChannel>>,
 }
 
 /// Runs the call to its end.
@@ -124,6 +140,7 @@ pub async fn run(
         sink,
         offer,
         routes,
+        channel_open,
     } = params;
     let route_key = (peer_key, call_id.clone());
     let cleanup = move || {
@@ -158,6 +175,18 @@ pub async fn run(
         events: mut peer_events,
     } = peer;
 
+    // A call keyed from a conversation also carries that conversation's MLS messages.
+    let channel = if config.e2ee.is_some() {
+        match message_channel(&pc, events.clone(), channel_open).await {
+            Ok(channel) => Some(channel),
+            Err(err) => {
+                tracing::debug!(%err, "no data channel for messages in this call");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
     let start_bitrate = config.encoder.bitrate_bps;
     let mut session = Session {
@@ -194,6 +223,7 @@ pub async fn run(
         capture_end_tx,
         threads: Vec::new(),
         playout: None,
+        channel,
         config,
     };
 
@@ -234,6 +264,10 @@ pub async fn run(
                     detail: "hung up".into(),
                 }),
                 Some(Command::RestartIce) => session.restart_ice(true).await.err(),
+                Some(Command::SendMessage(bytes)) => {
+                    session.send_message(bytes);
+                    None
+                }
             },
             event = peer_events.recv() => match event {
                 Some(event) => session.on_peer_event(event).await.err(),
@@ -270,6 +304,45 @@ pub async fn run(
     let summary = session.finish(end).await;
     cleanup();
     let _ = events.send(CallEvent::Ended(Box::new(summary)));
+}
+
+/// Creates the negotiated message channel and a task that hands what arrives on it to the
+/// call's events.
+async fn message_channel(
+    pc: &Arc<dyn PeerConnection>,
+    events: mpsc::UnboundedSender<CallEvent>,
+    open: Arc<AtomicBool>,
+) -> Result<Arc<dyn DataChannel>, String> {
+    let init = RTCDataChannelInit {
+        ordered: true,
+        negotiated: Some(MESSAGE_CHANNEL_ID),
+        ..Default::default()
+    };
+    let channel = pc
+        .create_data_channel(MESSAGE_CHANNEL_LABEL, Some(init))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reader = channel.clone();
+    tokio::spawn(async move {
+        while let Some(event) = reader.poll().await {
+            match event {
+                // Opaque bytes: the application decrypts them with its MLS state.
+                DataChannelEvent::OnMessage(message)
+                    if message.data.len() <= MAX_CHANNEL_MESSAGE
+                        && events
+                            .send(CallEvent::Message(message.data.to_vec()))
+                            .is_err() =>
+                {
+                    break;
+                }
+                DataChannelEvent::OnOpen => open.store(true, Ordering::Relaxed),
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        open.store(false, Ordering::Relaxed);
+    });
+    Ok(channel)
 }
 
 fn local_failure(detail: &str) -> EndReason {
@@ -586,6 +659,20 @@ impl Session {
             .await
             .map_err(|err| local_failure(&format!("restarting ICE: {err}")))?;
         self.send_offer(true).await
+    }
+
+    /// Sends one message on the data channel, without waiting (a message that cannot go
+    /// now is dropped and the application falls back to the mailbox, see
+    /// [`super::CallHandle::send_message`]).
+    fn send_message(&self, bytes: Vec<u8>) {
+        let Some(channel) = self.channel.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(err) = channel.try_send(BytesMut::from(&bytes[..])).await {
+                tracing::debug!(%err, "a message did not go out on the data channel");
+            }
+        });
     }
 
     fn start_media(&mut self) -> Result<(), EndReason> {

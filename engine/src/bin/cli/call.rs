@@ -13,7 +13,8 @@ use sotto_engine::audio::OutputSpec;
 use sotto_engine::audio::codec::{EncoderConfig, FrameDuration};
 use sotto_engine::call::{CallConfig, CallEvent, CallHandle, CallSummary, IceServer, Phone};
 use sotto_engine::e2ee::media::MediaCrypto;
-use sotto_engine::messaging::{Conversations, GroupId};
+use sotto_engine::identity::fingerprint;
+use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::store::STORE_FILE;
 
 use crate::session::SessionArgs;
@@ -141,13 +142,17 @@ pub async fn call(
     let peer: IdentityKey = peer
         .parse()
         .map_err(|_| anyhow::anyhow!("{peer:?} is not a Sotto id (see `sotto id show`)"))?;
+    let mut chat = None;
     if !args.no_e2ee {
         let direct = match conversations(data_dir)? {
             Some(core) => core.direct_with(&peer)?.map(|group| (core, group)),
             None => None,
         };
         match direct {
-            Some((core, group)) => config.e2ee = Some(media_keys(&core, &group)?),
+            Some((core, group)) => {
+                config.e2ee = Some(media_keys(&core, &group)?);
+                chat = Some(core);
+            }
             None => eprintln!(
                 "media: DTLS-SRTP only; you share no conversation with this peer yet (send \
                  them a message with `sotto send` first for end-to-end encrypted calls)"
@@ -156,7 +161,7 @@ pub async fn call(
     }
     let phone = connect(args, identity).await?;
     let handle = phone.call(peer, config)?;
-    report(handle, args.json).await
+    report(handle, args.json, chat).await
 }
 
 /// `sotto answer`: waits for a call (from `from`, if given) and answers it, with the keys
@@ -191,6 +196,7 @@ pub async fn answer(
         }
     };
     eprintln!("answering a call from {}", incoming.from);
+    let mut chat = None;
     if let Some(asked) = incoming.e2ee().filter(|_| !args.no_e2ee) {
         let group = GroupId::parse(&asked.group);
         let core = conversations(data_dir)?;
@@ -201,6 +207,7 @@ pub async fn answer(
                     .is_ok_and(|m| m.contains(&incoming.from)) =>
             {
                 config.e2ee = Some(media_keys(&core, &group)?);
+                chat = Some(core);
                 let ours = config.e2ee.as_ref().map_or(0, |c| c.epoch());
                 if asked.epoch > ours {
                     eprintln!(
@@ -217,11 +224,16 @@ pub async fn answer(
         }
     }
     let handle = incoming.answer(config).await?;
-    report(handle, args.json).await
+    report(handle, args.json, chat).await
 }
 
-/// Prints states until the end (Ctrl-C hangs up), then the summary.
-async fn report(mut handle: CallHandle, json: bool) -> anyhow::Result<()> {
+/// Prints states, and messages the peer sends on the call's data channel (decrypted with
+/// the conversation in `chat`), until the end (Ctrl-C hangs up); then the summary.
+async fn report(
+    mut handle: CallHandle,
+    json: bool,
+    chat: Option<Conversations>,
+) -> anyhow::Result<()> {
     let mut hung_up = false;
     let summary: CallSummary = loop {
         let event = tokio::select! {
@@ -241,6 +253,20 @@ async fn report(mut handle: CallHandle, json: bool) -> anyhow::Result<()> {
                 }
             }
             Some(CallEvent::Ended(summary)) => break *summary,
+            Some(CallEvent::Message(bytes)) => {
+                let Some(core) = &chat else { continue };
+                match core.receive(&bytes) {
+                    Ok(Received::Message {
+                        sender, content, ..
+                    }) => {
+                        if let Body::Text { text } = content.body {
+                            eprintln!("message from {}: {text}", fingerprint(&sender));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => eprintln!("a message on the call was refused: {err}"),
+                }
+            }
             None => bail!("the call ended without a summary"),
         }
     };
