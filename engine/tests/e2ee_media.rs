@@ -8,12 +8,14 @@
 //! - Through the SFU: a room of three keyed from its MLS group. Every payload the SFU
 //!   forwards is SFrame ciphertext (each opens under the group's key, and no decrypted
 //!   Opus frame appears in any of them); every member decodes the others. Then one member
-//!   is removed: in the next call, keyed from the new epoch, the removed member opens
-//!   nothing and the others refuse what it sends.
+//!   is removed in the middle of a call and the others rekey: the removed member opens
+//!   nothing after that; in a later call keyed from the new epoch it opens nothing at all
+//!   and the others refuse what it sends.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -434,22 +436,66 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
         );
     }
 
-    // Carol is removed. Alice and Bob move to the new epoch; Carol still has the old one.
-    let mut messenger = alice.messenger(&server).await;
-    messenger.remove(&group, &[carol.key()]).await.unwrap();
-    let alice_next = messenger.core().media_epoch(&group).unwrap();
-    messenger.close().await;
-    let bob_next = bob.sync_epoch(&server, &group).await;
+    // Carol is removed in the middle of the next call: Alice commits the removal, Bob
+    // processes it, and both rekey while the call runs. (The commit goes from store to
+    // store here, because the call holds each identity's one signaling connection; an
+    // application carries both on that connection. Server-ordered removals are tested in
+    // tests/messaging.rs.) From then on Carol opens nothing Alice or Bob send.
+    let (alice_crypto, bob_crypto) = (crypto(&alice_epoch), crypto(&bob_epoch));
+    let removal = async {
+        tokio::time::timeout(WAIT, async {
+            while alice_crypto.opened.load(Ordering::Relaxed) < 20 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("media flows before the removal");
+        let alice_core = Conversations::open(&alice.dir, alice.identity.clone()).unwrap();
+        let out = alice_core.remove(&group, &[carol.key()]).unwrap();
+        alice_core.commit_accepted(&out).unwrap();
+        let bob_core = Conversations::open(&bob.dir, bob.identity.clone()).unwrap();
+        bob_core.receive(&out.commit).unwrap();
+        let (alice_next, bob_next) = (
+            alice_core.media_epoch(&group).unwrap(),
+            bob_core.media_epoch(&group).unwrap(),
+        );
+        alice_crypto.rekey(&alice_next, Instant::now()).unwrap();
+        bob_crypto.rekey(&bob_next, Instant::now()).unwrap();
+        (alice_next, bob_next)
+    };
+    let (summaries, (alice_next, bob_next)) = tokio::join!(
+        group_call(
+            &server,
+            &sfu,
+            vec![
+                (&alice, Some(alice_crypto.clone()), rec("alice", 2)),
+                (&bob, Some(bob_crypto.clone()), rec("bob", 2)),
+                (&carol, Some(crypto(&carol_epoch)), rec("carol", 2)),
+            ],
+        ),
+        removal
+    );
     assert!(alice_next.epoch > alice_epoch.epoch);
     assert_eq!(bob_next.epoch, alice_next.epoch);
+    let carol_summary = summaries[2].e2ee.clone().unwrap();
+    assert!(carol_summary.opened > 0, "{carol_summary:?}");
+    assert!(
+        carol_summary.rejected > 50,
+        "Carol kept opening after her removal: {carol_summary:?}"
+    );
+    for summary in &summaries[..2] {
+        assert_eq!(summary.e2ee.clone().unwrap().epoch, alice_next.epoch);
+    }
 
+    // And in a later call keyed from the new epoch, Carol opens nothing at all, and the
+    // others refuse all she sends.
     let summaries = group_call(
         &server,
         &sfu,
         vec![
-            (&alice, Some(crypto(&alice_next)), rec("alice", 2)),
-            (&bob, Some(crypto(&bob_next)), rec("bob", 2)),
-            (&carol, Some(crypto(&carol_epoch)), rec("carol", 2)),
+            (&alice, Some(crypto(&alice_next)), rec("alice", 3)),
+            (&bob, Some(crypto(&bob_next)), rec("bob", 3)),
+            (&carol, Some(crypto(&carol_epoch)), rec("carol", 3)),
         ],
     )
     .await;

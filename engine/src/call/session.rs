@@ -27,6 +27,7 @@ use super::{
 };
 use crate::audio::rate::RateController;
 use crate::audio::{AudioSink, AudioSource};
+use crate::messaging::GroupId;
 use crate::signaling::{CallSignal, SignalingSender};
 
 /// Calls by (peer, call id), shared with the [`super::Phone`] that routes signals to them.
@@ -415,7 +416,7 @@ impl Session {
     /// What we tell the peer about our end-to-end media encryption.
     fn e2ee_info(&self) -> Option<MediaE2ee> {
         self.config.e2ee.as_ref().map(|crypto| MediaE2ee {
-            group: hex(crypto.group()),
+            group: GroupId(crypto.group().to_vec()).to_hex(),
             epoch: crypto.epoch(),
         })
     }
@@ -434,7 +435,7 @@ impl Session {
                 "the peer encrypts media end to end (SFrame) but this call has no keys for it; answer with the conversation's keys"
             }
             (Some(crypto), Some(theirs)) => {
-                if theirs.group != hex(crypto.group()) {
+                if theirs.group != GroupId(crypto.group().to_vec()).to_hex() {
                     "the peer's media keys are for another conversation"
                 } else {
                     // Epochs may differ for a moment (a commit in flight): the receiver
@@ -880,10 +881,6 @@ impl Session {
         summary.e2ee = self.config.e2ee.as_deref().map(E2eeSummary::of);
         summary
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ms(duration: Duration) -> f64 {

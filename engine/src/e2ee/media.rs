@@ -5,6 +5,16 @@
 //! receiver tasks never wait on each other), plus counters. It does not read MLS state:
 //! the application computes a [`MediaEpoch`] (`Conversations::media_epoch`) and passes it
 //! in, at the start and after every commit that changes the group.
+//!
+//! # A fresh key per call
+//!
+//! Two calls in the same MLS epoch (two people can call many times between commits) must
+//! never seal under the same key with the same counter: that would reuse AES-GCM nonces.
+//! So each `MediaCrypto` (one per call) and each rekey draws a random SFrame context (RFC
+//! 9605 §5.2 lets a sender use several contexts in one epoch, each with its own key and
+//! counter): up to 48 bits, as many as the key id leaves next to the sender index and
+//! epoch bits. The key id grows by a few bytes; receivers derive the key for any context of
+//! a group member.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -13,7 +23,9 @@ use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use super::sframe_keys::{MediaKeyError, MediaReceiver, MediaSender, ReceiverConfig};
+use super::sframe_keys::{
+    EPOCH_BITS, MediaKeyError, MediaReceiver, MediaSender, ReceiverConfig, index_bits,
+};
 
 /// One MLS epoch's media keying material, as seen by one member.
 pub struct MediaEpoch {
@@ -65,8 +77,7 @@ impl fmt::Debug for MediaCrypto {
 impl MediaCrypto {
     /// Keys for a call starting in `first`'s epoch.
     pub fn new(first: &MediaEpoch, now: Instant) -> Result<Self, MediaKeyError> {
-        let sender =
-            MediaSender::new(first.epoch, &first.secret, first.group_size, first.my_index)?;
+        let sender = fresh_sender(first)?;
         let mut receiver = MediaReceiver::new(first.my_index, ReceiverConfig::default());
         receiver.rekey(first.epoch, &first.secret, first.group_size, now)?;
         Ok(MediaCrypto {
@@ -95,7 +106,15 @@ impl MediaCrypto {
     /// once, so a removed member cannot read them.
     pub fn rekey(&self, next: &MediaEpoch, now: Instant) -> Result<(), MediaKeyError> {
         lock(&self.receiver).rekey(next.epoch, &next.secret, next.group_size, now)?;
-        lock(&self.sender).rekey(next.epoch, &next.secret, next.group_size)
+        let mut sender = lock(&self.sender);
+        if next.epoch <= sender.epoch() {
+            return Err(MediaKeyError::StaleEpoch {
+                current: sender.epoch(),
+                new: next.epoch,
+            });
+        }
+        *sender = fresh_sender(next)?;
+        Ok(())
     }
 
     /// Encrypts one encoded frame (the RTP payload) into `out`.
@@ -124,6 +143,24 @@ impl MediaCrypto {
             }
         }
     }
+}
+
+/// A sender in `epoch` under a random context (see the module documentation).
+fn fresh_sender(epoch: &MediaEpoch) -> Result<MediaSender, MediaKeyError> {
+    let free = 64 - u32::from(index_bits(epoch.group_size)) - u32::from(EPOCH_BITS);
+    let bits = free.min(48);
+    let context = if bits == 0 {
+        0
+    } else {
+        rand::random::<u64>() >> (64 - bits)
+    };
+    MediaSender::with_context(
+        epoch.epoch,
+        &epoch.secret,
+        epoch.group_size,
+        epoch.my_index,
+        context,
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,5 +215,27 @@ mod tests {
         assert!(carol.open(&wire, now, &mut plain).is_err());
         // Rekeying backwards is refused.
         assert!(alice.rekey(&epoch(4, 7, 0), now).is_err());
+    }
+
+    #[test]
+    fn two_calls_in_one_epoch_never_share_a_key() {
+        let now = Instant::now();
+        let first = MediaCrypto::new(&epoch(4, 7, 0), now).unwrap();
+        let second = MediaCrypto::new(&epoch(4, 7, 0), now).unwrap();
+        let kid = |c: &MediaCrypto| lock(&c.sender).key_id();
+        assert_ne!(kid(&first), kid(&second));
+        // Same frame, same counter (0), different calls: different ciphertexts, and a
+        // member opens both.
+        let (mut a, mut b, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        first.seal(b"the same opus frame", &mut a).unwrap();
+        second.seal(b"the same opus frame", &mut b).unwrap();
+        let header = |wire: &[u8]| wire.len() - b"the same opus frame".len() - 16;
+        assert_ne!(&a[header(&a)..], &b[header(&b)..]);
+        // The per-call context makes the key id a few bytes long; the header stays small.
+        assert!((2..=10).contains(&header(&a)), "{}", header(&a));
+        let bob = MediaCrypto::new(&epoch(4, 7, 1), now).unwrap();
+        bob.open(&a, now, &mut plain).unwrap();
+        bob.open(&b, now, &mut plain).unwrap();
+        assert_eq!(plain, b"the same opus frame");
     }
 }
