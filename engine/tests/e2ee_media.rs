@@ -199,6 +199,11 @@ async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
     // The same bytes again are a replay: refused, nothing stored twice.
     assert!(bob_core.receive(&bytes).is_err());
     drop((alice_core, bob_core));
+    // A peer flooding the channel: beyond a burst and a rate, messages are dropped and
+    // counted, not queued without bound.
+    for i in 0..300u32 {
+        assert!(call.send_message(i.to_be_bytes().repeat(16)));
+    }
 
     let alice_summary = call.finished().await.unwrap();
     let bob_summary = answered.finished().await.unwrap();
@@ -208,6 +213,8 @@ async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
     assert!(sent.sealed > 50, "{sent:?}");
     assert!(got.opened > 50, "{got:?}");
     assert_eq!(got.rejected, 0, "{got:?}");
+    assert!(got.messages_received >= 1, "{got:?}");
+    assert!(got.messages_dropped > 50, "{got:?}");
     assert_eq!(bob_summary.received.decode_errors, 0);
     // The tone came through: decoded audio, not silence (skip the first half second).
     assert!(loudness(&heard, 24_000) > 1_000.0, "bob heard silence");

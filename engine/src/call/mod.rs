@@ -225,6 +225,10 @@ pub struct E2eeSummary {
     pub opened: u64,
     /// Frames refused (tampered, replayed, unknown key, not encrypted): never played.
     pub rejected: u64,
+    /// Messages that came on the call's data channel (one-to-one calls).
+    pub messages_received: u64,
+    /// Messages dropped there: too large, or beyond the rate a peer may send.
+    pub messages_dropped: u64,
 }
 
 impl E2eeSummary {
@@ -235,6 +239,8 @@ impl E2eeSummary {
             sealed: crypto.sealed.load(Ordering::Relaxed),
             opened: crypto.opened.load(Ordering::Relaxed),
             rejected: crypto.rejected.load(Ordering::Relaxed),
+            messages_received: 0,
+            messages_dropped: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! [`Session`]; the task's `select!` loop is the only thing that changes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,18 @@ const MESSAGE_CHANNEL_LABEL: &str = "sotto-mls";
 /// The largest message the channel carries (webrtc-rs delivers at most 16 KiB per
 /// message); larger ones go through the mailbox.
 pub const MAX_CHANNEL_MESSAGE: usize = 16 * 1024;
+/// A peer may send this many messages at once on the channel, then this many a second;
+/// more are dropped and counted (the application's event queue must not grow without
+/// bound because a peer floods it).
+const MESSAGE_BURST: f64 = 100.0;
+const MESSAGES_PER_SECOND: f64 = 20.0;
+
+/// What arrived on the message channel.
+#[derive(Debug, Default)]
+struct MessageCounters {
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
 
 /// What a session starts with.
 pub struct SessionParams {
@@ -122,6 +134,7 @@ struct Session {
     playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
     /// The data channel for MLS messages (calls keyed from a conversation only).
     channel: Option<Arc<dyn DataChannel>>,
+    messages: Arc<MessageCounters>,
 }
 
 /// Runs the call to its end.
@@ -177,8 +190,9 @@ pub async fn run(
     } = peer;
 
     // A call keyed from a conversation also carries that conversation's MLS messages.
+    let messages = Arc::new(MessageCounters::default());
     let channel = if config.e2ee.is_some() {
-        match message_channel(&pc, events.clone(), channel_open).await {
+        match message_channel(&pc, events.clone(), channel_open, messages.clone()).await {
             Ok(channel) => Some(channel),
             Err(err) => {
                 tracing::debug!(%err, "no data channel for messages in this call");
@@ -225,6 +239,7 @@ pub async fn run(
         threads: Vec::new(),
         playout: None,
         channel,
+        messages,
         config,
     };
 
@@ -313,6 +328,7 @@ async fn message_channel(
     pc: &Arc<dyn PeerConnection>,
     events: mpsc::UnboundedSender<CallEvent>,
     open: Arc<AtomicBool>,
+    counters: Arc<MessageCounters>,
 ) -> Result<Arc<dyn DataChannel>, String> {
     let init = RTCDataChannelInit {
         ordered: true,
@@ -325,16 +341,29 @@ async fn message_channel(
         .map_err(|e| e.to_string())?;
     let reader = channel.clone();
     tokio::spawn(async move {
+        let mut tokens = MESSAGE_BURST;
+        let mut last = Instant::now();
         while let Some(event) = reader.poll().await {
             match event {
-                // Opaque bytes: the application decrypts them with its MLS state.
-                DataChannelEvent::OnMessage(message)
-                    if message.data.len() <= MAX_CHANNEL_MESSAGE
-                        && events
-                            .send(CallEvent::Message(message.data.to_vec()))
-                            .is_err() =>
-                {
-                    break;
+                DataChannelEvent::OnMessage(message) => {
+                    let now = Instant::now();
+                    tokens = (tokens
+                        + now.duration_since(last).as_secs_f64() * MESSAGES_PER_SECOND)
+                        .min(MESSAGE_BURST);
+                    last = now;
+                    if tokens < 1.0 || message.data.len() > MAX_CHANNEL_MESSAGE {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    tokens -= 1.0;
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    // Opaque bytes: the application decrypts them with its MLS state.
+                    if events
+                        .send(CallEvent::Message(message.data.to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
                 DataChannelEvent::OnOpen => open.store(true, Ordering::Relaxed),
                 DataChannelEvent::OnClose => break,
@@ -878,7 +907,11 @@ impl Session {
             comfort_noise_frames: jitter.comfort_noise,
             decode_errors: load(&c.decode_errors),
         };
-        summary.e2ee = self.config.e2ee.as_deref().map(E2eeSummary::of);
+        summary.e2ee = self.config.e2ee.as_deref().map(|crypto| E2eeSummary {
+            messages_received: load(&self.messages.received),
+            messages_dropped: load(&self.messages.dropped),
+            ..E2eeSummary::of(crypto)
+        });
         summary
     }
 }
