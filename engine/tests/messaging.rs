@@ -189,3 +189,52 @@ async fn a_room_of_three_through_the_server_and_the_server_keeps_no_plaintext() 
         }
     }
 }
+
+#[tokio::test]
+async fn stale_keys_are_refreshed_by_an_update_commit() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        server_dir.path(),
+    ))
+    .await
+    .unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let mut alice = member(&server, &dirs.path().join("a"), "alice").await;
+    let mut bob = member(&server, &dirs.path().join("b"), "bob").await;
+    let group = alice
+        .create_room(Some("Keys"), &[bob.core().me()])
+        .await
+        .unwrap();
+    bob.sync(QUIET).await.unwrap();
+    let before = bob.core().media_epoch(&group).unwrap().epoch;
+
+    // Nothing is an hour old yet; Alice just committed (the creation), Bob never has.
+    assert_eq!(
+        alice.refresh_keys(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+    assert_eq!(bob.core().stale(0).unwrap(), vec![group.clone()]);
+    assert_eq!(bob.refresh_keys(Duration::ZERO).await.unwrap(), 1);
+    assert!(bob.core().stale(3_600_000).unwrap().is_empty());
+
+    // Alice follows Bob's update into the new epoch; the conversation goes on.
+    alice.sync(QUIET).await.unwrap();
+    let after = alice.core().media_epoch(&group).unwrap().epoch;
+    assert_eq!(after, before + 1);
+    assert_eq!(bob.core().media_epoch(&group).unwrap().epoch, after);
+    assert_eq!(alice.core().members(&group).unwrap().len(), 2);
+    alice
+        .send(
+            &group,
+            Body::Text {
+                text: "after the update".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&bob.sync(QUIET).await.unwrap()),
+        vec!["after the update"]
+    );
+}

@@ -284,6 +284,31 @@ impl Conversations {
         Ok(out)
     }
 
+    /// Build a commit that refreshes this identity's keys in a conversation (see
+    /// [`Conversations::stale`]).
+    pub fn update(&self, group: &GroupId) -> Result<CommitOut, ConversationError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let out = mls::self_update(&tx, &self.identity, &group.0)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Active conversations where this identity has not committed (every commit it makes
+    /// refreshes its leaf) for `max_age` ms, joined or created at least that long ago: the
+    /// ones whose keys [`Conversations::update`] should refresh, so that a leaked key stops
+    /// opening new messages (post-compromise security).
+    pub fn stale(&self, max_age_ms: i64) -> Result<Vec<GroupId>, rusqlite::Error> {
+        let cutoff = now_ms() - max_age_ms;
+        let mut stmt = self.conn.prepare(
+            "SELECT c.group_id FROM conversations c
+             LEFT JOIN meta m ON m.key = 'own_commit:' || hex(c.group_id)
+             WHERE c.active = 1 AND c.created_at <= ?1
+               AND (m.value IS NULL OR CAST(m.value AS INTEGER) <= ?1)",
+        )?;
+        let rows = stmt.query_map(params![cutoff], |row| row.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| r.map(GroupId)).collect()
+    }
+
     /// The server accepted `out`: merge it, note the change in history, and record a
     /// new direct conversation.
     pub fn commit_accepted(&self, out: &CommitOut) -> Result<(), ConversationError> {
@@ -291,6 +316,10 @@ impl Conversations {
         let me = self.me();
         let tx = self.conn.unchecked_transaction()?;
         mls::merge_pending(&tx, &group.0)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('own_commit:' || hex(?1), ?2)",
+            params![group.0, now_ms().to_string()],
+        )?;
         if group.is_direct() {
             let peer = out.welcome_to.first().copied();
             tx.execute(

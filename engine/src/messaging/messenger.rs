@@ -288,6 +288,23 @@ impl Messenger {
         self.commit(group, |core| core.remove(group, who)).await
     }
 
+    /// Refresh this identity's keys in a conversation with an update commit.
+    pub async fn update(&mut self, group: &GroupId) -> Result<(), MessengerError> {
+        self.commit(group, |core| core.update(group)).await
+    }
+
+    /// Refresh this identity's keys in every conversation where it has not committed for
+    /// `max_age` (see [`Conversations::stale`]); returns how many it refreshed.
+    pub async fn refresh_keys(&mut self, max_age: Duration) -> Result<usize, MessengerError> {
+        let stale = self
+            .core
+            .stale(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))?;
+        for group in &stale {
+            self.update(group).await?;
+        }
+        Ok(stale.len())
+    }
+
     /// Build a commit, submit it, and on `stale_epoch` catch up and rebuild.
     async fn commit(
         &mut self,

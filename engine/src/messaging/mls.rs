@@ -378,6 +378,38 @@ pub fn remove_members(
     })
 }
 
+/// Build a commit that only refreshes this identity's leaf (new HPKE and path secrets):
+/// post-compromise security for a member whose keys may have leaked. Pending until merged
+/// or cleared.
+pub fn self_update(
+    conn: &Connection,
+    identity: &Identity,
+    group_id: &[u8],
+) -> Result<CommitOut, MlsError> {
+    let provider = Provider::new(conn);
+    let mut group = load_active(&provider, group_id)?;
+    let me = identity.public();
+    let members = members_of(&group)?;
+    let epoch = group.epoch().as_u64();
+    let bundle = group
+        .self_update(
+            &provider,
+            &IdentitySigner(identity),
+            LeafNodeParameters::default(),
+        )
+        .map_err(group_err)?;
+    let (commit, _welcome, _info) = bundle.into_messages();
+    Ok(CommitOut {
+        group_id: group_id.to_vec(),
+        epoch,
+        commit: commit.tls_serialize_detached().map_err(group_err)?,
+        welcome: None,
+        to: members.iter().copied().filter(|m| *m != me).collect(),
+        welcome_to: Vec::new(),
+        members,
+    })
+}
+
 /// The server accepted this identity's pending commit: move to the new epoch.
 pub fn merge_pending(conn: &Connection, group_id: &[u8]) -> Result<u64, MlsError> {
     let provider = Provider::new(conn);

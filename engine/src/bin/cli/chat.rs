@@ -380,10 +380,18 @@ async fn connect(
         .with_context(|| format!("connecting to {}", server.server))
 }
 
-/// Process the mailbox and say what changed.
+/// How long this identity's keys in a conversation may go without a commit of its own
+/// before the CLI refreshes them (an update commit; post-compromise security).
+const KEY_REFRESH: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Process the mailbox and say what changed; then refresh keys that have grown old. A
+/// refresh that fails (a busy group) is retried next time.
 async fn catch_up(m: &mut Messenger) -> anyhow::Result<()> {
     let deliveries = m.sync(QUIET).await?;
     report(m, &deliveries);
+    if let Err(err) = m.refresh_keys(KEY_REFRESH).await {
+        eprintln!("note: refreshing your keys in a conversation failed ({err}); retried next time");
+    }
     Ok(())
 }
 
