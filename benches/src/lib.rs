@@ -1,5 +1,10 @@
 //! Sotto's whole-system benchmarks.
 //!
 //! The `sotto-bench` binary (`src/main.rs`, modules under `src/signaling/`) holds the
-//! signaling load benches today; the call-quality bench (netsim, scenarios, scoring) will
-//! live in this library. Figures go to BENCHMARKS.md with their command and machine.
+//! signaling and SFU load benches; the call-quality bench grows in this library:
+//! [`scenario`] (the TOML files in `benches/scenarios/`, impairments from
+//! `sotto-netsim`) and [`emodel`] (ITU-T G.107) so far. Figures go to BENCHMARKS.md with
+//! their command and machine.
+
+pub mod emodel;
+pub mod scenario;

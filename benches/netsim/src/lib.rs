@@ -139,9 +139,9 @@ fn default_queue_ms() -> f64 {
     100.0
 }
 
-/// A change on the schedule.
+/// A change on the schedule. (Unknown fields are refused by [`ChangeKind`]: serde cannot
+/// refuse them here, beside a flattened field.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Change {
     /// When, ms since the link started.
     pub at_ms: f64,
