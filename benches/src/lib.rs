@@ -7,4 +7,5 @@
 //! their command and machine.
 
 pub mod emodel;
+pub mod relay;
 pub mod scenario;

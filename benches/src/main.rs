@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use sotto_bench::relay::{Relay, RelayConfig};
+use sotto_bench::scenario::Scenario;
 
 use signaling::client::ClientKind;
 use signaling::idle::{self, IdleOptions};
@@ -41,6 +43,40 @@ enum Command {
     SignalingRelay(RelayArgs),
     /// SFU forwarding load: publishers and subscribers with real DTLS-SRTP legs.
     SfuLoad(SfuLoadArgs),
+    /// A UDP relay that puts a scenario's impairments between two real endpoints: A sends
+    /// to --listen, the relay forwards to --target; replies come back the same way.
+    Relay(UdpRelayArgs),
+}
+
+#[derive(Debug, Args)]
+struct UdpRelayArgs {
+    /// Where endpoint A sends.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: std::net::SocketAddr,
+    /// Endpoint B.
+    #[arg(long)]
+    target: std::net::SocketAddr,
+    /// The local address to send to B from.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    via: std::net::SocketAddr,
+    /// A scenario file (benches/scenarios/*.toml); without it, the flags below.
+    #[arg(long, conflicts_with_all = ["loss", "delay_ms"])]
+    scenario: Option<PathBuf>,
+    /// Uniform loss in each direction, as a fraction (0.1 = 10 %).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// One-way delay in each direction, ms.
+    #[arg(long)]
+    delay_ms: Option<f64>,
+    /// The seed of the forward link (the backward one uses the next).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after this long (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Print the report as one JSON line too.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +261,44 @@ async fn main() -> anyhow::Result<()> {
                 options.rooms, options.publishers, options.subscribers, options.duration
             );
             let report = sfu_load::run(options).await?;
+            println!("{report:#?}");
+            if args.json {
+                println!("{}", serde_json::to_string(&report).context("JSON report")?);
+            }
+        }
+        Command::Relay(args) => {
+            let (forward, backward) = match &args.scenario {
+                Some(path) => Scenario::load(path)?.directions(),
+                None => {
+                    let both = sotto_netsim::Impairment {
+                        loss: args.loss.map_or(sotto_netsim::Loss::None, |rate| {
+                            sotto_netsim::Loss::Uniform { rate }
+                        }),
+                        delay_ms: args.delay_ms.unwrap_or(0.0),
+                        ..Default::default()
+                    };
+                    (both.clone(), both)
+                }
+            };
+            let relay = Relay::bind(RelayConfig {
+                listen: args.listen,
+                target: args.target,
+                via: args.via,
+                forward,
+                backward,
+                seed: args.seed,
+                duration: args.duration,
+            })
+            .await
+            .with_context(|| format!("binding {} and {}", args.listen, args.via))?;
+            eprintln!(
+                "relay: {} -> {} (from {}) for {:?}",
+                relay.listen_addr()?,
+                args.target,
+                relay.via_addr()?,
+                args.duration
+            );
+            let report = relay.run().await?;
             println!("{report:#?}");
             if args.json {
                 println!("{}", serde_json::to_string(&report).context("JSON report")?);
