@@ -314,8 +314,8 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         encoder: EncoderConfig::default(),
         jitter: Default::default(),
         ice: IceConfig {
-            servers: Vec::new(),
             bind: vec![format!("{host}:0")],
+            ..IceConfig::default()
         },
         max_duration: Some(Duration::from_secs(60)),
         leave_after_input: Some(Duration::from_secs(3)),

@@ -43,6 +43,23 @@ pub struct IceConfig {
     /// interface except loopback and link-local; name `127.0.0.1:0` to allow loopback (tests,
     /// one-machine demos).
     pub bind: Vec<String>,
+    /// Which candidates the peer is told about.
+    pub advertise: Advertise,
+}
+
+/// Which local candidates a call tells the peer about. Anything but the default is for
+/// putting a call through a relay that impairs it (`sotto-bench relay`): the peer must
+/// reach us only through the relay, and the relay's address is not one we gathered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Advertise {
+    /// Every gathered candidate, as gathered.
+    #[default]
+    Gathered,
+    /// None: the peer learns our address from our connectivity checks (peer-reflexive),
+    /// i.e. from wherever they come from.
+    Nothing,
+    /// One host candidate, at this address instead of ours (the relay's).
+    Address(std::net::SocketAddr),
 }
 
 impl Default for IceConfig {
@@ -50,6 +67,7 @@ impl Default for IceConfig {
         IceConfig {
             servers: Vec::new(),
             bind: vec!["0.0.0.0:0".to_owned()],
+            advertise: Advertise::Gathered,
         }
     }
 }
@@ -60,6 +78,7 @@ impl IceConfig {
         IceConfig {
             servers: Vec::new(),
             bind: vec!["127.0.0.1:0".to_owned()],
+            advertise: Advertise::Gathered,
         }
     }
 }

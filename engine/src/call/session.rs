@@ -22,7 +22,7 @@ use webrtc::peer_connection::{
 use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
 use super::{
-    CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
+    Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
     ReceivedSummary, SentSummary, Side,
 };
 use crate::audio::rate::RateController;
@@ -134,6 +134,8 @@ struct Session {
     playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
     /// The data channel for MLS messages (calls keyed from a conversation only).
     channel: Option<Arc<dyn DataChannel>>,
+    /// `Advertise::Address` has sent its one candidate.
+    advertised_once: bool,
     messages: Arc<MessageCounters>,
 }
 
@@ -240,6 +242,7 @@ pub async fn run(
         playout: None,
         channel,
         messages,
+        advertised_once: false,
         config,
     };
 
@@ -585,6 +588,29 @@ impl Session {
         }
     }
 
+    /// The candidate as the peer should see it (see [`super::Advertise`]); `None`: not
+    /// sent.
+    fn advertised(&mut self, candidate: &str) -> Option<String> {
+        match self.config.ice.advertise {
+            Advertise::Gathered => Some(candidate.to_owned()),
+            Advertise::Nothing => None,
+            Advertise::Address(addr) => {
+                // One candidate only: the first host one, at the relay's address.
+                // candidate:<foundation> <component> <transport> <priority> <ip> <port> typ host
+                let mut fields: Vec<String> =
+                    candidate.split_whitespace().map(str::to_owned).collect();
+                let host = fields.get(7).is_some_and(|t| t == "host");
+                if self.advertised_once || !host || fields.len() < 8 {
+                    return None;
+                }
+                self.advertised_once = true;
+                fields[4] = addr.ip().to_string();
+                fields[5] = addr.port().to_string();
+                Some(fields.join(" "))
+            }
+        }
+    }
+
     fn restarting(&self) -> bool {
         self.state == CallState::Reconnecting || self.last_restart.is_some()
     }
@@ -593,12 +619,17 @@ impl Session {
         match event {
             PeerEvent::Candidate(candidate) => {
                 let candidate = match candidate {
-                    Some(init) => Candidate {
-                        call_id: self.call_id.clone(),
-                        candidate: init.candidate,
-                        sdp_mid: init.sdp_mid,
-                        sdp_mline_index: init.sdp_mline_index,
-                    },
+                    Some(init) => {
+                        let Some(text) = self.advertised(&init.candidate) else {
+                            return Ok(());
+                        };
+                        Candidate {
+                            call_id: self.call_id.clone(),
+                            candidate: text,
+                            sdp_mid: init.sdp_mid,
+                            sdp_mline_index: init.sdp_mline_index,
+                        }
+                    }
                     None => Candidate {
                         call_id: self.call_id.clone(),
                         candidate: String::new(),

@@ -1,0 +1,124 @@
+//! A real one-to-one call (two engines, in-process signaling, WebRTC with DTLS-SRTP) put
+//! through `sotto-bench`'s UDP relay: the callee advertises the relay's address instead of
+//! its own, the caller advertises nothing (the callee learns it from its checks, which come
+//! through the relay), so every datagram of the call crosses the relay and its impairments.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_bench::relay::{Relay, RelayConfig};
+use sotto_engine::audio::{InputSpec, OutputSpec};
+use sotto_engine::call::{Advertise, CallConfig, IceConfig, Phone};
+use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_netsim::{Impairment, Loss};
+use sotto_signaling::server::{Config, start};
+
+/// A free UDP port on loopback (bound, read, released: the callee binds it next).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_goes_through_the_relay_and_feels_its_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
+        .await
+        .unwrap();
+    let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let lossy = Impairment {
+        loss: Loss::Uniform { rate: 0.1 },
+        delay_ms: 20.0,
+        ..Default::default()
+    };
+    let relay = Relay::bind(RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        target: bob_addr,
+        via: "127.0.0.1:0".parse().unwrap(),
+        forward: lossy.clone(),
+        backward: lossy,
+        seed: 3,
+        // The call (about 4.5 s) and a margin; the relay's report is read at the end.
+        duration: Duration::from_secs(7),
+    })
+    .await
+    .unwrap();
+    let relay_addr = relay.listen_addr().unwrap();
+    let relay_task = tokio::spawn(relay.run());
+
+    let config = ClientConfig::new(server.ws_url());
+    let alice_id = Arc::new(Identity::generate(None).unwrap());
+    let bob_id = Arc::new(Identity::generate(None).unwrap());
+    let alice = Phone::new(
+        SignalingClient::connect(config.clone(), alice_id)
+            .await
+            .unwrap(),
+    );
+    let mut bob = Phone::new(
+        SignalingClient::connect(config, bob_id.clone())
+            .await
+            .unwrap(),
+    );
+
+    let call = alice
+        .call(
+            bob_id.public(),
+            CallConfig {
+                input: InputSpec::Tone(440.0),
+                output: OutputSpec::Null,
+                ice: IceConfig {
+                    bind: vec!["127.0.0.1:0".into()],
+                    advertise: Advertise::Nothing,
+                    ..IceConfig::default()
+                },
+                max_duration: Some(Duration::from_secs(4)),
+                ..CallConfig::default()
+            },
+        )
+        .unwrap();
+    let incoming = bob.next_incoming().await.unwrap();
+    let answered = incoming
+        .answer(CallConfig {
+            input: InputSpec::Tone(660.0),
+            output: OutputSpec::Null,
+            ice: IceConfig {
+                bind: vec![bob_addr.to_string()],
+                advertise: Advertise::Address(relay_addr),
+                ..IceConfig::default()
+            },
+            max_duration: Some(Duration::from_secs(4)),
+            ..CallConfig::default()
+        })
+        .await
+        .unwrap();
+    let (alice_summary, bob_summary) = tokio::join!(call.finished(), answered.finished());
+    let (alice_summary, bob_summary) = (alice_summary.unwrap(), bob_summary.unwrap());
+    let report = relay_task.await.unwrap().unwrap();
+    // Every datagram crossed the relay: the audio alone is 50 a second each way, some 200
+    // over the call.
+    assert!(report.forward.received > 150, "{report:?}");
+    assert!(report.backward.received > 150, "{report:?}");
+    assert!(
+        report.forward.lost > 10 && report.backward.lost > 10,
+        "{report:?}"
+    );
+    assert!(alice_summary.connected, "{alice_summary:?}");
+    assert!(bob_summary.received.packets > 100, "{bob_summary:?}");
+    assert!(alice_summary.received.packets > 100, "{alice_summary:?}");
+    // 10 % loss each way: the receivers see it (well above what loopback loses alone).
+    assert!(
+        bob_summary.received.loss_percent > 4.0,
+        "{:?}",
+        bob_summary.received
+    );
+    assert!(
+        alice_summary.received.loss_percent > 4.0,
+        "{:?}",
+        alice_summary.received
+    );
+    server.shutdown().await.unwrap();
+}
