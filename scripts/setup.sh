@@ -12,6 +12,7 @@ packages=(
   libasound2-dev                     # ALSA headers for cpal (audio devices)
   ca-certificates curl git
   chromium iproute2                  # browser interop test (examples/tests/browser_interop.rs)
+  python3 python3-venv python3-dev   # call-quality scoring: PESQ (ITU P.862 code), STOI
 )
 # Node.js 20 or newer drives Chromium (playwright-core). Debian 12's own nodejs is 18, so
 # it is installed only when there is no node at all (our machines come with 20).
@@ -54,3 +55,6 @@ if [ ! -f "$installed_lock" ] || [ "$browser_dir/package-lock.json" -nt "$instal
   (cd "$browser_dir" && npm ci --no-audit --no-fund)
 fi
 node --version
+
+# The call-quality bench's scoring Python (pesq, pystoi, numpy, scipy) in target/bench-venv.
+bash "$(cd "$(dirname "$0")/.." && pwd)/benches/setup-scoring.sh" >/dev/null

@@ -7,5 +7,6 @@
 //! their command and machine.
 
 pub mod emodel;
+pub mod quality;
 pub mod relay;
 pub mod scenario;

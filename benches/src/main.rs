@@ -46,6 +46,30 @@ enum Command {
     /// A UDP relay that puts a scenario's impairments between two real endpoints: A sends
     /// to --listen, the relay forwards to --target; replies come back the same way.
     Relay(UdpRelayArgs),
+    /// Call quality: a real one-to-one call per scenario and seed through the relay, scored
+    /// (PESQ, STOI, mouth-to-ear delay, E-model, jitter buffer); DIR/results.json and
+    /// DIR/report.md.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario files (benches/scenarios/*.toml).
+    #[arg(required = true)]
+    scenarios: Vec<PathBuf>,
+    /// Where the recordings, results.json and report.md go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seeds per scenario (1, 2, ... N).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// The reference speech the caller plays (48 kHz mono 16-bit WAV).
+    #[arg(long, default_value = "benches/data/speech-en-us-1.wav")]
+    input: PathBuf,
+    /// A Python with pesq and pystoi (`bash benches/setup-scoring.sh` makes one and prints
+    /// its path); without it, no PESQ or STOI.
+    #[arg(long, default_value = "target/bench-venv/bin/python")]
+    python: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report).context("JSON report")?);
             }
         }
+        Command::Run(args) => run_quality(args).await?,
         Command::Relay(args) => {
             let (forward, backward) = match &args.scenario {
                 Some(path) => Scenario::load(path)?.directions(),
@@ -305,6 +330,65 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `sotto-bench run`.
+async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
+    use sotto_bench::quality::{self, Scoring};
+    let scenarios = args
+        .scenarios
+        .iter()
+        .map(|path| Scenario::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let python = args.python.exists().then(|| args.python.clone());
+    if python.is_none() {
+        eprintln!(
+            "note: {} not found: no PESQ or STOI (run `bash benches/setup-scoring.sh`)",
+            args.python.display()
+        );
+    }
+    let scoring = Scoring {
+        python,
+        script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("score.py"),
+    };
+    let data = tempfile::tempdir().context("a data dir for signaling")?;
+    let server = sotto_signaling::server::start(sotto_signaling::server::Config::new(
+        "127.0.0.1:0".parse()?,
+        data.path(),
+    ))
+    .await
+    .context("starting signaling")?;
+    let total = scenarios.len() as u64 * args.seeds;
+    let mut results = Vec::new();
+    for scenario in &scenarios {
+        for seed in 1..=args.seeds {
+            let result =
+                quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
+                    .await?;
+            eprintln!(
+                "[{}/{total}] {} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %",
+                results.len() + 1,
+                scenario.name,
+                result.pesq_wb,
+                result.mouth_to_ear_ms,
+                result.loss_percent
+            );
+            results.push(result);
+        }
+    }
+    server.shutdown().await?;
+    let records: Vec<_> = results.iter().flat_map(|r| r.records()).collect();
+    let json = args.out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&records)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let report = quality::report_markdown(&results);
+    let md = args.out.join("report.md");
+    std::fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;
+    println!("{report}");
+    eprintln!("wrote {} and {}", json.display(), md.display());
     Ok(())
 }
 

@@ -114,6 +114,15 @@ impl Relay {
 
     /// Relays until the configured duration has passed.
     pub async fn run(self) -> std::io::Result<RelayReport> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Relays until the configured duration has passed or `stop` completes.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<RelayReport> {
+        let mut stop = std::pin::pin!(stop);
         let Relay {
             config,
             a_side,
@@ -172,6 +181,7 @@ impl Relay {
                     }
                 }
                 _ = tokio::time::sleep_until(next_due) => {}
+                _ = &mut stop => break,
             }
         }
         // What was still in flight never arrives.

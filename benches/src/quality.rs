@@ -1,0 +1,383 @@
+//! `sotto-bench run`: call quality under a scenario. For each scenario and seed, a real
+//! one-to-one call (two engines, in-process signaling, WebRTC with DTLS-SRTP) goes through
+//! the [`crate::relay`] with the scenario's impairments: the caller plays a reference
+//! speech file, the callee records what it plays out. Then the recording is scored:
+//! mouth-to-ear delay by cross-correlation, what the callee's jitter buffer reports
+//! (loss, concealment, delay, bitrate), the E-model's R and MOS ([`crate::emodel`]) from
+//! the measured delay and loss, and, when a Python with the scoring packages is at hand
+//! (`benches/setup-scoring.sh`), PESQ-WB and PESQ-NB (ITU-T P.862, the `pesq` package's
+//! reference code) and STOI (`pystoi`), through `benches/score.py`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use sotto_engine::audio::analysis::align;
+use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
+use sotto_engine::call::{Advertise, CallConfig, CallSummary, IceConfig, Phone};
+use sotto_engine::{ClientConfig, Identity, SignalingClient};
+use sotto_signaling::server::RunningServer;
+
+use crate::emodel::{self, Inputs};
+use crate::relay::{Relay, RelayConfig, RelayReport};
+use crate::scenario::Scenario;
+
+/// Codec parameters for the E-model. Opus is not tabulated in ITU-T G.113; these are G.113
+/// Appendix I's G.711 with packet loss concealment (Ie 0, Bpl 25.1), a conservative
+/// stand-in: Opus with in-band FEC conceals at least as well.
+pub const EMODEL_IE: f64 = 0.0;
+/// See [`EMODEL_IE`].
+pub const EMODEL_BPL: f64 = 25.1;
+
+/// How a call is scored.
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    /// A Python with `pesq`, `pystoi`, `numpy`, `scipy` (`None`: no PESQ or STOI).
+    pub python: Option<PathBuf>,
+    /// `benches/score.py`.
+    pub script: PathBuf,
+}
+
+/// One scenario, one seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallResult {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed of the relay's links.
+    pub seed: u64,
+    /// What the callee recorded.
+    pub recording: PathBuf,
+    /// Mouth-to-ear delay, ms (cross-correlation of the recording with the reference).
+    pub mouth_to_ear_ms: Option<f64>,
+    /// Correlation at that lag.
+    pub correlation: Option<f64>,
+    /// Packets the callee's jitter buffer never got in time, %.
+    pub loss_percent: f64,
+    /// Audio played that was not decoded from its own packet, % of the played audio.
+    pub concealed_percent: f64,
+    /// Mean jitter-buffer delay, ms.
+    pub jitter_buffer_ms: f64,
+    /// Opus payload bitrate received, kbit/s.
+    pub bitrate_kbps: f64,
+    /// E-model R.
+    pub r: Option<f64>,
+    /// E-model MOS.
+    pub mos: Option<f64>,
+    /// PESQ-WB (P.862.2).
+    pub pesq_wb: Option<f64>,
+    /// PESQ-NB (P.862).
+    pub pesq_nb: Option<f64>,
+    /// STOI.
+    pub stoi: Option<f64>,
+    /// The relay's counters.
+    pub relay: RelayReport,
+}
+
+/// A free UDP port on loopback (bound, read, released: the callee binds it next).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs and scores one call of `input` under `scenario` with `seed`, recording into `out`.
+pub async fn run_call(
+    server: &RunningServer,
+    scenario: &Scenario,
+    seed: u64,
+    input: &Path,
+    out: &Path,
+    scoring: &Scoring,
+) -> anyhow::Result<CallResult> {
+    let recording = out.join(format!("{}-seed{seed}.wav", scenario.name));
+    let bob_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let (forward, backward) = scenario.directions();
+    let reference = read_wav(input)?;
+    let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
+    let relay = Relay::bind(RelayConfig {
+        listen: "127.0.0.1:0".parse()?,
+        target: bob_addr,
+        via: "127.0.0.1:0".parse()?,
+        forward,
+        backward,
+        seed,
+        // Setup, the speech, its tail, and a margin.
+        duration: speech + Duration::from_secs(20),
+    })
+    .await
+    .context("binding the relay")?;
+    let relay_addr = relay.listen_addr()?;
+    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = tokio::spawn(relay.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let config = ClientConfig::new(server.ws_url());
+    let alice = Phone::new(
+        SignalingClient::connect(config.clone(), Arc::new(Identity::generate(None)?)).await?,
+    );
+    let bob_id = Arc::new(Identity::generate(None)?);
+    let mut bob = Phone::new(SignalingClient::connect(config, bob_id.clone()).await?);
+    let call = alice.call(
+        bob_id.public(),
+        CallConfig {
+            input: InputSpec::Wav(input.to_owned()),
+            output: OutputSpec::Null,
+            ice: IceConfig {
+                bind: vec!["127.0.0.1:0".into()],
+                advertise: Advertise::Nothing,
+                ..IceConfig::default()
+            },
+            hang_up_after_input: Some(Duration::from_secs(1)),
+            max_duration: Some(speech + Duration::from_secs(10)),
+            ..CallConfig::default()
+        },
+    )?;
+    let incoming = tokio::time::timeout(Duration::from_secs(10), bob.next_incoming())
+        .await
+        .context("the callee saw no call")?
+        .context("the callee's signaling closed")?;
+    let answered = incoming
+        .answer(CallConfig {
+            input: InputSpec::Silence,
+            output: OutputSpec::Wav(recording.clone()),
+            ice: IceConfig {
+                bind: vec![bob_addr.to_string()],
+                advertise: Advertise::Address(relay_addr),
+                ..IceConfig::default()
+            },
+            max_duration: Some(speech + Duration::from_secs(10)),
+            ..CallConfig::default()
+        })
+        .await?;
+    let (caller, callee) = tokio::join!(call.finished(), answered.finished());
+    let (caller, callee) = (caller?, callee?);
+    let _ = stop_relay.send(());
+    let relay = relay_task.await.ok().and_then(Result::ok);
+    if !caller.connected || !callee.connected {
+        bail!(
+            "{}: the call did not connect: {}",
+            scenario.name,
+            callee.end.detail
+        );
+    }
+    score(
+        scenario, seed, &reference, input, recording, &caller, &callee, relay, scoring,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score(
+    scenario: &Scenario,
+    seed: u64,
+    reference: &[i16],
+    input: &Path,
+    recording: PathBuf,
+    caller: &CallSummary,
+    callee: &CallSummary,
+    relay: Option<RelayReport>,
+    scoring: &Scoring,
+) -> anyhow::Result<CallResult> {
+    let received = read_wav(&recording)?;
+    let alignment = align(reference, &received, SAMPLE_RATE as usize * 2);
+    // The recording starts when the callee's media clock does, the reference when the
+    // caller's does (one process, one clock).
+    let offset_ms = match (caller.media_started, callee.media_started) {
+        (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64() * 1000.0,
+        (Some(a), Some(b)) => -((a - b).as_secs_f64() * 1000.0),
+        _ => 0.0,
+    };
+    let mouth_to_ear_ms = alignment.map(|a| {
+        round(
+            a.lag as f64 * 1000.0 / f64::from(SAMPLE_RATE) + offset_ms,
+            1,
+        )
+    });
+    let got = &callee.received;
+    let played_ms = callee.duration_s * 1000.0;
+    let rating = mouth_to_ear_ms.map(|delay| {
+        emodel::rating(&Inputs::voip(
+            delay,
+            got.loss_percent,
+            1.0,
+            EMODEL_IE,
+            EMODEL_BPL,
+        ))
+    });
+    let scores = match (&scoring.python, alignment) {
+        (Some(python), Some(a)) => {
+            python_scores(python, &scoring.script, input, &recording, a.lag)?
+        }
+        _ => PythonScores::default(),
+    };
+    Ok(CallResult {
+        scenario: scenario.name.clone(),
+        seed,
+        recording,
+        mouth_to_ear_ms,
+        correlation: alignment.map(|a| round(a.correlation, 3)),
+        loss_percent: got.loss_percent,
+        concealed_percent: if played_ms > 0.0 {
+            round(got.concealed_ms * 100.0 / played_ms, 2)
+        } else {
+            0.0
+        },
+        jitter_buffer_ms: got.jitter_buffer_mean_ms,
+        bitrate_kbps: got.payload_kbps,
+        r: rating.map(|r| round(r.r, 1)),
+        mos: rating.map(|r| round(r.mos(), 2)),
+        pesq_wb: scores.pesq_wb,
+        pesq_nb: scores.pesq_nb,
+        stoi: scores.stoi,
+        relay: relay.unwrap_or(RelayReport {
+            forward: Default::default(),
+            backward: Default::default(),
+            strangers: 0,
+        }),
+    })
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PythonScores {
+    pesq_wb: Option<f64>,
+    pesq_nb: Option<f64>,
+    stoi: Option<f64>,
+}
+
+fn python_scores(
+    python: &Path,
+    script: &Path,
+    reference: &Path,
+    recording: &Path,
+    lag: usize,
+) -> anyhow::Result<PythonScores> {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(reference)
+        .arg(recording)
+        .arg(lag.to_string())
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading the scores")
+}
+
+/// Reads a WAV file as 48 kHz mono 16-bit samples (the reference files and recordings
+/// are).
+pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let spec = reader.spec();
+    if spec.sample_rate != SAMPLE_RATE || spec.channels != 1 || spec.bits_per_sample != 16 {
+        bail!("{}: expected 48 kHz mono 16-bit", path.display());
+    }
+    reader
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
+/// One record of results.json: a scenario, a seed, a metric and its value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// The scenario.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// The metric's name.
+    pub metric: &'static str,
+    /// Its value.
+    pub value: f64,
+}
+
+impl CallResult {
+    /// The result as one record per metric.
+    pub fn records(&self) -> Vec<Record> {
+        let metrics: [(&'static str, Option<f64>); 11] = [
+            ("pesq_wb", self.pesq_wb),
+            ("pesq_nb", self.pesq_nb),
+            ("stoi", self.stoi),
+            ("mouth_to_ear_ms", self.mouth_to_ear_ms),
+            ("emodel_r", self.r),
+            ("emodel_mos", self.mos),
+            ("loss_percent", Some(self.loss_percent)),
+            ("concealed_percent", Some(self.concealed_percent)),
+            ("jitter_buffer_ms", Some(self.jitter_buffer_ms)),
+            ("bitrate_kbps", Some(self.bitrate_kbps)),
+            ("correlation", self.correlation),
+        ];
+        metrics
+            .into_iter()
+            .filter_map(|(metric, value)| {
+                value.map(|value| Record {
+                    scenario: self.scenario.clone(),
+                    seed: self.seed,
+                    metric,
+                    value,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The report: per scenario, the mean of each metric over the seeds.
+pub fn report_markdown(results: &[CallResult]) -> String {
+    let columns: [(&str, &str); 9] = [
+        ("pesq_wb", "PESQ-WB"),
+        ("pesq_nb", "PESQ-NB"),
+        ("stoi", "STOI"),
+        ("mouth_to_ear_ms", "mouth-to-ear ms"),
+        ("emodel_mos", "E-model MOS"),
+        ("loss_percent", "loss %"),
+        ("concealed_percent", "concealed %"),
+        ("jitter_buffer_ms", "jitter buffer ms"),
+        ("bitrate_kbps", "kbit/s"),
+    ];
+    let mut text = String::from("| scenario | seeds |");
+    for (_, title) in columns {
+        text.push_str(&format!(" {title} |"));
+    }
+    text.push_str("\n|---|---|");
+    text.push_str(&"---|".repeat(columns.len()));
+    text.push('\n');
+    let mut names: Vec<&str> = Vec::new();
+    for r in results {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
+    }
+    for name in names {
+        let runs: Vec<&CallResult> = results.iter().filter(|r| r.scenario == name).collect();
+        text.push_str(&format!("| {name} | {} |", runs.len()));
+        let records: Vec<Record> = runs.iter().flat_map(|r| r.records()).collect();
+        for (metric, _) in columns {
+            let values: Vec<f64> = records
+                .iter()
+                .filter(|r| r.metric == metric)
+                .map(|r| r.value)
+                .collect();
+            if values.is_empty() {
+                text.push_str(" – |");
+            } else {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                text.push_str(&format!(" {mean:.2} |"));
+            }
+        }
+        text.push('\n');
+    }
+    text
+}

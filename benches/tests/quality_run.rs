@@ -1,0 +1,74 @@
+//! The call-quality run end to end, short: 5 s of reference speech through the relay under
+//! the clean and the 10 % loss scenarios, scored with PESQ (the ITU reference code, from
+//! the Python that `scripts/setup.sh` makes with `benches/setup-scoring.sh`), STOI, the
+//! E-model and the delay. The clean call must score better than the lossy one.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use sotto_bench::quality::{Scoring, read_wav, report_markdown, run_call};
+use sotto_bench::scenario::Scenario;
+use sotto_signaling::server::{Config, start};
+
+fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_call_scores_better_than_a_lossy_one() {
+    let python = bench_dir().join("../target/bench-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh` (it runs benches/setup-scoring.sh)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // The first 5 s of a reference file.
+    let speech = read_wav(&bench_dir().join("data/speech-en-us-1.wav")).unwrap();
+    let input = dir.path().join("speech-5s.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&input, spec).unwrap();
+    for sample in &speech[..5 * 48_000] {
+        writer.write_sample(*sample).unwrap();
+    }
+    writer.finalize().unwrap();
+
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("server"),
+    ))
+    .await
+    .unwrap();
+    let scoring = Scoring {
+        python: Some(python),
+        script: bench_dir().join("score.py"),
+    };
+    let mut results = Vec::new();
+    for name in ["clean", "loss-10"] {
+        let scenario = Scenario::load(&bench_dir().join(format!("scenarios/{name}.toml"))).unwrap();
+        results.push(
+            run_call(&server, &scenario, 1, &input, dir.path(), &scoring)
+                .await
+                .unwrap(),
+        );
+    }
+    server.shutdown().await.unwrap();
+    let (clean, lossy) = (&results[0], &results[1]);
+    let pesq = |r: &sotto_bench::quality::CallResult| r.pesq_wb.expect("a PESQ-WB score");
+    assert!(pesq(clean) > pesq(lossy), "{clean:?}\n{lossy:?}");
+    assert!(pesq(clean) > 3.0, "{clean:?}");
+    assert!(clean.stoi.unwrap() > lossy.stoi.unwrap());
+    assert!(clean.mos.unwrap() > lossy.mos.unwrap());
+    assert!(clean.mouth_to_ear_ms.unwrap() > 0.0);
+    assert!(lossy.loss_percent > 4.0, "{lossy:?}");
+    assert!(lossy.relay.forward.lost > 10, "{:?}", lossy.relay);
+    let report = report_markdown(&results);
+    assert!(report.contains("| clean | 1 |") && report.contains("| loss-10 | 1 |"));
+    // One record per scenario and metric.
+    assert!(clean.records().iter().any(|r| r.metric == "pesq_wb"));
+}
