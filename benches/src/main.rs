@@ -363,14 +363,25 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     .context("starting signaling")?;
     let total = scenarios.len() as u64 * args.seeds;
     let mut results = Vec::new();
+    let mut failures = Vec::new();
     for scenario in &scenarios {
         for seed in 1..=args.seeds {
             let result =
-                quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
-                    .await?;
+                match quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(err) => {
+                        // A call that fails (say, its setup lost to a burst) is reported,
+                        // not the end of the run.
+                        eprintln!("{} seed {seed}: {err:#}", scenario.name);
+                        failures.push(format!("{} seed {seed}: {err:#}", scenario.name));
+                        continue;
+                    }
+                };
             eprintln!(
                 "[{}/{total}] {} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %",
-                results.len() + 1,
+                results.len() + failures.len() + 1,
                 scenario.name,
                 result.pesq_wb,
                 result.mouth_to_ear_ms,
@@ -384,7 +395,13 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     let json = args.out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&records)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    let report = quality::report_markdown(&results);
+    let mut report = quality::report_markdown(&results);
+    if !failures.is_empty() {
+        report.push_str("\nCalls that failed:\n\n");
+        for failure in &failures {
+            report.push_str(&format!("- {failure}\n"));
+        }
+    }
     let md = args.out.join("report.md");
     std::fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;
     println!("{report}");

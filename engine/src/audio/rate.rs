@@ -24,8 +24,8 @@ use super::codec::FrameDuration;
 /// Bytes each audio packet costs on the wire besides the Opus payload: RTP header (12),
 /// RTP header-extension block header (4), SRTP authentication tag (10, HMAC-SHA1-80),
 /// header-extension elements (8: audio level and transport-wide sequence number, padded),
-/// IPv4 (20) and UDP (8). SFrame's header and tag come on top; add them with
-/// [`RateController::set_overhead_bytes`] once the suite is fixed. IPv6 adds 20.
+/// IPv4 (20) and UDP (8). SFrame's header and tag come on top: calls with end-to-end
+/// encryption add them with [`RateController::set_overhead_bytes`]. IPv6 adds 20.
 pub const PACKET_OVERHEAD_BYTES: u32 = 12 + 4 + 10 + 8 + 20 + 8;
 
 /// Weight of a new report in the smoothed loss (0..1).

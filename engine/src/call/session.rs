@@ -25,8 +25,9 @@ use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
     ReceivedSummary, SentSummary, Side,
 };
-use crate::audio::rate::RateController;
+use crate::audio::rate::{PACKET_OVERHEAD_BYTES, RateController};
 use crate::audio::{AudioSink, AudioSource};
+use crate::e2ee::media::SFRAME_OVERHEAD_BYTES;
 use crate::messaging::GroupId;
 use crate::signaling::{CallSignal, SignalingSender};
 
@@ -236,7 +237,15 @@ pub async fn run(
             bitrate_bps: start_bitrate.into(),
             loss_percent: config.encoder.loss_percent.into(),
         }),
-        rate: RateController::new(peer::MIN_BITRATE_BPS, peer::MAX_BITRATE_BPS, start_bitrate),
+        rate: {
+            let mut rate =
+                RateController::new(peer::MIN_BITRATE_BPS, peer::MAX_BITRATE_BPS, start_bitrate);
+            if config.e2ee.is_some() {
+                // SFrame's bytes share the link with the Opus payload.
+                rate.set_overhead_bytes(PACKET_OVERHEAD_BYTES + SFRAME_OVERHEAD_BYTES);
+            }
+            rate
+        },
         capture_end_tx,
         threads: Vec::new(),
         playout: None,

@@ -27,6 +27,11 @@ use super::sframe_keys::{
     EPOCH_BITS, MediaKeyError, MediaReceiver, MediaSender, ReceiverConfig, index_bits,
 };
 
+/// The most SFrame adds to a frame here: the 16-byte tag and a header of up to 10 bytes
+/// (config byte, a key id of up to 7 bytes with the per-call context, a counter of up to
+/// 2 bytes for the first 65,536 frames; longer calls add a byte at most).
+pub const SFRAME_OVERHEAD_BYTES: u32 = 16 + 10;
+
 /// One MLS epoch's media keying material, as seen by one member.
 pub struct MediaEpoch {
     /// The MLS group id.
