@@ -380,12 +380,15 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                     }
                 };
             eprintln!(
-                "[{}/{total}] {} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %",
+                "[{}/{total}] {} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, \
+                 sender at {} bit/s with FEC for {} %",
                 results.len() + failures.len() + 1,
                 scenario.name,
                 result.pesq_wb,
                 result.mouth_to_ear_ms,
-                result.loss_percent
+                result.loss_percent,
+                result.final_bitrate_bps,
+                result.fec_loss_percent
             );
             results.push(result);
         }

@@ -62,6 +62,10 @@ pub struct CallResult {
     pub jitter_buffer_ms: f64,
     /// Opus payload bitrate received, kbit/s.
     pub bitrate_kbps: f64,
+    /// The caller's encoder bitrate at the end, bit/s.
+    pub final_bitrate_bps: u32,
+    /// The loss percentage the caller's FEC was tuned for at the end.
+    pub fec_loss_percent: u8,
     /// E-model R.
     pub r: Option<f64>,
     /// E-model MOS.
@@ -227,6 +231,8 @@ fn score(
         },
         jitter_buffer_ms: got.jitter_buffer_mean_ms,
         bitrate_kbps: got.payload_kbps,
+        final_bitrate_bps: caller.sent.final_bitrate_bps,
+        fec_loss_percent: caller.sent.final_loss_percent,
         r: rating.map(|r| round(r.r, 1)),
         mos: rating.map(|r| round(r.mos(), 2)),
         pesq_wb: scores.pesq_wb,

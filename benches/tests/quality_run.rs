@@ -66,6 +66,10 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     assert!(clean.mos.unwrap() > lossy.mos.unwrap());
     assert!(clean.mouth_to_ear_ms.unwrap() > 0.0);
     assert!(lossy.loss_percent > 4.0, "{lossy:?}");
+    // The callee's reports of that loss reach the caller (in its sender reports, which
+    // rtc's own statistics ignore), and the caller tunes Opus FEC for it.
+    assert!(lossy.fec_loss_percent >= 5, "{lossy:?}");
+    assert_eq!(clean.fec_loss_percent, 0, "{clean:?}");
     assert!(lossy.relay.forward.lost > 10, "{:?}", lossy.relay);
     let report = report_markdown(&results);
     assert!(report.contains("| clean | 1 |") && report.contains("| loss-10 | 1 |"));

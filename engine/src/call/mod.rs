@@ -7,6 +7,7 @@ pub mod group;
 pub mod media;
 pub mod peer;
 mod phone;
+pub mod reports;
 mod session;
 
 use std::sync::Arc;

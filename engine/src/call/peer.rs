@@ -30,6 +30,7 @@ use webrtc::peer_connection::{
     Registry, configure_rtcp_reports,
 };
 
+use super::reports::{ReportTap, ReportedLoss};
 use super::{CallError, IceConfig};
 
 /// The payload type we offer Opus on (what browsers use too).
@@ -136,6 +137,8 @@ pub struct Peer {
     /// The send-side bandwidth estimate (GCC over transport-wide cc feedback), in bit/s;
     /// 0 until the first feedback.
     pub estimate_bps: Arc<AtomicU64>,
+    /// The loss the peer reports about our stream (RTCP report blocks).
+    pub reported_loss: Arc<ReportedLoss>,
     /// Events from the connection.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
 }
@@ -199,6 +202,13 @@ pub async fn build(ice: &IceConfig) -> Result<Peer, CallError> {
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
     let registry = configure_rtcp_reports(registry);
+    // Last in the chain, after everything that reads RTCP.
+    let ssrc: u32 = rand::random();
+    let reported_loss = Arc::new(ReportedLoss::default());
+    let registry = registry.with(
+        Slot::from(14_000),
+        ReportTap::new(ssrc, reported_loss.clone()),
+    );
 
     let servers = ice
         .servers
@@ -225,7 +235,6 @@ pub async fn build(ice: &IceConfig) -> Result<Peer, CallError> {
         .map_err(|err| CallError::Media(format!("creating the peer connection: {err}")))?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-    let ssrc: u32 = rand::random();
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "sotto".to_owned(),
         "sotto-audio".to_owned(),
@@ -249,6 +258,7 @@ pub async fn build(ice: &IceConfig) -> Result<Peer, CallError> {
         track,
         ssrc,
         estimate_bps,
+        reported_loss,
         events,
     })
 }

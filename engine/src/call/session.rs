@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
-    StatsSelector,
 };
 
 use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
@@ -110,6 +109,10 @@ struct Session {
     track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     ssrc: u32,
     estimate_bps: Arc<std::sync::atomic::AtomicU64>,
+    /// What the peer reports losing of our stream.
+    reported_loss: Arc<super::reports::ReportedLoss>,
+    /// How many of those reports the rate controller has seen.
+    reports_seen: u32,
     state: CallState,
     remote_audio: Option<RemoteAudio>,
     remote_description_set: bool,
@@ -189,6 +192,7 @@ pub async fn run(
         track,
         ssrc,
         estimate_bps,
+        reported_loss,
         events: mut peer_events,
     } = peer;
 
@@ -217,6 +221,8 @@ pub async fn run(
         track,
         ssrc,
         estimate_bps,
+        reported_loss,
+        reports_seen: 0,
         state: CallState::Ringing,
         remote_audio: None,
         remote_description_set: false,
@@ -856,16 +862,15 @@ impl Session {
             return;
         }
         let now = Instant::now();
-        let report = self.pc.get_stats(now, StatsSelector::None).await;
-        let fraction_lost = report
-            .iter()
-            .find_map(|entry| match entry {
-                webrtc::peer_connection::RTCStatsReportEntry::RemoteInboundRtp(remote) => {
-                    Some(remote.fraction_lost)
-                }
-                _ => None,
-            })
-            .unwrap_or(0.0);
+        // The peer's latest report about our stream; NaN (no news) when none came since the
+        // last tick, so the smoothed loss is not pulled toward a stale value.
+        let fraction_lost = match self.reported_loss.latest() {
+            Some((fraction, count)) if count != self.reports_seen => {
+                self.reports_seen = count;
+                fraction
+            }
+            _ => f64::NAN,
+        };
         let estimate = self.estimate_bps.load(Ordering::Relaxed);
         let decision = self
             .rate
