@@ -362,10 +362,16 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     .await
     .context("starting signaling")?;
     let total = scenarios.len() as u64 * args.seeds;
+    // A bar on stderr while it runs (hidden when stderr is not a terminal).
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calls, {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for scenario in &scenarios {
         for seed in 1..=args.seeds {
+            bar.set_message(format!("{} seed {seed}", scenario.name));
             let result =
                 match quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
                     .await
@@ -374,25 +380,30 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                     Err(err) => {
                         // A call that fails (say, its setup lost to a burst) is reported,
                         // not the end of the run.
-                        eprintln!("{} seed {seed}: {err:#}", scenario.name);
+                        bar.suspend(|| eprintln!("{} seed {seed}: {err:#}", scenario.name));
                         failures.push(format!("{} seed {seed}: {err:#}", scenario.name));
+                        bar.inc(1);
                         continue;
                     }
                 };
-            eprintln!(
-                "[{}/{total}] {} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, \
-                 sender at {} bit/s with FEC for {} %",
-                results.len() + failures.len() + 1,
-                scenario.name,
-                result.pesq_wb,
-                result.mouth_to_ear_ms,
-                result.loss_percent,
-                result.final_bitrate_bps,
-                result.fec_loss_percent
-            );
+            // suspend, not println: println prints nothing when the bar is hidden (logs).
+            bar.suspend(|| {
+                eprintln!(
+                    "{} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, sender at {} \
+                 bit/s with FEC for {} %",
+                    scenario.name,
+                    result.pesq_wb,
+                    result.mouth_to_ear_ms,
+                    result.loss_percent,
+                    result.final_bitrate_bps,
+                    result.fec_loss_percent
+                )
+            });
+            bar.inc(1);
             results.push(result);
         }
     }
+    bar.finish_and_clear();
     server.shutdown().await?;
     let records: Vec<_> = results.iter().flat_map(|r| r.records()).collect();
     let json = args.out.join("results.json");
