@@ -12,13 +12,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 BITRATE=${BITRATE:-32000}
 OUT=target/bench-voice
-VENV=target/bench-venv
 mkdir -p "$OUT"
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet pesq numpy scipy
-fi
+PYTHON=$(bash benches/setup-scoring.sh)
 cargo build --release --locked -p sotto-examples --example one_to_one_voice
 BIN=target/release/examples/one_to_one_voice
 
@@ -27,9 +23,9 @@ for ref in benches/data/speech-*.wav; do
     for run in $(seq 1 "$RUNS"); do
         rec="$OUT/$(basename "$ref" .wav)-$run.wav"
         line=$("$BIN" --input "$ref" --output "$rec" --bitrate "$BITRATE")
-        lag=$(echo "$line" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["lag_samples"])')
-        score=$("$VENV/bin/python" benches/voice_pesq.py "$ref" "$rec" "$lag")
-        echo "$line" | "$VENV/bin/python" -c '
+        lag=$(echo "$line" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["lag_samples"])')
+        score=$("$PYTHON" benches/score.py "$ref" "$rec" "$lag")
+        echo "$line" | "$PYTHON" -c '
 import json, sys
 call = json.load(sys.stdin)
 score = json.loads(sys.argv[1])
@@ -42,7 +38,7 @@ print(json.dumps({"file": sys.argv[2], "run": int(sys.argv[3]), "bitrate": int(s
     done
 done
 
-"$VENV/bin/python" - "$OUT/results.jsonl" <<'PY'
+"$PYTHON" - "$OUT/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def col(k): return [r[k] for r in rows]

@@ -238,11 +238,7 @@ fn score(
         pesq_wb: scores.pesq_wb,
         pesq_nb: scores.pesq_nb,
         stoi: scores.stoi,
-        relay: relay.unwrap_or(RelayReport {
-            forward: Default::default(),
-            backward: Default::default(),
-            strangers: 0,
-        }),
+        relay: relay.unwrap_or_default(),
     })
 }
 
@@ -277,19 +273,9 @@ fn python_scores(
     serde_json::from_slice(&out.stdout).context("reading the scores")
 }
 
-/// Reads a WAV file as 48 kHz mono 16-bit samples (the reference files and recordings
-/// are).
+/// Reads a 48 kHz mono 16-bit WAV file (the reference files and recordings are).
 pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
-    let mut reader =
-        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let spec = reader.spec();
-    if spec.sample_rate != SAMPLE_RATE || spec.channels != 1 || spec.bits_per_sample != 16 {
-        bail!("{}: expected 48 kHz mono 16-bit", path.display());
-    }
-    reader
-        .samples::<i16>()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", path.display()))
+    Ok(sotto_engine::audio::wav::read_48k_mono(path)?)
 }
 
 fn round(value: f64, places: i32) -> f64 {

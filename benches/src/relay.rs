@@ -70,7 +70,7 @@ impl DirectionReport {
 }
 
 /// What a relay run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RelayReport {
     /// A to B.
     pub forward: DirectionReport,

@@ -195,16 +195,7 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
 
 /// Reads a 48 kHz mono 16-bit WAV file, as the demo writes and the reference files are.
 pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
-    let mut reader =
-        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let spec = reader.spec();
-    if spec.sample_rate != SAMPLE_RATE || spec.channels != 1 || spec.bits_per_sample != 16 {
-        bail!("{} is not 48 kHz mono 16-bit", path.display());
-    }
-    reader
-        .samples::<i16>()
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading {}", path.display()))
+    Ok(sotto_engine::audio::wav::read_48k_mono(path)?)
 }
 
 /// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14

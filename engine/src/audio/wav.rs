@@ -58,6 +58,26 @@ pub struct WavSource {
     drained: bool,
 }
 
+/// Reads a whole 48 kHz mono 16-bit file (what the sink writes, and the reference speech
+/// of the examples and benches) into memory, for analysis; other layouts are refused
+/// rather than converted, so a comparison never hides a resampler.
+pub fn read_48k_mono(path: impl AsRef<Path>) -> Result<Vec<i16>, AudioError> {
+    let path = path.as_ref();
+    let mut reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+    let spec = reader.spec();
+    if spec.sample_rate != SAMPLE_RATE
+        || spec.channels != 1
+        || spec.bits_per_sample != 16
+        || spec.sample_format != hound::SampleFormat::Int
+    {
+        return Err(wav_error(path, "not 48 kHz mono 16-bit"));
+    }
+    reader
+        .samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| wav_error(path, e))
+}
+
 impl std::fmt::Debug for WavSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavSource")
