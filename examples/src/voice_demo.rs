@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use sotto_engine::audio::analysis::{active_span, align};
+use sotto_engine::audio::analysis::{active_span, align, segmental_correlation};
 use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{CallConfig, CallSummary, IceConfig, Phone};
@@ -40,6 +40,10 @@ pub struct VoiceCall {
     pub lag_samples: Option<usize>,
     /// Correlation of the recording with the input at that delay.
     pub correlation: Option<f64>,
+    /// The same, in 500 ms pieces each free to move ±100 ms (a jitter buffer that stretched
+    /// or dropped one frame shifts everything after it by 20 ms, which ruins the global
+    /// correlation though every word arrived).
+    pub segmental_correlation: Option<f64>,
     /// Length of the speech (first to last loud 10 ms block) in the input, seconds.
     pub sent_speech_s: Option<f64>,
     /// The same in the recording.
@@ -58,6 +62,7 @@ impl VoiceCall {
             "mouth_to_ear_ms": self.mouth_to_ear_ms,
             "lag_samples": self.lag_samples,
             "correlation": self.correlation.map(|c| (c * 1000.0).round() / 1000.0),
+            "segmental_correlation": self.segmental_correlation.map(|c| (c * 1000.0).round() / 1000.0),
             "sent_speech_s": self.sent_speech_s,
             "received_speech_s": self.received_speech_s,
             "cpu_percent_of_one_core": self.cpu_percent_of_one_core,
@@ -185,6 +190,8 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         }),
         lag_samples: alignment.map(|a| a.lag),
         correlation: alignment.map(|a| a.correlation),
+        segmental_correlation: alignment
+            .and_then(|a| segmental_correlation(&sent, &received, a.lag as isize, 24_000, 4_800)),
         sent_speech_s: speech_s(&sent),
         received_speech_s: alignment.and_then(|a| speech_s(&received[a.lag..])),
         cpu_percent_of_one_core,

@@ -45,8 +45,11 @@ async fn speech_crosses_a_loopback_call_intact() {
     assert!(e2ee.opened > 100, "{line}");
     assert_eq!(e2ee.rejected, 0, "{line}");
 
+    // Segmental: one frame a loaded machine made the jitter buffer stretch shifts the rest
+    // of the recording by 20 ms, which drags one global correlation down to about 0.5 (seen
+    // in CI) though every word arrived.
     let correlation = call
-        .correlation
+        .segmental_correlation
         .expect("the recording aligns with the input");
     assert!(correlation >= 0.8, "correlation {correlation}: {line}");
     let sent = call.sent_speech_s.unwrap();
