@@ -409,6 +409,10 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     let json = args.out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&records)?)
         .with_context(|| format!("writing {}", json.display()))?;
+    // Everything per call, timelines included (for charts and digging).
+    let calls = args.out.join("calls.json");
+    std::fs::write(&calls, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", calls.display()))?;
     let mut report = quality::report_markdown(&results);
     if !failures.is_empty() {
         report.push_str("\nCalls that failed:\n\n");

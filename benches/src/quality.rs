@@ -76,6 +76,12 @@ pub struct CallResult {
     pub pesq_nb: Option<f64>,
     /// STOI.
     pub stoi: Option<f64>,
+    /// Everything the callee's receive side counted (FEC, PLC, expansion, ...).
+    pub received: sotto_engine::call::ReceivedSummary,
+    /// The caller's second-by-second view (its sender: bitrate, FEC, RED, round trip).
+    pub caller_timeline: Vec<sotto_engine::call::TimelinePoint>,
+    /// The callee's (its jitter buffer, receiving the caller's audio).
+    pub callee_timeline: Vec<sotto_engine::call::TimelinePoint>,
     /// The relay's counters.
     pub relay: RelayReport,
 }
@@ -238,6 +244,9 @@ fn score(
         pesq_wb: scores.pesq_wb,
         pesq_nb: scores.pesq_nb,
         stoi: scores.stoi,
+        received: got.clone(),
+        caller_timeline: caller.timeline.clone(),
+        callee_timeline: callee.timeline.clone(),
         relay: relay.unwrap_or_default(),
     })
 }
@@ -299,7 +308,8 @@ pub struct Record {
 impl CallResult {
     /// The result as one record per metric.
     pub fn records(&self) -> Vec<Record> {
-        let metrics: [(&'static str, Option<f64>); 11] = [
+        let counted = |n: u64| Some(n as f64);
+        let metrics: [(&'static str, Option<f64>); 16] = [
             ("pesq_wb", self.pesq_wb),
             ("pesq_nb", self.pesq_nb),
             ("stoi", self.stoi),
@@ -311,6 +321,11 @@ impl CallResult {
             ("jitter_buffer_ms", Some(self.jitter_buffer_ms)),
             ("bitrate_kbps", Some(self.bitrate_kbps)),
             ("correlation", self.correlation),
+            ("fec_frames", counted(self.received.fec_frames)),
+            ("plc_frames", counted(self.received.plc_frames)),
+            ("expanded_frames", counted(self.received.expanded)),
+            ("accelerated_frames", counted(self.received.accelerated)),
+            ("red_recovered_frames", counted(self.received.red_recovered)),
         ];
         metrics
             .into_iter()

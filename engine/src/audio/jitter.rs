@@ -119,6 +119,8 @@ pub struct JitterStats {
     pub accelerated: u64,
     /// Comfort-noise frames played while the sender was silent (DTX).
     pub comfort_noise: u64,
+    /// Frames that came only as a redundant copy in a later packet (RFC 2198), in time.
+    pub recovered: u64,
 }
 
 /// The buffer.
@@ -138,8 +140,16 @@ pub struct JitterBuffer {
     last_pull: Option<Instant>,
     /// Whether the last packet played was quiet (a DTX gap may follow).
     last_played_quiet: bool,
+    /// The sender's redundancy depth (RFC 2198 copies per packet) and when it was last
+    /// seen: the target waits that many frames longer, so that a copy can arrive in time.
+    redundancy: Option<(usize, Instant)>,
+    /// When a frame last went missing (lost, or saved only by a redundant copy).
+    last_gap: Option<Instant>,
     stats: JitterStats,
 }
+
+/// How long the target keeps waiting for redundant copies after the last one came.
+pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
 
 impl JitterBuffer {
     /// An empty buffer.
@@ -155,6 +165,8 @@ impl JitterBuffer {
             target_ms,
             last_pull: None,
             last_played_quiet: false,
+            redundancy: None,
+            last_gap: None,
             stats: JitterStats::default(),
         }
     }
@@ -221,6 +233,51 @@ impl JitterBuffer {
         Inserted::Accepted
     }
 
+    /// Whether the frame `seq` is still wanted: not buffered and not yet played. A
+    /// receiver asks before it decrypts or decodes a redundant copy.
+    pub fn wants(&mut self, seq: u16) -> bool {
+        let ext = self.extend(seq);
+        self.next.is_none_or(|next| ext >= next) && !self.packets.contains_key(&ext)
+    }
+
+    /// Takes a redundant copy of frame `seq` (from a later packet's RFC 2198 block) that
+    /// arrived at `now`. Unlike [`insert`](Self::insert) it says nothing about the
+    /// network's delay, and one that is not wanted is dropped without being counted as
+    /// duplicate or late (copies of frames that arrived are the normal case). `depth` is
+    /// how many earlier frames the carrying packet repeats: from now on the target waits
+    /// that much longer. Returns whether the copy was kept.
+    pub fn insert_redundant(&mut self, packet: Packet, depth: usize, now: Instant) -> bool {
+        self.note_redundancy(depth, now);
+        if !self.wants(packet.seq) {
+            return false;
+        }
+        let ext = self.extend(packet.seq);
+        self.packets.insert(ext, packet);
+        self.stats.recovered += 1;
+        self.last_gap = Some(now);
+        true
+    }
+
+    /// The packet that arrived at `now` repeats `depth` earlier frames. Depth 0 (plain
+    /// packets) ends the wait for copies at once: none will come.
+    pub fn note_redundancy(&mut self, depth: usize, now: Instant) {
+        self.redundancy = (depth > 0).then_some((depth, now));
+    }
+
+    /// The extra wait for redundant copies, in ms: only while they come and frames go
+    /// missing (a clean path with redundancy on pays no delay for it).
+    fn redundancy_wait_ms(&self, now: Instant) -> f64 {
+        let recent = |at: Instant| now.saturating_duration_since(at) <= REDUNDANCY_HOLD;
+        match (self.redundancy, self.last_gap) {
+            // The base target (jitter + one frame) already covers a copy one packet
+            // later; each further packet of depth is one more frame.
+            (Some((depth, seen)), Some(gap)) if recent(seen) && recent(gap) => {
+                depth.saturating_sub(1) as f64 * ms(self.config.frame)
+            }
+            _ => 0.0,
+        }
+    }
+
     /// Update the delay estimate with one arrival.
     fn observe_arrival(&mut self, timestamp: u32, now: Instant) {
         let (origin_at, origin_ts) = *self.origin.get_or_insert((now, timestamp));
@@ -272,10 +329,14 @@ impl JitterBuffer {
 
     /// The playout clock asks what to play for the next frame.
     pub fn pull(&mut self, now: Instant) -> Decision {
+        let wait = self.redundancy_wait_ms(now);
         if let Some(last) = self.last_pull {
             let elapsed = ms(now.saturating_duration_since(last)) / 1000.0;
-            let estimate = self.estimate_ms();
-            if estimate < self.target_ms {
+            let estimate = (self.estimate_ms() + wait).min(ms(self.config.max_delay));
+            if estimate > self.target_ms {
+                // Redundant copies just started: wait for them.
+                self.target_ms = estimate;
+            } else if estimate < self.target_ms {
                 // Shrink slowly.
                 self.target_ms =
                     (self.target_ms - self.config.shrink_ms_per_sec * elapsed).max(estimate);
@@ -333,6 +394,7 @@ impl JitterBuffer {
         // Enough is buffered behind it that it is overdue: count it lost and move on.
         self.next = Some(next + 1);
         self.stats.lost += 1;
+        self.last_gap = Some(now);
         if let Some(following) = self.packets.get(&(next + 1)) {
             self.stats.fec += 1;
             return Decision::Fec {

@@ -11,6 +11,7 @@ pub mod device;
 pub mod jitter;
 pub mod level;
 pub mod rate;
+pub mod red;
 pub mod resample;
 pub mod synth;
 pub mod wav;

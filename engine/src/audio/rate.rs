@@ -6,16 +6,27 @@
 //! Policy, in the order it is applied on every report:
 //! 1. Loss is smoothed (EWMA, weight [`LOSS_SMOOTHING`] per report, starting from 0), so
 //!    one bad report does not count as "sustained".
-//! 2. Smoothed loss above [`HIGH_LOSS`]: multiply the bitrate by [`DECREASE_FACTOR`], at
-//!    most once per [`DECREASE_INTERVAL`]. Below [`LOW_LOSS`]: add
-//!    [`INCREASE_BPS_PER_SEC`] for the time since the previous report (at most
-//!    [`MAX_INCREASE_INTERVAL`] of it) toward the maximum. In between: hold.
-//! 3. Never above the last bandwidth estimate minus the packet overhead
-//!    ([`PACKET_OVERHEAD_BYTES`] per packet at the frame rate), and always within
-//!    min..=max. The minimum wins over the estimate: libopus's FEC needs bits, and a link
-//!    that cannot carry the minimum is better served by longer frames (less overhead).
-//! 4. The encoder's expected loss is the smoothed loss in percent, rounded up, capped at
-//!    [`MAX_LOSS_PERCENT`].
+//! 2. Is the path congested? Once round-trip times come in ([`RateController::on_rtt`]),
+//!    congestion means a queue: the latest round trip is more than [`QUEUE_RTT`] over the
+//!    lowest of the last [`RTT_WINDOW`]; or loss so heavy ([`HEAVY_LOSS`]) that it cannot
+//!    be random. Loss alone is then taken as random loss, which a
+//!    lower bitrate does not cure (it only starves the redundancy that does). Before the
+//!    first round trip, smoothed loss above [`HIGH_LOSS`] counts as congestion.
+//! 3. Congested: multiply the bitrate by [`DECREASE_FACTOR`], at most once per
+//!    [`DECREASE_INTERVAL`], and never go above the last bandwidth estimate minus the
+//!    packet overhead ([`PACKET_OVERHEAD_BYTES`] per packet at the frame rate). The
+//!    estimate counts only then: rtc's GCC mixes in a loss-based estimate that falls to
+//!    its floor under a few percent of random loss.
+//!    Not congested and smoothed loss below [`LOW_LOSS`]: add [`INCREASE_BPS_PER_SEC`]
+//!    for the time since the previous report (at most [`MAX_INCREASE_INTERVAL`] of it)
+//!    toward the maximum. Otherwise hold. Always within min..=max: the minimum wins over
+//!    the estimate.
+//! 4. Redundancy, when the peer takes RED (RFC 2198; [`RateController::set_red_available`])
+//!    and the path is not congested: each packet repeats the last [`MAX_RED_DEPTH`] frames
+//!    above [`RED_LOSS`] smoothed loss, until it falls below half of that. RED carries whole frames, so the encoder's in-band FEC is then
+//!    off (expected loss 0) and all of its bits go to the primary frame.
+//! 5. Otherwise the encoder's expected loss is the smoothed loss in percent, rounded up,
+//!    capped at [`MAX_LOSS_PERCENT`].
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +65,27 @@ pub const MAX_INCREASE_INTERVAL: Duration = Duration::from_secs(5);
 /// primary frames.
 pub const MAX_LOSS_PERCENT: u8 = 30;
 
+/// A round trip this much over the recent lowest means a queue is building: congestion.
+pub const QUEUE_RTT: Duration = Duration::from_millis(60);
+
+/// How far back the lowest round trip is taken from (a network change may raise it for
+/// good).
+pub const RTT_WINDOW: Duration = Duration::from_secs(20);
+
+/// Smoothed loss above which the path counts as congested even when round trips do not
+/// grow. A full drop-tail queue loses most of what is sent without its delay showing in
+/// the round trips the peer's reports give (measured: a 150 ms queue at 24 kbit/s, round
+/// trips 17 ms up, 60 to 80 % lost), and RED's extra copies then make it worse.
+pub const HEAVY_LOSS: f64 = 0.45;
+
+/// Smoothed loss above which each packet repeats the previous [`MAX_RED_DEPTH`] frames
+/// (RED); below half of it, RED stops. (Depth 1 was tried between 1 and 3 %: at 5 %
+/// random loss it scored lower PESQ than depth 2 at 10 %, for a third less bandwidth.)
+pub const RED_LOSS: f64 = 0.01;
+
+/// The deepest redundancy the controller asks for.
+pub const MAX_RED_DEPTH: u8 = 2;
+
 /// What the encoder should use from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
@@ -61,6 +93,8 @@ pub struct RateDecision {
     pub bitrate_bps: u32,
     /// Expected loss in percent (for [`OpusEncoder::set_loss_percent`](super::codec::OpusEncoder::set_loss_percent)).
     pub loss_percent: u8,
+    /// Earlier frames each packet repeats (RED, RFC 2198); 0: plain Opus.
+    pub red_depth: u8,
 }
 
 /// The controller. See the module documentation for the policy.
@@ -76,6 +110,12 @@ pub struct RateController {
     bandwidth_bps: Option<u64>,
     last_report: Option<Instant>,
     last_decrease: Option<Instant>,
+    /// Recent round trips (when measured, the value), oldest first.
+    rtts: std::collections::VecDeque<(Instant, Duration)>,
+    red_available: bool,
+    red_depth: u8,
+    /// Whether any report has said how much was lost.
+    loss_reported: bool,
 }
 
 impl RateController {
@@ -95,7 +135,57 @@ impl RateController {
             bandwidth_bps: None,
             last_report: None,
             last_decrease: None,
+            rtts: std::collections::VecDeque::new(),
+            red_available: false,
+            red_depth: 0,
+            loss_reported: false,
         }
+    }
+
+    /// Whether the peer takes RED (default: no, and the depth stays 0). Until the first
+    /// report says how lossy the path is, a call with RED repeats two frames: the start
+    /// of a call is worth protecting, and the first clean report turns it off.
+    pub fn set_red_available(&mut self, available: bool) {
+        if available && !self.red_available && self.last_report.is_none() {
+            self.red_depth = MAX_RED_DEPTH;
+        }
+        self.red_available = available;
+        if !available {
+            self.red_depth = 0;
+        }
+    }
+
+    /// The redundancy in force now (also between reports).
+    pub fn red_depth(&self) -> u8 {
+        self.red_depth
+    }
+
+    /// Takes one round-trip time measured at `now` (from an RTCP report block's LSR and
+    /// DLSR). From the first one on, congestion is judged by queueing delay.
+    pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        self.rtts.push_back((now, rtt));
+        while self
+            .rtts
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RTT_WINDOW)
+            && self.rtts.len() > 1
+        {
+            self.rtts.pop_front();
+        }
+    }
+
+    /// Whether the path looks congested now (see the module documentation).
+    pub fn congested(&self) -> bool {
+        let Some((_, latest)) = self.rtts.back() else {
+            return self.smoothed_loss > HIGH_LOSS;
+        };
+        let lowest = self
+            .rtts
+            .iter()
+            .map(|(_, rtt)| *rtt)
+            .min()
+            .unwrap_or(*latest);
+        latest.saturating_sub(lowest) > QUEUE_RTT || self.smoothed_loss > HEAVY_LOSS
     }
 
     /// Sets the frame duration the encoder uses (it decides the packet rate, hence the
@@ -134,7 +224,9 @@ impl RateController {
         fraction_lost: f64,
         bandwidth_estimate_bps: Option<u64>,
     ) -> RateDecision {
-        if !fraction_lost.is_nan() {
+        let news = !fraction_lost.is_nan();
+        if news {
+            self.loss_reported = true;
             let loss = fraction_lost.clamp(0.0, 1.0);
             self.smoothed_loss += LOSS_SMOOTHING * (loss - self.smoothed_loss);
         }
@@ -147,7 +239,8 @@ impl RateController {
             .min(MAX_INCREASE_INTERVAL);
         self.last_report = Some(now);
 
-        if self.smoothed_loss > HIGH_LOSS {
+        let congested = self.congested();
+        if congested {
             let due = self
                 .last_decrease
                 .is_none_or(|last| now.saturating_duration_since(last) >= DECREASE_INTERVAL);
@@ -159,7 +252,9 @@ impl RateController {
             self.bitrate_bps += INCREASE_BPS_PER_SEC * elapsed.as_secs_f64();
         }
 
-        if let Some(bandwidth) = self.bandwidth_bps {
+        if let Some(bandwidth) = self.bandwidth_bps
+            && congested
+        {
             let room = bandwidth.saturating_sub(self.overhead_bps());
             self.bitrate_bps = self.bitrate_bps.min(room as f64);
         }
@@ -167,9 +262,28 @@ impl RateController {
             .bitrate_bps
             .clamp(f64::from(self.min_bps), f64::from(self.max_bps));
 
+        self.red_depth = if !self.red_available || congested {
+            0
+        } else if !self.loss_reported {
+            // No word on loss yet: keep the starting depth.
+            self.red_depth
+        } else {
+            let on = self.red_depth > 0;
+            let threshold = if on { RED_LOSS / 2.0 } else { RED_LOSS };
+            if self.smoothed_loss > threshold {
+                MAX_RED_DEPTH
+            } else {
+                0
+            }
+        };
         RateDecision {
             bitrate_bps: self.bitrate_bps(),
-            loss_percent: self.loss_percent(),
+            loss_percent: if self.red_depth > 0 {
+                0
+            } else {
+                self.loss_percent()
+            },
+            red_depth: self.red_depth,
         }
     }
 

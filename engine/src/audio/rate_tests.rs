@@ -29,7 +29,8 @@ fn clean_reports_ramp_up_two_kbit_per_second_to_the_maximum() {
         rc.on_report(t0, 0.0, None),
         RateDecision {
             bitrate_bps: 32_000,
-            loss_percent: 0
+            loss_percent: 0,
+            red_depth: 0,
         }
     );
     let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.0; 20]);
@@ -53,7 +54,8 @@ fn one_bad_report_is_not_sustained_loss() {
         d[0],
         RateDecision {
             bitrate_bps: 32_000,
-            loss_percent: 5
+            loss_percent: 5,
+            red_depth: 0,
         }
     );
 }
@@ -122,23 +124,28 @@ fn middling_loss_holds_the_bitrate() {
 }
 
 #[test]
-fn never_above_the_bandwidth_estimate_minus_overhead() {
+fn congested_never_above_the_bandwidth_estimate_minus_overhead() {
     let mut rc = RateController::new(16_000, 64_000, 64_000);
     let t0 = Instant::now();
     // 62 bytes × 8 × 50 packets/s = 24.8 kbit/s of overhead at 20 ms.
     assert_eq!(rc.overhead_bps(), 24_800);
+    // Not congested: the estimate alone does not cap (it may be GCC's loss-based floor).
+    assert_eq!(rc.on_report(t0, 0.0, Some(60_000)).bitrate_bps, 64_000);
+    // A queue: capped at once, and the estimate stays in force while reports carry none.
+    rc.on_rtt(t0, Duration::from_millis(40));
+    rc.on_rtt(t0, Duration::from_millis(200));
     let d = rc.on_report(t0, 0.0, Some(60_000));
     assert_eq!(d.bitrate_bps, 35_200);
-    // The estimate stays in force while reports carry none, even with clean ramping.
     let t1 = t0 + Duration::from_secs(3);
-    assert_eq!(rc.on_report(t1, 0.0, None).bitrate_bps, 35_200);
-    // A higher estimate lets it climb, slowly.
-    let t2 = t1 + Duration::from_secs(1);
-    assert_eq!(rc.on_report(t2, 0.0, Some(200_000)).bitrate_bps, 37_200);
+    assert!(rc.on_report(t1, 0.0, None).bitrate_bps <= 35_200);
     // An estimate below min + overhead: the minimum wins.
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(rc.on_report(t2, 0.0, Some(30_000)).bitrate_bps, 16_000);
+    assert_eq!(rc.on_report(t2, 0.0, Some(0)).bitrate_bps, 16_000);
+    // The queue drains: the bitrate climbs again, slowly.
     let t3 = t2 + Duration::from_secs(1);
-    assert_eq!(rc.on_report(t3, 0.0, Some(30_000)).bitrate_bps, 16_000);
-    assert_eq!(rc.on_report(t3, 0.0, Some(0)).bitrate_bps, 16_000);
+    rc.on_rtt(t3, Duration::from_millis(45));
+    assert_eq!(rc.on_report(t3, 0.0, None).bitrate_bps, 18_000);
 }
 
 #[test]
@@ -147,7 +154,10 @@ fn longer_frames_leave_more_room_under_the_estimate() {
     rc.set_frame(FrameDuration::Ms60);
     // 62 × 8 × 16.7 packets/s, rounded up.
     assert_eq!(rc.overhead_bps(), 8_267);
-    let d = rc.on_report(Instant::now(), 0.0, Some(40_000));
+    let t0 = Instant::now();
+    rc.on_rtt(t0, Duration::from_millis(40));
+    rc.on_rtt(t0, Duration::from_millis(200));
+    let d = rc.on_report(t0, 0.0, Some(40_000));
     assert_eq!(d.bitrate_bps, 31_733);
 }
 
@@ -183,4 +193,94 @@ fn loss_percent_rounds_up() {
     // 0.3 × 0.1 = 3 % smoothed, then 3 % + 0.3 × (1.1 % − 3 %) ≈ 2.43 %: rounds up to 3.
     assert_eq!(rc.on_report(Instant::now(), 0.1, None).loss_percent, 3);
     assert_eq!(rc.on_report(Instant::now(), 0.011, None).loss_percent, 3);
+}
+
+#[test]
+fn with_round_trips_random_loss_holds_the_bitrate_and_turns_red_on() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    rc.set_red_available(true);
+    let t0 = Instant::now();
+    let mut depths = Vec::new();
+    for i in 0..15u32 {
+        let now = t0 + Duration::from_secs(u64::from(i));
+        rc.on_rtt(now, Duration::from_millis(40));
+        // 20 % random loss and a GCC estimate at its floor: no queue, so not congestion.
+        let d = rc.on_report(now, 0.2, Some(16_000));
+        assert_eq!(d.bitrate_bps, 32_000, "report {i}: {d:?}");
+        depths.push(d.red_depth);
+    }
+    assert!(!rc.congested());
+    // 6 % smoothed after the first report: two frames repeated from then on, FEC off.
+    assert!(depths.iter().all(|&d| d == 2), "{depths:?}");
+    // Loss stops: the depth steps down as the smoothed loss decays, then RED is off and
+    // the bitrate climbs again.
+    let mut last = None;
+    for i in 15..40u32 {
+        let now = t0 + Duration::from_secs(u64::from(i));
+        rc.on_rtt(now, Duration::from_millis(40));
+        last = Some(rc.on_report(now, 0.0, None));
+    }
+    let last = last.expect("reports");
+    assert_eq!(last.red_depth, 0);
+    assert!(last.bitrate_bps > 32_000, "{last:?}");
+}
+
+#[test]
+fn a_growing_queue_is_congestion_steps_down_and_turns_red_off() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    rc.set_red_available(true);
+    let t0 = Instant::now();
+    rc.on_rtt(t0, Duration::from_millis(40));
+    assert_eq!(rc.on_report(t0, 0.05, None).red_depth, MAX_RED_DEPTH);
+    // The round trip grows by 150 ms: a queue. Step down, under the estimate, no RED.
+    let t1 = t0 + Duration::from_secs(1);
+    rc.on_rtt(t1, Duration::from_millis(190));
+    assert!(rc.congested());
+    let d = rc.on_report(t1, 0.05, Some(40_000));
+    assert_eq!(d.red_depth, 0);
+    // 40 kbit/s minus 24.8 kbit/s of headers.
+    assert_eq!(d.bitrate_bps, 16_000);
+    assert!(d.loss_percent > 0, "{d:?}");
+}
+
+#[test]
+fn red_needs_a_peer_that_takes_it() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    rc.on_rtt(t0, Duration::from_millis(40));
+    let d = rc.on_report(t0, 0.3, None);
+    assert_eq!(d.red_depth, 0);
+    assert_eq!(d.loss_percent, 9);
+}
+
+#[test]
+fn a_call_with_red_starts_protected_until_the_first_report() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    rc.set_red_available(true);
+    assert_eq!(rc.red_depth(), MAX_RED_DEPTH);
+    let t0 = Instant::now();
+    // Ticks without a report keep it.
+    assert_eq!(rc.on_report(t0, f64::NAN, None).red_depth, MAX_RED_DEPTH);
+    // A clean report ends it.
+    assert_eq!(rc.on_report(t0, 0.0, None).red_depth, 0);
+    // Set again later: no restart.
+    rc.set_red_available(true);
+    assert_eq!(rc.red_depth(), 0);
+}
+
+#[test]
+fn loss_too_heavy_to_be_random_is_congestion_without_a_queue() {
+    let mut rc = RateController::new(16_000, 64_000, 38_000);
+    rc.set_red_available(true);
+    let t0 = Instant::now();
+    let mut last = None;
+    for i in 0..4u32 {
+        let now = t0 + Duration::from_secs(u64::from(i));
+        rc.on_rtt(now, Duration::from_millis(60));
+        last = Some(rc.on_report(now, 0.8, None));
+    }
+    let last = last.expect("reports");
+    assert!(rc.congested());
+    assert_eq!(last.red_depth, 0);
+    assert!(last.bitrate_bps < 38_000, "{last:?}");
 }

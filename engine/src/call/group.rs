@@ -15,7 +15,9 @@ use sotto_signaling::protocol::{Answer, Hangup, HangupReason, IdentityKey, Offer
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
+use super::media::{
+    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
+};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent};
 use super::{CallError, E2eeSummary, IceConfig, SentSummary};
 use crate::audio::codec::EncoderConfig;
@@ -23,6 +25,12 @@ use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioSink, InputSpec, OutputSpec, open_sink, open_source};
 use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
+
+/// Through the SFU: plain Opus on our payload type, no RED.
+const OPUS_ONLY: PayloadTypes = PayloadTypes {
+    opus: OPUS_PAYLOAD_TYPE,
+    red: None,
+};
 
 /// How a group call is set up.
 #[derive(Debug, Clone)]
@@ -117,7 +125,7 @@ pub async fn run(
         ssrc,
         events: mut peer_events,
         ..
-    } = peer::build(&config.ice).await?;
+    } = peer::build(&config.ice, false).await?; // The SFU forwards plain Opus.
     let call_id = room.0.clone();
     let offer = pc
         .create_offer(None)
@@ -145,6 +153,7 @@ pub async fn run(
     let control = Arc::new(EncoderControl {
         bitrate_bps: config.encoder.bitrate_bps.into(),
         loss_percent: config.encoder.loss_percent.into(),
+        red_depth: 0.into(),
     });
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
     let mut source = Some(source);
@@ -204,9 +213,10 @@ pub async fn run(
                         tokio::spawn(media::run_sender(
                             track.clone(),
                             ssrc,
-                            OPUS_PAYLOAD_TYPE,
+                            OPUS_ONLY,
                             config.encoder.frame.samples() as u32,
                             frames_rx,
+                            control.clone(),
                             counters.clone(),
                             config.e2ee.clone(),
                         ));
@@ -246,7 +256,7 @@ pub async fn run(
                     let stream_counters = Arc::new(MediaCounters::default());
                     tokio::spawn(media::run_receiver(
                         remote,
-                        OPUS_PAYLOAD_TYPE,
+                        OPUS_ONLY,
                         audio_level_id,
                         config.jitter.clone(),
                         receive.clone(),

@@ -21,6 +21,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder, packet_samples};
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
+use crate::audio::red::{self, Block, RedHistory};
 use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLE_RATE, SAMPLES_PER_MS};
 use crate::e2ee::media::MediaCrypto;
 
@@ -53,12 +54,25 @@ pub struct MediaCounters {
     pub loss_percent: AtomicU8,
 }
 
-/// What the capture thread reads while running (set by the rate controller).
+/// What the capture thread and the RTP sender read while running (set by the rate
+/// controller).
+#[derive(Debug, Default)]
 pub struct EncoderControl {
     /// Target bitrate.
     pub bitrate_bps: AtomicU32,
     /// Expected loss for FEC.
     pub loss_percent: AtomicU8,
+    /// Earlier frames each packet repeats (RFC 2198); 0 sends plain Opus.
+    pub red_depth: AtomicU8,
+}
+
+/// The payload types both ends agreed on for audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadTypes {
+    /// Opus.
+    pub opus: u8,
+    /// RED (RFC 2198) over Opus, when the peer takes it.
+    pub red: Option<u8>,
 }
 
 /// One encoded frame on its way to the RTP sender.
@@ -202,18 +216,24 @@ fn capture_loop(
 /// the marker bit on the first packet of each talkspurt and the RFC 6464 level on each.
 /// With `crypto`, each Opus frame is sealed with SFrame first: the RTP payload is the
 /// SFrame ciphertext, while the header and the level extension stay readable for the SFU.
+/// When `control` asks for redundancy and the peer takes RED, each packet is RED (RFC
+/// 2198) repeating that many earlier frames (each sealed on its own).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_sender(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
-    payload_type: u8,
+    payload_types: PayloadTypes,
     frame_samples: u32,
     mut frames: mpsc::Receiver<OutFrame>,
+    control: Arc<EncoderControl>,
     counters: Arc<MediaCounters>,
     crypto: Option<Arc<MediaCrypto>>,
 ) {
     let mut sequence_number: u16 = rand::random();
     let timestamp_base: u32 = rand::random();
     let mut last_index: Option<u64> = None;
+    let mut history = RedHistory::new();
+    let mut red = Vec::new();
     while let Some(frame) = frames.recv().await {
         let marker = last_index.is_none_or(|last| frame.index != last + 1);
         last_index = Some(frame.index);
@@ -230,6 +250,23 @@ pub async fn run_sender(
                 }
                 sealed
             }
+        };
+        let depth = match payload_types.red {
+            Some(_) => usize::from(control.red_depth.load(Ordering::Relaxed)),
+            None => 0,
+        };
+        history.pack_next(
+            sequence_number,
+            frame.index,
+            &payload,
+            depth,
+            payload_types.opus,
+            frame_samples,
+            &mut red,
+        );
+        let (payload_type, payload) = match payload_types.red {
+            Some(red_type) if depth > 0 => (red_type, red.clone()),
+            _ => (payload_types.opus, payload),
         };
         let payload_len = payload.len() as u64;
         let packet = RtpPacket {
@@ -287,10 +324,12 @@ impl Receive {
 /// Reads RTP from the peer's track into the jitter buffer until the track ends. With
 /// `crypto`, every payload must open as SFrame: one that does not (tampered, replayed,
 /// under an unknown or expired key, or not encrypted at all) is counted by the crypto and
-/// dropped before the jitter buffer, so nothing of it is ever played.
+/// dropped before the jitter buffer, so nothing of it is ever played. A RED packet (RFC
+/// 2198) gives its primary frame as any packet does; its redundant copies are opened only
+/// for frames the buffer still misses.
 pub async fn run_receiver(
     track: Arc<dyn TrackRemote>,
-    payload_type: u8,
+    payload_types: PayloadTypes,
     audio_level_id: Option<u8>,
     jitter: JitterConfig,
     receive: Arc<Receive>,
@@ -305,23 +344,39 @@ pub async fn run_receiver(
             _ => continue,
         };
         let now = Instant::now();
-        if packet.header.payload_type != payload_type {
+        let pt = packet.header.payload_type;
+        let blocks = if pt == payload_types.opus {
+            vec![Block {
+                payload_type: pt,
+                timestamp_offset: 0,
+                data: &packet.payload[..],
+            }]
+        } else if Some(pt) == payload_types.red {
+            match red::unpack(&packet.payload) {
+                Ok(blocks) => blocks,
+                Err(err) => {
+                    tracing::debug!(%err, "a RED packet was dropped");
+                    counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        } else {
+            counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Some((primary, redundant)) = blocks.split_last() else {
+            continue;
+        };
+        if primary.payload_type != payload_types.opus {
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let payload: &[u8] = match &crypto {
-            None => &packet.payload,
-            Some(crypto) => {
-                if let Err(err) = crypto.open(&packet.payload, now, &mut opened) {
-                    tracing::debug!(%err, "an audio frame was refused");
-                    continue;
-                }
-                &opened
-            }
-        };
+        if !open(&crypto, primary.data, now, &mut opened) {
+            continue;
+        }
         // The frame duration comes from the Opus packet itself (RFC 6716 §3.1); a packet
         // that does not parse is dropped here rather than fed to the decoder.
-        let Ok(samples) = packet_samples(payload) else {
+        let Ok(samples) = packet_samples(&opened) else {
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -333,6 +388,8 @@ pub async fn run_receiver(
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|mut raw| AudioLevelExtension::unmarshal(&mut raw).ok())
             .is_some_and(|ext| ext.level >= QUIET_LEVEL);
+        let seq = packet.header.sequence_number;
+        let timestamp = packet.header.timestamp;
         let mut guard = receive.lock();
         let buffer = guard.get_or_insert_with(|| {
             JitterBuffer::new(JitterConfig {
@@ -342,13 +399,64 @@ pub async fn run_receiver(
         });
         buffer.insert(
             Packet {
-                seq: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                payload: payload.to_vec(),
+                seq,
+                timestamp,
+                payload: opened.clone(),
                 quiet,
             },
             now,
         );
+        buffer.note_redundancy(redundant.len(), now);
+        // A copy of the frame k packets back sits at k frames' offset (our sender repeats
+        // only frames sent back to back; see `RedHistory`). Copies at any other offset are
+        // not placed: the buffer is ordered by sequence number.
+        for block in redundant {
+            let frames_back = block.timestamp_offset / samples.max(1) as u32;
+            if block.payload_type != payload_types.opus
+                || block.data.is_empty()
+                || frames_back == 0
+                || frames_back as usize > red::MAX_DEPTH
+                || block.timestamp_offset % samples.max(1) as u32 != 0
+            {
+                continue;
+            }
+            let copy_seq = seq.wrapping_sub(frames_back as u16);
+            if !buffer.wants(copy_seq) || !open(&crypto, block.data, now, &mut opened) {
+                continue;
+            }
+            if packet_samples(&opened).ok() != Some(samples) {
+                continue;
+            }
+            buffer.insert_redundant(
+                Packet {
+                    seq: copy_seq,
+                    timestamp: timestamp.wrapping_sub(block.timestamp_offset),
+                    payload: opened.clone(),
+                    quiet: false,
+                },
+                redundant.len(),
+                now,
+            );
+        }
+    }
+}
+
+/// Puts the Opus frame of `data` in `out`: decrypted with `crypto`, or as it is. False
+/// when it does not open (counted by the crypto).
+fn open(crypto: &Option<Arc<MediaCrypto>>, data: &[u8], now: Instant, out: &mut Vec<u8>) -> bool {
+    match crypto {
+        None => {
+            out.clear();
+            out.extend_from_slice(data);
+            true
+        }
+        Some(crypto) => match crypto.open(data, now, out) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::debug!(%err, "an audio frame was refused");
+                false
+            }
+        },
     }
 }
 

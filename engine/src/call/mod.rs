@@ -113,6 +113,9 @@ pub struct CallConfig {
     /// does and the other does not fails rather than falls back). `None`: media is
     /// protected by DTLS-SRTP only (calls with browsers).
     pub e2ee: Option<Arc<MediaCrypto>>,
+    /// Offer RED (RFC 2198) over Opus; when the peer takes it, packets repeat earlier
+    /// frames while the peer reports loss (see [`crate::audio::rate`]).
+    pub red: bool,
 }
 
 impl Default for CallConfig {
@@ -129,6 +132,7 @@ impl Default for CallConfig {
             max_duration: None,
             hang_up_after_input: None,
             e2ee: None,
+            red: true,
         }
     }
 }
@@ -198,6 +202,29 @@ pub struct SentSummary {
     pub final_loss_percent: u8,
 }
 
+/// One second of a call, as the rate controller and the jitter buffer saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// Time since connected, seconds.
+    pub t_s: f64,
+    /// The encoder's bitrate, bit/s.
+    pub bitrate_bps: u32,
+    /// The loss percentage the encoder's FEC is tuned for.
+    pub fec_loss_percent: u8,
+    /// Earlier frames each packet repeats (RED).
+    pub red_depth: u8,
+    /// The loss the peer last reported about our stream, %.
+    pub reported_loss_percent: Option<f64>,
+    /// The latest round trip, ms.
+    pub rtt_ms: Option<f64>,
+    /// Whether the rate controller saw congestion.
+    pub congested: bool,
+    /// The jitter buffer's target delay, ms.
+    pub jitter_target_ms: Option<f64>,
+    /// Audio buffered now, ms.
+    pub jitter_current_ms: Option<f64>,
+}
+
 /// What the receiver side saw.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReceivedSummary {
@@ -232,6 +259,8 @@ pub struct ReceivedSummary {
     pub comfort_noise_frames: u64,
     /// Frames that failed to decode.
     pub decode_errors: u64,
+    /// Frames played from a redundant copy in a later packet (RFC 2198).
+    pub red_recovered: u64,
 }
 
 /// What SFrame did in a call.
@@ -290,6 +319,8 @@ pub struct CallSummary {
     pub e2ee: Option<E2eeSummary>,
     /// How it ended.
     pub end: EndReason,
+    /// Once a second while connected: what the sender and receiver sides were doing.
+    pub timeline: Vec<TimelinePoint>,
     /// When this end's media clock started (capture and playout time 0), for aligning
     /// recordings of two ends in one process.
     #[serde(skip)]

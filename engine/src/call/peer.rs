@@ -39,6 +39,12 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// The Opus format parameters we offer: in-band FEC and DTX on, 10 ms minimum packet.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
 
+/// The payload type we offer RED (RFC 2198) over Opus on (Chrome's choice as well).
+pub const RED_PAYLOAD_TYPE: u8 = 63;
+
+/// RED's MIME type.
+const MIME_TYPE_RED: &str = "audio/red";
+
 /// Bounds of the send-side bandwidth estimate, matching the encoder's range.
 pub const MIN_BITRATE_BPS: u32 = 16_000;
 /// Upper bound of the send-side bandwidth estimate.
@@ -156,18 +162,36 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// Builds a connection with one send-and-receive Opus audio track.
-pub async fn build(ice: &IceConfig) -> Result<Peer, CallError> {
+/// RED over Opus: every block is Opus (RFC 2198 §5's "<pt>/<pt>" format parameter).
+fn red_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RED.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// Builds a connection with one send-and-receive Opus audio track. With `red`, RED (RFC
+/// 2198) over Opus is offered too, for redundancy under loss.
+pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
     let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: opus_codec(),
-                payload_type: OPUS_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(media_err)?;
+    let mut codecs = vec![RTCRtpCodecParameters {
+        rtp_codec: opus_codec(),
+        payload_type: OPUS_PAYLOAD_TYPE,
+    }];
+    if red {
+        codecs.push(RTCRtpCodecParameters {
+            rtp_codec: red_codec(),
+            payload_type: RED_PAYLOAD_TYPE,
+        });
+    }
+    for codec in codecs {
+        media_engine
+            .register_codec(codec, RtpCodecKind::Audio)
+            .map_err(media_err)?;
+    }
     for uri in [AUDIO_LEVEL_URI, TRANSPORT_CC_URI] {
         media_engine
             .register_header_extension(
@@ -272,6 +296,8 @@ fn media_err(err: impl std::fmt::Display) -> CallError {
 pub struct RemoteAudio {
     /// The Opus payload type the peer uses.
     pub opus_payload_type: u8,
+    /// The payload type of the peer's RED over Opus, if it offers that.
+    pub red_payload_type: Option<u8>,
     /// The extension id the peer gave the RFC 6464 audio level, if any.
     pub audio_level_id: Option<u8>,
 }
@@ -289,6 +315,8 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
         .ok_or_else(|| CallError::NoCommonCodec("the peer's SDP has no audio section".into()))?;
     let mut offered = Vec::new();
     let mut opus = None;
+    let mut red = Vec::new();
+    let mut fmtp = Vec::new();
     let mut audio_level_id = None;
     for attribute in &audio.attributes {
         let Some(value) = attribute.value.as_deref() else {
@@ -312,6 +340,20 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
                 {
                     opus = Some(pt);
                 }
+                if name.eq_ignore_ascii_case("red")
+                    && rate == "48000"
+                    && let Ok(pt) = pt.parse::<u8>()
+                {
+                    red.push(pt);
+                }
+            }
+            "fmtp" => {
+                // "<pt> <parameters>"
+                if let Some((pt, parameters)) = value.split_once(' ')
+                    && let Ok(pt) = pt.parse::<u8>()
+                {
+                    fmtp.push((pt, parameters.trim().to_owned()));
+                }
             }
             "extmap" => {
                 // "<id>[/<direction>] <uri> ..."
@@ -330,6 +372,15 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
     match opus {
         Some(opus_payload_type) => Ok(RemoteAudio {
             opus_payload_type,
+            // Only RED whose blocks are all this Opus ("111/111"; any depth).
+            red_payload_type: red.into_iter().find(|pt| {
+                fmtp.iter().any(|(fmtp_pt, parameters)| {
+                    fmtp_pt == pt
+                        && parameters
+                            .split('/')
+                            .all(|block| block.trim().parse::<u8>() == Ok(opus_payload_type))
+                })
+            }),
             audio_level_id,
         }),
         None => Err(CallError::NoCommonCodec(if offered.is_empty() {

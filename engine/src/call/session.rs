@@ -18,11 +18,13 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::media::{self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, Receive};
+use super::media::{
+    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
+};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
-    ReceivedSummary, SentSummary, Side,
+    ReceivedSummary, SentSummary, Side, TimelinePoint,
 };
 use crate::audio::rate::{PACKET_OVERHEAD_BYTES, RateController};
 use crate::audio::{AudioSink, AudioSource};
@@ -113,6 +115,10 @@ struct Session {
     reported_loss: Arc<super::reports::ReportedLoss>,
     /// How many of those reports the rate controller has seen.
     reports_seen: u32,
+    /// Round trips already fed to the rate controller.
+    rtts_seen: u32,
+    /// One point per tick while connected.
+    timeline: Vec<TimelinePoint>,
     state: CallState,
     remote_audio: Option<RemoteAudio>,
     remote_description_set: bool,
@@ -170,7 +176,7 @@ pub async fn run(
             .remove(&route_key);
     };
 
-    let peer = match peer::build(&config.ice).await {
+    let peer = match peer::build(&config.ice, config.red).await {
         Ok(peer) => peer,
         Err(err) => {
             let _ = sender
@@ -223,6 +229,8 @@ pub async fn run(
         estimate_bps,
         reported_loss,
         reports_seen: 0,
+        rtts_seen: 0,
+        timeline: Vec::new(),
         state: CallState::Ringing,
         remote_audio: None,
         remote_description_set: false,
@@ -242,6 +250,7 @@ pub async fn run(
         control: Arc::new(EncoderControl {
             bitrate_bps: start_bitrate.into(),
             loss_percent: config.encoder.loss_percent.into(),
+            red_depth: 0.into(),
         }),
         rate: {
             let mut rate =
@@ -417,6 +426,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         received: ReceivedSummary::default(),
         e2ee: None,
         end,
+        timeline: Vec::new(),
         media_started: None,
     }
 }
@@ -664,13 +674,10 @@ impl Session {
             }
             PeerEvent::State(state) => self.on_connection_state(state).await,
             PeerEvent::Track(track) => {
-                let (payload_type, audio_level_id) = match &self.remote_audio {
-                    Some(remote) => (remote.opus_payload_type, remote.audio_level_id),
-                    None => (OPUS_PAYLOAD_TYPE, None),
-                };
+                let audio_level_id = self.remote_audio.as_ref().and_then(|r| r.audio_level_id);
                 tokio::spawn(media::run_receiver(
                     track,
-                    payload_type,
+                    self.payload_types(),
                     audio_level_id,
                     self.config.jitter.clone(),
                     self.receive.clone(),
@@ -679,6 +686,20 @@ impl Session {
                 ));
                 Ok(())
             }
+        }
+    }
+
+    /// The audio payload types agreed with the peer (ours until its SDP is known).
+    fn payload_types(&self) -> PayloadTypes {
+        match &self.remote_audio {
+            Some(remote) => PayloadTypes {
+                opus: remote.opus_payload_type,
+                red: remote.red_payload_type.filter(|_| self.config.red),
+            },
+            None => PayloadTypes {
+                opus: OPUS_PAYLOAD_TYPE,
+                red: None,
+            },
         }
     }
 
@@ -764,16 +785,19 @@ impl Session {
         self.media_started = Some(started);
         let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
         let frame_samples = self.config.encoder.frame.samples() as u32;
-        let payload_type = self
-            .remote_audio
-            .as_ref()
-            .map_or(OPUS_PAYLOAD_TYPE, |r| r.opus_payload_type);
+        // A call with RED starts with it on (see `RateController::set_red_available`).
+        self.rate
+            .set_red_available(self.payload_types().red.is_some());
+        self.control
+            .red_depth
+            .store(self.rate.red_depth(), Ordering::Relaxed);
         tokio::spawn(media::run_sender(
             self.track.clone(),
             self.ssrc,
-            payload_type,
+            self.payload_types(),
             frame_samples,
             frames_rx,
+            self.control.clone(),
             self.counters.clone(),
             self.config.e2ee.clone(),
         ));
@@ -871,10 +895,38 @@ impl Session {
             }
             _ => f64::NAN,
         };
+        if let Some((rtt, count)) = self.reported_loss.latest_rtt()
+            && count != self.rtts_seen
+        {
+            self.rtts_seen = count;
+            self.rate.on_rtt(now, rtt);
+        }
+        self.rate
+            .set_red_available(self.payload_types().red.is_some());
         let estimate = self.estimate_bps.load(Ordering::Relaxed);
         let decision = self
             .rate
             .on_report(now, fraction_lost, (estimate > 0).then_some(estimate));
+        self.control
+            .red_depth
+            .store(decision.red_depth, Ordering::Relaxed);
+        let jitter = self.receive.stats();
+        self.timeline.push(TimelinePoint {
+            t_s: self.connected_at.map_or(0.0, |at| {
+                round(now.saturating_duration_since(at).as_secs_f64(), 2)
+            }),
+            bitrate_bps: decision.bitrate_bps,
+            fec_loss_percent: decision.loss_percent,
+            red_depth: decision.red_depth,
+            reported_loss_percent: self
+                .reported_loss
+                .latest()
+                .map(|(fraction, _)| round(fraction * 100.0, 2)),
+            rtt_ms: self.reported_loss.latest_rtt().map(|(rtt, _)| ms(rtt)),
+            congested: self.rate.congested(),
+            jitter_target_ms: jitter.map(|j| round(j.target_delay_ms, 1)),
+            jitter_current_ms: jitter.map(|j| round(j.current_delay_ms, 1)),
+        });
         self.control
             .bitrate_bps
             .store(decision.bitrate_bps, Ordering::Relaxed);
@@ -912,6 +964,7 @@ impl Session {
         let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
         summary.connected = self.connected_at.is_some();
         summary.media_started = self.media_started;
+        summary.timeline = self.timeline.clone();
         summary.setup_ms = self.setup_ms;
         summary.duration_s = round(duration.as_secs_f64(), 3);
         summary.ice_restarts = self.ice_restarts;
@@ -950,6 +1003,7 @@ impl Session {
             accelerated: jitter.accelerated,
             expanded: jitter.expanded,
             comfort_noise_frames: jitter.comfort_noise,
+            red_recovered: jitter.recovered,
             decode_errors: load(&c.decode_errors),
         };
         summary.e2ee = self.config.e2ee.as_deref().map(|crypto| E2eeSummary {
