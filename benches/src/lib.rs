@@ -6,7 +6,10 @@
 //! `sotto-netsim`) and [`emodel`] (ITU-T G.107) so far. Figures go to BENCHMARKS.md with
 //! their command and machine.
 
+pub mod charts;
+pub mod chromium;
 pub mod emodel;
+pub mod netns;
 pub mod quality;
 pub mod relay;
 pub mod scenario;

@@ -70,6 +70,14 @@ struct RunArgs {
     /// its path); without it, no PESQ or STOI.
     #[arg(long, default_value = "target/bench-venv/bin/python")]
     python: PathBuf,
+    /// `chromium`: also run every scenario and seed between two headless Chromium pages,
+    /// through the same relay, scored the same way (needs root, chromium, Node.js and
+    /// `npm ci` in examples/tests/browser).
+    #[arg(long, value_enum, default_value = "sotto")]
+    peer: sotto_bench::quality::Peer,
+    /// The Chromium binary for `--peer chromium`.
+    #[arg(long, default_value = "/usr/bin/chromium")]
+    chromium: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -335,7 +343,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// `sotto-bench run`.
 async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
-    use sotto_bench::quality::{self, Scoring};
+    use sotto_bench::chromium::ChromiumPeer;
+    use sotto_bench::quality::{self, Peer, Scoring};
     let scenarios = args
         .scenarios
         .iter()
@@ -361,7 +370,18 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     ))
     .await
     .context("starting signaling")?;
-    let total = scenarios.len() as u64 * args.seeds;
+    let chromium = match args.peer {
+        Peer::Sotto => None,
+        Peer::Chromium => Some(ChromiumPeer::new(
+            args.chromium.clone(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("chromium/pair.mjs"),
+        )?),
+    };
+    let peers: &[Peer] = match chromium {
+        None => &[Peer::Sotto],
+        Some(_) => &[Peer::Sotto, Peer::Chromium],
+    };
+    let total = scenarios.len() as u64 * args.seeds * peers.len() as u64;
     // A bar on stderr while it runs (hidden when stderr is not a terminal).
     let bar = indicatif::ProgressBar::new(total).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calls, {elapsed} {msg}")
@@ -371,36 +391,45 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for scenario in &scenarios {
         for seed in 1..=args.seeds {
-            bar.set_message(format!("{} seed {seed}", scenario.name));
-            let result =
-                match quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
-                    .await
-                {
-                    Ok(result) => result,
+            for &peer in peers {
+                let name = format!("{} {} seed {seed}", scenario.name, peer.name());
+                bar.set_message(name.clone());
+                let result = match (peer, &chromium) {
+                    (Peer::Chromium, Some(browser)) => {
+                        browser
+                            .run_call(scenario, seed, &args.input, &args.out, &scoring)
+                            .await
+                    }
+                    _ => {
+                        quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
+                            .await
+                    }
+                };
+                bar.inc(1);
+                match result {
+                    Ok(result) => {
+                        // suspend, not println: println prints nothing when the bar is
+                        // hidden (logs).
+                        bar.suspend(|| {
+                            eprintln!(
+                                "{name}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, \
+                                 sender at {} bit/s",
+                                result.pesq_wb,
+                                result.mouth_to_ear_ms,
+                                result.loss_percent,
+                                result.final_bitrate_bps,
+                            )
+                        });
+                        results.push(result);
+                    }
                     Err(err) => {
                         // A call that fails (say, its setup lost to a burst) is reported,
                         // not the end of the run.
-                        bar.suspend(|| eprintln!("{} seed {seed}: {err:#}", scenario.name));
-                        failures.push(format!("{} seed {seed}: {err:#}", scenario.name));
-                        bar.inc(1);
-                        continue;
+                        bar.suspend(|| eprintln!("{name}: {err:#}"));
+                        failures.push(format!("{name}: {err:#}"));
                     }
-                };
-            // suspend, not println: println prints nothing when the bar is hidden (logs).
-            bar.suspend(|| {
-                eprintln!(
-                    "{} seed {seed}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, sender at {} \
-                 bit/s with FEC for {} %",
-                    scenario.name,
-                    result.pesq_wb,
-                    result.mouth_to_ear_ms,
-                    result.loss_percent,
-                    result.final_bitrate_bps,
-                    result.fec_loss_percent
-                )
-            });
-            bar.inc(1);
-            results.push(result);
+                }
+            }
         }
     }
     bar.finish_and_clear();
@@ -419,6 +448,10 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
         for failure in &failures {
             report.push_str(&format!("- {failure}\n"));
         }
+    }
+    match sotto_bench::charts::draw_all(&args.out, &scenarios, &results) {
+        Ok(files) => eprintln!("drew {} charts in {}", files.len(), args.out.display()),
+        Err(err) => eprintln!("note: no charts: {err:#}"),
     }
     let md = args.out.join("report.md");
     std::fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;

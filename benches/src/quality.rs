@@ -41,11 +41,33 @@ pub struct Scoring {
     pub script: PathBuf,
 }
 
+/// Whose WebRTC stack both ends of a call run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    /// Two Sotto engines.
+    Sotto,
+    /// Two headless Chromium pages (Chrome's own WebRTC audio stack).
+    Chromium,
+}
+
+impl Peer {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Sotto => "sotto",
+            Peer::Chromium => "chromium",
+        }
+    }
+}
+
 /// One scenario, one seed.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallResult {
     /// The scenario's name.
     pub scenario: String,
+    /// Whose stack.
+    pub peer: Peer,
     /// The seed of the relay's links.
     pub seed: u64,
     /// What the callee recorded.
@@ -102,7 +124,7 @@ pub async fn run_call(
     out: &Path,
     scoring: &Scoring,
 ) -> anyhow::Result<CallResult> {
-    let recording = out.join(format!("{}-seed{seed}.wav", scenario.name));
+    let recording = out.join(format!("{}-sotto-seed{seed}.wav", scenario.name));
     let bob_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let (forward, backward) = scenario.directions();
     let reference = read_wav(input)?;
@@ -175,43 +197,100 @@ pub async fn run_call(
         );
     }
     score(
-        scenario, seed, &reference, input, recording, &caller, &callee, relay, scoring,
+        scenario,
+        seed,
+        Peer::Sotto,
+        &reference,
+        input,
+        recording,
+        Measured::from_summaries(&caller, &callee),
+        relay,
+        scoring,
     )
 }
 
+/// What the receiving side of a call measured, whichever stack it ran.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// From the caller's capture start to the callee's recording start, ms (one wall
+    /// clock: both ends run on this machine).
+    pub recording_offset_ms: f64,
+    /// Packets the callee never got in time, %.
+    pub loss_percent: f64,
+    /// Audio played that was not decoded from its own packet, %.
+    pub concealed_percent: f64,
+    /// Mean jitter-buffer delay, ms.
+    pub jitter_buffer_ms: f64,
+    /// Payload bitrate received, kbit/s.
+    pub bitrate_kbps: f64,
+    /// The caller's encoder bitrate at the end, bit/s.
+    pub final_bitrate_bps: u32,
+    /// The loss the caller's FEC was tuned for at the end, %.
+    pub fec_loss_percent: u8,
+    /// The callee's receive-side counters (Sotto's; Chromium's where it has them).
+    pub received: sotto_engine::call::ReceivedSummary,
+    /// Second-by-second views of the two ends (Sotto only).
+    pub caller_timeline: Vec<sotto_engine::call::TimelinePoint>,
+    /// See `caller_timeline`.
+    pub callee_timeline: Vec<sotto_engine::call::TimelinePoint>,
+}
+
+impl Measured {
+    /// What two Sotto engines' summaries say.
+    pub fn from_summaries(caller: &CallSummary, callee: &CallSummary) -> Measured {
+        // The recording starts when the callee's media clock does, the reference when the
+        // caller's does (one process, one clock).
+        let recording_offset_ms = match (caller.media_started, callee.media_started) {
+            (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64() * 1000.0,
+            (Some(a), Some(b)) => -((a - b).as_secs_f64() * 1000.0),
+            _ => 0.0,
+        };
+        let got = &callee.received;
+        let played_ms = callee.duration_s * 1000.0;
+        Measured {
+            recording_offset_ms,
+            loss_percent: got.loss_percent,
+            concealed_percent: if played_ms > 0.0 {
+                round(got.concealed_ms * 100.0 / played_ms, 2)
+            } else {
+                0.0
+            },
+            jitter_buffer_ms: got.jitter_buffer_mean_ms,
+            bitrate_kbps: got.payload_kbps,
+            final_bitrate_bps: caller.sent.final_bitrate_bps,
+            fec_loss_percent: caller.sent.final_loss_percent,
+            received: got.clone(),
+            caller_timeline: caller.timeline.clone(),
+            callee_timeline: callee.timeline.clone(),
+        }
+    }
+}
+
+/// Scores a recording against the reference it should carry.
 #[allow(clippy::too_many_arguments)]
-fn score(
+pub fn score(
     scenario: &Scenario,
     seed: u64,
+    peer: Peer,
     reference: &[i16],
     input: &Path,
     recording: PathBuf,
-    caller: &CallSummary,
-    callee: &CallSummary,
+    measured: Measured,
     relay: Option<RelayReport>,
     scoring: &Scoring,
 ) -> anyhow::Result<CallResult> {
     let received = read_wav(&recording)?;
     let alignment = align(reference, &received, SAMPLE_RATE as usize * 2);
-    // The recording starts when the callee's media clock does, the reference when the
-    // caller's does (one process, one clock).
-    let offset_ms = match (caller.media_started, callee.media_started) {
-        (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64() * 1000.0,
-        (Some(a), Some(b)) => -((a - b).as_secs_f64() * 1000.0),
-        _ => 0.0,
-    };
     let mouth_to_ear_ms = alignment.map(|a| {
         round(
-            a.lag as f64 * 1000.0 / f64::from(SAMPLE_RATE) + offset_ms,
+            a.lag as f64 * 1000.0 / f64::from(SAMPLE_RATE) + measured.recording_offset_ms,
             1,
         )
     });
-    let got = &callee.received;
-    let played_ms = callee.duration_s * 1000.0;
     let rating = mouth_to_ear_ms.map(|delay| {
         emodel::rating(&Inputs::voip(
             delay,
-            got.loss_percent,
+            measured.loss_percent,
             1.0,
             EMODEL_IE,
             EMODEL_BPL,
@@ -225,28 +304,25 @@ fn score(
     };
     Ok(CallResult {
         scenario: scenario.name.clone(),
+        peer,
         seed,
         recording,
         mouth_to_ear_ms,
         correlation: alignment.map(|a| round(a.correlation, 3)),
-        loss_percent: got.loss_percent,
-        concealed_percent: if played_ms > 0.0 {
-            round(got.concealed_ms * 100.0 / played_ms, 2)
-        } else {
-            0.0
-        },
-        jitter_buffer_ms: got.jitter_buffer_mean_ms,
-        bitrate_kbps: got.payload_kbps,
-        final_bitrate_bps: caller.sent.final_bitrate_bps,
-        fec_loss_percent: caller.sent.final_loss_percent,
+        loss_percent: measured.loss_percent,
+        concealed_percent: measured.concealed_percent,
+        jitter_buffer_ms: measured.jitter_buffer_ms,
+        bitrate_kbps: measured.bitrate_kbps,
+        final_bitrate_bps: measured.final_bitrate_bps,
+        fec_loss_percent: measured.fec_loss_percent,
         r: rating.map(|r| round(r.r, 1)),
         mos: rating.map(|r| round(r.mos(), 2)),
         pesq_wb: scores.pesq_wb,
         pesq_nb: scores.pesq_nb,
         stoi: scores.stoi,
-        received: got.clone(),
-        caller_timeline: caller.timeline.clone(),
-        callee_timeline: callee.timeline.clone(),
+        received: measured.received,
+        caller_timeline: measured.caller_timeline,
+        callee_timeline: measured.callee_timeline,
         relay: relay.unwrap_or_default(),
     })
 }
@@ -297,6 +373,8 @@ fn round(value: f64, places: i32) -> f64 {
 pub struct Record {
     /// The scenario.
     pub scenario: String,
+    /// Whose stack.
+    pub peer: Peer,
     /// The seed.
     pub seed: u64,
     /// The metric's name.
@@ -332,6 +410,7 @@ impl CallResult {
             .filter_map(|(metric, value)| {
                 value.map(|value| Record {
                     scenario: self.scenario.clone(),
+                    peer: self.peer,
                     seed: self.seed,
                     metric,
                     value,
@@ -341,7 +420,7 @@ impl CallResult {
     }
 }
 
-/// The report: per scenario, the mean of each metric over the seeds.
+/// The report: per scenario and peer, the mean of each metric over the seeds.
 pub fn report_markdown(results: &[CallResult]) -> String {
     let columns: [(&str, &str); 9] = [
         ("pesq_wb", "PESQ-WB"),
@@ -354,22 +433,25 @@ pub fn report_markdown(results: &[CallResult]) -> String {
         ("jitter_buffer_ms", "jitter buffer ms"),
         ("bitrate_kbps", "kbit/s"),
     ];
-    let mut text = String::from("| scenario | seeds |");
+    let mut text = String::from("| scenario | peer | seeds |");
     for (_, title) in columns {
         text.push_str(&format!(" {title} |"));
     }
-    text.push_str("\n|---|---|");
+    text.push_str("\n|---|---|---|");
     text.push_str(&"---|".repeat(columns.len()));
     text.push('\n');
-    let mut names: Vec<&str> = Vec::new();
+    let mut rows: Vec<(&str, Peer)> = Vec::new();
     for r in results {
-        if !names.contains(&r.scenario.as_str()) {
-            names.push(&r.scenario);
+        if !rows.contains(&(r.scenario.as_str(), r.peer)) {
+            rows.push((&r.scenario, r.peer));
         }
     }
-    for name in names {
-        let runs: Vec<&CallResult> = results.iter().filter(|r| r.scenario == name).collect();
-        text.push_str(&format!("| {name} | {} |", runs.len()));
+    for (name, peer) in rows {
+        let runs: Vec<&CallResult> = results
+            .iter()
+            .filter(|r| r.scenario == name && r.peer == peer)
+            .collect();
+        text.push_str(&format!("| {name} | {} | {} |", peer.name(), runs.len()));
         let records: Vec<Record> = runs.iter().flat_map(|r| r.records()).collect();
         for (metric, _) in columns {
             let values: Vec<f64> = records

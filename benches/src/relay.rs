@@ -102,6 +102,12 @@ impl Relay {
         })
     }
 
+    /// Changes where the relay forwards A's datagrams, before it runs (for an endpoint
+    /// whose port is known only once the relay's own address has been handed out).
+    pub fn set_target(&mut self, target: SocketAddr) {
+        self.config.target = target;
+    }
+
     /// Where endpoint A should send.
     pub fn listen_addr(&self) -> std::io::Result<SocketAddr> {
         self.a_side.local_addr()

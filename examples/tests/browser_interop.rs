@@ -14,12 +14,13 @@
 //! Chromium binary; `SOTTO_BROWSER_KEEP=1` keeps the recordings and prints where.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sotto_bench::netns::Netns;
 use sotto_engine::Identity;
 use sotto_engine::audio::InputSpec;
 use sotto_engine::audio::codec::EncoderConfig;
@@ -88,87 +89,6 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A network namespace for Chromium with a veth pair to ours, removed on drop. Named after
-/// this process (`sotto-br-PID`), so runs side by side do not meet; namespaces left by
-/// runs that died are removed first.
-struct Netns {
-    name: String,
-    host_if: String,
-    host_addr: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        Netns::remove_stale();
-        let pid = std::process::id();
-        let subnet = format!("10.99.{}", pid % 250 + 1);
-        let netns = Netns {
-            name: format!("sotto-br-{pid}"),
-            host_if: format!("sbr{pid}h"),
-            host_addr: format!("{subnet}.1"),
-        };
-        let inner_if = format!("sbr{pid}n");
-        let (name, host_if) = (netns.name.as_str(), netns.host_if.as_str());
-        ip(&["netns", "add", name])?;
-        ip(&[
-            "link", "add", host_if, "type", "veth", "peer", "name", &inner_if,
-        ])?;
-        ip(&["link", "set", &inner_if, "netns", name])?;
-        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", host_if])?;
-        ip(&["link", "set", host_if, "up"])?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", name, "ip"];
-            all.extend_from_slice(args);
-            ip(&all)
-        };
-        inside(&["addr", "add", &format!("{subnet}.2/24"), "dev", &inner_if])?;
-        inside(&["link", "set", &inner_if, "up"])?;
-        inside(&["link", "set", "lo", "up"])?;
-        Ok(netns)
-    }
-
-    /// Removes `sotto-br-PID` namespaces whose process is gone (deleting a namespace
-    /// deletes the veth end inside it, and so the pair).
-    fn remove_stale() {
-        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            let Some(pid) = name.strip_prefix("sotto-br-") else {
-                continue;
-            };
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = ip(&["netns", "del", name]);
-                let _ = ip(&["link", "del", &format!("sbr{pid}h")]);
-            }
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.name]);
-        let _ = ip(&["link", "del", &self.host_if]);
-    }
-}
-
 fn setup_hint() -> &'static str {
     "run `bash scripts/setup.sh` as root (it installs chromium and iproute2 and runs `npm ci` \
      in examples/tests/browser), or set SOTTO_SKIP_BROWSER=1 to skip this test"
@@ -209,7 +129,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         missing.join("; "),
         setup_hint()
     );
-    let netns = Netns::create().unwrap_or_else(|err| {
+    let netns = Netns::create("sotto-br", "sbr", 99).unwrap_or_else(|err| {
         panic!(
             "browser interop needs a network namespace (root): {err}; {}",
             setup_hint()

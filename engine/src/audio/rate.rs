@@ -9,9 +9,9 @@
 //! 2. Is the path congested? Once round-trip times come in ([`RateController::on_rtt`]),
 //!    congestion means a queue: the latest round trip is more than [`QUEUE_RTT`] over the
 //!    lowest of the last [`RTT_WINDOW`]; or loss so heavy ([`HEAVY_LOSS`]) that it cannot
-//!    be random. Loss alone is then taken as random loss, which a
-//!    lower bitrate does not cure (it only starves the redundancy that does). Before the
-//!    first round trip, smoothed loss above [`HIGH_LOSS`] counts as congestion.
+//!    be random. Lighter loss is taken as random loss, which a lower bitrate does not
+//!    cure (it only starves the redundancy that does). Until round trips come (under
+//!    heavy loss the first can take seconds), only heavy loss counts.
 //! 3. Congested: multiply the bitrate by [`DECREASE_FACTOR`], at most once per
 //!    [`DECREASE_INTERVAL`], and never go above the last bandwidth estimate minus the
 //!    packet overhead ([`PACKET_OVERHEAD_BYTES`] per packet at the frame rate). The
@@ -41,9 +41,6 @@ pub const PACKET_OVERHEAD_BYTES: u32 = 12 + 4 + 10 + 8 + 20 + 8;
 
 /// Weight of a new report in the smoothed loss (0..1).
 pub const LOSS_SMOOTHING: f64 = 0.3;
-
-/// Smoothed loss above which the bitrate steps down.
-pub const HIGH_LOSS: f64 = 0.10;
 
 /// Smoothed loss below which the bitrate creeps back up.
 pub const LOW_LOSS: f64 = 0.02;
@@ -176,16 +173,16 @@ impl RateController {
 
     /// Whether the path looks congested now (see the module documentation).
     pub fn congested(&self) -> bool {
-        let Some((_, latest)) = self.rtts.back() else {
-            return self.smoothed_loss > HIGH_LOSS;
-        };
-        let lowest = self
-            .rtts
-            .iter()
-            .map(|(_, rtt)| *rtt)
-            .min()
-            .unwrap_or(*latest);
-        latest.saturating_sub(lowest) > QUEUE_RTT || self.smoothed_loss > HEAVY_LOSS
+        let queue = self.rtts.back().is_some_and(|(_, latest)| {
+            let lowest = self
+                .rtts
+                .iter()
+                .map(|(_, rtt)| *rtt)
+                .min()
+                .unwrap_or(*latest);
+            latest.saturating_sub(lowest) > QUEUE_RTT
+        });
+        queue || self.smoothed_loss > HEAVY_LOSS
     }
 
     /// Sets the frame duration the encoder uses (it decides the packet rate, hence the

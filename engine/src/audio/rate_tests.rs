@@ -61,21 +61,32 @@ fn one_bad_report_is_not_sustained_loss() {
 }
 
 #[test]
-fn sustained_loss_steps_down_multiplicatively_to_the_floor() {
+fn heavy_loss_steps_down_multiplicatively_to_the_floor() {
     let mut rc = RateController::new(16_000, 64_000, 48_000);
     let t0 = Instant::now();
-    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.2; 15]);
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.6; 15]);
     let rates: Vec<u32> = decisions.iter().map(|d| d.bitrate_bps).collect();
-    // Smoothed loss: 6 %, 10.2 %, 13.1 % ... — the second report crosses 10 %.
-    assert_eq!(rates[0], 48_000);
-    assert_eq!(rates[1], 40_800);
-    assert_eq!(rates[2], 34_680);
+    // Smoothed loss: 18 %, 30.6 %, 39.4 %, 45.6 % — the fourth report crosses 45 %.
+    assert_eq!(rates[..3], [48_000; 3]);
+    assert_eq!(rates[3], 40_800);
+    assert_eq!(rates[4], 34_680);
     for pair in rates.windows(2) {
         assert!(pair[1] <= pair[0], "{rates:?}");
     }
     assert_eq!(*rates.last().unwrap(), 16_000, "{rates:?}");
-    // The FEC share follows the loss up to 20 %.
-    assert_eq!(decisions.last().unwrap().loss_percent, 20);
+    // The FEC share follows the loss up to its cap.
+    assert_eq!(decisions.last().unwrap().loss_percent, MAX_LOSS_PERCENT);
+}
+
+#[test]
+fn random_loss_alone_does_not_step_down() {
+    let mut rc = RateController::new(16_000, 64_000, 48_000);
+    let decisions = run(&mut rc, Instant::now(), Duration::from_secs(1), &[0.3; 15]);
+    assert!(
+        decisions.iter().all(|d| d.bitrate_bps == 48_000),
+        "{decisions:?}"
+    );
+    assert_eq!(decisions.last().unwrap().loss_percent, 30);
 }
 
 #[test]
@@ -99,7 +110,7 @@ fn frequent_reports_step_down_at_most_once_per_second() {
 fn recovers_after_loss_once_the_smoothed_loss_is_low() {
     let mut rc = RateController::new(16_000, 64_000, 32_000);
     let t0 = Instant::now();
-    let mut script = vec![0.3; 5];
+    let mut script = vec![0.8; 5];
     script.extend([0.0; 30]);
     let decisions = run(&mut rc, t0, Duration::from_secs(1), &script);
     let low = decisions[4].bitrate_bps;

@@ -1,0 +1,296 @@
+//! PNG charts of a `sotto-bench run` (plotters, bitmap backend): PESQ-WB against packet
+//! loss, mouth-to-ear delay against jitter, and for each Sotto call its sender's bitrate
+//! and its receiver's jitter-buffer delay over time. Text is drawn with DejaVu Sans, read
+//! at run time (Debian's fonts-dejavu-core) so that no font system library is needed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+use sotto_netsim::{Impairment, Loss};
+
+use crate::quality::{CallResult, Peer};
+use crate::scenario::Scenario;
+
+/// Where the font comes from.
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+const SIZE: (u32, u32) = (900, 560);
+const PEERS: [(Peer, RGBColor); 2] = [(Peer::Sotto, BLUE), (Peer::Chromium, RED)];
+
+/// Draws every chart into `dir`; returns the files written.
+pub fn draw_all(
+    dir: &Path,
+    scenarios: &[Scenario],
+    results: &[CallResult],
+) -> anyhow::Result<Vec<PathBuf>> {
+    load_font()?;
+    let mut written = Vec::new();
+    let loss = |s: &Scenario| s.directions().0.loss.mean_rate() * 100.0;
+    let without_schedule = |i: &Impairment| i.schedule.is_empty() && i.bandwidth.is_none();
+    // PESQ-WB against loss: scenarios whose only impairment is uniform loss.
+    let lossy: Vec<(f64, &Scenario)> = scenarios
+        .iter()
+        .filter(|s| {
+            let (forward, _) = s.directions();
+            forward.jitter.is_none()
+                && without_schedule(&forward)
+                && matches!(forward.loss, Loss::None | Loss::Uniform { .. })
+        })
+        .map(|s| (loss(s), s))
+        .collect();
+    if lossy.len() >= 2 {
+        let path = dir.join("pesq-vs-loss.png");
+        xy_chart(
+            &path,
+            "PESQ-WB against packet loss (mean over seeds)",
+            ("uniform loss, %", "PESQ-WB"),
+            &series(&lossy, results, |r| r.pesq_wb),
+            Some((1.0, 4.6)),
+        )?;
+        written.push(path);
+    }
+    // Mouth-to-ear delay against jitter: scenarios with no loss and no schedule.
+    let jittery: Vec<(f64, &Scenario)> = scenarios
+        .iter()
+        .filter(|s| {
+            let (forward, _) = s.directions();
+            matches!(forward.loss, Loss::None) && without_schedule(&forward)
+        })
+        .map(|s| {
+            let sigma = s.directions().0.jitter.map_or(0.0, |j| j.std_dev_ms);
+            (sigma, s)
+        })
+        .collect();
+    if jittery.len() >= 2 {
+        let path = dir.join("delay-vs-jitter.png");
+        xy_chart(
+            &path,
+            "Mouth-to-ear delay against jitter (mean over seeds)",
+            ("jitter σ, ms", "mouth-to-ear delay, ms"),
+            &series(&jittery, results, |r| r.mouth_to_ear_ms),
+            None,
+        )?;
+        written.push(path);
+    }
+    for result in results.iter().filter(|r| r.peer == Peer::Sotto) {
+        if result.caller_timeline.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!(
+            "timeline-{}-seed{}.png",
+            result.scenario, result.seed
+        ));
+        timeline_chart(&path, result)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn load_font() -> anyhow::Result<()> {
+    let bytes = std::fs::read(FONT)
+        .with_context(|| format!("reading {FONT} (apt-get install fonts-dejavu-core)"))?;
+    // plotters keeps fonts for the life of the process.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("{FONT} is not a font plotters can read"))
+}
+
+/// Per peer, (x, mean of `metric` over seeds) for each scenario, sorted by x.
+fn series(
+    points: &[(f64, &Scenario)],
+    results: &[CallResult],
+    metric: impl Fn(&CallResult) -> Option<f64>,
+) -> Vec<(Peer, Vec<(f64, f64)>)> {
+    PEERS
+        .iter()
+        .map(|&(peer, _)| {
+            let mut line: Vec<(f64, f64)> = points
+                .iter()
+                .filter_map(|(x, scenario)| {
+                    let values: Vec<f64> = results
+                        .iter()
+                        .filter(|r| r.peer == peer && r.scenario == scenario.name)
+                        .filter_map(&metric)
+                        .collect();
+                    (!values.is_empty())
+                        .then(|| (*x, values.iter().sum::<f64>() / values.len() as f64))
+                })
+                .collect();
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (peer, line)
+        })
+        .filter(|(_, line)| !line.is_empty())
+        .collect()
+}
+
+fn chart_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing a chart: {e}")
+}
+
+fn xy_chart(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    lines: &[(Peer, Vec<(f64, f64)>)],
+    y_range: Option<(f64, f64)>,
+) -> anyhow::Result<()> {
+    let points = lines.iter().flat_map(|(_, l)| l.iter());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    let (y_min, y_max) = y_range.unwrap_or((0.0, (y_max * 1.15).max(y_min + 1.0)));
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max * 1.05, y_min..y_max)
+        .map_err(chart_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(chart_error)?;
+    for (peer, line) in lines {
+        let color = PEERS
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map_or(BLACK, |(_, c)| *c);
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+            .map_err(chart_error)?
+            .label(peer.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(chart_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(chart_error)?;
+    root.present().map_err(chart_error)?;
+    Ok(())
+}
+
+fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_error)?;
+    let (top, bottom) = root.split_vertically(SIZE.1 / 2);
+    let t_max = result
+        .caller_timeline
+        .iter()
+        .chain(&result.callee_timeline)
+        .map(|p| p.t_s)
+        .fold(1.0, f64::max);
+
+    let bitrate: Vec<(f64, f64)> = result
+        .caller_timeline
+        .iter()
+        .map(|p| (p.t_s, f64::from(p.bitrate_bps) / 1000.0))
+        .collect();
+    let red: Vec<(f64, f64)> = result
+        .caller_timeline
+        .iter()
+        .map(|p| (p.t_s, f64::from(p.red_depth) * 10.0))
+        .collect();
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "{} seed {}: the caller's encoder",
+                result.scenario, result.seed
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..t_max, 0.0..70.0)
+        .map_err(chart_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("s since connected")
+        .y_desc("kbit/s")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(chart_error)?;
+    chart
+        .draw_series(LineSeries::new(bitrate, BLUE.stroke_width(2)))
+        .map_err(chart_error)?
+        .label("Opus bitrate, kbit/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(red, GREEN.stroke_width(2)))
+        .map_err(chart_error)?
+        .label("RED depth × 10")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(chart_error)?;
+
+    let target: Vec<(f64, f64)> = result
+        .callee_timeline
+        .iter()
+        .filter_map(|p| p.jitter_target_ms.map(|v| (p.t_s, v)))
+        .collect();
+    let current: Vec<(f64, f64)> = result
+        .callee_timeline
+        .iter()
+        .filter_map(|p| p.jitter_current_ms.map(|v| (p.t_s, v)))
+        .collect();
+    let y_max = target
+        .iter()
+        .chain(&current)
+        .map(|p| p.1)
+        .fold(100.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("the callee's jitter buffer", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(chart_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("s since connected")
+        .y_desc("ms")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(chart_error)?;
+    chart
+        .draw_series(LineSeries::new(target, RED.stroke_width(2)))
+        .map_err(chart_error)?
+        .label("target delay")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .draw_series(LineSeries::new(current, BLACK.stroke_width(1)))
+        .map_err(chart_error)?
+        .label("buffered")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(chart_error)?;
+    root.present().map_err(chart_error)?;
+    Ok(())
+}
