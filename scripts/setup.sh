@@ -13,6 +13,7 @@ packages=(
   ca-certificates curl git
   chromium iproute2                  # browser interop test (examples/tests/browser_interop.rs)
   python3 python3-venv python3-dev   # call-quality scoring: PESQ (ITU P.862 code), STOI
+  fonts-dejavu-core                  # the call-quality bench's PNG charts (plotters, ab_glyph)
 )
 # Node.js 20 or newer drives Chromium (playwright-core). Debian 12's own nodejs is 18, so
 # it is installed only when there is no node at all (our machines come with 20).

@@ -145,8 +145,16 @@ pub struct JitterBuffer {
     redundancy: Option<(usize, Instant)>,
     /// When a frame last went missing (lost, or saved only by a redundant copy).
     last_gap: Option<Instant>,
+    /// Frames played (expansion, comfort noise) since playout last moved on: time the
+    /// sender's clock went on without ours.
+    stretched: u64,
     stats: JitterStats,
 }
+
+/// Frames of stretch (expansion while nothing came) after which the missing frames are
+/// skipped rather than concealed again: 100 ms, more than a loss burst, less than an
+/// outage.
+pub const SKIP_AFTER_STRETCH: u64 = 5;
 
 /// How long the target keeps waiting for redundant copies after the last one came.
 pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
@@ -167,6 +175,7 @@ impl JitterBuffer {
             last_played_quiet: false,
             redundancy: None,
             last_gap: None,
+            stretched: 0,
             stats: JitterStats::default(),
         }
     }
@@ -355,8 +364,26 @@ impl JitterBuffer {
                 first
             }
         };
-        // Too much buffered: drop frames, quiet ones first, to come back to the target.
         let mut next = next;
+        // After a long stretch (an outage) the packets that come back are later ones: the
+        // missing frames' time was already played as expansion, so they are skipped
+        // (lost), not concealed a second time behind the audio that is here. Only when
+        // enough is buffered that the missing one is not just late. (After a short
+        // stretch, a loss or two, the old way is better: the next packet's FEC rebuilds
+        // the missing frame, and the frame of delay is shed later.)
+        if self.stretched >= SKIP_AFTER_STRETCH
+            && !self.packets.contains_key(&next)
+            && self.current_delay_ms_from(next) >= self.target_ms
+            && let Some((&first, _)) = self.packets.first_key_value()
+            && first > next
+        {
+            let skip = (first - next).min(self.stretched);
+            next += skip;
+            self.stats.lost += skip;
+            self.stretched -= skip;
+            self.last_gap = Some(now);
+        }
+        // Too much buffered: drop frames, quiet ones first, to come back to the target.
         while self.current_delay_ms_from(next) > self.target_ms + 2.0 * ms(self.config.frame) {
             // Only frames that are here are dropped; a missing one is the loss logic's.
             let Some(quiet) = self.packets.get(&next).map(|p| p.quiet) else {
@@ -372,6 +399,7 @@ impl JitterBuffer {
         }
         if let Some(packet) = self.packets.remove(&next) {
             self.next = Some(next + 1);
+            self.stretched = 0;
             self.stats.played += 1;
             self.last_played_quiet = packet.quiet;
             return Decision::Play(packet);
@@ -380,6 +408,7 @@ impl JitterBuffer {
             // DTX: the sender stopped after a quiet frame. Its next packet carries the next
             // sequence number whenever it comes, so playout just waits, in comfort noise.
             self.next = Some(next);
+            self.stretched += 1;
             self.stats.comfort_noise += 1;
             return Decision::ComfortNoise;
         }
@@ -388,11 +417,13 @@ impl JitterBuffer {
             // The packet may still come: stretch time with concealment and wait for it,
             // which also builds the delay up to a target that just grew.
             self.next = Some(next);
+            self.stretched += 1;
             self.stats.expanded += 1;
             return Decision::Conceal;
         }
         // Enough is buffered behind it that it is overdue: count it lost and move on.
         self.next = Some(next + 1);
+        self.stretched = 0;
         self.stats.lost += 1;
         self.last_gap = Some(now);
         if let Some(following) = self.packets.get(&(next + 1)) {

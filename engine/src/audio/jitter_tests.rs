@@ -413,3 +413,28 @@ fn copies_of_frames_played_or_buffered_are_not_wanted() {
     let stats = buffer.stats();
     assert_eq!((stats.late, stats.duplicate, stats.recovered), (0, 0, 0));
 }
+
+#[test]
+fn after_an_outage_playout_resumes_on_time() {
+    // Two seconds of nothing (packets 100..200 never arrive), then the stream goes on.
+    let arrivals = trace(500, 20.0, |seq| {
+        (!(100..200).contains(&seq)).then_some(30.0)
+    });
+    let run = run(&arrivals, 10_500, |_| false);
+    assert_monotonic(&run);
+    // Packet 200 arrives at 4030 ms: it plays within a few frames of that, not after the
+    // 100 missing frames are concealed a second time.
+    let resumed_at = run
+        .decisions
+        .iter()
+        .find_map(|(at, d)| {
+            matches!(d, Decision::Play(p) if p.seq == (65_500u64 + 200) as u16).then_some(*at)
+        })
+        .expect("packet 200 plays");
+    assert!(resumed_at <= 4_120, "resumed at {resumed_at} ms");
+    let stats = run.buffer.stats();
+    // Nothing after the outage is dropped to catch up, and the delay is back at the target.
+    assert_eq!(stats.accelerated, 0, "{stats:?}");
+    assert_eq!(run.played().len(), 400, "{stats:?}");
+    assert!(stats.target_delay_ms <= 45.0, "{stats:?}");
+}

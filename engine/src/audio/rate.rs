@@ -23,7 +23,8 @@
 //!    the estimate.
 //! 4. Redundancy, when the peer takes RED (RFC 2198; [`RateController::set_red_available`])
 //!    and the path is not congested: each packet repeats the last [`MAX_RED_DEPTH`] frames
-//!    above [`RED_LOSS`] smoothed loss, until it falls below half of that. RED carries whole frames, so the encoder's in-band FEC is then
+//!    above [`RED_LOSS`] smoothed loss, until it falls below half of that and no report
+//!    has said anything was lost for [`RED_HOLD`]. RED carries whole frames, so the encoder's in-band FEC is then
 //!    off (expected loss 0) and all of its bits go to the primary frame.
 //! 5. Otherwise the encoder's expected loss is the smoothed loss in percent, rounded up,
 //!    capped at [`MAX_LOSS_PERCENT`].
@@ -80,6 +81,12 @@ pub const HEAVY_LOSS: f64 = 0.45;
 /// random loss it scored lower PESQ than depth 2 at 10 %, for a third less bandwidth.)
 pub const RED_LOSS: f64 = 0.01;
 
+/// Once on, RED stays on until no report has said anything was lost for this long: the
+/// smoothed loss dips below the threshold between lucky reports on a lossy path, and each
+/// time RED went off the next burst hit unprotected frames (5 % loss scored lower than
+/// 10 %).
+pub const RED_HOLD: Duration = Duration::from_secs(10);
+
 /// The deepest redundancy the controller asks for.
 pub const MAX_RED_DEPTH: u8 = 2;
 
@@ -113,6 +120,8 @@ pub struct RateController {
     red_depth: u8,
     /// Whether any report has said how much was lost.
     loss_reported: bool,
+    /// When a report last said something was lost.
+    last_loss: Option<Instant>,
 }
 
 impl RateController {
@@ -136,6 +145,7 @@ impl RateController {
             red_available: false,
             red_depth: 0,
             loss_reported: false,
+            last_loss: None,
         }
     }
 
@@ -224,6 +234,9 @@ impl RateController {
         let news = !fraction_lost.is_nan();
         if news {
             self.loss_reported = true;
+            if fraction_lost > 0.0 {
+                self.last_loss = Some(now);
+            }
             let loss = fraction_lost.clamp(0.0, 1.0);
             self.smoothed_loss += LOSS_SMOOTHING * (loss - self.smoothed_loss);
         }
@@ -267,7 +280,11 @@ impl RateController {
         } else {
             let on = self.red_depth > 0;
             let threshold = if on { RED_LOSS / 2.0 } else { RED_LOSS };
-            if self.smoothed_loss > threshold {
+            let held = on
+                && self
+                    .last_loss
+                    .is_some_and(|at| now.saturating_duration_since(at) < RED_HOLD);
+            if self.smoothed_loss > threshold || held {
                 MAX_RED_DEPTH
             } else {
                 0

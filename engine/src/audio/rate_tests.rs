@@ -295,3 +295,24 @@ fn loss_too_heavy_to_be_random_is_congestion_without_a_queue() {
     assert_eq!(last.red_depth, 0);
     assert!(last.bitrate_bps < 38_000, "{last:?}");
 }
+
+#[test]
+fn red_holds_through_lucky_reports_on_a_lossy_path() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    rc.set_red_available(true);
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    rc.on_rtt(t0, Duration::from_millis(40));
+    assert_eq!(rc.on_report(at(1), 0.08, None).red_depth, MAX_RED_DEPTH);
+    // Eight clean reports in a row: the smoothed loss falls under the threshold, but
+    // RED stays while the last loss is under RED_HOLD old ...
+    for s in 2..=10 {
+        assert_eq!(
+            rc.on_report(at(s), 0.0, None).red_depth,
+            MAX_RED_DEPTH,
+            "at {s} s"
+        );
+    }
+    // ... and goes off after.
+    assert_eq!(rc.on_report(at(12), 0.0, None).red_depth, 0);
+}
