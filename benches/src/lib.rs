@@ -1,9 +1,11 @@
 //! Sotto's whole-system benchmarks.
 //!
 //! The `sotto-bench` binary (`src/main.rs`, modules under `src/signaling/`) holds the
-//! signaling and SFU load benches; the call-quality bench grows in this library:
+//! signaling and SFU load benches; the call-quality bench lives in this library:
 //! [`scenario`] (the TOML files in `benches/scenarios/`, impairments from
-//! `sotto-netsim`) and [`emodel`] (ITU-T G.107) so far. Figures go to BENCHMARKS.md with
+//! `sotto-netsim`), [`relay`] (the impairments as a UDP relay), [`quality`] (Sotto calls
+//! through it, and the scoring), [`chromium`] (the same between two Chromium pages, in a
+//! [`netns`]), [`emodel`] (ITU-T G.107) and [`charts`]. Figures go to BENCHMARKS.md with
 //! their command and machine.
 
 pub mod charts;

@@ -9,7 +9,13 @@
 //! ```
 //!
 //! Each starts the real `sotto-signaling` binary as a child pinned to CPU 0, measures,
-//! stops it, and prints a human summary (and a JSON line with `--json`).
+//! stops it, and prints a human summary (and a JSON line with `--json`). Also `sfu-load`,
+//! and the call-quality bench (see BENCHMARKS.md):
+//!
+//! ```text
+//! target/release/sotto-bench run benches/scenarios/*.toml --seeds 3 --out DIR [--peer chromium]
+//! target/release/sotto-bench relay --listen A --target B --scenario F --seed N --duration T
+//! ```
 
 mod sfu_load;
 mod signaling;
