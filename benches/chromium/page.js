@@ -4,28 +4,9 @@
 // reference WAV); the callee records what it hears through an AudioWorklet, at 48 kHz.
 // Chromium runs with its defaults except that the microphone's processing (echo
 // cancellation, noise suppression, gain control) is off, as it is for the Sotto side.
+// Recording is examples/tests/browser/recorder.js's, loaded into the page first.
 (() => {
   'use strict';
-
-  const RECORDER = `
-    class SottoRecorder extends AudioWorkletProcessor {
-      constructor() { super(); this.chunk = new Float32Array(4800); this.n = 0; }
-      process(inputs) {
-        const channel = inputs[0] && inputs[0][0];
-        if (!channel) return true;
-        for (let i = 0; i < channel.length; i++) {
-          this.chunk[this.n++] = channel[i];
-          if (this.n === this.chunk.length) {
-            this.port.postMessage(this.chunk, [this.chunk.buffer]);
-            this.chunk = new Float32Array(4800);
-            this.n = 0;
-          }
-        }
-        return true;
-      }
-    }
-    registerProcessor('sotto-recorder', SottoRecorder);
-  `;
 
   const MIC = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -36,8 +17,7 @@
     candidates: [],
     gathered: false,
     remote: null,
-    recorder: null,
-    chunks: [],
+    recording: null,
   };
 
   async function until(what, test, seconds) {
@@ -101,45 +81,15 @@
     async record(seconds) {
       await until('the remote track', () => side.remote !== null, seconds);
       const ctx = new AudioContext({ sampleRate: 48000 });
-      const url = URL.createObjectURL(new Blob([RECORDER], { type: 'application/javascript' }));
-      await ctx.audioWorklet.addModule(url);
-      // Chromium pulls remote WebRTC audio through a media element; it plays muted.
-      const element = new Audio();
-      element.muted = true;
-      element.srcObject = side.remote;
-      element.play().catch(() => {});
-      const source = ctx.createMediaStreamSource(side.remote);
-      const node = new AudioWorkletNode(ctx, 'sotto-recorder', { numberOfOutputs: 1 });
-      node.port.onmessage = (ev) => side.chunks.push(ev.data);
-      const mute = ctx.createGain();
-      mute.gain.value = 0;
-      source.connect(node).connect(mute).connect(ctx.destination);
-      side.recorder = { ctx, source, node, element };
+      await window.sottoRecorder.prepare(ctx);
+      side.recording = window.sottoRecorder.record(ctx, side.remote);
       return Date.now();
     },
     // Stops recording; the samples as base64url 16-bit little-endian PCM.
     stopRecording() {
-      const r = side.recorder;
-      if (!r) return '';
-      r.source.disconnect();
-      r.node.disconnect();
-      r.element.srcObject = null;
-      const total = side.chunks.reduce((n, c) => n + c.length, 0);
-      const bytes = new Uint8Array(total * 2);
-      const view = new DataView(bytes.buffer);
-      let at = 0;
-      for (const c of side.chunks) {
-        for (let i = 0; i < c.length; i++) {
-          const v = Math.max(-32768, Math.min(32767, Math.round(c[i] * 32768)));
-          view.setInt16(at, v, true);
-          at += 2;
-        }
-      }
-      let binary = '';
-      for (let i = 0; i < bytes.length; i += 0x8000) {
-        binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-      }
-      return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+      if (!side.recording) return '';
+      const samples = side.recording.stop();
+      return window.sottoRecorder.base64url(new Uint8Array(samples.buffer));
     },
     // WebRTC's own numbers for the audio streams.
     async stats() {

@@ -15,17 +15,19 @@
 // times capture and recording started and both sides' WebRTC statistics. Exit code 1
 // (and the reason on stderr) on any failure.
 
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { chromiumArgs, inNetns, pageHtml, writeWav } from '../../examples/tests/browser/launch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // One install of playwright-core serves the browser test and the bench.
 const require = createRequire(join(here, '../../examples/tests/browser/package.json'));
 const { chromium } = require('playwright-core');
+
 
 const opts = JSON.parse(process.argv[2] || '{}');
 for (const key of ['input', 'out_wav', 'inner_addr', 'netns']) {
@@ -51,28 +53,8 @@ const guard = setTimeout(() => {
 
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
-function wavFile(pcm) {
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0);
-  header.writeUInt32LE(36 + pcm.length, 4);
-  header.write('WAVE', 8);
-  header.write('fmt ', 12);
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20);
-  header.writeUInt16LE(1, 22);
-  header.writeUInt32LE(48000, 24);
-  header.writeUInt32LE(96000, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36);
-  header.writeUInt32LE(pcm.length, 40);
-  return Buffer.concat([header, pcm]);
-}
-
 const scratch = mkdtempSync(join(tmpdir(), 'sotto-pair-'));
-const executablePath = join(scratch, 'chromium-in-netns');
-writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${opts.netns}' '${opts.chromium}' "$@"\n`);
-chmodSync(executablePath, 0o755);
+const executablePath = inNetns(scratch, opts.netns, opts.chromium);
 
 let browser;
 let status = 0;
@@ -80,26 +62,11 @@ try {
   browser = await chromium.launch({
     executablePath,
     headless: true,
-    args: [
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${opts.input}%noloop`,
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: chromiumArgs(opts.input),
   });
   const context = await browser.newContext();
-  const script = readFileSync(join(here, 'page.js'), 'utf8');
-  await context.route('http://localhost/**', (route) =>
-    route.fulfill({
-      contentType: 'text/html',
-      body: `<!doctype html><meta charset="utf-8"><title>Sotto bench</title><script>${script}</script>`,
-    }),
-  );
+  const body = pageHtml(join(here, 'page.js'), 'Sotto bench');
+  await context.route('http://localhost/**', (route) => route.fulfill({ contentType: 'text/html', body }));
   const open = async (name) => {
     const page = await context.newPage();
     page.on('console', (msg) => console.error(`${name} ${msg.type()}: ${msg.text()}`));
@@ -145,7 +112,7 @@ try {
   const calleeStats = await callee.evaluate(() => window.sottoSide.stats());
   await caller.evaluate(() => window.sottoSide.close());
   await callee.evaluate(() => window.sottoSide.close());
-  writeFileSync(opts.out_wav, wavFile(Buffer.from(samples, 'base64url')));
+  writeWav(opts.out_wav, Buffer.from(samples, 'base64url'), 48000);
   emit({
     event: 'done',
     setup_ms: setupMs,

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use sotto_netsim::{Impairment, Loss};
@@ -129,6 +130,29 @@ fn chart_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn mesh(chart: &mut Chart<'_, '_>, (x, y): (&str, &str), font: u32) -> anyhow::Result<()> {
+    chart
+        .configure_mesh()
+        .x_desc(x)
+        .y_desc(y)
+        .label_style(("sans-serif", font))
+        .draw()
+        .map_err(chart_error)
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, font: u32) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font))
+        .draw()
+        .map_err(chart_error)
+}
+
 fn xy_chart(
     path: &Path,
     title: &str,
@@ -153,13 +177,7 @@ fn xy_chart(
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..x_max * 1.05, y_min..y_max)
         .map_err(chart_error)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(chart_error)?;
+    mesh(&mut chart, (x_label, y_label), 15)?;
     for (peer, line) in lines {
         let color = PEERS
             .iter()
@@ -174,13 +192,7 @@ fn xy_chart(
             .draw_series(line.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(chart_error)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(chart_error)?;
+    legend(&mut chart, 15)?;
     root.present().map_err(chart_error)?;
     Ok(())
 }
@@ -219,13 +231,7 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..t_max, 0.0..70.0)
         .map_err(chart_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("s since connected")
-        .y_desc("kbit/s")
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(chart_error)?;
+    mesh(&mut chart, ("s since connected", "kbit/s"), 14)?;
     chart
         .draw_series(LineSeries::new(bitrate, BLUE.stroke_width(2)))
         .map_err(chart_error)?
@@ -236,13 +242,7 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .map_err(chart_error)?
         .label("RED depth × 10")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(chart_error)?;
+    legend(&mut chart, 13)?;
 
     let target: Vec<(f64, f64)> = result
         .callee_timeline
@@ -267,13 +267,7 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..t_max, 0.0..y_max)
         .map_err(chart_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("s since connected")
-        .y_desc("ms")
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(chart_error)?;
+    mesh(&mut chart, ("s since connected", "ms"), 14)?;
     chart
         .draw_series(LineSeries::new(target, RED.stroke_width(2)))
         .map_err(chart_error)?
@@ -284,13 +278,7 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .map_err(chart_error)?
         .label("buffered")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(chart_error)?;
+    legend(&mut chart, 13)?;
     root.present().map_err(chart_error)?;
     Ok(())
 }

@@ -4,9 +4,10 @@
 //! E-model and the delay. The clean call must score better than the lossy one.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sotto_bench::quality::{Scoring, read_wav, report_markdown, run_call};
+use sotto_bench::chromium::ChromiumPeer;
+use sotto_bench::quality::{Peer, Scoring, read_wav, report_markdown, run_call};
 use sotto_bench::scenario::Scenario;
 use sotto_signaling::server::{Config, start};
 
@@ -14,18 +15,10 @@ fn bench_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_call_scores_better_than_a_lossy_one() {
-    let python = bench_dir().join("../target/bench-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/setup.sh` (it runs benches/setup-scoring.sh)",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    // The first 5 s of a reference file.
+/// The first 5 s of a reference file, written into `dir`.
+fn short_input(dir: &Path) -> PathBuf {
     let speech = read_wav(&bench_dir().join("data/speech-en-us-1.wav")).unwrap();
-    let input = dir.path().join("speech-5s.wav");
+    let input = dir.join("speech-5s.wav");
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 48_000,
@@ -37,7 +30,24 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
         writer.write_sample(*sample).unwrap();
     }
     writer.finalize().unwrap();
+    input
+}
 
+fn python() -> PathBuf {
+    let python = bench_dir().join("../target/bench-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh` (it runs benches/setup-scoring.sh)",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_call_scores_better_than_a_lossy_one() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let input = short_input(dir.path());
     let server = start(Config::new(
         "127.0.0.1:0".parse().unwrap(),
         dir.path().join("server"),
@@ -91,4 +101,47 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     assert!(report.contains("| clean | sotto | 1 |") && report.contains("| loss-10 | sotto | 1 |"));
     // One record per scenario and metric.
     assert!(clean.records().iter().any(|r| r.metric == "pesq_wb"));
+}
+
+/// The Chromium peer (`--peer chromium`): two headless Chromium pages in a network
+/// namespace, through the same relay, scored the same way. Needs root, chromium, Node.js
+/// and `npm ci` in examples/tests/browser (`bash scripts/setup.sh`);
+/// `SOTTO_SKIP_BROWSER=1` skips it, as it does the browser interop test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pages_call_through_the_relay_and_are_scored() {
+    if std::env::var_os("SOTTO_SKIP_BROWSER").is_some() {
+        eprintln!("SOTTO_SKIP_BROWSER is set: not running Chromium");
+        return;
+    }
+    let scoring = Scoring {
+        python: Some(python()),
+        script: bench_dir().join("score.py"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = short_input(dir.path());
+    let chromium = std::env::var_os("SOTTO_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let peer = ChromiumPeer::new(chromium, bench_dir().join("chromium/pair.mjs")).unwrap();
+    let mut results = Vec::new();
+    for name in ["clean", "loss-10"] {
+        let scenario = Scenario::load(&bench_dir().join(format!("scenarios/{name}.toml"))).unwrap();
+        results.push(
+            peer.run_call(&scenario, 1, &input, dir.path(), &scoring)
+                .await
+                .unwrap(),
+        );
+    }
+    let (clean, lossy) = (&results[0], &results[1]);
+    assert!(clean.peer == Peer::Chromium && lossy.peer == Peer::Chromium);
+    // Every datagram went through the relay, which dropped about a tenth under loss-10,
+    // and Chromium's own statistics saw it.
+    assert!(clean.relay.forward.forwarded > 100, "{:?}", clean.relay);
+    assert_eq!(clean.relay.forward.lost, 0, "{:?}", clean.relay);
+    assert!(lossy.relay.forward.lost > 10, "{:?}", lossy.relay);
+    assert!(lossy.loss_percent > 4.0, "{lossy:?}");
+    // What the callee page recorded carries the speech, better without loss.
+    let pesq = |r: &sotto_bench::quality::CallResult| r.pesq_wb.expect("a PESQ-WB score");
+    assert!(pesq(clean) > 3.0, "{clean:?}");
+    assert!(pesq(clean) > pesq(lossy), "{clean:?}\n{lossy:?}");
+    assert!(clean.mouth_to_ear_ms.unwrap() > 0.0, "{clean:?}");
 }

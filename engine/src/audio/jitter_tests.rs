@@ -57,6 +57,16 @@ impl Run {
 /// Feed the trace and pull every 20 ms of the receiver's clock for `duration_ms`. The
 /// sequence numbers start near the 16-bit wrap so every test crosses it.
 fn run(arrivals: &[Arrival], duration_ms: u64, quiet: impl Fn(u64) -> bool) -> Run {
+    run_with(arrivals, duration_ms, quiet, 0)
+}
+
+/// [`run`], with each packet also carrying copies of the `depth` frames before it.
+fn run_with(
+    arrivals: &[Arrival],
+    duration_ms: u64,
+    quiet: impl Fn(u64) -> bool,
+    depth: u64,
+) -> Run {
     let t0 = Instant::now();
     let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
     let mut buffer = JitterBuffer::new(JitterConfig::default());
@@ -65,16 +75,26 @@ fn run(arrivals: &[Arrival], duration_ms: u64, quiet: impl Fn(u64) -> bool) -> R
     let mut inserted = Vec::new();
     let mut next_arrival = 0;
     let mut pull_ms = 0;
+    let packet = |seq: u64, sent_ms: f64| Packet {
+        seq: (65_500 + seq) as u16,
+        timestamp: (sent_ms * 48.0).round() as u64 as u32,
+        payload: seq.to_be_bytes().to_vec(),
+        quiet: quiet(seq),
+    };
     while pull_ms <= duration_ms {
         while next_arrival < arrivals.len() && arrivals[next_arrival].arrive_ms <= pull_ms as f64 {
             let a = arrivals[next_arrival];
-            let packet = Packet {
-                seq: (65_500 + a.seq) as u16,
-                timestamp: (a.sent_ms * 48.0).round() as u64 as u32,
-                payload: a.seq.to_be_bytes().to_vec(),
-                quiet: quiet(a.seq),
-            };
-            inserted.push(buffer.insert(packet, at(a.arrive_ms)));
+            let now = at(a.arrive_ms);
+            inserted.push(buffer.insert(packet(a.seq, a.sent_ms), now));
+            if depth > 0 {
+                buffer.note_redundancy(depth as usize, now);
+                for back in 1..=depth.min(a.seq) {
+                    let copy = packet(a.seq - back, a.sent_ms - (back * FRAME_MS) as f64);
+                    if buffer.wants(copy.seq) {
+                        assert!(buffer.insert_redundant(copy, depth as usize, now));
+                    }
+                }
+            }
             next_arrival += 1;
         }
         decisions.push((pull_ms, buffer.pull(at(pull_ms as f64))));
@@ -311,44 +331,7 @@ fn a_dtx_gap_after_quiet_frames_is_comfort_noise_not_loss() {
 /// Like [`run`], but each arriving packet also carries copies of the `depth` frames before
 /// it (RED), handed to the buffer as a receiver does: only the wanted ones.
 fn run_redundant(arrivals: &[Arrival], duration_ms: u64, depth: u64) -> Run {
-    let t0 = Instant::now();
-    let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
-    let mut buffer = JitterBuffer::new(JitterConfig::default());
-    let mut decisions = Vec::new();
-    let mut targets = Vec::new();
-    let mut inserted = Vec::new();
-    let mut next_arrival = 0;
-    let mut pull_ms = 0;
-    let packet = |seq: u64| Packet {
-        seq: (65_500 + seq) as u16,
-        timestamp: (seq * 960) as u32,
-        payload: seq.to_be_bytes().to_vec(),
-        quiet: false,
-    };
-    while pull_ms <= duration_ms {
-        while next_arrival < arrivals.len() && arrivals[next_arrival].arrive_ms <= pull_ms as f64 {
-            let a = arrivals[next_arrival];
-            let now = at(a.arrive_ms);
-            inserted.push(buffer.insert(packet(a.seq), now));
-            buffer.note_redundancy(depth as usize, now);
-            for back in 1..=depth.min(a.seq) {
-                let copy = packet(a.seq - back);
-                if buffer.wants(copy.seq) {
-                    assert!(buffer.insert_redundant(copy, depth as usize, now));
-                }
-            }
-            next_arrival += 1;
-        }
-        decisions.push((pull_ms, buffer.pull(at(pull_ms as f64))));
-        targets.push(buffer.stats().target_delay_ms);
-        pull_ms += FRAME_MS;
-    }
-    Run {
-        decisions,
-        targets,
-        buffer,
-        inserted,
-    }
+    run_with(arrivals, duration_ms, |_| false, depth)
 }
 
 #[test]

@@ -8,8 +8,9 @@
 // No trickle ICE: the SFU is ICE-lite and learns our address from our checks, and its
 // one candidate is in its answer. The microphone goes on the wire when the first remote
 // stream arrives (so both sides' recordings start near the start of each speech file);
-// each remote stream is recorded as 48 kHz PCM through an AudioWorklet. Loaded into the
-// page by run.mjs, which calls `window.sottoJoin(options)` and gets the recordings back.
+// each remote stream is recorded as 48 kHz PCM through an AudioWorklet (recorder.js).
+// Loaded into the page by run.mjs, after recorder.js, which calls
+// `window.sottoJoin(options)` and gets the recordings back.
 
 (() => {
   'use strict';
@@ -94,59 +95,6 @@
     }
   }
 
-  const RECORDER = `
-    class SottoRecorder extends AudioWorkletProcessor {
-      constructor() { super(); this.chunk = new Float32Array(4800); this.n = 0; }
-      process(inputs) {
-        const channel = inputs[0] && inputs[0][0];
-        if (!channel) return true;
-        for (let i = 0; i < channel.length; i++) {
-          this.chunk[this.n++] = channel[i];
-          if (this.n === this.chunk.length) {
-            this.port.postMessage(this.chunk, [this.chunk.buffer]);
-            this.chunk = new Float32Array(4800);
-            this.n = 0;
-          }
-        }
-        return true;
-      }
-    }
-    registerProcessor('sotto-recorder', SottoRecorder);
-  `;
-
-  // Records one remote stream: an AudioWorklet collects the samples. (The stream also
-  // plays, muted, in an <audio> element: Chromium pulls remote WebRTC audio through its
-  // renderer.)
-  async function record(ctx, stream) {
-    const element = new Audio();
-    element.muted = true;
-    element.srcObject = stream;
-    element.play().catch(() => {});
-    const source = ctx.createMediaStreamSource(stream);
-    const node = new AudioWorkletNode(ctx, 'sotto-recorder', { numberOfOutputs: 1 });
-    const chunks = [];
-    node.port.onmessage = (ev) => chunks.push(ev.data);
-    const mute = ctx.createGain();
-    mute.gain.value = 0;
-    source.connect(node).connect(mute).connect(ctx.destination);
-    return {
-      element,
-      stop() {
-        source.disconnect();
-        node.disconnect();
-        element.srcObject = null;
-        const samples = new Int16Array(chunks.reduce((n, c) => n + c.length, 0));
-        let at = 0;
-        for (const c of chunks) {
-          for (let i = 0; i < c.length; i++) {
-            samples[at++] = Math.max(-32768, Math.min(32767, Math.round(c[i] * 32768)));
-          }
-        }
-        return samples;
-      },
-    };
-  }
-
   // What WebRTC says about the call (the numbers a person would look at).
   async function summary(pc) {
     const out = { inbound: [], outbound: [] };
@@ -213,7 +161,7 @@
     log('joined', { identity, participants: joined.participants.length });
 
     const ctx = new AudioContext({ sampleRate: 48000 });
-    await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([RECORDER], { type: 'text/javascript' })));
+    await window.sottoRecorder.prepare(ctx);
 
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     // Our send m-line, sendrecv like the engine's; the microphone is attached later.
@@ -248,7 +196,7 @@
       const participant = ev.streams[0] ? stream.id : `track-${ev.track.id}`;
       if (recordings.has(participant)) return;
       log('track', { participant });
-      recordings.set(participant, record(ctx, stream));
+      recordings.set(participant, window.sottoRecorder.record(ctx, stream));
       startMic().catch((err) => {
         failure = failure || err;
       });
@@ -321,7 +269,7 @@
       .catch(() => {});
     const out = [];
     for (const [participant, recording] of recordings) {
-      const samples = (await recording).stop();
+      const samples = recording.stop();
       out.push({ participant, samples: b64url.encode(new Uint8Array(samples.buffer)) });
     }
     pc.close();

@@ -13,11 +13,12 @@
 // {"event":"done", ...} with the recordings' paths and WebRTC's statistics. Exit code 1
 // (and the reason on stderr) on any failure.
 
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { chromiumArgs, inNetns, pageHtml, writeWav } from './launch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const opts = JSON.parse(process.argv[2] || '{}');
@@ -45,31 +46,8 @@ const guard = setTimeout(() => {
   process.exit(1);
 }, (opts.timeout_seconds + opts.record_seconds + 30) * 1000);
 
-function wavFile(pcm, sampleRate) {
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0);
-  header.writeUInt32LE(36 + pcm.length, 4);
-  header.write('WAVE', 8);
-  header.write('fmt ', 12);
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20); // PCM
-  header.writeUInt16LE(1, 22); // mono
-  header.writeUInt32LE(sampleRate, 24);
-  header.writeUInt32LE(sampleRate * 2, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36);
-  header.writeUInt32LE(pcm.length, 40);
-  return Buffer.concat([header, pcm]);
-}
-
 const scratch = mkdtempSync(join(tmpdir(), 'sotto-chromium-'));
-let executablePath = opts.chromium;
-if (opts.netns) {
-  executablePath = join(scratch, 'chromium-in-netns');
-  writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${opts.netns}' '${opts.chromium}' "$@"\n`);
-  chmodSync(executablePath, 0o755);
-}
+const executablePath = opts.netns ? inNetns(scratch, opts.netns, opts.chromium) : opts.chromium;
 
 let browser;
 let status = 0;
@@ -77,18 +55,7 @@ try {
   browser = await chromium.launch({
     executablePath,
     headless: true,
-    args: [
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${opts.input}%noloop`,
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: chromiumArgs(opts.input),
   });
   // The page (origin http://localhost, served by playwright, so no address of its own)
   // reaches signaling on a private address: Chromium's Local Network Access checks ask
@@ -98,13 +65,8 @@ try {
   page.on('console', (msg) => console.error(`page ${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
   await page.exposeFunction('sottoReport', (event) => emit(event));
-  const script = readFileSync(join(here, 'participant.js'), 'utf8');
-  await page.route('http://localhost/**', (route) =>
-    route.fulfill({
-      contentType: 'text/html',
-      body: `<!doctype html><meta charset="utf-8"><title>Sotto</title><script>${script}</script>`,
-    }),
-  );
+  const body = pageHtml(join(here, 'participant.js'), 'Sotto');
+  await page.route('http://localhost/**', (route) => route.fulfill({ contentType: 'text/html', body }));
   await page.goto('http://localhost/sotto.html');
   const result = await page.evaluate(
     (o) =>
@@ -121,7 +83,7 @@ try {
   for (const { participant, samples } of result.recordings) {
     const pcm = Buffer.from(samples, 'base64url');
     const path = join(opts.out_dir, `${participant}.wav`);
-    writeFileSync(path, wavFile(pcm, result.sample_rate));
+    writeWav(path, pcm, result.sample_rate);
     recordings.push({ participant, path, seconds: pcm.length / 2 / result.sample_rate });
   }
   emit({ event: 'done', identity: result.identity, recordings, stats: result.stats, ended: result.ended });
