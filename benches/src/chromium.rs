@@ -67,18 +67,15 @@ impl ChromiumPeer {
         let recording = out.join(format!("{stem}.wav"));
         let reference = read_wav(input)?;
         let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
-        let (forward, backward) = scenario.directions();
         let host = &self.netns.host_addr;
-        let mut relay = Relay::bind(RelayConfig {
-            listen: format!("{host}:0").parse()?,
-            // Set once the callee page says where it listens.
-            target: format!("{}:9", self.netns.inner_addr).parse()?,
-            via: format!("{host}:0").parse()?,
-            forward,
-            backward,
+        let mut relay = Relay::bind(RelayConfig::for_scenario(
+            scenario,
             seed,
-            duration: speech + Duration::from_secs(60),
-        })
+            format!("{host}:0").parse()?,
+            // Set once the callee page says where it listens.
+            format!("{}:9", self.netns.inner_addr).parse()?,
+            speech + Duration::from_secs(60),
+        ))
         .await
         .context("binding the relay")?;
         let relay_addr = relay.listen_addr()?;
@@ -113,17 +110,13 @@ impl ChromiumPeer {
             .parse()
             .context("the callee's address")?;
         relay.set_target(target);
-        let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
-        let relay_task = tokio::spawn(relay.run_until(async move {
-            let _ = stopped.await;
-        }));
+        let relay = relay.spawn();
         let mut stdin = child.stdin.take().context("the driver's stdin")?;
         stdin
             .write_all(format!("{}\n", json!({ "relay": relay_addr.to_string() })).as_bytes())
             .await?;
         let done = next_event(&mut lines, speech + Duration::from_secs(90), "done").await;
-        let _ = stop_relay.send(());
-        let relay = relay_task.await.ok().and_then(Result::ok);
+        let relay = relay.stop().await;
         finish(child).await;
         let done = done.with_context(|| {
             format!(
@@ -193,8 +186,9 @@ fn measured(done: &Value) -> Measured {
         }
     };
     Measured {
-        recording_offset_ms: number(&done["recording_started_ms"])
-            - number(&done["capture_started_ms"]),
+        recording_offset_ms: Some(
+            number(&done["recording_started_ms"]) - number(&done["capture_started_ms"]),
+        ),
         loss_percent: ratio(lost, received + lost),
         concealed_percent: ratio(number(&inbound["concealed_samples"]), samples),
         jitter_buffer_ms: if emitted > 0.0 {

@@ -11,6 +11,7 @@
 pub mod charts;
 pub mod chromium;
 pub mod emodel;
+pub mod group;
 pub mod netns;
 pub mod quality;
 pub mod relay;

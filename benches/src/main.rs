@@ -81,6 +81,10 @@ struct RunArgs {
     /// `npm ci` in examples/tests/browser).
     #[arg(long, value_enum, default_value = "sotto")]
     peer: sotto_bench::quality::Peer,
+    /// Run each scenario as a group call of this many engines through an in-process SFU
+    /// (one speaks, the others listen; every leg through the relay) instead of one-to-one.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=32))]
+    group: Option<u32>,
     /// The Chromium binary for `--peer chromium`.
     #[arg(long, default_value = "/usr/bin/chromium")]
     chromium: PathBuf,
@@ -400,33 +404,46 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
             for &peer in peers {
                 let name = format!("{} {} seed {seed}", scenario.name, peer.name());
                 bar.set_message(name.clone());
-                let result = match (peer, &chromium) {
-                    (Peer::Chromium, Some(browser)) => {
-                        browser
-                            .run_call(scenario, seed, &args.input, &args.out, &scoring)
-                            .await
+                let result = match (peer, &chromium, args.group) {
+                    (Peer::Chromium, Some(browser), _) => browser
+                        .run_call(scenario, seed, &args.input, &args.out, &scoring)
+                        .await
+                        .map(|result| vec![result]),
+                    (_, _, Some(n)) => {
+                        sotto_bench::group::run_group_call(
+                            scenario,
+                            seed,
+                            n as usize,
+                            &args.input,
+                            &args.out,
+                            &scoring,
+                        )
+                        .await
                     }
                     _ => {
                         quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
                             .await
+                            .map(|result| vec![result])
                     }
                 };
                 bar.inc(1);
                 match result {
-                    Ok(result) => {
-                        // suspend, not println: println prints nothing when the bar is
-                        // hidden (logs).
-                        bar.suspend(|| {
-                            eprintln!(
-                                "{name}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, \
-                                 sender at {} bit/s",
-                                result.pesq_wb,
-                                result.mouth_to_ear_ms,
-                                result.loss_percent,
-                                result.final_bitrate_bps,
-                            )
-                        });
-                        results.push(result);
+                    Ok(calls) => {
+                        for result in calls {
+                            // suspend, not println: println prints nothing when the bar is
+                            // hidden (logs).
+                            bar.suspend(|| {
+                                eprintln!(
+                                    "{name}: PESQ-WB {:?}, mouth-to-ear {:?} ms, loss {} %, \
+                                     sender at {} bit/s",
+                                    result.pesq_wb,
+                                    result.mouth_to_ear_ms,
+                                    result.loss_percent,
+                                    result.final_bitrate_bps,
+                                )
+                            });
+                            results.push(result);
+                        }
                     }
                     Err(err) => {
                         // A call that fails (say, its setup lost to a burst) is reported,

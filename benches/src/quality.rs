@@ -126,26 +126,20 @@ pub async fn run_call(
 ) -> anyhow::Result<CallResult> {
     let recording = out.join(format!("{}-sotto-seed{seed}.wav", scenario.name));
     let bob_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let (forward, backward) = scenario.directions();
     let reference = read_wav(input)?;
     let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
-    let relay = Relay::bind(RelayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        target: bob_addr,
-        via: "127.0.0.1:0".parse()?,
-        forward,
-        backward,
+    let relay = Relay::bind(RelayConfig::for_scenario(
+        scenario,
         seed,
+        "127.0.0.1:0".parse()?,
+        bob_addr,
         // Setup, the speech, its tail, and a margin.
-        duration: speech + Duration::from_secs(20),
-    })
+        speech + Duration::from_secs(20),
+    ))
     .await
     .context("binding the relay")?;
     let relay_addr = relay.listen_addr()?;
-    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(relay.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let relay = relay.spawn();
 
     let config = ClientConfig::new(server.ws_url());
     let alice = Phone::new(
@@ -187,8 +181,7 @@ pub async fn run_call(
         .await?;
     let (caller, callee) = tokio::join!(call.finished(), answered.finished());
     let (caller, callee) = (caller?, callee?);
-    let _ = stop_relay.send(());
-    let relay = relay_task.await.ok().and_then(Result::ok);
+    let relay = relay.stop().await;
     if !caller.connected || !callee.connected {
         bail!(
             "{}: the call did not connect: {}",
@@ -213,8 +206,9 @@ pub async fn run_call(
 #[derive(Debug, Clone, Default)]
 pub struct Measured {
     /// From the caller's capture start to the callee's recording start, ms (one wall
-    /// clock: both ends run on this machine).
-    pub recording_offset_ms: f64,
+    /// clock: both ends run on this machine); `None` when not known (no mouth-to-ear
+    /// delay, and no E-model, is given then).
+    pub recording_offset_ms: Option<f64>,
     /// Packets the callee never got in time, %.
     pub loss_percent: f64,
     /// Audio played that was not decoded from its own packet, %.
@@ -248,7 +242,7 @@ impl Measured {
         let got = &callee.received;
         let played_ms = callee.duration_s * 1000.0;
         Measured {
-            recording_offset_ms,
+            recording_offset_ms: Some(recording_offset_ms),
             loss_percent: got.loss_percent,
             concealed_percent: if played_ms > 0.0 {
                 round(got.concealed_ms * 100.0 / played_ms, 2)
@@ -281,12 +275,9 @@ pub fn score(
 ) -> anyhow::Result<CallResult> {
     let received = read_wav(&recording)?;
     let alignment = align(reference, &received, SAMPLE_RATE as usize * 2);
-    let mouth_to_ear_ms = alignment.map(|a| {
-        round(
-            a.lag as f64 * 1000.0 / f64::from(SAMPLE_RATE) + measured.recording_offset_ms,
-            1,
-        )
-    });
+    let mouth_to_ear_ms = alignment
+        .zip(measured.recording_offset_ms)
+        .map(|(a, offset)| round(a.lag as f64 * 1000.0 / f64::from(SAMPLE_RATE) + offset, 1));
     let rating = mouth_to_ear_ms.map(|delay| {
         emodel::rating(&Inputs::voip(
             delay,

@@ -145,3 +145,32 @@ async fn chromium_pages_call_through_the_relay_and_are_scored() {
     assert!(pesq(clean) > pesq(lossy), "{clean:?}\n{lossy:?}");
     assert!(clean.mouth_to_ear_ms.unwrap() > 0.0, "{clean:?}");
 }
+
+/// Group mode (`--group 3`): one engine speaks through the SFU to two listeners, every leg
+/// through the relay; each listener's recording is scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
+    let scoring = Scoring {
+        python: Some(python()),
+        script: bench_dir().join("score.py"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = short_input(dir.path());
+    let scenario = Scenario::load(&bench_dir().join("scenarios/clean.toml")).unwrap();
+    let results = sotto_bench::group::run_group_call(&scenario, 1, 3, &input, dir.path(), &scoring)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 2, "one result per listener");
+    for result in &results {
+        assert_eq!(result.scenario, "clean/group3");
+        assert!(result.pesq_wb.unwrap() > 3.0, "{result:?}");
+        assert!(result.received.packets > 150, "{result:?}");
+        // No mouth-to-ear delay is claimed for group streams.
+        assert_eq!(result.mouth_to_ear_ms, None);
+    }
+    // Three participants' legs went through the relay: the speaker's audio once up, and
+    // down twice.
+    let relay = &results[0].relay;
+    assert!(relay.forward.received > 250, "{relay:?}");
+    assert!(relay.backward.forwarded > 2 * 200, "{relay:?}");
+}

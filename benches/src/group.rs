@@ -1,0 +1,190 @@
+//! `sotto-bench run --group N`: a scenario through the SFU. N engines join one room of an
+//! in-process signaling server and SFU; the first speaks the reference speech, the others
+//! listen and record. The SFU advertises the relay's address instead of its own, so every
+//! participant's every datagram, both ways, crosses the relay, each on its own leg with its
+//! own seeded links ([`crate::relay`]). Each listener's recording is scored like a
+//! one-to-one call's; the mouth-to-ear delay is not (the engine does not report when a
+//! group stream's playout started against the speaker's capture).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use sotto_engine::Identity;
+use sotto_engine::audio::codec::EncoderConfig;
+use sotto_engine::audio::{InputSpec, SAMPLE_RATE};
+use sotto_engine::call::group::GroupConfig;
+use sotto_engine::call::{IceConfig, Phone, ReceivedSummary};
+use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
+use sotto_signaling::server::{Config, start};
+
+use crate::quality::{CallResult, Measured, Peer, Scoring, read_wav, score};
+use crate::relay::{Relay, RelayConfig};
+use crate::scenario::Scenario;
+
+/// Runs one group call of `participants` (at least 2) under `scenario` with `seed`; one
+/// result per listener, named `<scenario>/group<N>`.
+pub async fn run_group_call(
+    scenario: &Scenario,
+    seed: u64,
+    participants: usize,
+    input: &Path,
+    out: &Path,
+    scoring: &Scoring,
+) -> anyhow::Result<Vec<CallResult>> {
+    if participants < 2 {
+        bail!("a group call needs at least two participants");
+    }
+    let name = format!("{}/group{participants}", scenario.name);
+    let reference = read_wav(input)?;
+    let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
+    let data = tempfile::tempdir().context("a data dir for signaling")?;
+    let secret: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret_file = data.path().join("sfu-secret");
+    std::fs::write(&secret_file, &secret)?;
+    let mut server_config = Config::new("127.0.0.1:0".parse()?, data.path());
+    server_config.sfu_secret_file = Some(secret_file);
+    let server = start(server_config).await.context("starting signaling")?;
+
+    // The SFU on a port of its own, telling participants to use the relay's address.
+    let sfu_addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let relay = Relay::bind(RelayConfig::for_scenario(
+        scenario,
+        seed,
+        "127.0.0.1:0".parse()?,
+        sfu_addr,
+        speech + Duration::from_secs(60),
+    ))
+    .await
+    .context("binding the relay")?;
+    let sfu = sotto_sfu::driver::start(sfu_addr, Some(relay.listen_addr()?))
+        .await
+        .context("starting the SFU")?;
+    let relay = relay.spawn();
+    let mut sfu_config = ClientConfig::new(server.ws_url());
+    sfu_config.sfu_secret = Some(secret.into_bytes());
+    let sfu_key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let (sfu_sender, sfu_events) = SignalingClient::connect(
+        sfu_config,
+        Arc::new(KeyAuthenticator::new(sfu_key, Some("sfu".into()))),
+    )
+    .await
+    .context("registering the SFU")?
+    .split();
+    let control = tokio::spawn(sotto_sfu::control::run(
+        sfu_sender,
+        sfu_events,
+        sfu.handle.clone(),
+        sfu.signals,
+    ));
+
+    let client_config = ClientConfig::new(server.ws_url());
+    let mut clients = Vec::new();
+    for i in 0..participants {
+        let identity = Arc::new(Identity::generate(Some(format!("p{}", i + 1)))?);
+        clients.push((
+            identity.clone(),
+            SignalingClient::connect(client_config.clone(), identity).await?,
+        ));
+    }
+    let invite = clients[0]
+        .1
+        .create_group_room(Some(participants as u32))
+        .await?;
+    let sfu_identity = invite.sfu.context("the room has no SFU")?;
+    for (_, client) in clients.iter().skip(1) {
+        client
+            .join_room(&invite.room_id, &invite.invite_token)
+            .await?;
+    }
+    let speaker = clients[0].0.public().to_string();
+    let mut calls = Vec::new();
+    for (i, (_, client)) in clients.into_iter().enumerate() {
+        let listener = i > 0;
+        let config = GroupConfig {
+            input: if listener {
+                InputSpec::Silence
+            } else {
+                InputSpec::Wav(input.to_owned())
+            },
+            record_dir: listener
+                .then(|| out.join(format!("{}-seed{seed}-p{}", scenario.name, i + 1))),
+            encoder: EncoderConfig::default(),
+            jitter: Default::default(),
+            ice: IceConfig::loopback(),
+            max_duration: Some(speech + Duration::from_secs(if listener { 6 } else { 4 })),
+            leave_after_input: Some(Duration::from_millis(1500)),
+            e2ee: None,
+        };
+        let phone = Phone::new(client);
+        let room = invite.room_id.clone();
+        calls.push(tokio::spawn(async move {
+            phone.group_call(room, sfu_identity, config).await
+        }));
+    }
+    let mut summaries = Vec::new();
+    for call in calls {
+        summaries.push(call.await.context("a participant's task")??);
+    }
+    let relay = relay.stop().await;
+    control.abort();
+    sfu.task.abort();
+    server.shutdown().await?;
+
+    let mut results = Vec::new();
+    for summary in summaries.iter().skip(1) {
+        let Some(stream) = summary.received.iter().find(|s| s.participant == speaker) else {
+            bail!(
+                "{name}: a listener never heard the speaker ({})",
+                summary.end
+            );
+        };
+        let Some(recording) = stream.recording.clone() else {
+            bail!("{name}: no recording of the speaker");
+        };
+        let expected = stream.packets + stream.lost;
+        let percent = |part: f64| {
+            if expected == 0 {
+                0.0
+            } else {
+                (part * 10_000.0 / expected as f64).round() / 100.0
+            }
+        };
+        let measured = Measured {
+            recording_offset_ms: None,
+            loss_percent: percent(stream.lost as f64),
+            concealed_percent: percent(stream.concealed_ms / 20.0),
+            jitter_buffer_ms: stream.jitter_buffer_mean_ms,
+            bitrate_kbps: summaries[0].sent.payload_kbps,
+            final_bitrate_bps: summaries[0].sent.final_bitrate_bps,
+            fec_loss_percent: summaries[0].sent.final_loss_percent,
+            received: ReceivedSummary {
+                packets: stream.packets,
+                lost: stream.lost,
+                concealed_ms: stream.concealed_ms,
+                jitter_buffer_mean_ms: stream.jitter_buffer_mean_ms,
+                ..ReceivedSummary::default()
+            },
+            caller_timeline: Vec::new(),
+            callee_timeline: Vec::new(),
+        };
+        let mut result = score(
+            scenario,
+            seed,
+            Peer::Sotto,
+            &reference,
+            input,
+            recording,
+            measured,
+            relay,
+            scoring,
+        )?;
+        result.scenario = name.clone();
+        results.push(result);
+    }
+    Ok(results)
+}
