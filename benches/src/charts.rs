@@ -41,13 +41,14 @@ pub fn draw_all(
         })
         .map(|s| (loss(s), s))
         .collect();
-    if lossy.len() >= 2 {
+    let lines = series(&lossy, results, |r| r.pesq_wb);
+    if has_a_line(&lines) {
         let path = dir.join("pesq-vs-loss.png");
         xy_chart(
             &path,
             "PESQ-WB against packet loss (mean over seeds)",
             ("uniform loss, %", "PESQ-WB"),
-            &series(&lossy, results, |r| r.pesq_wb),
+            &lines,
             Some((1.0, 4.6)),
         )?;
         written.push(path);
@@ -64,13 +65,14 @@ pub fn draw_all(
             (sigma, s)
         })
         .collect();
-    if jittery.len() >= 2 {
+    let lines = series(&jittery, results, |r| r.mouth_to_ear_ms);
+    if has_a_line(&lines) {
         let path = dir.join("delay-vs-jitter.png");
         xy_chart(
             &path,
             "Mouth-to-ear delay against jitter (mean over seeds)",
             ("jitter σ, ms", "mouth-to-ear delay, ms"),
-            &series(&jittery, results, |r| r.mouth_to_ear_ms),
+            &lines,
             None,
         )?;
         written.push(path);
@@ -98,7 +100,13 @@ fn load_font() -> anyhow::Result<()> {
         .map_err(|_| anyhow!("{FONT} is not a font plotters can read"))
 }
 
-/// Per peer, (x, mean of `metric` over seeds) for each scenario, sorted by x.
+/// Whether some peer has at least two points (a line worth drawing).
+fn has_a_line(lines: &[(Peer, Vec<(f64, f64)>)]) -> bool {
+    lines.iter().any(|(_, line)| line.len() >= 2)
+}
+
+/// Per peer, (x, mean of `metric` over seeds) for each scenario, sorted by x. Group runs
+/// (`<scenario>/group<N>`) count for their scenario.
 fn series(
     points: &[(f64, &Scenario)],
     results: &[CallResult],
@@ -112,7 +120,10 @@ fn series(
                 .filter_map(|(x, scenario)| {
                     let values: Vec<f64> = results
                         .iter()
-                        .filter(|r| r.peer == peer && r.scenario == scenario.name)
+                        .filter(|r| {
+                            r.peer == peer
+                                && r.scenario.split('/').next() == Some(scenario.name.as_str())
+                        })
                         .filter_map(&metric)
                         .collect();
                     (!values.is_empty())
@@ -166,6 +177,9 @@ fn xy_chart(
         x_max = x_max.max(x);
         y_min = y_min.min(y);
         y_max = y_max.max(y);
+    }
+    if !(y_min.is_finite() && y_max.is_finite()) {
+        return Err(anyhow!("no points to draw"));
     }
     let (y_min, y_max) = y_range.unwrap_or((0.0, (y_max * 1.15).max(y_min + 1.0)));
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();

@@ -173,4 +173,8 @@ async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
     let relay = &results[0].relay;
     assert!(relay.forward.received > 250, "{relay:?}");
     assert!(relay.backward.forwarded > 2 * 200, "{relay:?}");
+    // Charts of a run with nothing to draw a line through (one scenario, no delay) are
+    // skipped, not drawn over an empty range.
+    let charts = sotto_bench::charts::draw_all(dir.path(), &[scenario], &results).unwrap();
+    assert!(charts.is_empty(), "{charts:?}");
 }
