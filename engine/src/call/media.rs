@@ -251,22 +251,27 @@ pub async fn run_sender(
                 sealed
             }
         };
-        let depth = match payload_types.red {
-            Some(_) => usize::from(control.red_depth.load(Ordering::Relaxed)),
-            None => 0,
-        };
-        history.pack_next(
-            sequence_number,
-            frame.index,
-            &payload,
-            depth,
-            payload_types.opus,
-            frame_samples,
-            &mut red,
-        );
+        // With RED negotiated, every frame is remembered (so that redundancy can start at
+        // once); it is sent as RED while the controller asks for copies.
         let (payload_type, payload) = match payload_types.red {
-            Some(red_type) if depth > 0 => (red_type, red.clone()),
-            _ => (payload_types.opus, payload),
+            Some(red_type) => {
+                let depth = usize::from(control.red_depth.load(Ordering::Relaxed));
+                history.pack_next(
+                    sequence_number,
+                    frame.index,
+                    &payload,
+                    depth,
+                    payload_types.opus,
+                    frame_samples,
+                    &mut red,
+                );
+                if depth > 0 {
+                    (red_type, red.clone())
+                } else {
+                    (payload_types.opus, payload)
+                }
+            }
+            None => (payload_types.opus, payload),
         };
         let payload_len = payload.len() as u64;
         let packet = RtpPacket {
