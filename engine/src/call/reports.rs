@@ -3,14 +3,15 @@
 //! here because rtc 0.21.1's statistics read report blocks only from receiver reports, and
 //! a peer that sends media (every one-to-one call) reports in sender reports: its
 //! `remote-inbound-rtp` loss then stays 0, and Opus FEC was never switched on. It also
-//! takes the round-trip time from the blocks' LSR and DLSR (RFC 3550 §6.4.1), which the
-//! rate controller reads as a queueing signal. Passes every packet through unchanged.
-//! The one clock it reads is the wall clock, to put the packet's arrival in NTP time, as
-//! rtc stamps our sender reports from the wall clock too.
+//! keeps the latest block's LSR and DLSR with the packet's arrival time, from which the
+//! call computes the round trip (RFC 3550 §6.4.1) that the rate controller reads as a
+//! queueing signal. Passes every packet through unchanged; sans-IO, no clock (the call
+//! gives the wall clock when it asks for the round trip: our sender reports carry
+//! wall-clock NTP time).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -27,8 +28,19 @@ pub struct ReportedLoss {
     /// report (so a reader can tell a new report from an old one), packed as
     /// `count << 8 | fraction`.
     latest: AtomicU32,
-    /// The latest round trip in µs plus a report count, packed as `count << 40 | µs`.
-    rtt: AtomicU64,
+    /// The latest report block's timing about our SSRC, and how many have come.
+    timing: std::sync::Mutex<Option<(BlockTiming, u32)>>,
+}
+
+/// What a round trip is computed from.
+#[derive(Debug, Clone, Copy)]
+struct BlockTiming {
+    /// The middle 32 bits of the NTP time of our last sender report the peer had.
+    lsr: u32,
+    /// How long the peer held it before sending the block, 1/65536 s.
+    dlsr: u32,
+    /// When the block arrived.
+    arrival: Instant,
 }
 
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
@@ -41,16 +53,14 @@ fn ntp_middle(since_unix: Duration) -> u32 {
     ((secs << 16) | frac) as u32
 }
 
-/// The round trip of one report block that arrived at `arrival` (NTP middle 32 bits):
-/// arrival − LSR − DLSR, or `None` when the peer has not had a sender report from us yet
-/// (LSR 0) or the result is nonsense (negative, or over a minute).
-pub fn round_trip(block: &ReceptionReport, arrival: u32) -> Option<Duration> {
-    if block.last_sender_report == 0 {
+/// The round trip of a report block with `lsr` and `dlsr` that arrived at `arrival` (all
+/// NTP middle 32 bits): arrival − LSR − DLSR, or `None` when the peer has not had a sender
+/// report from us yet (LSR 0) or the result is nonsense (negative, or over a minute).
+pub fn round_trip(lsr: u32, dlsr: u32, arrival: u32) -> Option<Duration> {
+    if lsr == 0 {
         return None;
     }
-    let units = arrival
-        .wrapping_sub(block.last_sender_report)
-        .checked_sub(block.delay)?;
+    let units = arrival.wrapping_sub(lsr).checked_sub(dlsr)?;
     let rtt = Duration::from_micros(u64::from(units) * 1_000_000 / 65_536);
     (rtt < Duration::from_secs(60)).then_some(rtt)
 }
@@ -64,17 +74,35 @@ impl ReportedLoss {
         (count > 0).then(|| (f64::from(packed & 0xff) / 256.0, count))
     }
 
-    /// The latest round trip and how many have come, or `None` before the first.
-    pub fn latest_rtt(&self) -> Option<(Duration, u32)> {
-        let packed = self.rtt.load(Ordering::Relaxed);
-        let count = (packed >> 40) as u32;
-        (count > 0).then(|| (Duration::from_micros(packed & ((1 << 40) - 1)), count))
+    /// The round trip of the latest report block and how many blocks have come, given
+    /// the wall clock `wall` at the monotonic `now`; `None` before the first block, or
+    /// while the peer has had no sender report from us.
+    pub fn latest_rtt(&self, wall: SystemTime, now: Instant) -> Option<(Duration, u32)> {
+        let (timing, count) = (*self.lock())?;
+        let arrival = wall
+            .checked_sub(now.saturating_duration_since(timing.arrival))?
+            .duration_since(UNIX_EPOCH)
+            .ok()?;
+        round_trip(timing.lsr, timing.dlsr, ntp_middle(arrival)).map(|rtt| (rtt, count))
     }
 
-    fn record_rtt(&self, rtt: Duration) {
-        let count = ((self.rtt.load(Ordering::Relaxed) >> 40) + 1) & 0xff_ffff;
-        let micros = (rtt.as_micros() as u64).min((1 << 40) - 1);
-        self.rtt.store(count << 40 | micros, Ordering::Relaxed);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(BlockTiming, u32)>> {
+        self.timing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record_timing(&self, block: &ReceptionReport, arrival: Instant) {
+        let mut timing = self.lock();
+        let count = timing.map_or(0, |(_, count)| count).wrapping_add(1);
+        *timing = Some((
+            BlockTiming {
+                lsr: block.last_sender_report,
+                dlsr: block.delay,
+                arrival,
+            },
+            count,
+        ));
     }
 
     fn record(&self, block: &ReceptionReport) {
@@ -126,13 +154,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportTap {
                 };
                 for block in blocks.iter().filter(|b| b.ssrc == self.ssrc) {
                     self.loss.record(block);
-                    // When it arrived, on the wall clock.
-                    let arrival = SystemTime::now()
-                        .checked_sub(Instant::now().saturating_duration_since(msg.now))
-                        .and_then(|at| at.duration_since(UNIX_EPOCH).ok());
-                    if let Some(rtt) = arrival.and_then(|at| round_trip(block, ntp_middle(at))) {
-                        self.loss.record_rtt(rtt);
-                    }
+                    self.loss.record_timing(block, msg.now);
                 }
             }
         }
@@ -165,26 +187,18 @@ impl Interceptor for ReportTap {
 mod tests {
     use super::*;
 
-    fn block(lsr: u32, dlsr: u32) -> ReceptionReport {
-        ReceptionReport {
-            last_sender_report: lsr,
-            delay: dlsr,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn round_trip_is_arrival_minus_lsr_minus_dlsr() {
         // RFC 3550 §6.4.1's example: A = 0xb710_8000 (46864.500 s), LSR = 0xb705_2000
         // (46853.125 s), DLSR = 0x0005_4000 (5.250 s): RTT = 6.125 s.
-        let rtt = round_trip(&block(0xb705_2000, 0x0005_4000), 0xb710_8000);
+        let rtt = round_trip(0xb705_2000, 0x0005_4000, 0xb710_8000);
         assert_eq!(rtt, Some(Duration::from_micros(6_125_000)));
         // Across the 16-bit seconds wrap.
-        let rtt = round_trip(&block(0xffff_8000, 0x0000_4000), 0x0000_4000);
+        let rtt = round_trip(0xffff_8000, 0x0000_4000, 0x0000_4000);
         assert_eq!(rtt, Some(Duration::from_millis(500)));
         // No sender report yet, or a DLSR larger than the time since: no round trip.
-        assert_eq!(round_trip(&block(0, 0), 0x1000), None);
-        assert_eq!(round_trip(&block(0x1000, 0x2000), 0x1800), None);
+        assert_eq!(round_trip(0, 0, 0x1000), None);
+        assert_eq!(round_trip(0x1000, 0x2000, 0x1800), None);
     }
 
     #[test]
@@ -195,11 +209,25 @@ mod tests {
     }
 
     #[test]
-    fn rtt_is_packed_with_a_count() {
+    fn the_round_trip_counts_from_the_blocks_arrival() {
         let shared = ReportedLoss::default();
-        assert_eq!(shared.latest_rtt(), None);
-        shared.record_rtt(Duration::from_millis(42));
-        shared.record_rtt(Duration::from_millis(43));
-        assert_eq!(shared.latest_rtt(), Some((Duration::from_millis(43), 2)));
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(shared.latest_rtt(wall, now), None);
+        // Our sender report left at wall − 100 ms; the peer held it 20 ms; its block came
+        // back at wall − 30 ms, read 30 ms later: a 50 ms round trip.
+        let sent = ntp_middle(Duration::from_secs(1_000_000) - Duration::from_millis(100));
+        let block = ReceptionReport {
+            last_sender_report: sent,
+            delay: 65_536 / 50,
+            ..Default::default()
+        };
+        shared.record_timing(&block, now - Duration::from_millis(30));
+        let (rtt, count) = shared.latest_rtt(wall, now).expect("a round trip");
+        assert_eq!(count, 1);
+        assert!(
+            rtt.abs_diff(Duration::from_millis(50)) < Duration::from_millis(1),
+            "{rtt:?}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use sotto_signaling::protocol::{
@@ -895,7 +895,8 @@ impl Session {
             }
             _ => f64::NAN,
         };
-        if let Some((rtt, count)) = self.reported_loss.latest_rtt()
+        let rtt = self.reported_loss.latest_rtt(SystemTime::now(), now);
+        if let Some((rtt, count)) = rtt
             && count != self.rtts_seen
         {
             self.rtts_seen = count;
@@ -922,7 +923,7 @@ impl Session {
                 .reported_loss
                 .latest()
                 .map(|(fraction, _)| round(fraction * 100.0, 2)),
-            rtt_ms: self.reported_loss.latest_rtt().map(|(rtt, _)| ms(rtt)),
+            rtt_ms: rtt.map(|(rtt, _)| ms(rtt)),
             congested: self.rate.congested(),
             jitter_target_ms: jitter.map(|j| round(j.target_delay_ms, 1)),
             jitter_current_ms: jitter.map(|j| round(j.current_delay_ms, 1)),
