@@ -15,13 +15,13 @@
 // times capture and recording started and both sides' WebRTC statistics. Exit code 1
 // (and the reason on stderr) on any failure.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { chromiumArgs, inNetns, pageHtml, writeWav } from '../../examples/tests/browser/launch.mjs';
+import { chromiumArgs, inNetns, pageHtml, readOptions, writeWav } from '../../examples/tests/browser/launch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // One install of playwright-core serves the browser test and the bench.
@@ -29,21 +29,9 @@ const require = createRequire(join(here, '../../examples/tests/browser/package.j
 const { chromium } = require('playwright-core');
 
 
-const opts = JSON.parse(process.argv[2] || '{}');
-for (const key of ['input', 'out_wav', 'inner_addr', 'netns']) {
-  if (!opts[key]) {
-    console.error(`pair.mjs: option "${key}" is missing`);
-    process.exit(2);
-  }
-}
-opts.input = resolve(opts.input);
-if (!existsSync(opts.input)) {
-  console.error(`pair.mjs: no such input file: ${opts.input}`);
-  process.exit(2);
-}
+const opts = readOptions('pair.mjs', ['input', 'out_wav', 'inner_addr', 'netns']);
 opts.seconds ??= 12;
 opts.timeout_seconds ??= 30;
-opts.chromium ??= '/usr/bin/chromium';
 
 const emit = (event) => console.log(JSON.stringify(event));
 const guard = setTimeout(() => {

@@ -2,11 +2,30 @@
 // peer (benches/chromium/pair.mjs) share: Chromium's flags, running it inside a network
 // namespace, the page they load, and writing a WAV file.
 
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+// The JSON options in argv[2]: exits with code 2 and a message naming `script` when one
+// of `required` is missing or the `input` WAV is not there. `input` comes back absolute
+// (Chromium plays silence, without a word, from a fake-capture path with `..` in it);
+// `chromium` defaults to Debian's.
+export function readOptions(script, required) {
+  const opts = JSON.parse(process.argv[2] || '{}');
+  const fail = (message) => {
+    console.error(`${script}: ${message}`);
+    process.exit(2);
+  };
+  for (const key of required) {
+    if (!opts[key]) fail(`option "${key}" is missing`);
+  }
+  opts.input = resolve(opts.input);
+  if (!existsSync(opts.input)) fail(`no such input file: ${opts.input}`);
+  opts.chromium ??= '/usr/bin/chromium';
+  return opts;
+}
 
 // Headless, a fake microphone playing `input` once, no prompts, nothing fetched.
 export function chromiumArgs(input) {

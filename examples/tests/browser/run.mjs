@@ -13,30 +13,17 @@
 // {"event":"done", ...} with the recordings' paths and WebRTC's statistics. Exit code 1
 // (and the reason on stderr) on any failure.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { chromiumArgs, inNetns, pageHtml, writeWav } from './launch.mjs';
+import { chromiumArgs, inNetns, pageHtml, readOptions, writeWav } from './launch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const opts = JSON.parse(process.argv[2] || '{}');
-for (const key of ['signaling', 'room_id', 'invite_token', 'input', 'out_dir']) {
-  if (!opts[key]) {
-    console.error(`run.mjs: option "${key}" is missing`);
-    process.exit(2);
-  }
-}
-// Chromium plays silence, without a word, from a fake-capture path with `..` in it.
-opts.input = resolve(opts.input);
-if (!existsSync(opts.input)) {
-  console.error(`run.mjs: no such input file: ${opts.input}`);
-  process.exit(2);
-}
+const opts = readOptions('run.mjs', ['signaling', 'room_id', 'invite_token', 'input', 'out_dir']);
 opts.record_seconds ??= 13;
 opts.timeout_seconds ??= 60;
-opts.chromium ??= '/usr/bin/chromium';
 
 const emit = (event) => console.log(JSON.stringify(event));
 
