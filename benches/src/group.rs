@@ -119,6 +119,7 @@ pub async fn run_group_call(
             max_duration: Some(speech + Duration::from_secs(if listener { 6 } else { 4 })),
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
+            decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         };
         let phone = Phone::new(client);
         let room = invite.room_id.clone();

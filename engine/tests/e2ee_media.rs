@@ -340,6 +340,7 @@ async fn group_call(
             max_duration: Some(Duration::from_secs(4)),
             leave_after_input: None,
             e2ee,
+            decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         };
         let (room, sfu) = (invite.room_id.clone(), sfu.identity);
         calls.push(tokio::spawn(async move {

@@ -144,6 +144,7 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
             max_duration: Some(Duration::from_secs(120)),
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
+            decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         };
         let room = invite.room_id.clone();
         calls.push((

@@ -240,6 +240,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         max_duration: Some(Duration::from_secs(60)),
         leave_after_input: Some(Duration::from_secs(3)),
         e2ee: None,
+        decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
     };
     let room = invite.room_id.clone();
     let engine = tokio::spawn(async move { phone.group_call(room, sfu_identity, group).await });

@@ -1,5 +1,7 @@
-//! Opus encoding and decoding (libopus through the `opus` crate): the engine's one codec
-//! for voice, 48 kHz mono `i16`, application VoIP, VBR, in-band FEC and DTX.
+//! Opus encoding and decoding (libopus 1.6 through `opusic-c`): the engine's one codec for
+//! voice, 48 kHz mono `i16`, application VoIP, VBR, in-band FEC and DTX, and libopus's
+//! neural tools: deep PLC and OSCE in the decoder (by its complexity), DRED (deep
+//! redundancy) in the encoder when asked for.
 //!
 //! This module owns the codec settings and turns every libopus failure into
 //! [`AudioError::Codec`]; it never panics on a payload from the network. It does not
@@ -14,9 +16,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use opus::{Application, Bitrate, Channels};
+use opusic_c::dred::Dred;
+use opusic_c::repacketizer::Repacketizer;
+use opusic_c::{Application, Bitrate, Channels, ErrorCode, InbandFec, SampleRate};
 
-use super::{AudioError, SAMPLE_RATE, SAMPLES_PER_MS};
+use super::{AudioError, SAMPLES_PER_MS};
 
 /// Lowest bitrate [`OpusEncoder::set_bitrate`] applies: below it libopus has too few bits
 /// left over for in-band FEC (LBRR) to be worth anything on wideband speech.
@@ -39,6 +43,19 @@ pub const MAX_FRAME_SAMPLES: usize = 120 * SAMPLES_PER_MS;
 
 /// Concealment and FEC work in steps of 2.5 ms: 120 samples at 48 kHz.
 const PLC_STEP_SAMPLES: usize = 5 * SAMPLES_PER_MS / 2;
+
+/// The decoder's default complexity: 5 and above conceal with libopus's deep PLC (a neural
+/// model continues the speech) instead of the classic pitch repetition, and DRED needs it.
+/// 6 and 7 add OSCE's LACE and NoLACE enhancers to SILK frames.
+pub const DEFAULT_DECODER_COMPLEXITY: u8 = 5;
+
+/// The most redundancy DRED may carry, in 10 ms units: 1.04 s (libopus's limit).
+pub const MAX_DRED_UNITS: u8 = 104;
+
+/// The DRED calls carry, in 10 ms units: 120 ms, the longest run of lost frames one
+/// decoder call rebuilds (see [`OpusDecoder::decode_dred`]). libopus spends nothing on it
+/// until the encoder's expected loss is above zero.
+pub const CALL_DRED_UNITS: u8 = 12;
 
 /// How much audio one packet carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -73,7 +90,7 @@ impl FrameDuration {
         }
     }
 
-    /// Samples in one frame at [`SAMPLE_RATE`].
+    /// Samples in one frame at 48 kHz.
     pub fn samples(self) -> usize {
         self.millis() as usize * SAMPLES_PER_MS
     }
@@ -128,6 +145,10 @@ pub struct EncoderConfig {
     /// Encoder effort, 0..=10 (clamped). 9 is what WebRTC uses on desktops: nearly the
     /// quality of 10 for less CPU.
     pub complexity: u8,
+    /// DRED: how much past speech every packet also carries as a neural-coded summary,
+    /// in 10 ms units (0 = off, at most [`MAX_DRED_UNITS`]). libopus spends bits on it
+    /// from `loss_percent` upwards, so with no expected loss it costs nothing.
+    pub dred_units: u8,
 }
 
 impl Default for EncoderConfig {
@@ -139,6 +160,7 @@ impl Default for EncoderConfig {
             dtx: true,
             loss_percent: 0,
             complexity: 9,
+            dred_units: 0,
         }
     }
 }
@@ -163,8 +185,8 @@ pub fn is_dtx_payload(payload: &[u8]) -> bool {
 /// Samples (at 48 kHz) that `payload` decodes to, from its TOC and frame count alone.
 pub fn packet_samples(payload: &[u8]) -> Result<usize, AudioError> {
     check_payload(payload)?;
-    let samples = opus::packet::get_nb_samples(payload, SAMPLE_RATE)
-        .map_err(|e| codec_error("packet", &e))?;
+    let samples = opusic_c::utils::get_nb_samples(payload, SampleRate::Hz48000)
+        .map_err(|e| codec_error("packet", e))?;
     if samples == 0 || samples > MAX_FRAME_SAMPLES {
         return Err(AudioError::Codec(format!(
             "packet declares {samples} samples"
@@ -174,48 +196,56 @@ pub fn packet_samples(payload: &[u8]) -> Result<usize, AudioError> {
 }
 
 /// The Opus encoder.
-#[derive(Debug)]
 pub struct OpusEncoder {
-    inner: opus::Encoder,
+    inner: opusic_c::Encoder,
     config: EncoderConfig,
     /// Output buffer, reused for every frame.
     scratch: Vec<u8>,
+    /// The frame as opusic-c takes it (`u16` holding the `i16` bits), reused.
+    pcm: Vec<u16>,
+}
+
+impl fmt::Debug for OpusEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpusEncoder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpusEncoder {
     /// An encoder with these settings (out-of-range numbers are clamped; `config()` shows
     /// what was applied).
     pub fn new(config: &EncoderConfig) -> Result<Self, AudioError> {
-        let inner = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)
-            .map_err(|e| codec_error("creating the encoder", &e))?;
+        let inner = opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip)
+            .map_err(|e| codec_error("creating the encoder", e))?;
         let mut encoder = OpusEncoder {
             inner,
             config: config.clone(),
             scratch: vec![0; MAX_PAYLOAD_BYTES],
+            pcm: Vec::with_capacity(MAX_FRAME_SAMPLES),
         };
         encoder.config.complexity = config.complexity.min(10);
         encoder
             .inner
-            .set_complexity(i32::from(encoder.config.complexity))
-            .map_err(|e| codec_error("setting the complexity", &e))?;
+            .set_complexity(encoder.config.complexity)
+            .map_err(|e| codec_error("setting the complexity", e))?;
         encoder
             .inner
             .set_vbr(true)
-            .map_err(|e| codec_error("enabling VBR", &e))?;
+            .map_err(|e| codec_error("enabling VBR", e))?;
         encoder
             .inner
             .set_vbr_constraint(true)
-            .map_err(|e| codec_error("constraining VBR", &e))?;
-        encoder
-            .inner
-            .set_inband_fec(config.fec)
-            .map_err(|e| codec_error("setting in-band FEC", &e))?;
+            .map_err(|e| codec_error("constraining VBR", e))?;
+        encoder.set_fec(config.fec)?;
         encoder
             .inner
             .set_dtx(config.dtx)
-            .map_err(|e| codec_error("setting DTX", &e))?;
+            .map_err(|e| codec_error("setting DTX", e))?;
         encoder.set_bitrate(config.bitrate_bps)?;
         encoder.set_loss_percent(config.loss_percent)?;
+        encoder.set_dred_units(config.dred_units)?;
         Ok(encoder)
     }
 
@@ -229,10 +259,12 @@ impl OpusEncoder {
                 pcm.len()
             )));
         }
+        self.pcm.clear();
+        self.pcm.extend(pcm.iter().map(|s| s.cast_unsigned()));
         let len = self
             .inner
-            .encode(pcm, &mut self.scratch)
-            .map_err(|e| codec_error("encoding", &e))?;
+            .encode_to_slice(&self.pcm, &mut self.scratch)
+            .map_err(|e| codec_error("encoding", e))?;
         let payload = self.scratch.get(..len).unwrap_or_default().to_vec();
         let dtx = self.config.dtx && payload.len() <= DTX_MAX_BYTES;
         Ok(Encoded { payload, dtx })
@@ -242,11 +274,9 @@ impl OpusEncoder {
     /// returns the bitrate applied. Takes effect from the next frame.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<u32, AudioError> {
         let bps = bps.clamp(MIN_BITRATE_BPS, MAX_BITRATE_BPS);
-        // The clamp keeps it far below i32::MAX.
-        let raw = i32::try_from(bps).unwrap_or(MAX_BITRATE_BPS as i32);
         self.inner
-            .set_bitrate(Bitrate::Bits(raw))
-            .map_err(|e| codec_error("setting the bitrate", &e))?;
+            .set_bitrate(Bitrate::Value(bps))
+            .map_err(|e| codec_error("setting the bitrate", e))?;
         self.config.bitrate_bps = bps;
         Ok(bps)
     }
@@ -256,9 +286,29 @@ impl OpusEncoder {
     pub fn set_loss_percent(&mut self, percent: u8) -> Result<(), AudioError> {
         let percent = percent.min(100);
         self.inner
-            .set_packet_loss_perc(i32::from(percent))
-            .map_err(|e| codec_error("setting the packet loss", &e))?;
+            .set_packet_loss(percent)
+            .map_err(|e| codec_error("setting the packet loss", e))?;
         self.config.loss_percent = percent;
+        Ok(())
+    }
+
+    /// Sets how much past speech DRED carries, in 10 ms units (0 = off; clamped to
+    /// [`MAX_DRED_UNITS`]). Takes effect from the next frame.
+    pub fn set_dred_units(&mut self, units: u8) -> Result<(), AudioError> {
+        let units = units.min(MAX_DRED_UNITS);
+        self.inner
+            .set_dred_duration(units)
+            .map_err(|e| codec_error("setting the DRED duration", e))?;
+        self.config.dred_units = units;
+        Ok(())
+    }
+
+    /// Turns in-band FEC (LBRR) on or off from the next frame.
+    pub fn set_fec(&mut self, on: bool) -> Result<(), AudioError> {
+        self.inner
+            .set_inband_fec(if on { InbandFec::Mode1 } else { InbandFec::Off })
+            .map_err(|e| codec_error("setting in-band FEC", e))?;
+        self.config.fec = on;
         Ok(())
     }
 
@@ -281,25 +331,57 @@ impl OpusEncoder {
     pub fn lookahead(&mut self) -> Result<usize, AudioError> {
         let samples = self
             .inner
-            .get_lookahead()
-            .map_err(|e| codec_error("reading the lookahead", &e))?;
+            .get_look_ahead()
+            .map_err(|e| codec_error("reading the lookahead", e))?;
         usize::try_from(samples)
-            .map_err(|_| AudioError::Codec(format!("negative lookahead {samples}")))
+            .map_err(|_| AudioError::Codec(format!("lookahead {samples} out of range")))
     }
 }
 
-/// The Opus decoder: normal decoding, recovery from in-band FEC and loss concealment.
-#[derive(Debug)]
+/// The Opus decoder: normal decoding, recovery from in-band FEC or DRED, and loss
+/// concealment (deep PLC from complexity 5).
 pub struct OpusDecoder {
-    inner: opus::Decoder,
+    /// opusic-c's DRED wrapper owns the plain decoder: DRED decoding needs both states.
+    inner: Dred,
+    /// Output as opusic-c writes it, reused.
+    scratch: Vec<u16>,
+    complexity: u8,
+}
+
+impl fmt::Debug for OpusDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpusDecoder")
+            .field("complexity", &self.complexity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpusDecoder {
-    /// A decoder for 48 kHz mono.
+    /// A decoder for 48 kHz mono at [`DEFAULT_DECODER_COMPLEXITY`].
     pub fn new() -> Result<Self, AudioError> {
-        let inner = opus::Decoder::new(SAMPLE_RATE, Channels::Mono)
-            .map_err(|e| codec_error("creating the decoder", &e))?;
-        Ok(OpusDecoder { inner })
+        Self::with_complexity(DEFAULT_DECODER_COMPLEXITY)
+    }
+
+    /// A decoder at this complexity (0..=10, clamped): 0..=4 classic concealment, 5 deep
+    /// PLC, 6 and 7 also the LACE and NoLACE enhancers.
+    pub fn with_complexity(complexity: u8) -> Result<Self, AudioError> {
+        let complexity = complexity.min(10);
+        let mut decoder = opusic_c::Decoder::new(Channels::Mono, SampleRate::Hz48000)
+            .map_err(|e| codec_error("creating the decoder", e))?;
+        decoder
+            .set_complexity(complexity)
+            .map_err(|e| codec_error("setting the decoder complexity", e))?;
+        let inner = Dred::new(decoder).map_err(|e| codec_error("creating the DRED decoder", e))?;
+        Ok(OpusDecoder {
+            inner,
+            scratch: vec![0; MAX_FRAME_SAMPLES],
+            complexity,
+        })
+    }
+
+    /// The complexity in force.
+    pub fn complexity(&self) -> u8 {
+        self.complexity
     }
 
     /// Decodes one packet into `out`, which must hold the whole packet (up to
@@ -308,10 +390,13 @@ impl OpusDecoder {
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
         check_payload(payload)?;
         let len = out.len().min(MAX_FRAME_SAMPLES);
-        let out = out.get_mut(..len).unwrap_or_default();
-        self.inner
-            .decode(payload, out, false)
-            .map_err(|e| codec_error("decoding", &e))
+        let scratch = self.scratch.get_mut(..len).unwrap_or_default();
+        let n = self
+            .inner
+            .decoder_mut()
+            .decode_to_slice(payload, scratch, false)
+            .map_err(|e| codec_error("decoding", e))?;
+        Ok(copy_out(scratch, out, n))
     }
 
     /// Rebuilds a lost frame from the in-band FEC carried by the packet after it,
@@ -325,19 +410,57 @@ impl OpusDecoder {
     ) -> Result<usize, AudioError> {
         check_payload(next_payload)?;
         check_missing(out)?;
-        self.inner
-            .decode(next_payload, out, true)
-            .map_err(|e| codec_error("decoding FEC", &e))
+        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
+        let n = self
+            .inner
+            .decoder_mut()
+            .decode_to_slice(next_payload, scratch, true)
+            .map_err(|e| codec_error("decoding FEC", e))?;
+        Ok(copy_out(scratch, out, n))
+    }
+
+    /// Rebuilds the `out.len()` samples just before `later_payload` from the DRED data it
+    /// carries: with a later packet `k` frames on, `out` spans the `k` missing frames. Where
+    /// the packet carries no DRED, or not that far back, libopus conceals instead. Decode
+    /// `later_payload` itself normally afterwards.
+    pub fn decode_dred(
+        &mut self,
+        later_payload: &[u8],
+        out: &mut [i16],
+    ) -> Result<usize, AudioError> {
+        check_payload(later_payload)?;
+        check_missing(out)?;
+        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
+        let n = self
+            .inner
+            .decode_to_slice(later_payload, scratch)
+            .map_err(|e| codec_error("decoding DRED", e))?;
+        Ok(copy_out(scratch, out, n))
     }
 
     /// Packet-loss concealment: fills `out` (a multiple of 2.5 ms, at most
     /// [`MAX_FRAME_SAMPLES`]) with audio that continues what came before.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, AudioError> {
         check_missing(out)?;
-        self.inner
-            .decode(&[], out, false)
-            .map_err(|e| codec_error("concealing", &e))
+        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
+        let n = self
+            .inner
+            .decoder_mut()
+            .decode_to_slice(&[], scratch, false)
+            .map_err(|e| codec_error("concealing", e))?;
+        Ok(copy_out(scratch, out, n))
     }
+}
+
+/// Copies the first `n` decoded samples (opusic-c's `u16` holding `i16` bits) into `out`;
+/// returns how many were copied.
+fn copy_out(decoded: &[u16], out: &mut [i16], n: usize) -> usize {
+    let mut copied = 0;
+    for (dst, src) in out.iter_mut().zip(decoded.iter().take(n)) {
+        *dst = src.cast_signed();
+        copied += 1;
+    }
+    copied
 }
 
 /// Rejects payloads no encoder makes before libopus sees them.
@@ -351,9 +474,15 @@ fn check_payload(payload: &[u8]) -> Result<(), AudioError> {
             payload.len()
         )));
     }
-    // The framing rules of RFC 6716 §3.4 (frame counts, lengths, padding), checked by
-    // libopus's own parser before anything is decoded.
-    opus::packet::parse(payload).map_err(|e| codec_error("packet", &e))?;
+    // The framing rules of RFC 6716 §3.4 (frame counts, lengths, padding, at most 120 ms),
+    // checked by libopus's own parser before anything is decoded. opusic-c exposes that
+    // parser only through the repacketizer, whose `cat` runs it.
+    let mut repacketizer =
+        Repacketizer::new().map_err(|e| codec_error("creating the repacketizer", e))?;
+    repacketizer
+        .start()
+        .add_packet(payload)
+        .map_err(|e| codec_error("packet", e))?;
     Ok(())
 }
 
@@ -371,8 +500,8 @@ fn check_missing(out: &[i16]) -> Result<(), AudioError> {
     Ok(())
 }
 
-fn codec_error(what: &str, error: &opus::Error) -> AudioError {
-    AudioError::Codec(format!("{what}: {error}"))
+fn codec_error(what: &str, error: ErrorCode) -> AudioError {
+    AudioError::Codec(format!("{what}: {}", error.message()))
 }
 
 #[cfg(test)]

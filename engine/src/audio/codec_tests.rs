@@ -5,6 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::audio::SAMPLE_RATE;
 use crate::audio::analysis::align;
 
 /// Codec delay is a few ms; look no further than one 20 ms frame.
@@ -227,6 +228,111 @@ fn fec_recovers_lost_frames_better_than_concealment() {
     assert!(
         fec_snr > plc_snr + 4.0,
         "FEC {fec_snr:.2} dB PLC {plc_snr:.2} dB"
+    );
+}
+
+/// Mean absolute difference in dB between the 5 ms log energies of `reference` and of
+/// `received` (shifted back by `lag`) over the ranges given: how far the loudness contour
+/// strays, which a waveform measure misses for neural output that keeps no phase.
+fn envelope_error_db(
+    reference: &[i16],
+    received: &[i16],
+    lag: usize,
+    ranges: impl Iterator<Item = std::ops::Range<usize>>,
+) -> f64 {
+    let block = 5 * SAMPLES_PER_MS;
+    let energy_db = |samples: &[i16]| {
+        let power = samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+            / samples.len().max(1) as f64;
+        10.0 * (power + 1.0).log10()
+    };
+    let (mut total, mut blocks) = (0.0, 0);
+    for range in ranges {
+        let mut start = range.start;
+        while start + block <= range.end {
+            let (Some(r), Some(x)) = (
+                reference.get(start..start + block),
+                received.get(start + lag..start + lag + block),
+            ) else {
+                break;
+            };
+            total += (energy_db(r) - energy_db(x)).abs();
+            blocks += 1;
+            start += block;
+        }
+    }
+    total / f64::from(blocks.max(1))
+}
+
+#[test]
+fn dred_rebuilds_a_burst_closer_than_deep_plc() {
+    let input = speech();
+    let config = EncoderConfig {
+        loss_percent: 20,
+        fec: false,
+        dtx: false,
+        dred_units: 20,
+        ..EncoderConfig::default()
+    };
+    let packets = encode_all(&config, &input);
+    let frame = config.frame.samples();
+    // 100 ms bursts (5 frames) every 500 ms.
+    const BURST: usize = 5;
+    let lost = |i: usize| i % 25 >= 20;
+
+    let mut with_dred = OpusDecoder::new().unwrap();
+    let mut plc_only = OpusDecoder::new().unwrap();
+    let (mut dred_out, mut plc_out) = (Vec::new(), Vec::new());
+    let mut buf = vec![0i16; MAX_FRAME_SAMPLES];
+    for (i, packet) in packets.iter().enumerate() {
+        if !lost(i) {
+            if i >= BURST && lost(i - 1) {
+                // The first packet after a burst rebuilds the whole burst before it is
+                // decoded itself.
+                let gap = &mut buf[..BURST * frame];
+                assert_eq!(with_dred.decode_dred(&packet.payload, gap).unwrap(), gap.len());
+                dred_out.extend_from_slice(gap);
+            }
+            let n = with_dred.decode(&packet.payload, &mut buf).unwrap();
+            dred_out.extend_from_slice(&buf[..n]);
+            let n = plc_only.decode(&packet.payload, &mut buf).unwrap();
+            plc_out.extend_from_slice(&buf[..n]);
+        } else {
+            assert_eq!(plc_only.conceal(&mut buf[..frame]).unwrap(), frame);
+            plc_out.extend_from_slice(&buf[..frame]);
+        }
+    }
+    // A burst at the very end has no later packet: drop it from both.
+    plc_out.truncate(dred_out.len());
+
+    let lag = align(&input, &decode_all(&packets, frame), MAX_LAG)
+        .unwrap()
+        .lag;
+    let lost_ranges = || {
+        (0..packets.len())
+            .filter(|&i| lost(i))
+            .map(|i| i * frame..(i + 1) * frame)
+            .filter(|r| r.end + lag <= dred_out.len())
+    };
+    let dred_error = envelope_error_db(&input, &dred_out, lag, lost_ranges());
+    let plc_error = envelope_error_db(&input, &plc_out, lag, lost_ranges());
+    let dred_bytes = mean_len(&packets);
+    let plain = encode_all(
+        &EncoderConfig {
+            dred_units: 0,
+            ..config.clone()
+        },
+        &input,
+    );
+    eprintln!(
+        "100 ms bursts, 32 kbit/s, loss_percent 20: loudness contour error over the lost \
+         frames DRED {dred_error:.2} dB, deep PLC {plc_error:.2} dB; mean packet {dred_bytes:.1} B \
+         with DRED, {:.1} B without",
+        mean_len(&plain)
+    );
+    assert!(
+        dred_error + 2.0 < plc_error,
+        "DRED {dred_error:.2} dB, deep PLC {plc_error:.2} dB"
     );
 }
 

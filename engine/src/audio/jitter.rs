@@ -29,6 +29,10 @@ pub struct JitterConfig {
     pub window: Duration,
     /// How fast the target may fall, in milliseconds per second.
     pub shrink_ms_per_sec: f64,
+    /// The longest run of missing frames rebuilt at once from the first packet after it
+    /// ([`Decision::Rebuild`], for DRED); 0 or 1 never rebuilds (a single missing frame
+    /// is the next packet's FEC). Runs that reach past it are concealed frame by frame.
+    pub rebuild_frames: usize,
 }
 
 impl Default for JitterConfig {
@@ -40,6 +44,7 @@ impl Default for JitterConfig {
             percentile: 0.95,
             window: Duration::from_secs(10),
             shrink_ms_per_sec: 20.0,
+            rebuild_frames: 6,
         }
     }
 }
@@ -81,6 +86,15 @@ pub enum Decision {
         /// The packet after the missing one (it stays buffered for its own turn).
         next: Packet,
     },
+    /// The packet is missing and so are the next `frames - 1`, but the one after them is
+    /// here: rebuild all `frames` at once from the deep redundancy (DRED) `later` carries
+    /// (it stays buffered for its own turn). Playout then moves on by `frames` frames.
+    Rebuild {
+        /// The first packet after the missing run.
+        later: Packet,
+        /// Frames missing before it (at least 2).
+        frames: usize,
+    },
     /// The packet is missing: run the decoder's loss concealment.
     Conceal,
     /// Nothing is buffered and the last frame played was quiet: the sender is most likely
@@ -102,6 +116,8 @@ pub struct JitterStats {
     pub played: u64,
     /// Frames rebuilt from the next packet's FEC.
     pub fec: u64,
+    /// Frames rebuilt from a later packet's deep redundancy (DRED), in runs of 2 or more.
+    pub rebuilt: u64,
     /// Lost frames concealed by PLC (FEC and expansion not included).
     pub concealed: u64,
     /// Audio not played from its own packet (FEC, PLC and expansion), in ms.
@@ -430,6 +446,23 @@ impl JitterBuffer {
             self.stats.fec += 1;
             return Decision::Fec {
                 next: following.clone(),
+            };
+        }
+        if let Some((&later, packet)) = self.packets.range(next + 1..).next()
+            && later - next <= self.config.rebuild_frames as u64
+            && self.current_delay_ms_from(later - 1) >= self.target_ms
+        {
+            // `next + 1 .. later` are missing too, and overdue as well (were one of them
+            // only late it would still have its turn): all of them are rebuilt now.
+            let frames = (later - next) as usize;
+            let extra = frames as u64 - 1;
+            self.next = Some(later);
+            self.stats.lost += extra;
+            self.stats.rebuilt += frames as u64;
+            self.stats.concealed_ms += extra as f64 * ms(self.config.frame);
+            return Decision::Rebuild {
+                later: packet.clone(),
+                frames,
             };
         }
         self.stats.concealed += 1;

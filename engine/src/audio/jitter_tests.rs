@@ -67,9 +67,21 @@ fn run_with(
     quiet: impl Fn(u64) -> bool,
     depth: u64,
 ) -> Run {
+    run_configured(arrivals, duration_ms, quiet, depth, JitterConfig::default())
+}
+
+/// [`run_with`] on a buffer set up with `config`. Like the playout thread, the clock
+/// pulls again only after the frames a decision covers (a rebuild covers several).
+fn run_configured(
+    arrivals: &[Arrival],
+    duration_ms: u64,
+    quiet: impl Fn(u64) -> bool,
+    depth: u64,
+    config: JitterConfig,
+) -> Run {
     let t0 = Instant::now();
     let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
-    let mut buffer = JitterBuffer::new(JitterConfig::default());
+    let mut buffer = JitterBuffer::new(config);
     let mut decisions = Vec::new();
     let mut targets = Vec::new();
     let mut inserted = Vec::new();
@@ -97,9 +109,14 @@ fn run_with(
             }
             next_arrival += 1;
         }
-        decisions.push((pull_ms, buffer.pull(at(pull_ms as f64))));
+        let decision = buffer.pull(at(pull_ms as f64));
+        let frames = match &decision {
+            Decision::Rebuild { frames, .. } => *frames as u64,
+            _ => 1,
+        };
+        decisions.push((pull_ms, decision));
         targets.push(buffer.stats().target_delay_ms);
-        pull_ms += FRAME_MS;
+        pull_ms += FRAME_MS * frames;
     }
     Run {
         decisions,
@@ -202,14 +219,98 @@ fn twenty_percent_loss_uses_fec_for_isolated_losses() {
 }
 
 #[test]
-fn burst_loss_falls_back_to_concealment() {
+fn a_burst_is_rebuilt_at_once_from_the_packet_after_it() {
     let arrivals = trace(300, 20.0, |seq| {
         (!(100..103).contains(&seq)).then_some(30.0)
     });
     let run = run(&arrivals, 7_000, |_| false);
     let stats = run.buffer.stats();
     assert_eq!(stats.lost, 3);
-    assert_eq!((stats.concealed, stats.fec), (2, 1), "{stats:?}");
+    assert_eq!(
+        (stats.rebuilt, stats.concealed, stats.fec),
+        (3, 0, 0),
+        "{stats:?}"
+    );
+    assert_monotonic(&run);
+    // One decision covers the three missing frames; the packet it came from plays next.
+    let rebuilds: Vec<usize> = (0..run.decisions.len())
+        .filter(|&i| matches!(run.decisions[i].1, Decision::Rebuild { .. }))
+        .collect();
+    assert_eq!(rebuilds.len(), 1);
+    let Decision::Rebuild { later, frames } = &run.decisions[rebuilds[0]].1 else {
+        unreachable!()
+    };
+    assert_eq!((later.seq, *frames), ((65_500u64 + 103) as u16, 3));
+    assert!(stats.current_delay_ms <= stats.target_delay_ms + 40.0, "{stats:?}");
+    // Playout skips the three frames' time, and every packet is played or deliberately
+    // dropped (the expansion while waiting built up delay the buffer then sheds).
+    assert_eq!(run.decisions[rebuilds[0] + 1].0, run.decisions[rebuilds[0]].0 + 60);
+    assert_eq!(run.played().len() as u64 + stats.accelerated, 297);
+}
+
+#[test]
+fn a_burst_beyond_a_rebuild_is_concealed_until_it_is_in_reach() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let packet = |seq: u16| Packet {
+        seq,
+        timestamp: u32::from(seq) * 960,
+        payload: vec![1, 2, 3],
+        quiet: false,
+    };
+    let mut buffer = JitterBuffer::new(JitterConfig::default());
+    for seq in 0..=5 {
+        buffer.insert(packet(seq), at(u64::from(seq) * 20));
+    }
+    let mut decisions = Vec::new();
+    let mut now = 100;
+    while !matches!(decisions.last(), Some(Decision::Play(p)) if p.seq == 5) {
+        decisions.push(buffer.pull(at(now)));
+        now += 20;
+        assert!(now < 1_000, "{decisions:?}");
+    }
+    // 6..=13 never come; 14..=20 arrive on time, and playout only looks again after
+    // they are all here (a stalled thread), so 6 is overdue at once.
+    for seq in 14..=20 {
+        buffer.insert(packet(seq), at(u64::from(seq) * 20));
+    }
+    now = now.max(20 * 20);
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        after.push(buffer.pull(at(now)));
+        now += 20;
+    }
+    // 8 missing, at most 6 rebuilt: 6 and 7 concealed, then 8..=13 rebuilt from 14.
+    assert_eq!(after[0], Decision::Conceal, "{after:?}");
+    assert_eq!(after[1], Decision::Conceal, "{after:?}");
+    assert_eq!(
+        after[2],
+        Decision::Rebuild {
+            later: packet(14),
+            frames: 6
+        }
+    );
+    let stats = buffer.stats();
+    assert_eq!((stats.lost, stats.concealed, stats.rebuilt), (8, 2, 6), "{stats:?}");
+    // Playout goes on from the packet the rebuild came from (or, far over the target,
+    // drops its way down from it).
+    let played = buffer.pull(at(now + 100));
+    assert!(matches!(&played, Decision::Play(p) if p.seq >= 14), "{played:?}");
+}
+
+#[test]
+fn without_rebuilds_a_burst_falls_back_to_concealment() {
+    let arrivals = trace(300, 20.0, |seq| {
+        (!(100..103).contains(&seq)).then_some(30.0)
+    });
+    let config = JitterConfig {
+        rebuild_frames: 0,
+        ..JitterConfig::default()
+    };
+    let run = run_configured(&arrivals, 7_000, |_| false, 0, config);
+    let stats = run.buffer.stats();
+    assert_eq!(stats.lost, 3);
+    assert_eq!((stats.concealed, stats.fec, stats.rebuilt), (2, 1, 0), "{stats:?}");
     assert_monotonic(&run);
     // Waiting for the burst built up delay; the buffer sheds it again (the frames it
     // drops are counted as accelerated), so every packet is played or deliberately dropped.

@@ -24,10 +24,11 @@
 //! 4. Redundancy, when the peer takes RED (RFC 2198; [`RateController::set_red_available`])
 //!    and the path is not congested: each packet repeats the last [`MAX_RED_DEPTH`] frames
 //!    above [`RED_LOSS`] smoothed loss, until it falls below half of that and no report
-//!    has said anything was lost for [`RED_HOLD`]. RED carries whole frames, so the encoder's in-band FEC is then
-//!    off (expected loss 0) and all of its bits go to the primary frame.
-//! 5. Otherwise the encoder's expected loss is the smoothed loss in percent, rounded up,
-//!    capped at [`MAX_LOSS_PERCENT`].
+//!    has said anything was lost for [`RED_HOLD`]. RED carries whole frames, so the
+//!    encoder's in-band FEC (LBRR, a coarse copy of one frame) is then off.
+//! 5. The encoder's expected loss is always the smoothed loss in percent, rounded up,
+//!    capped at [`MAX_LOSS_PERCENT`]: it sizes the FEC when FEC is on, and DRED's share
+//!    (when the call enables DRED) whether or not it is.
 
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,8 @@ pub struct RateDecision {
     pub bitrate_bps: u32,
     /// Expected loss in percent (for [`OpusEncoder::set_loss_percent`](super::codec::OpusEncoder::set_loss_percent)).
     pub loss_percent: u8,
+    /// Whether the encoder's in-band FEC is on (off while RED repeats whole frames).
+    pub fec: bool,
     /// Earlier frames each packet repeats (RED, RFC 2198); 0: plain Opus.
     pub red_depth: u8,
 }
@@ -292,11 +295,8 @@ impl RateController {
         };
         RateDecision {
             bitrate_bps: self.bitrate_bps(),
-            loss_percent: if self.red_depth > 0 {
-                0
-            } else {
-                self.loss_percent()
-            },
+            loss_percent: self.loss_percent(),
+            fec: self.red_depth == 0,
             red_depth: self.red_depth,
         }
     }

@@ -30,6 +30,7 @@ fn clean_reports_ramp_up_two_kbit_per_second_to_the_maximum() {
         RateDecision {
             bitrate_bps: 32_000,
             loss_percent: 0,
+            fec: true,
             red_depth: 0,
         }
     );
@@ -55,6 +56,7 @@ fn one_bad_report_is_not_sustained_loss() {
         RateDecision {
             bitrate_bps: 32_000,
             loss_percent: 5,
+            fec: true,
             red_depth: 0,
         }
     );

@@ -56,6 +56,9 @@ pub struct GroupConfig {
     /// ([`MediaCrypto::rekey`]) after every commit that changes the group. `None`: SRTP to
     /// the SFU only, which then sees the audio.
     pub e2ee: Option<Arc<MediaCrypto>>,
+    /// The Opus decoder's complexity for every stream (see
+    /// [`CallConfig::decoder_complexity`](super::CallConfig::decoder_complexity)).
+    pub decoder_complexity: u8,
 }
 
 /// What one other participant's stream looked like.
@@ -153,6 +156,7 @@ pub async fn run(
     let control = Arc::new(EncoderControl {
         bitrate_bps: config.encoder.bitrate_bps.into(),
         loss_percent: config.encoder.loss_percent.into(),
+        fec: true.into(),
         red_depth: 0.into(),
     });
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
@@ -263,7 +267,7 @@ pub async fn run(
                         stream_counters.clone(),
                         config.e2ee.clone(),
                     ));
-                    let playout = media::spawn_playout(sink, receive.clone(), stream_counters.clone(), stop.clone(), Instant::now())
+                    let playout = media::spawn_playout(sink, receive.clone(), stream_counters.clone(), stop.clone(), Instant::now(), config.decoder_complexity)
                         .map_err(|e| CallError::Media(format!("starting a playout thread: {e}")))?;
                     streams.insert(participant, Stream { receive, counters: stream_counters, playout, recording });
                 }

@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use crate::audio::codec::{EncoderConfig, OpusDecoder, OpusEncoder, packet_samples};
+use crate::audio::codec::{
+    EncoderConfig, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples,
+};
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
 use crate::audio::red::{self, Block, RedHistory};
@@ -60,8 +62,10 @@ pub struct MediaCounters {
 pub struct EncoderControl {
     /// Target bitrate.
     pub bitrate_bps: AtomicU32,
-    /// Expected loss for FEC.
+    /// Expected loss, for FEC and DRED.
     pub loss_percent: AtomicU8,
+    /// Whether in-band FEC may run (the configuration must allow it too).
+    pub fec: AtomicBool,
     /// Earlier frames each packet repeats (RFC 2198); 0 sends plain Opus.
     pub red_depth: AtomicU8,
 }
@@ -164,6 +168,7 @@ fn capture_loop(
     let mut pcm = vec![0i16; samples];
     let mut bitrate = config.bitrate_bps;
     let mut loss = config.loss_percent;
+    let mut fec = config.fec;
     counters.bitrate_bps.store(bitrate, Ordering::Relaxed);
     for index in 0u64.. {
         if stop.load(Ordering::Relaxed) {
@@ -185,6 +190,11 @@ fn capture_loop(
             encoder.set_bitrate(want_bitrate)?;
             bitrate = want_bitrate;
             counters.bitrate_bps.store(bitrate, Ordering::Relaxed);
+        }
+        let want_fec = config.fec && control.fec.load(Ordering::Relaxed);
+        if want_fec != fec {
+            encoder.set_fec(want_fec)?;
+            fec = want_fec;
         }
         let want_loss = control.loss_percent.load(Ordering::Relaxed);
         if want_loss != loss {
@@ -399,6 +409,10 @@ pub async fn run_receiver(
         let buffer = guard.get_or_insert_with(|| {
             JitterBuffer::new(JitterConfig {
                 frame: Duration::from_micros(samples as u64 * 1000 / SAMPLES_PER_MS as u64),
+                // One rebuild is one decoder call, which covers at most 120 ms.
+                rebuild_frames: jitter
+                    .rebuild_frames
+                    .min(MAX_FRAME_SAMPLES / samples.max(1)),
                 ..jitter.clone()
             })
         });
@@ -475,11 +489,19 @@ pub fn spawn_playout(
     counters: Arc<MediaCounters>,
     stop: Arc<AtomicBool>,
     started: Instant,
+    decoder_complexity: u8,
 ) -> std::io::Result<thread::JoinHandle<Result<(), AudioError>>> {
     thread::Builder::new()
         .name("sotto-playout".into())
         .spawn(move || {
-            let result = playout_loop(sink.as_mut(), &receive, &counters, &stop, started);
+            let result = playout_loop(
+                sink.as_mut(),
+                &receive,
+                &counters,
+                &stop,
+                started,
+                decoder_complexity,
+            );
             let finished = sink.finish();
             result.and(finished)
         })
@@ -491,8 +513,9 @@ fn playout_loop(
     counters: &MediaCounters,
     stop: &AtomicBool,
     started: Instant,
+    decoder_complexity: u8,
 ) -> Result<(), AudioError> {
-    let mut decoder = OpusDecoder::new()?;
+    let mut decoder = OpusDecoder::with_complexity(decoder_complexity)?;
     let mut due = started;
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -512,13 +535,19 @@ fn playout_loop(
                 }
             }
         };
-        let samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000;
+        // A rebuild covers several frames at once; every other decision one.
+        let frames = match &decision {
+            Decision::Rebuild { frames, .. } => (*frames).max(1),
+            _ => 1,
+        };
+        let samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000 * frames;
         out.clear();
         out.resize(samples, 0);
         let decoded = match &decision {
             Decision::Waiting => Ok(samples),
             Decision::Play(packet) => decoder.decode(&packet.payload, &mut out),
             Decision::Fec { next } => decoder.decode_fec(&next.payload, &mut out),
+            Decision::Rebuild { later, .. } => decoder.decode_dred(&later.payload, &mut out),
             Decision::Conceal | Decision::ComfortNoise => decoder.conceal(&mut out),
         };
         if decoded.is_err() {
@@ -527,14 +556,16 @@ fn playout_loop(
             let _ = decoder.conceal(&mut out);
         }
         if !matches!(decision, Decision::Waiting | Decision::ComfortNoise) {
-            counters.frames_played.fetch_add(1, Ordering::Relaxed);
+            counters
+                .frames_played
+                .fetch_add(frames as u64, Ordering::Relaxed);
             counters
                 .delay_sum_us
                 .fetch_add((delay_ms * 1000.0) as u64, Ordering::Relaxed);
             counters.delay_samples.fetch_add(1, Ordering::Relaxed);
         }
         sink.write(&out)?;
-        due += frame;
+        due += frame * frames as u32;
     }
     Ok(())
 }

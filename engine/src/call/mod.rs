@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sotto_signaling::protocol::HangupReason;
 
-use crate::audio::codec::EncoderConfig;
+use crate::audio::codec::{CALL_DRED_UNITS, DEFAULT_DECODER_COMPLEXITY, EncoderConfig};
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, InputSpec, OutputSpec};
 use crate::e2ee::media::MediaCrypto;
@@ -116,6 +116,9 @@ pub struct CallConfig {
     /// Offer RED (RFC 2198) over Opus; when the peer takes it, packets repeat earlier
     /// frames while the peer reports loss (see [`crate::audio::rate`]).
     pub red: bool,
+    /// The Opus decoder's complexity (0..=10): 5 and up conceal loss with deep PLC and
+    /// decode DRED, 6 and 7 add the LACE and NoLACE enhancers.
+    pub decoder_complexity: u8,
 }
 
 impl Default for CallConfig {
@@ -123,7 +126,11 @@ impl Default for CallConfig {
         CallConfig {
             input: InputSpec::DefaultDevice,
             output: OutputSpec::DefaultDevice,
-            encoder: EncoderConfig::default(),
+            // DRED rides in every packet from the first reported loss on.
+            encoder: EncoderConfig {
+                dred_units: CALL_DRED_UNITS,
+                ..EncoderConfig::default()
+            },
             jitter: JitterConfig::default(),
             ice: IceConfig::default(),
             ring_timeout: Duration::from_secs(45),
@@ -133,6 +140,7 @@ impl Default for CallConfig {
             hang_up_after_input: None,
             e2ee: None,
             red: true,
+            decoder_complexity: DEFAULT_DECODER_COMPLEXITY,
         }
     }
 }

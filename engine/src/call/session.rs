@@ -250,6 +250,7 @@ pub async fn run(
         control: Arc::new(EncoderControl {
             bitrate_bps: start_bitrate.into(),
             loss_percent: config.encoder.loss_percent.into(),
+            fec: true.into(),
             red_depth: 0.into(),
         }),
         rate: {
@@ -819,6 +820,7 @@ impl Session {
             self.counters.clone(),
             self.stop.clone(),
             started,
+            self.config.decoder_complexity,
         )
         .map_err(|err| local_failure(&format!("starting the playout thread: {err}")))?;
         self.playout = Some(playout);
@@ -934,6 +936,7 @@ impl Session {
         self.control
             .loss_percent
             .store(decision.loss_percent, Ordering::Relaxed);
+        self.control.fec.store(decision.fec, Ordering::Relaxed);
     }
 
     async fn finish(mut self, end: EndReason) -> CallSummary {

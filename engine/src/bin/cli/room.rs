@@ -69,6 +69,7 @@ async fn call(
         max_duration: args.session.duration,
         leave_after_input,
         e2ee,
+        decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;
