@@ -19,7 +19,7 @@ use sotto_engine::call::{IceConfig, Phone, ReceivedSummary};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
-use crate::quality::{CallResult, Measured, Peer, Scoring, read_wav, score};
+use crate::quality::{CallResult, Measured, Peer, Scoring, Tuning, read_wav, score};
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
 
@@ -32,6 +32,7 @@ pub async fn run_group_call(
     input: &Path,
     out: &Path,
     scoring: &Scoring,
+    tuning: &Tuning,
 ) -> anyhow::Result<Vec<CallResult>> {
     if participants < 2 {
         bail!("a group call needs at least two participants");
@@ -113,13 +114,16 @@ pub async fn run_group_call(
             },
             record_dir: listener
                 .then(|| out.join(format!("{}-seed{seed}-p{}", scenario.name, i + 1))),
-            encoder: EncoderConfig::default(),
+            encoder: EncoderConfig {
+                dred_units: tuning.dred_units,
+                ..EncoderConfig::default()
+            },
             jitter: Default::default(),
             ice: IceConfig::loopback(),
             max_duration: Some(speech + Duration::from_secs(if listener { 6 } else { 4 })),
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
-            decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+            decoder_complexity: tuning.decoder_complexity,
         };
         let phone = Phone::new(client);
         let room = invite.room_id.clone();

@@ -88,6 +88,14 @@ struct RunArgs {
     /// The Chromium binary for `--peer chromium`.
     #[arg(long, default_value = "/usr/bin/chromium")]
     chromium: PathBuf,
+    /// Sotto's Opus decoder complexity: 5 (the default) and up conceal with deep PLC and
+    /// decode DRED; 0..=4 are classic concealment; 6 and 7 add LACE and NoLACE.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
+    decoder_complexity: Option<u8>,
+    /// DRED Sotto's sender carries once loss is reported, in 10 ms units (default 0: none;
+    /// 12 is what the engine would use).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=104))]
+    dred_units: Option<u8>,
 }
 
 #[derive(Debug, Args)]
@@ -397,6 +405,13 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calls, {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let defaults = quality::Tuning::default();
+    let tuning = quality::Tuning {
+        decoder_complexity: args
+            .decoder_complexity
+            .unwrap_or(defaults.decoder_complexity),
+        dred_units: args.dred_units.unwrap_or(defaults.dred_units),
+    };
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for scenario in &scenarios {
@@ -417,14 +432,21 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                             &args.input,
                             &args.out,
                             &scoring,
+                            &tuning,
                         )
                         .await
                     }
-                    _ => {
-                        quality::run_call(&server, scenario, seed, &args.input, &args.out, &scoring)
-                            .await
-                            .map(|result| vec![result])
-                    }
+                    _ => quality::run_call(
+                        &server,
+                        scenario,
+                        seed,
+                        &args.input,
+                        &args.out,
+                        &scoring,
+                        &tuning,
+                    )
+                    .await
+                    .map(|result| vec![result]),
                 };
                 bar.inc(1);
                 match result {

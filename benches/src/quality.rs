@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 use sotto_engine::audio::analysis::align;
+use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{Advertise, CallConfig, CallSummary, IceConfig, Phone};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
@@ -115,6 +116,40 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Engine settings a run compares: the defaults, or the neural tools turned down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The Opus decoder's complexity (5 and up: deep PLC and DRED decoding).
+    pub decoder_complexity: u8,
+    /// DRED carried by the sender, in 10 ms units (0: none).
+    pub dred_units: u8,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let config = CallConfig::default();
+        Tuning {
+            decoder_complexity: config.decoder_complexity,
+            dred_units: config.encoder.dred_units,
+        }
+    }
+}
+
+impl Tuning {
+    /// The call configuration with these settings, the rest default.
+    pub fn call_config(&self) -> CallConfig {
+        let config = CallConfig::default();
+        CallConfig {
+            decoder_complexity: self.decoder_complexity,
+            encoder: EncoderConfig {
+                dred_units: self.dred_units,
+                ..config.encoder.clone()
+            },
+            ..config
+        }
+    }
+}
+
 /// Runs and scores one call of `input` under `scenario` with `seed`, recording into `out`.
 pub async fn run_call(
     server: &RunningServer,
@@ -123,6 +158,7 @@ pub async fn run_call(
     input: &Path,
     out: &Path,
     scoring: &Scoring,
+    tuning: &Tuning,
 ) -> anyhow::Result<CallResult> {
     let recording = out.join(format!("{}-sotto-seed{seed}.wav", scenario.name));
     let bob_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -159,7 +195,7 @@ pub async fn run_call(
             },
             hang_up_after_input: Some(Duration::from_secs(1)),
             max_duration: Some(speech + Duration::from_secs(10)),
-            ..CallConfig::default()
+            ..tuning.call_config()
         },
     )?;
     let incoming = tokio::time::timeout(Duration::from_secs(10), bob.next_incoming())
@@ -176,7 +212,7 @@ pub async fn run_call(
                 ..IceConfig::default()
             },
             max_duration: Some(speech + Duration::from_secs(10)),
-            ..CallConfig::default()
+            ..tuning.call_config()
         })
         .await?;
     let (caller, callee) = tokio::join!(call.finished(), answered.finished());
@@ -378,7 +414,7 @@ impl CallResult {
     /// The result as one record per metric.
     pub fn records(&self) -> Vec<Record> {
         let counted = |n: u64| Some(n as f64);
-        let metrics: [(&'static str, Option<f64>); 16] = [
+        let metrics: [(&'static str, Option<f64>); 17] = [
             ("pesq_wb", self.pesq_wb),
             ("pesq_nb", self.pesq_nb),
             ("stoi", self.stoi),
@@ -395,6 +431,7 @@ impl CallResult {
             ("expanded_frames", counted(self.received.expanded)),
             ("accelerated_frames", counted(self.received.accelerated)),
             ("red_recovered_frames", counted(self.received.red_recovered)),
+            ("dred_rebuilt_frames", counted(self.received.dred_rebuilt)),
         ];
         metrics
             .into_iter()

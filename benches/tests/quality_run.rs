@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use sotto_bench::chromium::ChromiumPeer;
-use sotto_bench::quality::{Peer, Scoring, read_wav, report_markdown, run_call};
+use sotto_bench::quality::{Peer, Scoring, Tuning, read_wav, report_markdown, run_call};
 use sotto_bench::scenario::Scenario;
 use sotto_signaling::server::{Config, start};
 
@@ -62,9 +62,17 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     for name in ["clean", "loss-10"] {
         let scenario = Scenario::load(&bench_dir().join(format!("scenarios/{name}.toml"))).unwrap();
         results.push(
-            run_call(&server, &scenario, 1, &input, dir.path(), &scoring)
-                .await
-                .unwrap(),
+            run_call(
+                &server,
+                &scenario,
+                1,
+                &input,
+                dir.path(),
+                &scoring,
+                &Tuning::default(),
+            )
+            .await
+            .unwrap(),
         );
     }
     server.shutdown().await.unwrap();
@@ -157,9 +165,17 @@ async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
     let dir = tempfile::tempdir().unwrap();
     let input = short_input(dir.path());
     let scenario = Scenario::load(&bench_dir().join("scenarios/clean.toml")).unwrap();
-    let results = sotto_bench::group::run_group_call(&scenario, 1, 3, &input, dir.path(), &scoring)
-        .await
-        .unwrap();
+    let results = sotto_bench::group::run_group_call(
+        &scenario,
+        1,
+        3,
+        &input,
+        dir.path(),
+        &scoring,
+        &Tuning::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(results.len(), 2, "one result per listener");
     for result in &results {
         assert_eq!(result.scenario, "clean/group3");

@@ -52,9 +52,11 @@ pub const DEFAULT_DECODER_COMPLEXITY: u8 = 5;
 /// The most redundancy DRED may carry, in 10 ms units: 1.04 s (libopus's limit).
 pub const MAX_DRED_UNITS: u8 = 104;
 
-/// The DRED calls carry, in 10 ms units: 120 ms, the longest run of lost frames one
-/// decoder call rebuilds (see [`OpusDecoder::decode_dred`]). libopus spends nothing on it
-/// until the encoder's expected loss is above zero.
+/// The DRED a call carries when it is turned on, in 10 ms units: 120 ms, the longest run
+/// of lost frames one decoder call rebuilds (see [`OpusDecoder::decode_dred`]). libopus
+/// spends nothing on it until the encoder's expected loss is above zero, and then a lot:
+/// over half of the bitrate above 12 kbit/s from 5 % loss on, taken from the primary
+/// frame. Calls leave it off by default (see BENCHMARKS.md).
 pub const CALL_DRED_UNITS: u8 = 12;
 
 /// How much audio one packet carries.
@@ -180,6 +182,18 @@ pub struct Encoded {
 /// comfort noise, so the jitter buffer may treat it as quiet.
 pub fn is_dtx_payload(payload: &[u8]) -> bool {
     payload.len() <= DTX_MAX_BYTES
+}
+
+/// `payload` without its padding and extensions (DRED rides in them), when it has any:
+/// what a redundant copy of the frame needs. `None` when there is nothing to strip or the
+/// packet does not parse.
+pub fn without_extensions(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut copy = payload.to_vec();
+    let len = opusic_c::repacketizer::unpad_packet(&mut copy).ok()?;
+    (len < payload.len()).then(|| {
+        copy.truncate(len);
+        copy
+    })
 }
 
 /// Samples (at 48 kHz) that `payload` decodes to, from its TOC and frame count alone.

@@ -290,7 +290,10 @@ fn dred_rebuilds_a_burst_closer_than_deep_plc() {
                 // The first packet after a burst rebuilds the whole burst before it is
                 // decoded itself.
                 let gap = &mut buf[..BURST * frame];
-                assert_eq!(with_dred.decode_dred(&packet.payload, gap).unwrap(), gap.len());
+                assert_eq!(
+                    with_dred.decode_dred(&packet.payload, gap).unwrap(),
+                    gap.len()
+                );
                 dred_out.extend_from_slice(gap);
             }
             let n = with_dred.decode(&packet.payload, &mut buf).unwrap();
@@ -334,6 +337,40 @@ fn dred_rebuilds_a_burst_closer_than_deep_plc() {
         dred_error + 2.0 < plc_error,
         "DRED {dred_error:.2} dB, deep PLC {plc_error:.2} dB"
     );
+}
+
+#[test]
+fn a_copy_without_extensions_drops_dred_and_still_decodes() {
+    let input = speech();
+    let config = EncoderConfig {
+        loss_percent: 20,
+        fec: false,
+        dtx: false,
+        dred_units: CALL_DRED_UNITS,
+        ..EncoderConfig::default()
+    };
+    let packets = encode_all(&config, &input);
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut buf = vec![0i16; MAX_FRAME_SAMPLES];
+    let (mut stripped, mut saved) = (0, 0);
+    for packet in &packets {
+        if let Some(copy) = without_extensions(&packet.payload) {
+            assert!(copy.len() < packet.payload.len());
+            saved += packet.payload.len() - copy.len();
+            stripped += 1;
+            assert_eq!(decoder.decode(&copy, &mut buf).unwrap(), 960);
+        }
+    }
+    eprintln!(
+        "{stripped} of {} packets carried DRED; copies without it are {:.1} B smaller",
+        packets.len(),
+        saved as f64 / stripped.max(1) as f64
+    );
+    assert!(stripped > packets.len() / 2, "{stripped}");
+    // A packet with nothing to strip, and one that does not parse.
+    let plain = encode_all(&EncoderConfig::default(), &input[..960]);
+    assert_eq!(without_extensions(&plain[0].payload), None);
+    assert_eq!(without_extensions(&[0x03, 0x00]), None);
 }
 
 #[test]

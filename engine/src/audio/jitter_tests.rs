@@ -241,10 +241,16 @@ fn a_burst_is_rebuilt_at_once_from_the_packet_after_it() {
         unreachable!()
     };
     assert_eq!((later.seq, *frames), ((65_500u64 + 103) as u16, 3));
-    assert!(stats.current_delay_ms <= stats.target_delay_ms + 40.0, "{stats:?}");
+    assert!(
+        stats.current_delay_ms <= stats.target_delay_ms + 40.0,
+        "{stats:?}"
+    );
     // Playout skips the three frames' time, and every packet is played or deliberately
     // dropped (the expansion while waiting built up delay the buffer then sheds).
-    assert_eq!(run.decisions[rebuilds[0] + 1].0, run.decisions[rebuilds[0]].0 + 60);
+    assert_eq!(
+        run.decisions[rebuilds[0] + 1].0,
+        run.decisions[rebuilds[0]].0 + 60
+    );
     assert_eq!(run.played().len() as u64 + stats.accelerated, 297);
 }
 
@@ -291,11 +297,18 @@ fn a_burst_beyond_a_rebuild_is_concealed_until_it_is_in_reach() {
         }
     );
     let stats = buffer.stats();
-    assert_eq!((stats.lost, stats.concealed, stats.rebuilt), (8, 2, 6), "{stats:?}");
+    assert_eq!(
+        (stats.lost, stats.concealed, stats.rebuilt),
+        (8, 2, 6),
+        "{stats:?}"
+    );
     // Playout goes on from the packet the rebuild came from (or, far over the target,
     // drops its way down from it).
     let played = buffer.pull(at(now + 100));
-    assert!(matches!(&played, Decision::Play(p) if p.seq >= 14), "{played:?}");
+    assert!(
+        matches!(&played, Decision::Play(p) if p.seq >= 14),
+        "{played:?}"
+    );
 }
 
 #[test]
@@ -310,7 +323,11 @@ fn without_rebuilds_a_burst_falls_back_to_concealment() {
     let run = run_configured(&arrivals, 7_000, |_| false, 0, config);
     let stats = run.buffer.stats();
     assert_eq!(stats.lost, 3);
-    assert_eq!((stats.concealed, stats.fec, stats.rebuilt), (2, 1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.concealed, stats.fec, stats.rebuilt),
+        (2, 1, 0),
+        "{stats:?}"
+    );
     assert_monotonic(&run);
     // Waiting for the burst built up delay; the buffer sheds it again (the frames it
     // drops are counted as accelerated), so every packet is played or deliberately dropped.

@@ -183,6 +183,14 @@ impl RedHistory {
         }
     }
 
+    /// Replaces what later packets will repeat of the frame just packed: a leaner copy
+    /// (the frame without its DRED extension, which a copy does not need).
+    pub fn repeat_last_as(&mut self, copy: Vec<u8>) {
+        if let Some(last) = self.frames.back_mut() {
+            last.2 = copy;
+        }
+    }
+
     /// Forgets everything (after a long pause, or when RED is switched off).
     pub fn clear(&mut self) {
         self.frames.clear();

@@ -19,7 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::audio::codec::{
-    EncoderConfig, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples,
+    EncoderConfig, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples, without_extensions,
 };
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
@@ -86,6 +86,8 @@ pub struct OutFrame {
     pub index: u64,
     /// The Opus packet.
     pub payload: Vec<u8>,
+    /// The packet without its DRED extension, when it carries one: what RED repeats.
+    pub copy: Option<Vec<u8>>,
     /// RFC 6464 level, -dBov.
     pub level: u8,
 }
@@ -208,9 +210,15 @@ fn capture_loop(
             counters.dtx_frames.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        let copy = if config.dred_units > 0 {
+            without_extensions(&encoded.payload)
+        } else {
+            None
+        };
         let frame = OutFrame {
             index,
             payload: encoded.payload,
+            copy,
             level,
         };
         // A full queue means the network side is stuck; drop rather than block capture.
@@ -219,6 +227,22 @@ fn capture_loop(
         }
     }
     Ok(CaptureEnd::Stopped)
+}
+
+/// `payload` sealed with SFrame when the call has end-to-end keys, as is when not; `None`
+/// (logged) when sealing fails: a frame is never sent in the clear instead.
+fn seal(crypto: Option<&MediaCrypto>, payload: Vec<u8>) -> Option<Vec<u8>> {
+    let Some(crypto) = crypto else {
+        return Some(payload);
+    };
+    let mut sealed = Vec::with_capacity(payload.len() + 32);
+    match crypto.seal(&payload, &mut sealed) {
+        Ok(()) => Some(sealed),
+        Err(err) => {
+            tracing::warn!(%err, "an audio frame could not be encrypted; not sent");
+            None
+        }
+    }
 }
 
 /// Writes encoded frames as RTP on the track: our own sequence numbers and timestamps so
@@ -249,17 +273,17 @@ pub async fn run_sender(
         last_index = Some(frame.index);
         let timestamp =
             timestamp_base.wrapping_add((frame.index as u32).wrapping_mul(frame_samples));
-        let payload = match &crypto {
-            None => frame.payload,
-            Some(crypto) => {
-                let mut sealed = Vec::with_capacity(frame.payload.len() + 32);
-                if let Err(err) = crypto.seal(&frame.payload, &mut sealed) {
-                    // Never send a frame in the clear instead.
-                    tracing::warn!(%err, "an audio frame could not be encrypted; not sent");
-                    continue;
-                }
-                sealed
-            }
+        let Some(payload) = seal(crypto.as_deref(), frame.payload) else {
+            continue;
+        };
+        // The copy RED repeats is sealed on its own (its own SFrame counter), and only
+        // while RED is negotiated.
+        let copy = match (payload_types.red, frame.copy) {
+            (Some(_), Some(copy)) => match seal(crypto.as_deref(), copy) {
+                Some(sealed) => Some(sealed),
+                None => continue,
+            },
+            _ => None,
         };
         // With RED negotiated, every frame is remembered (so that redundancy can start at
         // once); it is sent as RED while the controller asks for copies.
@@ -275,6 +299,9 @@ pub async fn run_sender(
                     frame_samples,
                     &mut red,
                 );
+                if let Some(copy) = copy {
+                    history.repeat_last_as(copy);
+                }
                 if depth > 0 {
                     (red_type, red.clone())
                 } else {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sotto_signaling::protocol::HangupReason;
 
-use crate::audio::codec::{CALL_DRED_UNITS, DEFAULT_DECODER_COMPLEXITY, EncoderConfig};
+use crate::audio::codec::{DEFAULT_DECODER_COMPLEXITY, EncoderConfig};
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, InputSpec, OutputSpec};
 use crate::e2ee::media::MediaCrypto;
@@ -126,11 +126,10 @@ impl Default for CallConfig {
         CallConfig {
             input: InputSpec::DefaultDevice,
             output: OutputSpec::DefaultDevice,
-            // DRED rides in every packet from the first reported loss on.
-            encoder: EncoderConfig {
-                dred_units: CALL_DRED_UNITS,
-                ..EncoderConfig::default()
-            },
+            // No DRED by default: next to RED it took the primary frame's bits and cost
+            // 0.3–0.45 PESQ under random loss, for +0.2 under bursts (BENCHMARKS.md).
+            // `CALL_DRED_UNITS` turns it on.
+            encoder: EncoderConfig::default(),
             jitter: JitterConfig::default(),
             ice: IceConfig::default(),
             ring_timeout: Duration::from_secs(45),
@@ -269,6 +268,8 @@ pub struct ReceivedSummary {
     pub decode_errors: u64,
     /// Frames played from a redundant copy in a later packet (RFC 2198).
     pub red_recovered: u64,
+    /// Frames rebuilt from a later packet's deep redundancy (DRED), in runs of 2 or more.
+    pub dred_rebuilt: u64,
 }
 
 /// What SFrame did in a call.

@@ -1008,6 +1008,7 @@ impl Session {
             expanded: jitter.expanded,
             comfort_noise_frames: jitter.comfort_noise,
             red_recovered: jitter.recovered,
+            dred_rebuilt: jitter.rebuilt,
             decode_errors: load(&c.decode_errors),
         };
         summary.e2ee = self.config.e2ee.as_deref().map(|crypto| E2eeSummary {
