@@ -6,7 +6,7 @@
 //! arrive late and shrinks slowly; the buffer reorders, drops duplicates and late packets,
 //! and keeps its delay near the target by dropping frames (accelerate) when it holds too
 //! much — preferring quiet frames — and by concealment when it runs dry. Decoding (Opus,
-//! FEC, PLC) is the caller's: this module only says which one to do.
+//! FEC, DRED, PLC) is the caller's: this module only says which one to do.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
