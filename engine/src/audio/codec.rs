@@ -403,14 +403,9 @@ impl OpusDecoder {
     /// corrupt payload is an error (for a lost packet call [`conceal`](Self::conceal)).
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
         check_payload(payload)?;
-        let len = out.len().min(MAX_FRAME_SAMPLES);
-        let scratch = self.scratch.get_mut(..len).unwrap_or_default();
-        let n = self
-            .inner
-            .decoder_mut()
-            .decode_to_slice(payload, scratch, false)
-            .map_err(|e| codec_error("decoding", e))?;
-        Ok(copy_out(scratch, out, n))
+        self.run("decoding", out, |dred, pcm| {
+            dred.decoder_mut().decode_to_slice(payload, pcm, false)
+        })
     }
 
     /// Rebuilds a lost frame from the in-band FEC carried by the packet after it,
@@ -424,13 +419,9 @@ impl OpusDecoder {
     ) -> Result<usize, AudioError> {
         check_payload(next_payload)?;
         check_missing(out)?;
-        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
-        let n = self
-            .inner
-            .decoder_mut()
-            .decode_to_slice(next_payload, scratch, true)
-            .map_err(|e| codec_error("decoding FEC", e))?;
-        Ok(copy_out(scratch, out, n))
+        self.run("decoding FEC", out, |dred, pcm| {
+            dred.decoder_mut().decode_to_slice(next_payload, pcm, true)
+        })
     }
 
     /// Rebuilds the `out.len()` samples just before `later_payload` from the DRED data it
@@ -444,24 +435,31 @@ impl OpusDecoder {
     ) -> Result<usize, AudioError> {
         check_payload(later_payload)?;
         check_missing(out)?;
-        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
-        let n = self
-            .inner
-            .decode_to_slice(later_payload, scratch)
-            .map_err(|e| codec_error("decoding DRED", e))?;
-        Ok(copy_out(scratch, out, n))
+        self.run("decoding DRED", out, |dred, pcm| {
+            dred.decode_to_slice(later_payload, pcm)
+        })
     }
 
     /// Packet-loss concealment: fills `out` (a multiple of 2.5 ms, at most
     /// [`MAX_FRAME_SAMPLES`]) with audio that continues what came before.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, AudioError> {
         check_missing(out)?;
-        let scratch = self.scratch.get_mut(..out.len()).unwrap_or_default();
-        let n = self
-            .inner
-            .decoder_mut()
-            .decode_to_slice(&[], scratch, false)
-            .map_err(|e| codec_error("concealing", e))?;
+        self.run("concealing", out, |dred, pcm| {
+            dred.decoder_mut().decode_to_slice(&[], pcm, false)
+        })
+    }
+
+    /// Runs one libopus decode into the scratch buffer (as long as `out`, at most
+    /// [`MAX_FRAME_SAMPLES`]) and copies what it wrote into `out`.
+    fn run(
+        &mut self,
+        what: &str,
+        out: &mut [i16],
+        decode: impl FnOnce(&mut Dred, &mut [u16]) -> Result<usize, ErrorCode>,
+    ) -> Result<usize, AudioError> {
+        let len = out.len().min(MAX_FRAME_SAMPLES);
+        let scratch = self.scratch.get_mut(..len).unwrap_or_default();
+        let n = decode(&mut self.inner, scratch).map_err(|e| codec_error(what, e))?;
         Ok(copy_out(scratch, out, n))
     }
 }
