@@ -5,8 +5,8 @@
 //! [`scenario`] (the TOML files in `benches/scenarios/`, impairments from
 //! `sotto-netsim`), [`relay`] (the impairments as a UDP relay), [`quality`] (Sotto calls
 //! through it, and the scoring), [`chromium`] (the same between two Chromium pages, in a
-//! [`netns`]), [`emodel`] (ITU-T G.107) and [`charts`]. Figures go to BENCHMARKS.md with
-//! their command and machine.
+//! [`netns`]), [`emodel`] (ITU-T G.107), [`visqol`] and [`charts`]. Figures go to
+//! BENCHMARKS.md with their command and machine.
 
 pub mod charts;
 pub mod chromium;
@@ -16,3 +16,4 @@ pub mod netns;
 pub mod quality;
 pub mod relay;
 pub mod scenario;
+pub mod visqol;

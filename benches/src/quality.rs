@@ -6,7 +6,8 @@
 //! (loss, concealment, delay, bitrate), the E-model's R and MOS ([`crate::emodel`]) from
 //! the measured delay and loss, and, when a Python with the scoring packages is at hand
 //! (`benches/setup-scoring.sh`), PESQ-WB and PESQ-NB (ITU-T P.862, the `pesq` package's
-//! reference code) and STOI (`pystoi`), through `benches/score.py`.
+//! reference code) and STOI (`pystoi`), through `benches/score.py`; and ViSQOL's speech
+//! MOS-LQO in Rust ([`crate::visqol`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,8 @@ pub struct CallResult {
     pub pesq_nb: Option<f64>,
     /// STOI.
     pub stoi: Option<f64>,
+    /// ViSQOL v3.1 speech-mode MOS-LQO.
+    pub visqol: Option<f64>,
     /// Everything the callee's receive side counted (FEC, PLC, expansion, ...).
     pub received: sotto_engine::call::ReceivedSummary,
     /// The caller's second-by-second view (its sender: bitrate, FEC, RED, round trip).
@@ -329,6 +332,16 @@ pub fn score(
         }
         _ => PythonScores::default(),
     };
+    let scratch = recording.parent().unwrap_or(Path::new("."));
+    let visqol = alignment.and_then(|a| {
+        match crate::visqol::speech_mos(reference, &received, a.lag, scratch) {
+            Ok(mos) => Some(round(mos, 3)),
+            Err(err) => {
+                eprintln!("{}: no ViSQOL: {err:#}", recording.display());
+                None
+            }
+        }
+    });
     Ok(CallResult {
         scenario: scenario.name.clone(),
         peer,
@@ -347,6 +360,7 @@ pub fn score(
         pesq_wb: scores.pesq_wb,
         pesq_nb: scores.pesq_nb,
         stoi: scores.stoi,
+        visqol,
         received: measured.received,
         caller_timeline: measured.caller_timeline,
         callee_timeline: measured.callee_timeline,
@@ -414,10 +428,11 @@ impl CallResult {
     /// The result as one record per metric.
     pub fn records(&self) -> Vec<Record> {
         let counted = |n: u64| Some(n as f64);
-        let metrics: [(&'static str, Option<f64>); 17] = [
+        let metrics: [(&'static str, Option<f64>); 18] = [
             ("pesq_wb", self.pesq_wb),
             ("pesq_nb", self.pesq_nb),
             ("stoi", self.stoi),
+            ("visqol", self.visqol),
             ("mouth_to_ear_ms", self.mouth_to_ear_ms),
             ("emodel_r", self.r),
             ("emodel_mos", self.mos),
@@ -450,10 +465,11 @@ impl CallResult {
 
 /// The report: per scenario and peer, the mean of each metric over the seeds.
 pub fn report_markdown(results: &[CallResult]) -> String {
-    let columns: [(&str, &str); 9] = [
+    let columns: [(&str, &str); 10] = [
         ("pesq_wb", "PESQ-WB"),
         ("pesq_nb", "PESQ-NB"),
         ("stoi", "STOI"),
+        ("visqol", "ViSQOL"),
         ("mouth_to_ear_ms", "mouth-to-ear ms"),
         ("emodel_mos", "E-model MOS"),
         ("loss_percent", "loss %"),

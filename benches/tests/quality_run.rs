@@ -81,6 +81,12 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     assert!(pesq(clean) > pesq(lossy), "{clean:?}\n{lossy:?}");
     assert!(pesq(clean) > 3.0, "{clean:?}");
     assert!(clean.stoi.unwrap() > lossy.stoi.unwrap());
+    eprintln!(
+        "ViSQOL: clean {:?}, loss-10 {:?}",
+        clean.visqol, lossy.visqol
+    );
+    assert!(clean.visqol.unwrap() > 3.0, "{clean:?}");
+    assert!(lossy.visqol.is_some(), "{lossy:?}");
     assert!(clean.mos.unwrap() > lossy.mos.unwrap());
     assert!(clean.mouth_to_ear_ms.unwrap() > 0.0);
     // The callee felt the loss (frames missing from their own packets) ...
