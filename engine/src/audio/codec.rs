@@ -22,9 +22,10 @@ use opusic_c::{Application, Bitrate, Channels, ErrorCode, InbandFec, SampleRate}
 
 use super::{AudioError, SAMPLES_PER_MS};
 
-/// Lowest bitrate [`OpusEncoder::set_bitrate`] applies: below it libopus has too few bits
-/// left over for in-band FEC (LBRR) to be worth anything on wideband speech.
-pub const MIN_BITRATE_BPS: u32 = 16_000;
+/// Lowest bitrate [`OpusEncoder::set_bitrate`] applies: wideband speech in 60 ms frames on
+/// a narrow link (the rate controller's [`NARROW_MIN_BPS`](super::rate::NARROW_MIN_BPS)).
+/// Calls otherwise stay at 16 kbit/s or more, where in-band FEC (LBRR) still has bits.
+pub const MIN_BITRATE_BPS: u32 = 12_000;
 
 /// Highest bitrate [`OpusEncoder::set_bitrate`] applies: mono speech gains nothing
 /// audible above it.
@@ -90,6 +91,11 @@ impl FrameDuration {
             FrameDuration::Ms40 => 40,
             FrameDuration::Ms60 => 60,
         }
+    }
+
+    /// The duration of `millis` milliseconds, if Opus frames come in it.
+    pub fn from_millis(millis: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|frame| frame.millis() == millis)
     }
 
     /// Samples in one frame at 48 kHz.

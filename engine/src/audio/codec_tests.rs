@@ -113,6 +113,8 @@ fn frame_duration_parses_and_sizes() {
         FrameDuration::Ms10
     );
     assert_eq!("40".parse::<FrameDuration>().unwrap(), FrameDuration::Ms40);
+    assert_eq!(FrameDuration::from_millis(60), Some(FrameDuration::Ms60));
+    assert_eq!(FrameDuration::from_millis(30), None);
     for bad in ["", "ms", "15", "20s", "2.5", "-20"] {
         assert!(matches!(
             bad.parse::<FrameDuration>(),

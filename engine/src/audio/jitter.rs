@@ -201,6 +201,16 @@ impl JitterBuffer {
         self.config.frame
     }
 
+    /// Frames of another duration come from now on (the sender changed it mid-call): the
+    /// pull period and the delay arithmetic follow it, and `rebuild_frames` replaces the
+    /// longest rebuild. Packets already buffered are counted at the new duration until they
+    /// have played out, a few hundred milliseconds at most.
+    pub fn set_frame(&mut self, frame: Duration, rebuild_frames: usize) {
+        self.config.frame = frame;
+        self.config.rebuild_frames = rebuild_frames;
+        self.target_ms = self.target_ms.max(ms(frame));
+    }
+
     /// Counters and delays now.
     pub fn stats(&self) -> JitterStats {
         JitterStats {

@@ -539,3 +539,58 @@ fn after_an_outage_playout_resumes_on_time() {
     assert_eq!(run.played().len(), 400, "{stats:?}");
     assert!(stats.target_delay_ms <= 45.0, "{stats:?}");
 }
+
+#[test]
+fn a_change_of_frame_duration_plays_on_without_loss() {
+    // 1 s of 20 ms frames, then 60 ms frames (the sender's narrow-link switch), 30 ms
+    // over the network. The receiver tells the buffer when the first long one arrives,
+    // and each packet plays as long as it is.
+    let packet_ms = |seq: u64| if seq < 50 { 20 } else { 60 };
+    let sent_ms = |seq: u64| {
+        if seq < 50 {
+            seq * 20
+        } else {
+            1000 + (seq - 50) * 60
+        }
+    };
+    let mut buffer = JitterBuffer::new(JitterConfig::default());
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut next_arrival = 0u64;
+    let mut now_ms = 0u64;
+    let mut played = Vec::new();
+    while now_ms < 3500 {
+        while next_arrival < 80 && sent_ms(next_arrival) + 30 <= now_ms {
+            if packet_ms(next_arrival) != buffer.frame().as_millis() as u64 {
+                buffer.set_frame(Duration::from_millis(packet_ms(next_arrival)), 2);
+            }
+            let inserted = buffer.insert(
+                Packet {
+                    seq: next_arrival as u16,
+                    timestamp: (sent_ms(next_arrival) * 48) as u32,
+                    payload: vec![1],
+                    quiet: false,
+                },
+                at(sent_ms(next_arrival) + 30),
+            );
+            assert_eq!(inserted, Inserted::Accepted);
+            next_arrival += 1;
+        }
+        let step = match buffer.pull(at(now_ms)) {
+            Decision::Play(packet) => {
+                played.push(u64::from(packet.seq));
+                packet_ms(u64::from(packet.seq))
+            }
+            Decision::Waiting => 20,
+            other => {
+                assert!(next_arrival >= 80, "{other:?} at {now_ms} ms");
+                buffer.frame().as_millis() as u64
+            }
+        };
+        now_ms += step;
+    }
+    assert_eq!(played, (0..80).collect::<Vec<_>>());
+    let stats = buffer.stats();
+    assert_eq!((stats.lost, stats.accelerated, stats.late), (0, 0, 0), "{stats:?}");
+    assert!(stats.target_delay_ms >= 60.0, "{stats:?}");
+}

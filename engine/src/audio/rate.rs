@@ -29,6 +29,13 @@
 //! 5. The encoder's expected loss is always the smoothed loss in percent, rounded up,
 //!    capped at [`MAX_LOSS_PERCENT`]: it sizes the FEC when FEC is on, and DRED's share
 //!    (when the call enables DRED) whether or not it is.
+//! 6. Frame duration, for narrow links: each packet's headers cost as much as 25 kbit/s
+//!    of Opus at 20 ms frames, a third of that at 60 ms. When the path is congested and
+//!    either the bandwidth estimate leaves the codec less than [`NARROW_ROOM_BPS`] at the
+//!    configured frame or the bitrate is down at the minimum, frames become
+//!    [`LONG_FRAME`] long and the floor drops to [`NARROW_MIN_BPS`]. They come back once
+//!    the path is clear and the same bytes on the wire would give the codec
+//!    [`RESTORE_ROOM_BPS`] at the configured frame (the switch keeps the wire rate).
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +98,21 @@ pub const RED_HOLD: Duration = Duration::from_secs(10);
 /// The deepest redundancy the controller asks for.
 pub const MAX_RED_DEPTH: u8 = 2;
 
+/// The frame duration on narrow links (see the module documentation, step 6).
+pub const LONG_FRAME: FrameDuration = FrameDuration::Ms60;
+
+/// Below this much room for the codec at the configured frame (the bandwidth estimate
+/// less the packet overhead), a congested path takes [`LONG_FRAME`]s.
+pub const NARROW_ROOM_BPS: u64 = 24_000;
+
+/// The lowest bitrate while frames are long: libopus's wideband speech holds up down to
+/// about here, and a 24 kbit/s link leaves about 15 kbit/s of it at 60 ms frames.
+pub const NARROW_MIN_BPS: u32 = 12_000;
+
+/// Long frames end when the wire rate they use would give the codec this much at the
+/// configured frame.
+pub const RESTORE_ROOM_BPS: f64 = 32_000.0;
+
 /// What the encoder should use from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
@@ -102,6 +124,8 @@ pub struct RateDecision {
     pub fec: bool,
     /// Earlier frames each packet repeats (RED, RFC 2198); 0: plain Opus.
     pub red_depth: u8,
+    /// How much audio each packet carries.
+    pub frame: FrameDuration,
 }
 
 /// The controller. See the module documentation for the policy.
@@ -110,6 +134,8 @@ pub struct RateController {
     min_bps: u32,
     max_bps: u32,
     bitrate_bps: f64,
+    /// The configured frame duration, and the one in force (longer on narrow links).
+    base_frame: FrameDuration,
     frame: FrameDuration,
     overhead_bytes: u32,
     smoothed_loss: f64,
@@ -138,6 +164,7 @@ impl RateController {
             min_bps,
             max_bps,
             bitrate_bps: f64::from(start_bps.clamp(min_bps, max_bps)),
+            base_frame: FrameDuration::default(),
             frame: FrameDuration::default(),
             overhead_bytes: PACKET_OVERHEAD_BYTES,
             smoothed_loss: 0.0,
@@ -198,10 +225,17 @@ impl RateController {
         queue || self.smoothed_loss > HEAVY_LOSS
     }
 
-    /// Sets the frame duration the encoder uses (it decides the packet rate, hence the
-    /// overhead). Applies from the next report.
+    /// Sets the frame duration the encoder is configured with (it decides the packet
+    /// rate, hence the overhead); narrow links may lengthen it for a while. Applies from
+    /// the next report.
     pub fn set_frame(&mut self, frame: FrameDuration) {
+        self.base_frame = frame;
         self.frame = frame;
+    }
+
+    /// The frame duration in force now.
+    pub fn frame(&self) -> FrameDuration {
+        self.frame
     }
 
     /// Sets the per-packet overhead in bytes (default [`PACKET_OVERHEAD_BYTES`]).
@@ -211,7 +245,31 @@ impl RateController {
 
     /// Bits per second the packet overhead costs at the current frame rate.
     pub fn overhead_bps(&self) -> u64 {
-        (u64::from(self.overhead_bytes) * 8 * 1000).div_ceil(u64::from(self.frame.millis()))
+        self.overhead_bps_at(self.frame)
+    }
+
+    fn overhead_bps_at(&self, frame: FrameDuration) -> u64 {
+        (u64::from(self.overhead_bytes) * 8 * 1000).div_ceil(u64::from(frame.millis()))
+    }
+
+    /// Step 6 of the policy: long frames on a narrow, congested path; back when clear.
+    fn choose_frame(&mut self, congested: bool) {
+        let long = self.frame != self.base_frame;
+        if !long && congested && LONG_FRAME.millis() > self.base_frame.millis() {
+            let narrow = self.bandwidth_bps.is_some_and(|bandwidth| {
+                bandwidth.saturating_sub(self.overhead_bps_at(self.base_frame)) < NARROW_ROOM_BPS
+            });
+            if narrow || self.bitrate_bps <= f64::from(self.min_bps) {
+                self.frame = LONG_FRAME;
+            }
+        } else if long && !congested {
+            let saved = self.overhead_bps_at(self.base_frame) as f64 - self.overhead_bps() as f64;
+            let at_base = self.bitrate_bps - saved;
+            if at_base >= RESTORE_ROOM_BPS {
+                self.frame = self.base_frame;
+                self.bitrate_bps = at_base;
+            }
+        }
     }
 
     /// The current target bitrate.
@@ -265,15 +323,21 @@ impl RateController {
             self.bitrate_bps += INCREASE_BPS_PER_SEC * elapsed.as_secs_f64();
         }
 
+        self.choose_frame(congested);
         if let Some(bandwidth) = self.bandwidth_bps
             && congested
         {
             let room = bandwidth.saturating_sub(self.overhead_bps());
             self.bitrate_bps = self.bitrate_bps.min(room as f64);
         }
+        let floor = if self.frame == self.base_frame {
+            self.min_bps
+        } else {
+            self.min_bps.min(NARROW_MIN_BPS)
+        };
         self.bitrate_bps = self
             .bitrate_bps
-            .clamp(f64::from(self.min_bps), f64::from(self.max_bps));
+            .clamp(f64::from(floor), f64::from(self.max_bps.max(floor)));
 
         self.red_depth = if !self.red_available || congested {
             0
@@ -298,6 +362,7 @@ impl RateController {
             loss_percent: self.loss_percent(),
             fec: self.red_depth == 0,
             red_depth: self.red_depth,
+            frame: self.frame,
         }
     }
 

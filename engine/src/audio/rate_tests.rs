@@ -32,6 +32,7 @@ fn clean_reports_ramp_up_two_kbit_per_second_to_the_maximum() {
             loss_percent: 0,
             fec: true,
             red_depth: 0,
+            frame: FrameDuration::Ms20,
         }
     );
     let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.0; 20]);
@@ -58,6 +59,7 @@ fn one_bad_report_is_not_sustained_loss() {
             loss_percent: 5,
             fec: true,
             red_depth: 0,
+            frame: FrameDuration::Ms20,
         }
     );
 }
@@ -75,7 +77,9 @@ fn heavy_loss_steps_down_multiplicatively_to_the_floor() {
     for pair in rates.windows(2) {
         assert!(pair[1] <= pair[0], "{rates:?}");
     }
-    assert_eq!(*rates.last().unwrap(), 16_000, "{rates:?}");
+    // Below the minimum at 20 ms frames, the frames grow to 60 ms with a lower floor.
+    assert_eq!(*rates.last().unwrap(), NARROW_MIN_BPS, "{rates:?}");
+    assert_eq!(decisions.last().unwrap().frame, LONG_FRAME);
     // The FEC share follows the loss up to its cap.
     assert_eq!(decisions.last().unwrap().loss_percent, MAX_LOSS_PERCENT);
 }
@@ -151,14 +155,92 @@ fn congested_never_above_the_bandwidth_estimate_minus_overhead() {
     assert_eq!(d.bitrate_bps, 35_200);
     let t1 = t0 + Duration::from_secs(3);
     assert!(rc.on_report(t1, 0.0, None).bitrate_bps <= 35_200);
-    // An estimate below min + overhead: the minimum wins.
+    // An estimate that leaves the codec too little at 20 ms frames: 60 ms frames, capped
+    // at the estimate less their overhead.
     let t2 = t1 + Duration::from_secs(1);
-    assert_eq!(rc.on_report(t2, 0.0, Some(30_000)).bitrate_bps, 16_000);
-    assert_eq!(rc.on_report(t2, 0.0, Some(0)).bitrate_bps, 16_000);
-    // The queue drains: the bitrate climbs again, slowly.
+    let d = rc.on_report(t2, 0.0, Some(30_000));
+    assert_eq!((d.frame, d.bitrate_bps), (FrameDuration::Ms60, 21_733));
+    // Below even that: the narrow floor wins.
+    assert_eq!(rc.on_report(t2, 0.0, Some(0)).bitrate_bps, NARROW_MIN_BPS);
+    // The queue drains: the bitrate climbs again, slowly, in long frames.
     let t3 = t2 + Duration::from_secs(1);
     rc.on_rtt(t3, Duration::from_millis(45));
-    assert_eq!(rc.on_report(t3, 0.0, None).bitrate_bps, 18_000);
+    let d = rc.on_report(t3, 0.0, None);
+    assert_eq!((d.frame, d.bitrate_bps), (FrameDuration::Ms60, 14_000));
+}
+
+#[test]
+fn a_narrow_link_takes_long_frames_until_it_clears() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    let t0 = Instant::now();
+    assert_eq!(rc.on_report(t0, 0.0, None).frame, FrameDuration::Ms20);
+    // A queue on a 24 kbit/s link: 24.8 kbit/s of headers alone at 20 ms frames. At 60 ms
+    // the codec gets what the headers leave.
+    rc.on_rtt(t0, Duration::from_millis(40));
+    let t1 = t0 + Duration::from_secs(1);
+    rc.on_rtt(t1, Duration::from_millis(200));
+    let d = rc.on_report(t1, 0.1, Some(24_000));
+    assert_eq!(
+        (d.frame, d.bitrate_bps),
+        (FrameDuration::Ms60, 24_000 - 8_267)
+    );
+    assert_eq!(rc.frame(), FrameDuration::Ms60);
+    // The path clears and the bitrate climbs; the frames stay long until the same wire
+    // rate would give the codec 32 kbit/s at 20 ms (48.5 kbit/s at 60 ms).
+    let mut t = t1;
+    let mut decisions = Vec::new();
+    for _ in 0..8 {
+        t += Duration::from_secs(5);
+        rc.on_rtt(t, Duration::from_millis(40));
+        decisions.push(rc.on_report(t, 0.0, None));
+    }
+    let back = decisions
+        .iter()
+        .position(|d| d.frame == FrameDuration::Ms20)
+        .expect("20 ms frames again");
+    assert!(back > 0, "{decisions:?}");
+    let before = decisions[back - 1];
+    assert!(before.bitrate_bps < 48_533, "{decisions:?}");
+    let after = decisions[back];
+    assert!(after.bitrate_bps >= 32_000, "{decisions:?}");
+    // The switch keeps the bytes on the wire: what the codec gained, the headers lost.
+    let wire = |d: &RateDecision| {
+        let packets = 1000 / d.frame.millis();
+        d.bitrate_bps + 62 * 8 * packets
+    };
+    assert!(
+        wire(&after) <= wire(&before) + 10_000 + 500,
+        "{decisions:?}"
+    );
+}
+
+#[test]
+fn without_an_estimate_the_floor_under_congestion_means_long_frames() {
+    let mut rc = RateController::new(16_000, 64_000, 20_000);
+    let t0 = Instant::now();
+    // Loss too heavy to be random, and no estimate: down to the floor, then long frames
+    // and the narrow floor below it.
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.7; 12]);
+    let first_long = decisions
+        .iter()
+        .position(|d| d.frame == FrameDuration::Ms60)
+        .expect("long frames");
+    assert!(
+        decisions[..first_long]
+            .iter()
+            .all(|d| d.bitrate_bps >= 16_000)
+    );
+    assert_eq!(
+        decisions.last().unwrap().bitrate_bps,
+        NARROW_MIN_BPS,
+        "{decisions:?}"
+    );
+    // A configured 60 ms frame has nothing longer to go to, and keeps its floor.
+    let mut rc = RateController::new(16_000, 64_000, 20_000);
+    rc.set_frame(FrameDuration::Ms60);
+    let decisions = run(&mut rc, t0, Duration::from_secs(1), &[0.7; 12]);
+    assert!(decisions.iter().all(|d| d.frame == FrameDuration::Ms60));
+    assert_eq!(decisions.last().unwrap().bitrate_bps, 16_000);
 }
 
 #[test]
@@ -251,8 +333,9 @@ fn a_growing_queue_is_congestion_steps_down_and_turns_red_off() {
     assert!(rc.congested());
     let d = rc.on_report(t1, 0.05, Some(40_000));
     assert_eq!(d.red_depth, 0);
-    // 40 kbit/s minus 24.8 kbit/s of headers.
-    assert_eq!(d.bitrate_bps, 16_000);
+    // 40 kbit/s less 24.8 kbit/s of headers at 20 ms frames is too little: 60 ms frames
+    // (8.3 kbit/s of headers), and one step down, 32 × 0.85.
+    assert_eq!((d.frame, d.bitrate_bps), (FrameDuration::Ms60, 27_200));
     assert!(d.loss_percent > 0, "{d:?}");
 }
 

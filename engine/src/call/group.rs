@@ -158,6 +158,7 @@ pub async fn run(
         loss_percent: config.encoder.loss_percent.into(),
         fec: true.into(),
         red_depth: 0.into(),
+        frame_ms: config.encoder.frame.millis().into(),
     });
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
     let mut source = Some(source);
@@ -218,7 +219,6 @@ pub async fn run(
                             track.clone(),
                             ssrc,
                             OPUS_ONLY,
-                            config.encoder.frame.samples() as u32,
                             frames_rx,
                             control.clone(),
                             counters.clone(),

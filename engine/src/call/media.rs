@@ -19,12 +19,13 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::audio::codec::{
-    EncoderConfig, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples, without_extensions,
+    EncoderConfig, FrameDuration, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples,
+    without_extensions,
 };
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
 use crate::audio::red::{self, Block, RedHistory};
-use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLE_RATE, SAMPLES_PER_MS};
+use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLES_PER_MS};
 use crate::e2ee::media::MediaCrypto;
 
 /// Counters shared by the pipeline's threads and tasks, read for the call summary.
@@ -68,6 +69,8 @@ pub struct EncoderControl {
     pub fec: AtomicBool,
     /// Earlier frames each packet repeats (RFC 2198); 0 sends plain Opus.
     pub red_depth: AtomicU8,
+    /// The frame duration in ms (a [`FrameDuration`]; others are ignored).
+    pub frame_ms: AtomicU32,
 }
 
 /// The payload types both ends agreed on for audio.
@@ -82,8 +85,13 @@ pub struct PayloadTypes {
 /// One encoded frame on its way to the RTP sender.
 #[derive(Debug)]
 pub struct OutFrame {
-    /// Index of the frame since capture started (timestamps derive from it).
+    /// Index of the frame since capture started (back-to-back frames have consecutive
+    /// indices; DTX leaves gaps).
     pub index: u64,
+    /// Samples captured before this frame began: its RTP timestamp, less the base.
+    pub position: u64,
+    /// Samples in the frame (the frame duration may change during a call).
+    pub samples: u32,
     /// The Opus packet.
     pub payload: Vec<u8>,
     /// The packet without its DRED extension, when it carries one: what RED repeats.
@@ -165,9 +173,10 @@ fn capture_loop(
     frames: &mpsc::Sender<OutFrame>,
 ) -> Result<CaptureEnd, AudioError> {
     let mut encoder = OpusEncoder::new(config)?;
-    let samples = encoder.frame_samples();
-    let period = Duration::from_micros((samples as u64 * 1_000_000) / u64::from(SAMPLE_RATE));
-    let mut pcm = vec![0i16; samples];
+    let mut frame = config.frame;
+    let mut pcm = vec![0i16; encoder.frame_samples()];
+    let mut due = started;
+    let mut position = 0u64;
     let mut bitrate = config.bitrate_bps;
     let mut loss = config.loss_percent;
     let mut fec = config.fec;
@@ -176,17 +185,28 @@ fn capture_loop(
         if stop.load(Ordering::Relaxed) {
             return Ok(CaptureEnd::Stopped);
         }
+        // The frame duration changes between frames only (the rate controller lengthens
+        // frames on narrow links).
+        let want_frame =
+            FrameDuration::from_millis(control.frame_ms.load(Ordering::Relaxed)).unwrap_or(frame);
+        if want_frame != frame {
+            encoder.set_frame(want_frame);
+            frame = want_frame;
+            pcm.resize(encoder.frame_samples(), 0);
+        }
         if !source.is_realtime() {
             // Files, tones and silence have no clock of their own: one frame per period.
-            let due = started + period.saturating_mul(index as u32);
             let now = Instant::now();
             if due > now {
                 thread::sleep(due - now);
             }
+            due += frame.duration();
         }
         if !source.read(&mut pcm)? {
             return Ok(CaptureEnd::InputEnded);
         }
+        let frame_position = position;
+        position += pcm.len() as u64;
         let want_bitrate = control.bitrate_bps.load(Ordering::Relaxed);
         if want_bitrate != bitrate {
             encoder.set_bitrate(want_bitrate)?;
@@ -217,6 +237,8 @@ fn capture_loop(
         };
         let frame = OutFrame {
             index,
+            position: frame_position,
+            samples: pcm.len() as u32,
             payload: encoded.payload,
             copy,
             level,
@@ -257,7 +279,6 @@ pub async fn run_sender(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_types: PayloadTypes,
-    frame_samples: u32,
     mut frames: mpsc::Receiver<OutFrame>,
     control: Arc<EncoderControl>,
     counters: Arc<MediaCounters>,
@@ -268,11 +289,17 @@ pub async fn run_sender(
     let mut last_index: Option<u64> = None;
     let mut history = RedHistory::new();
     let mut red = Vec::new();
+    let mut frame_samples = 0;
     while let Some(frame) = frames.recv().await {
         let marker = last_index.is_none_or(|last| frame.index != last + 1);
         last_index = Some(frame.index);
-        let timestamp =
-            timestamp_base.wrapping_add((frame.index as u32).wrapping_mul(frame_samples));
+        let timestamp = timestamp_base.wrapping_add(frame.position as u32);
+        if frame.samples != frame_samples {
+            // RED places copies at whole frames back: frames of another length are not
+            // repeated after a change of duration.
+            history.clear();
+            frame_samples = frame.samples;
+        }
         let Some(payload) = seal(crypto.as_deref(), frame.payload) else {
             continue;
         };
@@ -433,16 +460,22 @@ pub async fn run_receiver(
         let seq = packet.header.sequence_number;
         let timestamp = packet.header.timestamp;
         let mut guard = receive.lock();
+        let frame = samples_duration(samples);
+        // One rebuild is one decoder call, which covers at most 120 ms.
+        let rebuild_frames = jitter
+            .rebuild_frames
+            .min(MAX_FRAME_SAMPLES / samples.max(1));
         let buffer = guard.get_or_insert_with(|| {
             JitterBuffer::new(JitterConfig {
-                frame: Duration::from_micros(samples as u64 * 1000 / SAMPLES_PER_MS as u64),
-                // One rebuild is one decoder call, which covers at most 120 ms.
-                rebuild_frames: jitter
-                    .rebuild_frames
-                    .min(MAX_FRAME_SAMPLES / samples.max(1)),
+                frame,
+                rebuild_frames,
                 ..jitter.clone()
             })
         });
+        if buffer.frame() != frame {
+            // The sender changed its frame duration (longer frames on a narrow link).
+            buffer.set_frame(frame, rebuild_frames);
+        }
         buffer.insert(
             Packet {
                 seq,
@@ -485,6 +518,11 @@ pub async fn run_receiver(
             );
         }
     }
+}
+
+/// How long `samples` samples at 48 kHz last.
+fn samples_duration(samples: usize) -> Duration {
+    Duration::from_micros(samples as u64 * 1000 / SAMPLES_PER_MS as u64)
 }
 
 /// Puts the Opus frame of `data` in `out`: decrypted with `crypto`, or as it is. False
@@ -562,12 +600,18 @@ fn playout_loop(
                 }
             }
         };
-        // A rebuild covers several frames at once; every other decision one.
+        // A rebuild covers several frames at once; every other decision one. A packet plays
+        // as long as it is: around a change of frame duration the buffer still holds some
+        // of the old length.
         let frames = match &decision {
             Decision::Rebuild { frames, .. } => (*frames).max(1),
             _ => 1,
         };
-        let samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000 * frames;
+        let frame_samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000;
+        let samples = match &decision {
+            Decision::Play(packet) => packet_samples(&packet.payload).unwrap_or(frame_samples),
+            _ => frame_samples * frames,
+        };
         out.clear();
         out.resize(samples, 0);
         let decoded = match &decision {
@@ -592,7 +636,7 @@ fn playout_loop(
             counters.delay_samples.fetch_add(1, Ordering::Relaxed);
         }
         sink.write(&out)?;
-        due += frame * frames as u32;
+        due += samples_duration(samples);
     }
     Ok(())
 }

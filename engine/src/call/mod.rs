@@ -220,6 +220,8 @@ pub struct TimelinePoint {
     pub fec_loss_percent: u8,
     /// Earlier frames each packet repeats (RED).
     pub red_depth: u8,
+    /// How much audio each packet carries, ms (longer on narrow links).
+    pub frame_ms: u32,
     /// The loss the peer last reported about our stream, %.
     pub reported_loss_percent: Option<f64>,
     /// The latest round trip, ms.

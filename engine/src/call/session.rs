@@ -252,10 +252,12 @@ pub async fn run(
             loss_percent: config.encoder.loss_percent.into(),
             fec: true.into(),
             red_depth: 0.into(),
+            frame_ms: config.encoder.frame.millis().into(),
         }),
         rate: {
             let mut rate =
                 RateController::new(peer::MIN_BITRATE_BPS, peer::MAX_BITRATE_BPS, start_bitrate);
+            rate.set_frame(config.encoder.frame);
             if config.e2ee.is_some() {
                 // SFrame's bytes share the link with the Opus payload.
                 rate.set_overhead_bytes(PACKET_OVERHEAD_BYTES + SFRAME_OVERHEAD_BYTES);
@@ -785,7 +787,6 @@ impl Session {
         let started = Instant::now();
         self.media_started = Some(started);
         let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
-        let frame_samples = self.config.encoder.frame.samples() as u32;
         // A call with RED starts with it on (see `RateController::set_red_available`).
         self.rate
             .set_red_available(self.payload_types().red.is_some());
@@ -796,7 +797,6 @@ impl Session {
             self.track.clone(),
             self.ssrc,
             self.payload_types(),
-            frame_samples,
             frames_rx,
             self.control.clone(),
             self.counters.clone(),
@@ -921,6 +921,7 @@ impl Session {
             bitrate_bps: decision.bitrate_bps,
             fec_loss_percent: decision.loss_percent,
             red_depth: decision.red_depth,
+            frame_ms: decision.frame.millis(),
             reported_loss_percent: self
                 .reported_loss
                 .latest()
@@ -937,6 +938,9 @@ impl Session {
             .loss_percent
             .store(decision.loss_percent, Ordering::Relaxed);
         self.control.fec.store(decision.fec, Ordering::Relaxed);
+        self.control
+            .frame_ms
+            .store(decision.frame.millis(), Ordering::Relaxed);
     }
 
     async fn finish(mut self, end: EndReason) -> CallSummary {
