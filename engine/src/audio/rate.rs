@@ -21,8 +21,8 @@
 //!    for the time since the previous report (at most [`MAX_INCREASE_INTERVAL`] of it)
 //!    toward the maximum. Otherwise hold. Always within min..=max: the minimum wins over
 //!    the estimate.
-//! 4. Redundancy, when the peer takes RED (RFC 2198; [`RateController::set_red_available`])
-//!    and the path is not congested: each packet repeats the last [`MAX_RED_DEPTH`] frames
+//! 4. Redundancy, when the peer takes RED (RFC 2198; [`RateController::set_red_available`]),
+//!    the path is not congested and not narrow (frames at their configured length): each packet repeats the last [`MAX_RED_DEPTH`] frames
 //!    above [`RED_LOSS`] smoothed loss, until it falls below half of that and no report
 //!    has said anything was lost for [`RED_HOLD`]. RED carries whole frames, so the
 //!    encoder's in-band FEC (LBRR, a coarse copy of one frame) is then off.
@@ -339,7 +339,8 @@ impl RateController {
             .bitrate_bps
             .clamp(f64::from(floor), f64::from(self.max_bps.max(floor)));
 
-        self.red_depth = if !self.red_available || congested {
+        // On a narrow link (long frames) RED's copies would not fit either.
+        self.red_depth = if !self.red_available || congested || self.frame != self.base_frame {
             0
         } else if !self.loss_reported {
             // No word on loss yet: keep the starting depth.

@@ -215,6 +215,24 @@ fn a_narrow_link_takes_long_frames_until_it_clears() {
 }
 
 #[test]
+fn no_redundancy_while_frames_are_long() {
+    let mut rc = RateController::new(16_000, 64_000, 32_000);
+    rc.set_red_available(true);
+    let t0 = Instant::now();
+    rc.on_rtt(t0, Duration::from_millis(40));
+    let t1 = t0 + Duration::from_secs(1);
+    rc.on_rtt(t1, Duration::from_millis(200));
+    assert_eq!(rc.on_report(t1, 0.5, Some(24_000)).frame, LONG_FRAME);
+    // The queue drains but reports still carry its losses: on a 20 ms path that would
+    // turn RED on; on this narrow one the copies would only fill the queue again.
+    let t2 = t1 + Duration::from_secs(1);
+    rc.on_rtt(t2, Duration::from_millis(45));
+    let d = rc.on_report(t2, 0.2, None);
+    assert!(!rc.congested());
+    assert_eq!((d.frame, d.red_depth), (LONG_FRAME, 0), "{d:?}");
+}
+
+#[test]
 fn without_an_estimate_the_floor_under_congestion_means_long_frames() {
     let mut rc = RateController::new(16_000, 64_000, 20_000);
     let t0 = Instant::now();
