@@ -88,8 +88,8 @@ struct RunArgs {
     /// The Chromium binary for `--peer chromium`.
     #[arg(long, default_value = "/usr/bin/chromium")]
     chromium: PathBuf,
-    /// Sotto's Opus decoder complexity: 5 (the default) and up conceal with deep PLC and
-    /// decode DRED; 0..=4 are classic concealment; 6 and 7 add LACE and NoLACE.
+    /// Sotto's Opus decoder complexity: 5 and up conceal with deep PLC and decode DRED;
+    /// 0..=4 are classic concealment; 6 and 7 (the default) add LACE and NoLACE.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
     decoder_complexity: Option<u8>,
     /// DRED Sotto's sender carries once loss is reported, in 10 ms units (default 0: none;

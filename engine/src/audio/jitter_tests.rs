@@ -591,6 +591,10 @@ fn a_change_of_frame_duration_plays_on_without_loss() {
     }
     assert_eq!(played, (0..80).collect::<Vec<_>>());
     let stats = buffer.stats();
-    assert_eq!((stats.lost, stats.accelerated, stats.late), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.lost, stats.accelerated, stats.late),
+        (0, 0, 0),
+        "{stats:?}"
+    );
     assert!(stats.target_delay_ms >= 60.0, "{stats:?}");
 }

@@ -117,7 +117,7 @@ pub struct CallConfig {
     /// frames while the peer reports loss (see [`crate::audio::rate`]).
     pub red: bool,
     /// The Opus decoder's complexity (0..=10): 5 and up conceal loss with deep PLC and
-    /// decode DRED, 6 and 7 add the LACE and NoLACE enhancers.
+    /// decode DRED, 6 and 7 add the LACE and NoLACE enhancers (default: 7, NoLACE).
     pub decoder_complexity: u8,
 }
 
