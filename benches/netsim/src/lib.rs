@@ -370,6 +370,13 @@ impl<P: Clone> Link<P> {
         Some(next.packet)
     }
 
+    /// Applies `what` at `now`, off the schedule: for a driver that decides changes as it
+    /// goes (a test capping a link mid-run). Scheduled changes still come at their times.
+    pub fn change_now(&mut self, now: Duration, what: ChangeKind) {
+        self.apply_schedule(now);
+        self.apply(now, what);
+    }
+
     /// When the next packet is due (for a driver's timer).
     pub fn next_due(&self) -> Option<Duration> {
         self.in_flight.peek().map(|Reverse(next)| next.at)
@@ -446,19 +453,23 @@ impl<P: Clone> Link<P> {
             if ms(change.at_ms) > now {
                 break;
             }
-            let at = ms(change.at_ms);
-            match change.what.clone() {
-                ChangeKind::Bandwidth { bandwidth } => self.current.bandwidth = bandwidth,
-                ChangeKind::Outage { duration_ms } => {
-                    self.outage_until = self.outage_until.max(at + ms(duration_ms));
-                }
-                ChangeKind::Loss { loss } => {
-                    self.current.loss = loss;
-                    self.in_bad_state = false;
-                }
-                ChangeKind::Delay { delay_ms } => self.current.delay_ms = delay_ms,
-            }
+            let (at, what) = (ms(change.at_ms), change.what.clone());
+            self.apply(at, what);
             self.next_change += 1;
+        }
+    }
+
+    fn apply(&mut self, at: Duration, what: ChangeKind) {
+        match what {
+            ChangeKind::Bandwidth { bandwidth } => self.current.bandwidth = bandwidth,
+            ChangeKind::Outage { duration_ms } => {
+                self.outage_until = self.outage_until.max(at + ms(duration_ms));
+            }
+            ChangeKind::Loss { loss } => {
+                self.current.loss = loss;
+                self.in_bad_state = false;
+            }
+            ChangeKind::Delay { delay_ms } => self.current.delay_ms = delay_ms,
         }
     }
 }

@@ -276,6 +276,52 @@ fn changes_on_a_schedule() {
 }
 
 #[test]
+fn a_change_made_now_applies_from_now_and_keeps_the_schedule() {
+    // A driver caps a clean link at 2 s (what the SFU tests do to a participant's
+    // downlink); the schedule's outage at 4 s still comes.
+    let mut link = Link::new(
+        Impairment {
+            schedule: vec![Change {
+                at_ms: 4_000.0,
+                what: ChangeKind::Outage { duration_ms: 500.0 },
+            }],
+            ..Default::default()
+        },
+        7,
+    );
+    let mut fates = Vec::new();
+    for i in 0..300u32 {
+        let now = SPACING * i;
+        if now == Duration::from_secs(2) {
+            link.change_now(
+                now,
+                ChangeKind::Bandwidth {
+                    bandwidth: Some(Bandwidth {
+                        kbps: 100.0,
+                        queue_ms: 50.0,
+                    }),
+                },
+            );
+        }
+        // 500 kbit/s offered.
+        fates.push(link.send(now, 1250, i));
+    }
+    let count = |range: std::ops::Range<usize>, fate: fn(&Fate) -> bool| {
+        fates[range].iter().filter(|f| fate(f)).count()
+    };
+    let delivered = |f: &Fate| matches!(f, Fate::Delivered { .. });
+    assert_eq!(count(0..100, delivered), 100);
+    // From 2 s on, a fifth of the offer fits.
+    let fitted = count(110..200, delivered) as f64 / 90.0;
+    near(fitted, 0.2, 0.03, "delivered under the cap");
+    assert_eq!(count(200..225, |f| *f == Fate::Outage), 25);
+    assert_eq!(
+        link.current().bandwidth.as_ref().map(|b| b.kbps),
+        Some(100.0)
+    );
+}
+
+#[test]
 fn the_same_seed_gives_the_same_trace() {
     let config = Impairment {
         loss: Loss::bursty(0.05, 3.0),

@@ -1,9 +1,10 @@
 //! A deterministic world for the SFU core: the sans-IO [`Sfu`], sans-IO [`Client`]s with
-//! real DTLS-SRTP, and a network between them: a one-way delay, seeded loss of SRTP and
-//! SRTCP datagrams, and optionally a participant's downlink capped to a bit rate behind a
+//! real DTLS-SRTP, and a network between them made of `sotto-netsim` links (the model the
+//! call-quality bench's relay runs): a one-way delay, seeded uniform loss of SRTP and SRTCP
+//! datagrams, and optionally a participant's downlink capped to a bit rate behind a
 //! drop-tail queue. Time is injected: a run of ten simulated seconds takes well under one
-//! real second. Each link draws its losses from its own generator, seeded from the seed and
-//! the link's two addresses, so whether the n-th media datagram on a link is lost depends on
+//! real second. Each direction between two addresses is its own link, seeded from the seed
+//! and the two addresses, so whether the n-th media datagram on a link is lost depends on
 //! the seed alone (SSRCs and keys are random per run; they change no decision, though RTCP
 //! timing can shift which datagram is the n-th).
 //!
@@ -13,16 +14,14 @@
 //! keyframe flag, so a test can tell what it received; the SFU never reads payloads.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rtc::rtp_transceiver::SSRC;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use sotto_netsim::{Bandwidth, ChangeKind, Fate, Impairment, Link, Loss};
 use sotto_sfu::client::{Client, ClientEvent, FrameInfo, Outgoing, Publish};
 use sotto_sfu::core::{Sfu, SignalOut};
 use sotto_sfu::leg::Codec;
@@ -31,8 +30,10 @@ pub const ROOM: &str = "room-1";
 const SFU_ADDR: &str = "10.0.0.1:5000";
 /// The longest step of the simulated clock.
 const MAX_STEP: Duration = Duration::from_millis(5);
-/// A capped link drops what would wait longer than this in its queue.
-const MAX_QUEUE_DELAY: Duration = Duration::from_millis(250);
+/// A capped link drops what would wait longer than this in its queue, ms.
+const MAX_QUEUE_MS: f64 = 250.0;
+/// IPv4 and UDP headers: what a datagram costs on a capped link besides its payload.
+const IP_UDP_BYTES: usize = 28;
 
 /// One layer of a source (the only one, without simulcast).
 struct Layer {
@@ -160,19 +161,12 @@ impl Participant {
     }
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct InFlight {
-    at: Instant,
-    order: u64,
-    from: SocketAddr,
-    to: SocketAddr,
-    payload: Vec<u8>,
-}
-
-/// A link's capacity and queue.
-struct Cap {
-    bps: u64,
-    busy_until: Instant,
+/// One direction between two addresses. Media (SRTP and SRTCP) crosses the impairments;
+/// the rest (STUN, DTLS) only the delay, on a link of its own, so setup is never what a
+/// test's seed decides.
+struct Path {
+    media: Link<Vec<u8>>,
+    control: Link<Vec<u8>>,
 }
 
 /// The world.
@@ -183,15 +177,12 @@ pub struct Sim {
     sfu_addr: SocketAddr,
     pub participants: Vec<Participant>,
     seed: u64,
-    /// One loss generator per (from, to) link.
-    links: HashMap<(SocketAddr, SocketAddr), StdRng>,
-    /// Capped links (from, to).
-    caps: HashMap<(SocketAddr, SocketAddr), Cap>,
+    /// The links, by (from, to); ordered, so that deliveries due at the same time come in
+    /// the same order in every run.
+    links: BTreeMap<(SocketAddr, SocketAddr), Path>,
     /// Probability that an SRTP or SRTCP datagram is lost, each way.
     pub loss: f64,
     delay: Duration,
-    in_flight: BinaryHeap<Reverse<InFlight>>,
-    order: u64,
     /// Datagrams the network dropped at random.
     pub lost: u64,
     /// Datagrams a capped link's queue dropped.
@@ -225,12 +216,9 @@ impl Sim {
             sfu_addr,
             participants: Vec::new(),
             seed,
-            links: HashMap::new(),
-            caps: HashMap::new(),
+            links: BTreeMap::new(),
             loss,
             delay,
-            in_flight: BinaryHeap::new(),
-            order: 0,
             lost: 0,
             queue_drops: 0,
             sfu_sent: HashMap::new(),
@@ -277,16 +265,39 @@ impl Sim {
 
     /// Caps participant `index`'s downlink (SFU to it) at `bps`, or lifts the cap.
     pub fn cap_downlink(&mut self, index: usize, bps: Option<u64>) {
-        let link = (self.sfu_addr, self.participants[index].client.addr());
-        match bps {
-            Some(bps) => {
-                let busy_until = self.caps.get(&link).map_or(self.now, |c| c.busy_until);
-                self.caps.insert(link, Cap { bps, busy_until });
+        let to = self.participants[index].client.addr();
+        let now = self.elapsed();
+        let bandwidth = bps.map(|bps| Bandwidth {
+            kbps: bps as f64 / 1000.0,
+            queue_ms: MAX_QUEUE_MS,
+        });
+        self.path(self.sfu_addr, to)
+            .media
+            .change_now(now, ChangeKind::Bandwidth { bandwidth });
+    }
+
+    /// The link from `from` to `to`, made on first use.
+    fn path(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Path {
+        let (seed, loss, delay_ms) = (self.seed, self.loss, self.delay.as_secs_f64() * 1000.0);
+        self.links.entry((from, to)).or_insert_with(|| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(seed, from, to), &mut hasher);
+            let seed = std::hash::Hasher::finish(&hasher);
+            let delay_only = Impairment {
+                delay_ms,
+                ..Impairment::default()
+            };
+            Path {
+                media: Link::new(
+                    Impairment {
+                        loss: Loss::Uniform { rate: loss },
+                        ..delay_only.clone()
+                    },
+                    seed,
+                ),
+                control: Link::new(delay_only, seed),
             }
-            None => {
-                self.caps.remove(&link);
-            }
-        }
+        })
     }
 
     /// Participant `index` asks for a keyframe of the forwarded stream `ssrc`.
@@ -309,8 +320,13 @@ impl Sim {
 
     fn step(&mut self, until: Instant) {
         let mut next = (self.now + MAX_STEP).min(until);
-        if let Some(Reverse(first)) = self.in_flight.peek() {
-            next = next.min(first.at);
+        for path in self.links.values() {
+            for due in [path.media.next_due(), path.control.next_due()]
+                .into_iter()
+                .flatten()
+            {
+                next = next.min(self.start + due);
+            }
         }
         if let Some(due) = self.sfu.poll_timeout() {
             next = next.min(due);
@@ -329,25 +345,24 @@ impl Sim {
         let now = self.now;
 
         // Deliveries.
-        while self
-            .in_flight
-            .peek()
-            .is_some_and(|Reverse(first)| first.at <= now)
-        {
-            let Some(Reverse(datagram)) = self.in_flight.pop() else {
-                break;
-            };
-            if datagram.to == self.sfu_addr {
-                self.sfu
-                    .handle_datagram(now, datagram.from, &datagram.payload);
+        let elapsed = self.elapsed();
+        let mut arrived = Vec::new();
+        for (&(from, to), path) in &mut self.links {
+            for link in [&mut path.control, &mut path.media] {
+                while let Some(payload) = link.poll(elapsed) {
+                    arrived.push((from, to, payload));
+                }
+            }
+        }
+        for (from, to, payload) in arrived {
+            if to == self.sfu_addr {
+                self.sfu.handle_datagram(now, from, &payload);
             } else if let Some(p) = self
                 .participants
                 .iter_mut()
-                .find(|p| p.client.addr() == datagram.to && !p.gone)
+                .find(|p| p.client.addr() == to && !p.gone)
             {
-                let _ = p
-                    .client
-                    .handle_datagram(now, datagram.from, &datagram.payload);
+                let _ = p.client.handle_datagram(now, from, &payload);
             }
         }
         // Timers.
@@ -452,35 +467,19 @@ impl Sim {
                 .or_default()
                 .push(u16::from_be_bytes([payload[2], payload[3]]));
         }
-        let seed = self.seed;
-        let link = self.links.entry((from, to)).or_insert_with(|| {
-            let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&(seed, from, to), &mut hasher);
-            StdRng::seed_from_u64(std::hash::Hasher::finish(&hasher))
-        });
-        if is_srtp(&payload) && link.random_bool(self.loss) {
-            self.lost += 1;
-            return;
+        let elapsed = now - self.start;
+        let media = is_srtp(&payload);
+        let path = self.path(from, to);
+        let link = if media {
+            &mut path.media
+        } else {
+            &mut path.control
+        };
+        match link.send(elapsed, payload.len() + IP_UDP_BYTES, payload) {
+            Fate::Lost => self.lost += 1,
+            Fate::QueueDropped => self.queue_drops += 1,
+            Fate::Delivered { .. } | Fate::Outage => {}
         }
-        let mut at = now + self.delay;
-        if let Some(cap) = self.caps.get_mut(&(from, to)) {
-            let start = cap.busy_until.max(now);
-            if start - now > MAX_QUEUE_DELAY {
-                self.queue_drops += 1;
-                return;
-            }
-            let bits = (payload.len() as u64 + 28) * 8; // with IP and UDP headers
-            cap.busy_until = start + Duration::from_nanos(bits * 1_000_000_000 / cap.bps);
-            at = cap.busy_until + self.delay;
-        }
-        self.order += 1;
-        self.in_flight.push(Reverse(InFlight {
-            at,
-            order: self.order,
-            from,
-            to,
-            payload,
-        }));
     }
 }
 
