@@ -199,4 +199,23 @@ async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
     // skipped, not drawn over an empty range.
     let charts = sotto_bench::charts::draw_all(dir.path(), &[scenario], &results).unwrap();
     assert!(charts.is_empty(), "{charts:?}");
+    // A clean uplink: the SFU reports no loss, and the speaker's FEC expects none.
+    assert_eq!(results[0].fec_loss_percent, 0, "{:?}", results[0]);
+
+    // Under 10 % loss per leg the SFU's reports about the speaker's uplink reach its rate
+    // controller, which sizes the encoder's in-band FEC for them.
+    let lossy = Scenario::load(&bench_dir().join("scenarios/loss-10.toml")).unwrap();
+    let results = sotto_bench::group::run_group_call(
+        &lossy,
+        1,
+        3,
+        &input,
+        dir.path(),
+        &scoring,
+        &Tuning::default(),
+    )
+    .await
+    .unwrap();
+    assert!(results[0].relay.forward.lost > 10, "{:?}", results[0].relay);
+    assert!(results[0].fec_loss_percent > 0, "{:?}", results[0]);
 }

@@ -19,6 +19,8 @@ use super::media::{
     self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
 };
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent};
+use super::reports::SendFeedback;
+use super::session::{TICK, send_rate_controller};
 use super::{CallError, E2eeSummary, IceConfig, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
@@ -126,8 +128,9 @@ pub async fn run(
         pc,
         track,
         ssrc,
+        estimate_bps,
+        reported_loss,
         events: mut peer_events,
-        ..
     } = peer::build(&config.ice, false).await?; // The SFU forwards plain Opus.
     let call_id = room.0.clone();
     let offer = pc
@@ -153,13 +156,17 @@ pub async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(MediaCounters::default());
-    let control = Arc::new(EncoderControl {
-        bitrate_bps: config.encoder.bitrate_bps.into(),
-        loss_percent: config.encoder.loss_percent.into(),
-        fec: true.into(),
-        red_depth: 0.into(),
-        frame_ms: config.encoder.frame.millis().into(),
-    });
+    let control = Arc::new(EncoderControl::new(&config.encoder));
+    // The SFU reports what it lost of our uplink: the encoder's FEC is sized for that (the
+    // listeners' downlinks end at the SFU, which does not pass their reports on), and the
+    // bitrate follows congestion as in a one-to-one call. No RED: the SFU forwards plain
+    // Opus.
+    let mut feedback = SendFeedback::new(
+        send_rate_controller(&config.encoder, config.e2ee.is_some()),
+        reported_loss,
+        estimate_bps,
+    );
+    let mut tick = tokio::time::interval(TICK);
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
     let mut source = Some(source);
     let mut audio_level_id = None;
@@ -283,6 +290,11 @@ pub async fn run(
                 Some(CaptureEnd::Failed(message)) => break format!("audio input: {message}"),
                 Some(CaptureEnd::Stopped) | None => {}
             },
+            _ = tick.tick() => {
+                if connected_at.is_some() {
+                    feedback.tick(Instant::now(), false, &control);
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 break if connected_at.is_some() { "left the room".into() } else { "no media path to the SFU within 30 s".into() };
             }

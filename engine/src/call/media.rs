@@ -73,6 +73,31 @@ pub struct EncoderControl {
     pub frame_ms: AtomicU32,
 }
 
+impl EncoderControl {
+    /// Control that starts the encoder as `config` says, without redundancy.
+    pub fn new(config: &EncoderConfig) -> Self {
+        EncoderControl {
+            bitrate_bps: config.bitrate_bps.into(),
+            loss_percent: config.loss_percent.into(),
+            fec: true.into(),
+            red_depth: 0.into(),
+            frame_ms: config.frame.millis().into(),
+        }
+    }
+
+    /// Hands the rate controller's decision to the capture thread and the sender.
+    pub fn apply(&self, decision: &crate::audio::rate::RateDecision) {
+        self.bitrate_bps
+            .store(decision.bitrate_bps, Ordering::Relaxed);
+        self.loss_percent
+            .store(decision.loss_percent, Ordering::Relaxed);
+        self.fec.store(decision.fec, Ordering::Relaxed);
+        self.red_depth.store(decision.red_depth, Ordering::Relaxed);
+        self.frame_ms
+            .store(decision.frame.millis(), Ordering::Relaxed);
+    }
+}
+
 /// The payload types both ends agreed on for audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayloadTypes {

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -20,6 +20,9 @@ use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+
+use super::media::EncoderControl;
+use crate::audio::rate::{RateController, RateDecision};
 
 /// The latest loss the peer reported about one of our streams, shared with the call.
 #[derive(Debug, Default)]
@@ -111,6 +114,80 @@ impl ReportedLoss {
             count << 8 | u32::from(block.fraction_lost),
             Ordering::Relaxed,
         );
+    }
+}
+
+/// The sender's side of the feedback loop, once a second: what the peer reported since the
+/// last tick goes to the rate controller, and its decision to the capture thread and the
+/// RTP sender. One-to-one calls and group calls (whose peer is the SFU, reporting on the
+/// uplink) share it.
+pub struct SendFeedback {
+    /// The controller.
+    pub rate: RateController,
+    reported: Arc<ReportedLoss>,
+    estimate_bps: Arc<AtomicU64>,
+    reports_seen: u32,
+    rtts_seen: u32,
+}
+
+/// One tick's outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// What the controller decided (already applied).
+    pub decision: RateDecision,
+    /// The latest round trip, if one is known.
+    pub rtt: Option<Duration>,
+    /// The latest reported loss, 0..1, if any report came.
+    pub reported_loss: Option<f64>,
+}
+
+impl SendFeedback {
+    /// The loop around `rate`, fed from `reported` and the bandwidth estimate.
+    pub fn new(
+        rate: RateController,
+        reported: Arc<ReportedLoss>,
+        estimate_bps: Arc<AtomicU64>,
+    ) -> Self {
+        SendFeedback {
+            rate,
+            reported,
+            estimate_bps,
+            reports_seen: 0,
+            rtts_seen: 0,
+        }
+    }
+
+    /// One tick at `now`; `red_available` says whether the peer takes RED. The decision is
+    /// stored in `control`.
+    pub fn tick(&mut self, now: Instant, red_available: bool, control: &EncoderControl) -> Tick {
+        // The peer's latest report about our stream; NaN (no news) when none came since the
+        // last tick, so the smoothed loss is not pulled toward a stale value.
+        let latest = self.reported.latest();
+        let fraction_lost = match latest {
+            Some((fraction, count)) if count != self.reports_seen => {
+                self.reports_seen = count;
+                fraction
+            }
+            _ => f64::NAN,
+        };
+        let rtt = self.reported.latest_rtt(SystemTime::now(), now);
+        if let Some((rtt, count)) = rtt
+            && count != self.rtts_seen
+        {
+            self.rtts_seen = count;
+            self.rate.on_rtt(now, rtt);
+        }
+        self.rate.set_red_available(red_available);
+        let estimate = self.estimate_bps.load(Ordering::Relaxed);
+        let decision = self
+            .rate
+            .on_report(now, fraction_lost, (estimate > 0).then_some(estimate));
+        control.apply(&decision);
+        Tick {
+            decision,
+            rtt: rtt.map(|(rtt, _)| rtt),
+            reported_loss: latest.map(|(fraction, _)| fraction),
+        }
     }
 }
 

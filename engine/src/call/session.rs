@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sotto_signaling::protocol::{
@@ -22,6 +22,7 @@ use super::media::{
     self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
 };
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
+use super::reports::SendFeedback;
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
     ReceivedSummary, SentSummary, Side, TimelinePoint,
@@ -96,7 +97,7 @@ pub struct SessionParams {
 }
 
 /// Rate control and stats run this often.
-const TICK: Duration = Duration::from_secs(1);
+pub(super) const TICK: Duration = Duration::from_secs(1);
 /// Least time between two ICE restarts the caller starts on its own.
 const RESTART_SPACING: Duration = Duration::from_secs(3);
 
@@ -110,13 +111,6 @@ struct Session {
     pc: Arc<dyn PeerConnection>,
     track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     ssrc: u32,
-    estimate_bps: Arc<std::sync::atomic::AtomicU64>,
-    /// What the peer reports losing of our stream.
-    reported_loss: Arc<super::reports::ReportedLoss>,
-    /// How many of those reports the rate controller has seen.
-    reports_seen: u32,
-    /// Round trips already fed to the rate controller.
-    rtts_seen: u32,
     /// One point per tick while connected.
     timeline: Vec<TimelinePoint>,
     state: CallState,
@@ -138,7 +132,8 @@ struct Session {
     counters: Arc<MediaCounters>,
     receive: Arc<Receive>,
     control: Arc<EncoderControl>,
-    rate: RateController,
+    /// The peer's reports to the rate controller to the encoder.
+    feedback: SendFeedback,
     capture_end_tx: mpsc::UnboundedSender<CaptureEnd>,
     threads: Vec<std::thread::JoinHandle<()>>,
     playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
@@ -216,7 +211,6 @@ pub async fn run(
         None
     };
     let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
-    let start_bitrate = config.encoder.bitrate_bps;
     let mut session = Session {
         role,
         call_id,
@@ -226,10 +220,6 @@ pub async fn run(
         pc,
         track,
         ssrc,
-        estimate_bps,
-        reported_loss,
-        reports_seen: 0,
-        rtts_seen: 0,
         timeline: Vec::new(),
         state: CallState::Ringing,
         remote_audio: None,
@@ -247,23 +237,12 @@ pub async fn run(
         stop: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(MediaCounters::default()),
         receive: Arc::new(Receive::default()),
-        control: Arc::new(EncoderControl {
-            bitrate_bps: start_bitrate.into(),
-            loss_percent: config.encoder.loss_percent.into(),
-            fec: true.into(),
-            red_depth: 0.into(),
-            frame_ms: config.encoder.frame.millis().into(),
-        }),
-        rate: {
-            let mut rate =
-                RateController::new(peer::MIN_BITRATE_BPS, peer::MAX_BITRATE_BPS, start_bitrate);
-            rate.set_frame(config.encoder.frame);
-            if config.e2ee.is_some() {
-                // SFrame's bytes share the link with the Opus payload.
-                rate.set_overhead_bytes(PACKET_OVERHEAD_BYTES + SFRAME_OVERHEAD_BYTES);
-            }
-            rate
-        },
+        control: Arc::new(EncoderControl::new(&config.encoder)),
+        feedback: SendFeedback::new(
+            send_rate_controller(&config.encoder, config.e2ee.is_some()),
+            reported_loss,
+            estimate_bps,
+        ),
         capture_end_tx,
         threads: Vec::new(),
         playout: None,
@@ -788,11 +767,12 @@ impl Session {
         self.media_started = Some(started);
         let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
         // A call with RED starts with it on (see `RateController::set_red_available`).
-        self.rate
+        self.feedback
+            .rate
             .set_red_available(self.payload_types().red.is_some());
         self.control
             .red_depth
-            .store(self.rate.red_depth(), Ordering::Relaxed);
+            .store(self.feedback.rate.red_depth(), Ordering::Relaxed);
         tokio::spawn(media::run_sender(
             self.track.clone(),
             self.ssrc,
@@ -888,31 +868,9 @@ impl Session {
             return;
         }
         let now = Instant::now();
-        // The peer's latest report about our stream; NaN (no news) when none came since the
-        // last tick, so the smoothed loss is not pulled toward a stale value.
-        let fraction_lost = match self.reported_loss.latest() {
-            Some((fraction, count)) if count != self.reports_seen => {
-                self.reports_seen = count;
-                fraction
-            }
-            _ => f64::NAN,
-        };
-        let rtt = self.reported_loss.latest_rtt(SystemTime::now(), now);
-        if let Some((rtt, count)) = rtt
-            && count != self.rtts_seen
-        {
-            self.rtts_seen = count;
-            self.rate.on_rtt(now, rtt);
-        }
-        self.rate
-            .set_red_available(self.payload_types().red.is_some());
-        let estimate = self.estimate_bps.load(Ordering::Relaxed);
-        let decision = self
-            .rate
-            .on_report(now, fraction_lost, (estimate > 0).then_some(estimate));
-        self.control
-            .red_depth
-            .store(decision.red_depth, Ordering::Relaxed);
+        let red = self.payload_types().red.is_some();
+        let tick = self.feedback.tick(now, red, &self.control);
+        let decision = tick.decision;
         let jitter = self.receive.stats();
         self.timeline.push(TimelinePoint {
             t_s: self.connected_at.map_or(0.0, |at| {
@@ -922,25 +880,14 @@ impl Session {
             fec_loss_percent: decision.loss_percent,
             red_depth: decision.red_depth,
             frame_ms: decision.frame.millis(),
-            reported_loss_percent: self
+            reported_loss_percent: tick
                 .reported_loss
-                .latest()
-                .map(|(fraction, _)| round(fraction * 100.0, 2)),
-            rtt_ms: rtt.map(|(rtt, _)| ms(rtt)),
-            congested: self.rate.congested(),
+                .map(|fraction| round(fraction * 100.0, 2)),
+            rtt_ms: tick.rtt.map(ms),
+            congested: self.feedback.rate.congested(),
             jitter_target_ms: jitter.map(|j| round(j.target_delay_ms, 1)),
             jitter_current_ms: jitter.map(|j| round(j.current_delay_ms, 1)),
         });
-        self.control
-            .bitrate_bps
-            .store(decision.bitrate_bps, Ordering::Relaxed);
-        self.control
-            .loss_percent
-            .store(decision.loss_percent, Ordering::Relaxed);
-        self.control.fec.store(decision.fec, Ordering::Relaxed);
-        self.control
-            .frame_ms
-            .store(decision.frame.millis(), Ordering::Relaxed);
     }
 
     async fn finish(mut self, end: EndReason) -> CallSummary {
@@ -1031,4 +978,24 @@ fn ms(duration: Duration) -> f64 {
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
+}
+
+/// The rate controller of a call's audio sender: within the bandwidth estimator's bounds,
+/// starting at the configured bitrate, with the configured frame, and SFrame's bytes in the
+/// overhead when the call is encrypted end to end.
+pub(super) fn send_rate_controller(
+    encoder: &crate::audio::codec::EncoderConfig,
+    e2ee: bool,
+) -> RateController {
+    let mut rate = RateController::new(
+        peer::MIN_BITRATE_BPS,
+        peer::MAX_BITRATE_BPS,
+        encoder.bitrate_bps,
+    );
+    rate.set_frame(encoder.frame);
+    if e2ee {
+        // SFrame's bytes share the link with the Opus payload.
+        rate.set_overhead_bytes(PACKET_OVERHEAD_BYTES + SFRAME_OVERHEAD_BYTES);
+    }
+    rate
 }
