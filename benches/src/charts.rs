@@ -232,6 +232,11 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .iter()
         .map(|p| (p.t_s, f64::from(p.red_depth) * 10.0))
         .collect();
+    let frame: Vec<(f64, f64)> = result
+        .caller_timeline
+        .iter()
+        .map(|p| (p.t_s, f64::from(p.frame_ms)))
+        .collect();
     let mut chart = ChartBuilder::on(&top)
         .caption(
             format!(
@@ -256,6 +261,11 @@ fn timeline_chart(path: &Path, result: &CallResult) -> anyhow::Result<()> {
         .map_err(chart_error)?
         .label("RED depth × 10")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+    chart
+        .draw_series(LineSeries::new(frame, MAGENTA.stroke_width(1)))
+        .map_err(chart_error)?
+        .label("frame, ms")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
     legend(&mut chart, 13)?;
 
     let target: Vec<(f64, f64)> = result
