@@ -143,7 +143,7 @@ pub struct JitterStats {
 pub struct JitterBuffer {
     config: JitterConfig,
     /// Buffered packets by extended sequence number.
-    packets: BTreeMap<u64, Packet>,
+    packets: BTreeMap<u64, Held>,
     /// Highest extended sequence number seen (for unwrapping).
     highest: Option<u64>,
     /// Next extended sequence number to play; `None` until playout starts.
@@ -165,6 +165,14 @@ pub struct JitterBuffer {
     /// sender's clock went on without ours.
     stretched: u64,
     stats: JitterStats,
+}
+
+/// A buffered packet and how much audio it holds, ms: the frame duration when it came (a
+/// sender may change it mid-call; until the older packets have played, the buffer holds
+/// both lengths).
+struct Held {
+    packet: Packet,
+    ms: f64,
 }
 
 /// Frames of stretch (expansion while nothing came) after which the missing frames are
@@ -203,8 +211,8 @@ impl JitterBuffer {
 
     /// Frames of another duration come from now on (the sender changed it mid-call): the
     /// pull period and the delay arithmetic follow it, and `rebuild_frames` replaces the
-    /// longest rebuild. Packets already buffered are counted at the new duration until they
-    /// have played out, a few hundred milliseconds at most.
+    /// longest rebuild. Packets already buffered keep their own length in the delay
+    /// arithmetic.
     pub fn set_frame(&mut self, frame: Duration, rebuild_frames: usize) {
         self.config.frame = frame;
         self.config.rebuild_frames = rebuild_frames;
@@ -254,10 +262,12 @@ impl JitterBuffer {
             self.stats.duplicate += 1;
             return Inserted::Duplicate;
         }
-        self.packets.insert(ext, packet);
+        let length = ms(self.config.frame);
+        self.packets.insert(ext, Held { packet, ms: length });
         // Never hold more than the maximum delay: drop the oldest beyond it.
-        let max_packets = (ms(self.config.max_delay) / ms(self.config.frame)).ceil() as usize;
-        while self.packets.len() > max_packets.max(1) {
+        while self.packets.len() > 1
+            && self.packets.values().map(|held| held.ms).sum::<f64>() > ms(self.config.max_delay)
+        {
             if let Some((seq, _)) = self.packets.pop_first() {
                 self.stats.accelerated += 1;
                 if let Some(next) = self.next.as_mut() {
@@ -287,7 +297,8 @@ impl JitterBuffer {
             return false;
         }
         let ext = self.extend(packet.seq);
-        self.packets.insert(ext, packet);
+        let length = ms(self.config.frame);
+        self.packets.insert(ext, Held { packet, ms: length });
         self.stats.recovered += 1;
         self.last_gap = Some(now);
         true
@@ -412,7 +423,7 @@ impl JitterBuffer {
         // Too much buffered: drop frames, quiet ones first, to come back to the target.
         while self.current_delay_ms_from(next) > self.target_ms + 2.0 * ms(self.config.frame) {
             // Only frames that are here are dropped; a missing one is the loss logic's.
-            let Some(quiet) = self.packets.get(&next).map(|p| p.quiet) else {
+            let Some(quiet) = self.packets.get(&next).map(|held| held.packet.quiet) else {
                 break;
             };
             let far_over = self.current_delay_ms_from(next) > 2.0 * self.target_ms;
@@ -423,7 +434,7 @@ impl JitterBuffer {
             self.stats.accelerated += 1;
             next += 1;
         }
-        if let Some(packet) = self.packets.remove(&next) {
+        if let Some(Held { packet, .. }) = self.packets.remove(&next) {
             self.next = Some(next + 1);
             self.stretched = 0;
             self.stats.played += 1;
@@ -455,10 +466,10 @@ impl JitterBuffer {
         if let Some(following) = self.packets.get(&(next + 1)) {
             self.stats.fec += 1;
             return Decision::Fec {
-                next: following.clone(),
+                next: following.packet.clone(),
             };
         }
-        if let Some((&later, packet)) = self.packets.range(next + 1..).next()
+        if let Some((&later, Held { packet, .. })) = self.packets.range(next + 1..).next()
             && later - next <= self.config.rebuild_frames as u64
             && self.current_delay_ms_from(later - 1) >= self.target_ms
         {
@@ -479,11 +490,21 @@ impl JitterBuffer {
         Decision::Conceal
     }
 
+    /// Audio from frame `from` to the last buffered one, ms: each buffered packet at its own
+    /// length, each missing one at the current frame duration.
     fn current_delay_ms_from(&self, from: u64) -> f64 {
-        match self.packets.last_key_value() {
-            Some((&last, _)) if last >= from => (last + 1 - from) as f64 * ms(self.config.frame),
-            _ => 0.0,
+        let Some((&last, _)) = self.packets.last_key_value() else {
+            return 0.0;
+        };
+        if last < from {
+            return 0.0;
         }
+        let (held, held_ms) = self
+            .packets
+            .range(from..)
+            .fold((0u64, 0.0), |(n, total), (_, h)| (n + 1, total + h.ms));
+        let missing = (last + 1 - from).saturating_sub(held);
+        held_ms + missing as f64 * ms(self.config.frame)
     }
 }
 

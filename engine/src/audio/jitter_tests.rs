@@ -540,61 +540,89 @@ fn after_an_outage_playout_resumes_on_time() {
     assert!(stats.target_delay_ms <= 45.0, "{stats:?}");
 }
 
-#[test]
-fn a_change_of_frame_duration_plays_on_without_loss() {
-    // 1 s of 20 ms frames, then 60 ms frames (the sender's narrow-link switch), 30 ms
-    // over the network. The receiver tells the buffer when the first long one arrives,
-    // and each packet plays as long as it is.
-    let packet_ms = |seq: u64| if seq < 50 { 20 } else { 60 };
+/// Plays a stream of 20 ms frames that turns into 60 ms frames at `switch` (the sender's
+/// narrow-link switch), `count` packets in all, each `delay(seq)` ms over the network. The
+/// receiver tells the buffer when the first long one arrives, as `run_receiver` does, and
+/// each packet plays as long as it is. Returns the sequence numbers played, and the stats.
+fn play_through_a_frame_change(
+    count: u64,
+    switch: u64,
+    delay: impl Fn(u64) -> u64,
+) -> (Vec<u64>, JitterStats) {
+    let packet_ms = |seq: u64| if seq < switch { 20 } else { 60 };
     let sent_ms = |seq: u64| {
-        if seq < 50 {
+        if seq < switch {
             seq * 20
         } else {
-            1000 + (seq - 50) * 60
+            switch * 20 + (seq - switch) * 60
         }
     };
+    let mut arrivals: Vec<u64> = (0..count).collect();
+    arrivals.sort_by_key(|&seq| (sent_ms(seq) + delay(seq), seq));
     let mut buffer = JitterBuffer::new(JitterConfig::default());
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut next_arrival = 0u64;
+    let end_ms = sent_ms(count) + 2000;
+    let mut arrived = 0;
     let mut now_ms = 0u64;
     let mut played = Vec::new();
-    while now_ms < 3500 {
-        while next_arrival < 80 && sent_ms(next_arrival) + 30 <= now_ms {
-            if packet_ms(next_arrival) != buffer.frame().as_millis() as u64 {
-                buffer.set_frame(Duration::from_millis(packet_ms(next_arrival)), 2);
+    while now_ms < end_ms {
+        while let Some(&seq) = arrivals.get(arrived)
+            && sent_ms(seq) + delay(seq) <= now_ms
+        {
+            if packet_ms(seq) != buffer.frame().as_millis() as u64 && seq >= switch {
+                buffer.set_frame(Duration::from_millis(packet_ms(seq)), 2);
             }
-            let inserted = buffer.insert(
+            buffer.insert(
                 Packet {
-                    seq: next_arrival as u16,
-                    timestamp: (sent_ms(next_arrival) * 48) as u32,
+                    seq: seq as u16,
+                    timestamp: (sent_ms(seq) * 48) as u32,
                     payload: vec![1],
                     quiet: false,
                 },
-                at(sent_ms(next_arrival) + 30),
+                at(sent_ms(seq) + delay(seq)),
             );
-            assert_eq!(inserted, Inserted::Accepted);
-            next_arrival += 1;
+            arrived += 1;
         }
-        let step = match buffer.pull(at(now_ms)) {
+        now_ms += match buffer.pull(at(now_ms)) {
             Decision::Play(packet) => {
                 played.push(u64::from(packet.seq));
                 packet_ms(u64::from(packet.seq))
             }
             Decision::Waiting => 20,
-            other => {
-                assert!(next_arrival >= 80, "{other:?} at {now_ms} ms");
-                buffer.frame().as_millis() as u64
-            }
+            _ => buffer.frame().as_millis() as u64,
         };
-        now_ms += step;
     }
+    (played, buffer.stats())
+}
+
+#[test]
+fn a_change_of_frame_duration_plays_on_without_loss() {
+    // 1 s of 20 ms frames, then 60 ms frames, 30 ms over the network.
+    let (played, stats) = play_through_a_frame_change(80, 50, |_| 30);
     assert_eq!(played, (0..80).collect::<Vec<_>>());
-    let stats = buffer.stats();
     assert_eq!(
         (stats.lost, stats.accelerated, stats.late),
         (0, 0, 0),
         "{stats:?}"
     );
     assert!(stats.target_delay_ms >= 60.0, "{stats:?}");
+}
+
+#[test]
+fn a_deep_buffer_of_short_frames_is_not_mistaken_for_long_ones() {
+    // A stall, then 400 ms of 20 ms frames at once (a queue draining), just before the
+    // 60 ms frames begin. Counted at the new length they would look like 1.2 s, over the
+    // most the buffer holds, and speech would be dropped; each counts at its own length.
+    let (played, stats) = play_through_a_frame_change(130, 100, |seq| {
+        if (80..100).contains(&seq) {
+            2030 - seq * 20
+        } else {
+            30
+        }
+    });
+    assert_eq!(played, (0..130).collect::<Vec<_>>(), "{stats:?}");
+    assert_eq!(stats.accelerated, 0, "{stats:?}");
+    // The late packet did build the buffer up (by expansion).
+    assert!(stats.expanded >= 10, "{stats:?}");
 }
