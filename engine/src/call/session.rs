@@ -132,7 +132,7 @@ struct Session {
     counters: Arc<MediaCounters>,
     receive: Arc<Receive>,
     control: Arc<EncoderControl>,
-    /// The peer's reports to the rate controller to the encoder.
+    /// From the peer's reports, through the rate controller, to the encoder.
     feedback: SendFeedback,
     capture_end_tx: mpsc::UnboundedSender<CaptureEnd>,
     threads: Vec<std::thread::JoinHandle<()>>,
