@@ -170,18 +170,22 @@ async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
     };
     let dir = tempfile::tempdir().unwrap();
     let input = short_input(dir.path());
+    // Three participants, seed 1, the default tuning.
+    let group_call = async |scenario: &Scenario| {
+        sotto_bench::group::run_group_call(
+            scenario,
+            1,
+            3,
+            &input,
+            dir.path(),
+            &scoring,
+            &Tuning::default(),
+        )
+        .await
+        .unwrap()
+    };
     let scenario = Scenario::load(&bench_dir().join("scenarios/clean.toml")).unwrap();
-    let results = sotto_bench::group::run_group_call(
-        &scenario,
-        1,
-        3,
-        &input,
-        dir.path(),
-        &scoring,
-        &Tuning::default(),
-    )
-    .await
-    .unwrap();
+    let results = group_call(&scenario).await;
     assert_eq!(results.len(), 2, "one result per listener");
     for result in &results {
         assert_eq!(result.scenario, "clean/group3");
@@ -205,17 +209,7 @@ async fn a_group_call_through_the_sfu_and_the_relay_is_scored_per_listener() {
     // Under 10 % loss per leg the SFU's reports about the speaker's uplink reach its rate
     // controller, which sizes the encoder's in-band FEC for them.
     let lossy = Scenario::load(&bench_dir().join("scenarios/loss-10.toml")).unwrap();
-    let results = sotto_bench::group::run_group_call(
-        &lossy,
-        1,
-        3,
-        &input,
-        dir.path(),
-        &scoring,
-        &Tuning::default(),
-    )
-    .await
-    .unwrap();
+    let results = group_call(&lossy).await;
     assert!(results[0].relay.forward.lost > 10, "{:?}", results[0].relay);
     assert!(results[0].fec_loss_percent > 0, "{:?}", results[0]);
 }
