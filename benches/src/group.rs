@@ -15,7 +15,7 @@ use sotto_engine::Identity;
 use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, SAMPLE_RATE};
 use sotto_engine::call::group::GroupConfig;
-use sotto_engine::call::{IceConfig, Phone, ReceivedSummary};
+use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
@@ -151,7 +151,8 @@ pub async fn run_group_call(
         let Some(recording) = stream.recording.clone() else {
             bail!("{name}: no recording of the speaker");
         };
-        let expected = stream.packets + stream.lost;
+        let got = &stream.audio;
+        let expected = got.packets + got.lost;
         let percent = |part: f64| {
             if expected == 0 {
                 0.0
@@ -161,19 +162,13 @@ pub async fn run_group_call(
         };
         let measured = Measured {
             recording_offset_ms: None,
-            loss_percent: percent(stream.lost as f64),
-            concealed_percent: percent(stream.concealed_ms / 20.0),
-            jitter_buffer_ms: stream.jitter_buffer_mean_ms,
+            loss_percent: percent(got.lost as f64),
+            concealed_percent: percent(got.concealed_ms / 20.0),
+            jitter_buffer_ms: got.jitter_buffer_mean_ms,
             bitrate_kbps: summaries[0].sent.payload_kbps,
             final_bitrate_bps: summaries[0].sent.final_bitrate_bps,
             fec_loss_percent: summaries[0].sent.final_loss_percent,
-            received: ReceivedSummary {
-                packets: stream.packets,
-                lost: stream.lost,
-                concealed_ms: stream.concealed_ms,
-                jitter_buffer_mean_ms: stream.jitter_buffer_mean_ms,
-                ..ReceivedSummary::default()
-            },
+            received: got.clone(),
             caller_timeline: Vec::new(),
             callee_timeline: Vec::new(),
         };

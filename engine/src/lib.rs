@@ -15,6 +15,7 @@ pub mod identity;
 pub mod messaging;
 pub mod signaling;
 pub mod store;
+pub mod video;
 
 pub use identity::{Identity, IdentityError};
 pub use signaling::{CallSignal, ClientConfig, ClientError, Event, RoomInvite, SignalingClient};

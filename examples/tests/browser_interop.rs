@@ -311,7 +311,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         e2b.unwrap_or_else(|| panic!("Chromium's recording of the engine is silent: {done}"));
     let report = json!({
         "chromium_to_engine": {"segmental_correlation": browser_to_engine, "lag_ms": ms(lag_b2e),
-            "packets": stream.packets, "lost": stream.lost, "concealed_ms": stream.concealed_ms},
+            "packets": stream.audio.packets, "lost": stream.audio.lost, "concealed_ms": stream.audio.concealed_ms},
         "engine_to_chromium": {"segmental_correlation": engine_to_browser, "lag_ms": ms(lag_e2b),
             "webrtc_stats": done["stats"]},
         "unrelated_speech_correlation": unrelated,

@@ -32,7 +32,7 @@ async fn everyone_hears_everyone_else_through_the_sfu() {
             );
         }
         for stream in &participant.summary.received {
-            assert!(stream.packets > 300, "{line}");
+            assert!(stream.audio.packets > 300, "{line}");
             assert!(stream.recording.as_ref().unwrap().exists());
         }
     }

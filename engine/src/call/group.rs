@@ -6,25 +6,25 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sotto_signaling::protocol::{Answer, Hangup, HangupReason, IdentityKey, Offer, RoomId};
 use tokio::sync::mpsc;
-use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 
-use super::media::{
-    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
-};
-use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent};
+use super::media::{CaptureEnd, PayloadTypes};
+use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
+use super::pipeline::{Pipeline, SendParams, round};
 use super::reports::SendFeedback;
 use super::session::{TICK, send_rate_controller};
-use super::{CallError, E2eeSummary, IceConfig, SentSummary};
+use super::{CallError, E2eeSummary, IceConfig, ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
-use crate::audio::{AudioSink, InputSpec, OutputSpec, open_sink, open_source};
+use crate::audio::{AudioSink, AudioSource, InputSpec, OutputSpec, open_sink, open_source};
 use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
 
@@ -68,14 +68,9 @@ pub struct GroupConfig {
 pub struct ReceivedStream {
     /// Their identity (the stream id the SFU gave).
     pub participant: String,
-    /// RTP packets received.
-    pub packets: u64,
-    /// Frames lost (concealed).
-    pub lost: u64,
-    /// Mean jitter-buffer delay, ms.
-    pub jitter_buffer_mean_ms: f64,
-    /// Audio concealed, ms.
-    pub concealed_ms: f64,
+    /// Their audio, counted as a one-to-one call counts the peer's.
+    #[serde(flatten)]
+    pub audio: ReceivedSummary,
     /// The recording, if any.
     pub recording: Option<PathBuf>,
 }
@@ -99,18 +94,15 @@ pub struct GroupSummary {
     pub end: String,
 }
 
-struct Stream {
-    receive: Arc<Receive>,
-    counters: Arc<MediaCounters>,
-    playout: std::thread::JoinHandle<Result<(), crate::audio::AudioError>>,
-    recording: Option<PathBuf>,
-}
+/// How long the media path to the SFU may take to come up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a group call in room `room` through `sfu` until it ends; returns its summary.
-/// `signals` carries what the SFU sends for this room.
+/// `signals` carries what the SFU sends for this room. Whatever ends the call (an error
+/// included), the SFU is told, the peer connection closed and every media thread joined.
 pub async fn run(
     sender: SignalingSender,
-    mut signals: mpsc::UnboundedReceiver<CallSignal>,
+    signals: mpsc::UnboundedReceiver<CallSignal>,
     room: RoomId,
     sfu: IdentityKey,
     config: GroupConfig,
@@ -124,242 +116,300 @@ pub async fn run(
             })
         })?;
     }
-    let Peer {
-        pc,
-        track,
-        ssrc,
-        estimate_bps,
-        reported_loss,
-        events: mut peer_events,
-    } = peer::build(&config.ice, false).await?; // The SFU forwards plain Opus.
-    let call_id = room.0.clone();
-    let offer = pc
-        .create_offer(None)
-        .await
-        .map_err(|e| CallError::Media(format!("creating the offer: {e}")))?;
-    let offer_sdp = offer.sdp.clone();
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| CallError::Media(format!("applying our offer: {e}")))?;
-    sender
-        .send_call_signal(
-            sfu,
-            CallSignal::Offer(Offer {
-                call_id: call_id.clone(),
-                sdp: offer_sdp,
-                ice_restart: false,
-                e2ee: None,
-            }),
-        )
-        .await
-        .map_err(|e| CallError::Signaling(format!("the SFU could not be reached: {e}")))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(MediaCounters::default());
-    let control = Arc::new(EncoderControl::new(&config.encoder));
-    // The SFU reports what it lost of our uplink: the encoder's FEC is sized for that (the
-    // listeners' downlinks end at the SFU, which does not pass their reports on), and the
-    // bitrate follows congestion as in a one-to-one call. No RED: the SFU forwards plain
-    // Opus.
-    let mut feedback = SendFeedback::new(
-        send_rate_controller(&config.encoder, config.e2ee.is_some()),
-        reported_loss,
-        estimate_bps,
-    );
-    let mut tick = tokio::time::interval(TICK);
-    let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
-    let mut source = Some(source);
-    let mut audio_level_id = None;
-    let mut streams: BTreeMap<String, Stream> = BTreeMap::new();
-    let mut threads = Vec::new();
-    let mut connected_at: Option<Instant> = None;
-    let mut deadline = Instant::now() + Duration::from_secs(30);
-    let end: String = loop {
-        tokio::select! {
-            signal = signals.recv() => match signal {
-                Some(CallSignal::Answer(answer)) => {
-                    if let Ok(remote) = peer::check_remote_sdp(&answer.sdp) {
-                        audio_level_id = remote.audio_level_id;
-                    }
-                    let applied = match RTCSessionDescription::answer(answer.sdp) {
-                        Ok(desc) => pc.set_remote_description(desc).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if let Err(err) = applied {
-                        break format!("the SFU's answer was refused: {err}");
-                    }
-                }
-                Some(CallSignal::Offer(offer)) => {
-                    // The SFU adds streams: answer its renegotiation.
-                    let answered = async {
-                        let desc = RTCSessionDescription::offer(offer.sdp).map_err(|e| e.to_string())?;
-                        pc.set_remote_description(desc).await.map_err(|e| e.to_string())?;
-                        let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
-                        let sdp = answer.sdp.clone();
-                        pc.set_local_description(answer).await.map_err(|e| e.to_string())?;
-                        Ok::<String, String>(sdp)
-                    }
-                    .await;
-                    match answered {
-                        Ok(sdp) => {
-                            let reply = CallSignal::Answer(Answer { call_id: call_id.clone(), sdp, e2ee: None });
-                            if let Err(err) = sender.send_call_signal(sfu, reply).await {
-                                break format!("the SFU could not be reached: {err}");
-                            }
-                        }
-                        Err(err) => break format!("the SFU's offer was refused: {err}"),
-                    }
-                }
-                Some(CallSignal::Hangup(Hangup { .. })) => break "the SFU ended the call".into(),
-                // ICE-lite SFU candidates come in its SDP; subscription wishes go to SFUs.
-                Some(CallSignal::Candidate(_) | CallSignal::Subscription(_)) => {}
-                None => break "the signaling connection was closed".into(),
-            },
-            event = peer_events.recv() => match event {
-                Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => {
-                    if connected_at.is_none() {
-                        let started = Instant::now();
-                        connected_at = Some(started);
-                        deadline = config.max_duration.map_or(started + Duration::from_secs(86_400), |d| started + d);
-                        let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
-                        tokio::spawn(media::run_sender(
-                            track.clone(),
-                            ssrc,
-                            OPUS_ONLY,
-                            frames_rx,
-                            control.clone(),
-                            counters.clone(),
-                            config.e2ee.clone(),
-                        ));
-                        if let Some(source) = source.take() {
-                            let capture = media::spawn_capture(media::Capture {
-                                source,
-                                config: config.encoder.clone(),
-                                control: control.clone(),
-                                counters: counters.clone(),
-                                stop: stop.clone(),
-                                started,
-                                frames: frames_tx,
-                                ended: capture_end_tx.clone(),
-                            });
-                            match capture {
-                                Ok(thread) => threads.push(thread),
-                                Err(err) => break format!("starting the capture thread: {err}"),
-                            }
-                        }
-                    }
-                }
-                Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
-                    break "the media path to the SFU failed".into();
-                }
-                Some(PeerEvent::Track(remote)) => {
-                    let participant = remote.stream_id().await;
-                    let participant = if participant.is_empty() { format!("ssrc-{}", remote.ssrcs().await.first().copied().unwrap_or(0)) } else { participant };
-                    if streams.contains_key(&participant) {
-                        continue;
-                    }
-                    let recording = config.record_dir.as_ref().map(|dir| dir.join(format!("{participant}.wav")));
-                    let sink: Box<dyn AudioSink> = match &recording {
-                        Some(path) => open_sink(&OutputSpec::Wav(path.clone()))?,
-                        None => open_sink(&OutputSpec::Null)?,
-                    };
-                    let receive = Arc::new(Receive::default());
-                    let stream_counters = Arc::new(MediaCounters::default());
-                    tokio::spawn(media::run_receiver(
-                        remote,
-                        OPUS_ONLY,
-                        audio_level_id,
-                        config.jitter.clone(),
-                        receive.clone(),
-                        stream_counters.clone(),
-                        config.e2ee.clone(),
-                    ));
-                    let playout = media::spawn_playout(sink, receive.clone(), stream_counters.clone(), stop.clone(), Instant::now(), config.decoder_complexity)
-                        .map_err(|e| CallError::Media(format!("starting a playout thread: {e}")))?;
-                    streams.insert(participant, Stream { receive, counters: stream_counters, playout, recording });
-                }
-                Some(_) => {}
-                None => break "the peer connection stopped".into(),
-            },
-            ended = capture_end.recv() => match ended {
-                Some(CaptureEnd::InputEnded) => {
-                    if let Some(tail) = config.leave_after_input {
-                        deadline = deadline.min(Instant::now() + tail);
-                    }
-                }
-                Some(CaptureEnd::Failed(message)) => break format!("audio input: {message}"),
-                Some(CaptureEnd::Stopped) | None => {}
-            },
-            _ = tick.tick() => {
-                if connected_at.is_some() {
-                    feedback.tick(Instant::now(), false, &control);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                break if connected_at.is_some() { "left the room".into() } else { "no media path to the SFU within 30 s".into() };
-            }
-        }
+    let peer = peer::build(&config.ice, false).await?; // The SFU forwards plain Opus.
+    let (pipeline, capture_end) = Pipeline::new(&config.encoder, config.e2ee.clone());
+    let mut call = GroupCall {
+        call_id: room.0.clone(),
+        sender,
+        sfu,
+        pc: peer.pc,
+        track: peer.track,
+        ssrc: peer.ssrc,
+        pipeline,
+        source: Mutex::new(Some(source)),
+        recordings: BTreeMap::new(),
+        audio_level_id: None,
+        connected_at: None,
+        deadline: Instant::now() + CONNECT_TIMEOUT,
+        config,
     };
+    let feedback = SendFeedback::new(
+        send_rate_controller(&call.config.encoder, call.config.e2ee.is_some()),
+        peer.reported_loss,
+        peer.estimate_bps,
+    );
+    let ended = call.run(signals, peer.events, capture_end, feedback).await;
+    call.finish(room, ended).await
+}
 
-    let _ = sender
-        .send_call_signal(
-            sfu,
-            CallSignal::Hangup(Hangup {
-                call_id: call_id.clone(),
-                reason: HangupReason::Normal,
-            }),
-        )
-        .await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = pc.close().await;
-    let duration = connected_at.map_or(Duration::ZERO, |at| at.elapsed());
-    let mut received = Vec::new();
-    let mut playouts = Vec::new();
-    for (participant, stream) in streams {
-        let stats = stream.receive.stats().unwrap_or_default();
-        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-        let samples = load(&stream.counters.delay_samples).max(1);
-        received.push(ReceivedStream {
-            participant,
-            packets: load(&stream.counters.packets_received),
-            lost: stats.lost,
-            jitter_buffer_mean_ms: (load(&stream.counters.delay_sum_us) as f64
-                / samples as f64
-                / 100.0)
-                .round()
-                / 10.0,
-            concealed_ms: stats.concealed_ms,
-            recording: stream.recording,
-        });
-        playouts.push(stream.playout);
+/// A group call's state, owned by its task.
+struct GroupCall {
+    call_id: String,
+    sender: SignalingSender,
+    sfu: IdentityKey,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    pipeline: Pipeline,
+    /// Our input until sending starts (behind a lock only so that the call is `Sync`
+    /// across awaits; nothing contends for it).
+    source: Mutex<Option<Box<dyn AudioSource>>>,
+    /// Where each participant's stream is recorded.
+    recordings: BTreeMap<String, Option<PathBuf>>,
+    /// The extension id of the RFC 6464 level in the SFU's SDP.
+    audio_level_id: Option<u8>,
+    connected_at: Option<Instant>,
+    deadline: Instant,
+    config: GroupConfig,
+}
+
+impl GroupCall {
+    /// Offers to the SFU and runs until the call ends: why it ended, or the error that
+    /// ended it.
+    async fn run(
+        &mut self,
+        mut signals: mpsc::UnboundedReceiver<CallSignal>,
+        mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
+        mut capture_end: mpsc::UnboundedReceiver<CaptureEnd>,
+        mut feedback: SendFeedback,
+    ) -> Result<String, CallError> {
+        self.offer().await?;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                signal = signals.recv() => match signal {
+                    Some(signal) => {
+                        if let Some(end) = self.on_signal(signal).await {
+                            return Ok(end);
+                        }
+                    }
+                    None => return Ok("the signaling connection was closed".into()),
+                },
+                event = peer_events.recv() => match event {
+                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => self.on_connected()?,
+                    Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
+                        return Ok("the media path to the SFU failed".into());
+                    }
+                    Some(PeerEvent::Track(remote)) => self.on_track(remote).await?,
+                    Some(_) => {}
+                    None => return Ok("the peer connection stopped".into()),
+                },
+                ended = capture_end.recv() => match ended {
+                    Some(CaptureEnd::InputEnded) => {
+                        if let Some(tail) = self.config.leave_after_input {
+                            self.deadline = self.deadline.min(Instant::now() + tail);
+                        }
+                    }
+                    Some(CaptureEnd::Failed(message)) => return Ok(format!("audio input: {message}")),
+                    Some(CaptureEnd::Stopped) | None => {}
+                },
+                _ = tick.tick() => {
+                    if self.connected_at.is_some() {
+                        feedback.tick(Instant::now(), false, &self.pipeline.control);
+                    }
+                }
+                _ = tokio::time::sleep_until(self.deadline.into()) => {
+                    return Ok(if self.connected_at.is_some() {
+                        "left the room".into()
+                    } else {
+                        format!("no media path to the SFU within {}s", CONNECT_TIMEOUT.as_secs())
+                    });
+                }
+            }
+        }
     }
-    let _ = tokio::task::spawn_blocking(move || {
-        for thread in threads {
-            let _ = thread.join();
+
+    async fn offer(&mut self) -> Result<(), CallError> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(|e| CallError::Media(format!("creating the offer: {e}")))?;
+        let sdp = offer.sdp.clone();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|e| CallError::Media(format!("applying our offer: {e}")))?;
+        self.send(CallSignal::Offer(Offer {
+            call_id: self.call_id.clone(),
+            sdp,
+            ice_restart: false,
+            e2ee: None,
+        }))
+        .await
+    }
+
+    async fn send(&self, signal: CallSignal) -> Result<(), CallError> {
+        self.sender
+            .send_call_signal(self.sfu, signal)
+            .await
+            .map_err(|e| CallError::Signaling(format!("the SFU could not be reached: {e}")))
+    }
+
+    /// Handles what the SFU sent; `Some(reason)` ends the call.
+    async fn on_signal(&mut self, signal: CallSignal) -> Option<String> {
+        match signal {
+            CallSignal::Answer(answer) => {
+                if let Ok(remote) = peer::check_remote_sdp(&answer.sdp) {
+                    self.audio_level_id = remote.audio_level_id;
+                }
+                let applied = match RTCSessionDescription::answer(answer.sdp) {
+                    Ok(desc) => self
+                        .pc
+                        .set_remote_description(desc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                applied
+                    .err()
+                    .map(|err| format!("the SFU's answer was refused: {err}"))
+            }
+            CallSignal::Offer(offer) => {
+                // The SFU adds streams: answer its renegotiation.
+                let sdp = match self.answer(offer.sdp).await {
+                    Ok(sdp) => sdp,
+                    Err(err) => return Some(format!("the SFU's offer was refused: {err}")),
+                };
+                let reply = CallSignal::Answer(Answer {
+                    call_id: self.call_id.clone(),
+                    sdp,
+                    e2ee: None,
+                });
+                self.send(reply).await.err().map(|err| err.to_string())
+            }
+            CallSignal::Hangup(Hangup { .. }) => Some("the SFU ended the call".into()),
+            // ICE-lite SFU candidates come in its SDP; subscription wishes go to SFUs.
+            CallSignal::Candidate(_) | CallSignal::Subscription(_) => None,
         }
-        for playout in playouts {
-            let _ = playout.join();
+    }
+
+    async fn answer(&self, offer: String) -> Result<String, String> {
+        let desc = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sdp = answer.sdp.clone();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sdp)
+    }
+
+    /// The media path is up: start the clock and send.
+    fn on_connected(&mut self) -> Result<(), CallError> {
+        if self.connected_at.is_some() {
+            return Ok(());
         }
-    })
-    .await;
-    let secs = duration.as_secs_f64().max(1e-3);
-    Ok(GroupSummary {
-        room: room.0,
-        connected: connected_at.is_some(),
-        duration_s: (duration.as_secs_f64() * 1000.0).round() / 1000.0,
-        sent: SentSummary {
-            packets: counters.packets_sent.load(Ordering::Relaxed),
-            payload_kbps: (counters.payload_bytes_sent.load(Ordering::Relaxed) as f64 * 8.0
-                / secs
-                / 10.0)
-                .round()
-                / 100.0,
-            dtx_frames: counters.dtx_frames.load(Ordering::Relaxed),
-            final_bitrate_bps: counters.bitrate_bps.load(Ordering::Relaxed),
-            final_loss_percent: counters.loss_percent.load(Ordering::Relaxed),
-        },
-        received,
-        e2ee: config.e2ee.as_deref().map(E2eeSummary::of),
-        end,
-    })
+        let started = self.pipeline.start_clock();
+        self.connected_at = Some(started);
+        self.deadline = self
+            .config
+            .max_duration
+            .map_or(started + Duration::from_secs(86_400), |d| started + d);
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(source) = source {
+            self.pipeline
+                .start_sending(SendParams {
+                    track: self.track.clone(),
+                    ssrc: self.ssrc,
+                    payload_types: OPUS_ONLY,
+                    source,
+                    encoder: self.config.encoder.clone(),
+                })
+                .map_err(CallError::Media)?;
+        }
+        Ok(())
+    }
+
+    /// A participant's stream arrived: receive it and play it (to its recording).
+    async fn on_track(&mut self, remote: Arc<dyn TrackRemote>) -> Result<(), CallError> {
+        let participant = remote.stream_id().await;
+        let participant = if participant.is_empty() {
+            format!(
+                "ssrc-{}",
+                remote.ssrcs().await.first().copied().unwrap_or(0)
+            )
+        } else {
+            participant
+        };
+        if self.pipeline.has_inbound(&participant) {
+            return Ok(());
+        }
+        let recording = self
+            .config
+            .record_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{participant}.wav")));
+        let sink: Box<dyn AudioSink> = match &recording {
+            Some(path) => open_sink(&OutputSpec::Wav(path.clone()))?,
+            None => open_sink(&OutputSpec::Null)?,
+        };
+        self.recordings.insert(participant.clone(), recording);
+        self.pipeline.receive(
+            &participant,
+            remote,
+            OPUS_ONLY,
+            self.audio_level_id,
+            self.config.jitter.clone(),
+        );
+        self.pipeline
+            .play(&participant, sink, self.config.decoder_complexity)
+            .map_err(CallError::Media)
+    }
+
+    /// Tells the SFU we leave, closes the connection, stops the media and sums up.
+    async fn finish(
+        mut self,
+        room: RoomId,
+        ended: Result<String, CallError>,
+    ) -> Result<GroupSummary, CallError> {
+        let _ = self
+            .send(CallSignal::Hangup(Hangup {
+                call_id: self.call_id.clone(),
+                reason: if ended.is_ok() {
+                    HangupReason::Normal
+                } else {
+                    HangupReason::Failed
+                },
+            }))
+            .await;
+        if let Err(err) = self.pc.close().await {
+            tracing::debug!(%err, "closing the connection to the SFU");
+        }
+        for err in self.pipeline.stop().await {
+            tracing::warn!(%err, "recording a participant");
+        }
+        let end = ended?;
+        let duration = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+        let received = self
+            .pipeline
+            .inbound_streams()
+            .map(|(participant, inbound)| ReceivedStream {
+                participant: participant.clone(),
+                audio: inbound.summary(duration),
+                recording: self.recordings.get(participant).cloned().flatten(),
+            })
+            .collect();
+        Ok(GroupSummary {
+            room: room.0,
+            connected: self.connected_at.is_some(),
+            duration_s: round(duration.as_secs_f64(), 3),
+            sent: self.pipeline.sent_summary(duration),
+            received,
+            e2ee: self.config.e2ee.as_deref().map(E2eeSummary::of),
+            end,
+        })
+    }
 }

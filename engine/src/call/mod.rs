@@ -7,6 +7,7 @@ pub mod group;
 pub mod media;
 pub mod peer;
 mod phone;
+mod pipeline;
 pub mod reports;
 mod session;
 

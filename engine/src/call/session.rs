@@ -18,10 +18,9 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::media::{
-    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
-};
+use super::media::{CaptureEnd, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
+use super::pipeline::{Pipeline, SendParams, round};
 use super::reports::SendFeedback;
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
@@ -96,6 +95,9 @@ pub struct SessionParams {
     pub channel_open: Arc<AtomicBool>,
 }
 
+/// The key of the peer's stream in the pipeline.
+const PEER_STREAM: &str = "peer";
+
 /// Rate control and stats run this often.
 pub(super) const TICK: Duration = Duration::from_secs(1);
 /// Least time between two ICE restarts the caller starts on its own.
@@ -127,16 +129,10 @@ struct Session {
     /// The opened input and output until media starts (behind a lock only so that the
     /// session is `Sync` across awaits; nothing contends for it).
     media: Mutex<Option<OpenedAudio>>,
-    media_started: Option<Instant>,
-    stop: Arc<AtomicBool>,
-    counters: Arc<MediaCounters>,
-    receive: Arc<Receive>,
-    control: Arc<EncoderControl>,
+    /// Capture, sending, receiving and playout (the peer's stream is [`PEER_STREAM`]).
+    pipeline: Pipeline,
     /// From the peer's reports, through the rate controller, to the encoder.
     feedback: SendFeedback,
-    capture_end_tx: mpsc::UnboundedSender<CaptureEnd>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    playout: Option<std::thread::JoinHandle<Result<(), crate::audio::AudioError>>>,
     /// The data channel for MLS messages (calls keyed from a conversation only).
     channel: Option<Arc<dyn DataChannel>>,
     /// `Advertise::Address` has sent its one candidate.
@@ -210,7 +206,7 @@ pub async fn run(
     } else {
         None
     };
-    let (capture_end_tx, mut capture_end) = mpsc::unbounded_channel();
+    let (pipeline, mut capture_end) = Pipeline::new(&config.encoder, config.e2ee.clone());
     let mut session = Session {
         role,
         call_id,
@@ -233,19 +229,12 @@ pub async fn run(
         last_restart: None,
         ice_restarts: 0,
         media: Mutex::new(Some((source, sink))),
-        media_started: None,
-        stop: Arc::new(AtomicBool::new(false)),
-        counters: Arc::new(MediaCounters::default()),
-        receive: Arc::new(Receive::default()),
-        control: Arc::new(EncoderControl::new(&config.encoder)),
+        pipeline,
         feedback: SendFeedback::new(
             send_rate_controller(&config.encoder, config.e2ee.is_some()),
             reported_loss,
             estimate_bps,
         ),
-        capture_end_tx,
-        threads: Vec::new(),
-        playout: None,
         channel,
         messages,
         advertised_once: false,
@@ -657,15 +646,14 @@ impl Session {
             PeerEvent::State(state) => self.on_connection_state(state).await,
             PeerEvent::Track(track) => {
                 let audio_level_id = self.remote_audio.as_ref().and_then(|r| r.audio_level_id);
-                tokio::spawn(media::run_receiver(
+                let payload_types = self.payload_types();
+                self.pipeline.receive(
+                    PEER_STREAM,
                     track,
-                    self.payload_types(),
+                    payload_types,
                     audio_level_id,
                     self.config.jitter.clone(),
-                    self.receive.clone(),
-                    self.counters.clone(),
-                    self.config.e2ee.clone(),
-                ));
+                );
                 Ok(())
             }
         }
@@ -763,48 +751,26 @@ impl Session {
         let Some((source, sink)) = taken else {
             return Ok(());
         };
-        let started = Instant::now();
-        self.media_started = Some(started);
-        let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(50);
         // A call with RED starts with it on (see `RateController::set_red_available`).
         self.feedback
             .rate
             .set_red_available(self.payload_types().red.is_some());
-        self.control
+        self.pipeline
+            .control
             .red_depth
             .store(self.feedback.rate.red_depth(), Ordering::Relaxed);
-        tokio::spawn(media::run_sender(
-            self.track.clone(),
-            self.ssrc,
-            self.payload_types(),
-            frames_rx,
-            self.control.clone(),
-            self.counters.clone(),
-            self.config.e2ee.clone(),
-        ));
-        let capture = media::spawn_capture(media::Capture {
-            source,
-            config: self.config.encoder.clone(),
-            control: self.control.clone(),
-            counters: self.counters.clone(),
-            stop: self.stop.clone(),
-            started,
-            frames: frames_tx,
-            ended: self.capture_end_tx.clone(),
-        })
-        .map_err(|err| local_failure(&format!("starting the capture thread: {err}")))?;
-        self.threads.push(capture);
-        let playout = media::spawn_playout(
-            sink,
-            self.receive.clone(),
-            self.counters.clone(),
-            self.stop.clone(),
-            started,
-            self.config.decoder_complexity,
-        )
-        .map_err(|err| local_failure(&format!("starting the playout thread: {err}")))?;
-        self.playout = Some(playout);
-        Ok(())
+        self.pipeline
+            .start_sending(SendParams {
+                track: self.track.clone(),
+                ssrc: self.ssrc,
+                payload_types: self.payload_types(),
+                source,
+                encoder: self.config.encoder.clone(),
+            })
+            .map_err(|err| local_failure(&err))?;
+        self.pipeline
+            .play(PEER_STREAM, sink, self.config.decoder_complexity)
+            .map_err(|err| local_failure(&err))
     }
 
     /// The deadline while connected: the end of `--duration`, or the tail after the input
@@ -869,9 +835,9 @@ impl Session {
         }
         let now = Instant::now();
         let red = self.payload_types().red.is_some();
-        let tick = self.feedback.tick(now, red, &self.control);
+        let tick = self.feedback.tick(now, red, &self.pipeline.control);
         let decision = tick.decision;
-        let jitter = self.receive.stats();
+        let jitter = self.pipeline.inbound(PEER_STREAM).receive.stats();
         self.timeline.push(TimelinePoint {
             t_s: self.connected_at.map_or(0.0, |at| {
                 round(now.saturating_duration_since(at).as_secs_f64(), 2)
@@ -892,79 +858,29 @@ impl Session {
 
     async fn finish(mut self, end: EndReason) -> CallSummary {
         self.state = CallState::Ended;
-        self.stop.store(true, Ordering::Relaxed);
         if let Err(err) = self.pc.close().await {
             tracing::debug!(%err, "closing the peer connection");
         }
-        let playout = self.playout.take();
-        let threads = std::mem::take(&mut self.threads);
-        let joined = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
-            }
-            playout.map(|p| p.join())
-        })
-        .await;
-        if let Ok(Some(Ok(Err(err)))) = joined {
+        for err in self.pipeline.stop().await {
             tracing::warn!(%err, "audio output");
         }
         self.summary(end)
     }
 
-    fn summary(&self, end: EndReason) -> CallSummary {
+    fn summary(&mut self, end: EndReason) -> CallSummary {
         let mut summary = empty_summary(self.role, &self.call_id, self.peer_key, end);
         let duration = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
-        let secs = duration.as_secs_f64().max(1e-3);
-        let c = &self.counters;
-        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
         summary.connected = self.connected_at.is_some();
-        summary.media_started = self.media_started;
-        summary.timeline = self.timeline.clone();
+        summary.media_started = self.pipeline.started();
+        summary.timeline = std::mem::take(&mut self.timeline);
         summary.setup_ms = self.setup_ms;
         summary.duration_s = round(duration.as_secs_f64(), 3);
         summary.ice_restarts = self.ice_restarts;
-        summary.sent = SentSummary {
-            packets: load(&c.packets_sent),
-            payload_kbps: round(load(&c.payload_bytes_sent) as f64 * 8.0 / secs / 1000.0, 2),
-            dtx_frames: load(&c.dtx_frames),
-            final_bitrate_bps: c.bitrate_bps.load(Ordering::Relaxed),
-            final_loss_percent: c.loss_percent.load(Ordering::Relaxed),
-        };
-        let jitter = self.receive.stats().unwrap_or_default();
-        let expected = jitter.played + jitter.lost;
-        let delay_samples = load(&c.delay_samples).max(1);
-        summary.received = ReceivedSummary {
-            packets: load(&c.packets_received),
-            payload_kbps: round(
-                load(&c.payload_bytes_received) as f64 * 8.0 / secs / 1000.0,
-                2,
-            ),
-            lost: jitter.lost,
-            loss_percent: if expected == 0 {
-                0.0
-            } else {
-                round(jitter.lost as f64 * 100.0 / expected as f64, 2)
-            },
-            late: jitter.late,
-            duplicate: jitter.duplicate,
-            jitter_buffer_mean_ms: round(
-                load(&c.delay_sum_us) as f64 / delay_samples as f64 / 1000.0,
-                1,
-            ),
-            jitter_buffer_target_ms: round(jitter.target_delay_ms, 1),
-            concealed_ms: round(jitter.concealed_ms, 1),
-            fec_frames: jitter.fec,
-            plc_frames: jitter.concealed,
-            accelerated: jitter.accelerated,
-            expanded: jitter.expanded,
-            comfort_noise_frames: jitter.comfort_noise,
-            red_recovered: jitter.recovered,
-            dred_rebuilt: jitter.rebuilt,
-            decode_errors: load(&c.decode_errors),
-        };
+        summary.sent = self.pipeline.sent_summary(duration);
+        summary.received = self.pipeline.inbound(PEER_STREAM).summary(duration);
         summary.e2ee = self.config.e2ee.as_deref().map(|crypto| E2eeSummary {
-            messages_received: load(&self.messages.received),
-            messages_dropped: load(&self.messages.dropped),
+            messages_received: self.messages.received.load(Ordering::Relaxed),
+            messages_dropped: self.messages.dropped.load(Ordering::Relaxed),
             ..E2eeSummary::of(crypto)
         });
         summary
@@ -973,11 +889,6 @@ impl Session {
 
 fn ms(duration: Duration) -> f64 {
     round(duration.as_secs_f64() * 1000.0, 1)
-}
-
-fn round(value: f64, places: i32) -> f64 {
-    let scale = 10f64.powi(places);
-    (value * scale).round() / scale
 }
 
 /// The rate controller of a call's audio sender: within the bandwidth estimator's bounds,

@@ -1,0 +1,311 @@
+//! The media pipeline one-to-one and group calls share: what we send (a capture thread
+//! feeding the encoder, an RTP sender task) and what we receive (per remote stream, a
+//! receiver task filling a jitter buffer and a playout thread draining it), the counters
+//! they keep, and the summaries made from them. It owns every thread and task it starts:
+//! [`Pipeline::stop`] ends and joins them, and dropping a pipeline (an early return on an
+//! error) still tells them all to stop. Must not touch signaling or call state; the call
+//! task decides when sending starts and which streams to play.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+
+use super::media::{
+    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
+};
+use super::{ReceivedSummary, SentSummary};
+use crate::audio::codec::EncoderConfig;
+use crate::audio::jitter::JitterConfig;
+use crate::audio::{AudioError, AudioSink, AudioSource};
+use crate::e2ee::media::MediaCrypto;
+
+/// Encoded frames waiting for the RTP sender (a second of 20 ms frames).
+const SEND_QUEUE_FRAMES: usize = 50;
+
+/// How the pipeline's send side runs.
+pub(super) struct SendParams {
+    /// Our track on the peer connection.
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// The payload types agreed with the other end.
+    pub payload_types: PayloadTypes,
+    /// What we say.
+    pub source: Box<dyn AudioSource>,
+    /// Opus settings at the start (the rate controller changes them through
+    /// [`Pipeline::control`]).
+    pub encoder: EncoderConfig,
+}
+
+/// One remote stream being received and played.
+pub(super) struct Inbound {
+    /// Its jitter buffer.
+    pub receive: Arc<Receive>,
+    /// What arrived and what was played.
+    pub counters: Arc<MediaCounters>,
+    playout: Option<JoinHandle<Result<(), AudioError>>>,
+}
+
+/// The media of one call. See the module's comment.
+pub(super) struct Pipeline {
+    stop: Arc<AtomicBool>,
+    /// What we sent.
+    pub counters: Arc<MediaCounters>,
+    /// The encoder's settings while running, set by the rate controller.
+    pub control: Arc<EncoderControl>,
+    e2ee: Option<Arc<MediaCrypto>>,
+    capture_end: mpsc::UnboundedSender<CaptureEnd>,
+    /// The media clock's origin: capture and every playout count time from here.
+    started: Option<Instant>,
+    threads: Vec<JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    inbound: BTreeMap<String, Inbound>,
+}
+
+impl Pipeline {
+    /// A pipeline that has started nothing yet; the receiver hears why capture ends.
+    pub fn new(
+        encoder: &EncoderConfig,
+        e2ee: Option<Arc<MediaCrypto>>,
+    ) -> (Pipeline, mpsc::UnboundedReceiver<CaptureEnd>) {
+        let (capture_end, capture_end_rx) = mpsc::unbounded_channel();
+        let pipeline = Pipeline {
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(MediaCounters::default()),
+            control: Arc::new(EncoderControl::new(encoder)),
+            e2ee,
+            capture_end,
+            started: None,
+            threads: Vec::new(),
+            tasks: Vec::new(),
+            inbound: BTreeMap::new(),
+        };
+        (pipeline, capture_end_rx)
+    }
+
+    /// The media clock's origin, once started.
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    /// Starts the media clock now (once; later calls return the first instant).
+    pub fn start_clock(&mut self) -> Instant {
+        *self.started.get_or_insert_with(Instant::now)
+    }
+
+    /// Starts sending: the RTP sender task and the capture thread, on the media clock.
+    pub fn start_sending(&mut self, send: SendParams) -> Result<(), String> {
+        let started = self.start_clock();
+        let (frames_tx, frames_rx) = mpsc::channel::<OutFrame>(SEND_QUEUE_FRAMES);
+        self.tasks.push(tokio::spawn(media::run_sender(
+            send.track,
+            send.ssrc,
+            send.payload_types,
+            frames_rx,
+            self.control.clone(),
+            self.counters.clone(),
+            self.e2ee.clone(),
+        )));
+        let capture = media::spawn_capture(media::Capture {
+            source: send.source,
+            config: send.encoder,
+            control: self.control.clone(),
+            counters: self.counters.clone(),
+            stop: self.stop.clone(),
+            started,
+            frames: frames_tx,
+            ended: self.capture_end.clone(),
+        })
+        .map_err(|err| format!("starting the capture thread: {err}"))?;
+        self.threads.push(capture);
+        Ok(())
+    }
+
+    /// Whether a stream is known under `key`.
+    pub fn has_inbound(&self, key: &str) -> bool {
+        self.inbound.contains_key(key)
+    }
+
+    /// The stream under `key`, made (with nothing running) if it is new.
+    pub fn inbound(&mut self, key: &str) -> &Inbound {
+        self.inbound
+            .entry(key.to_owned())
+            .or_insert_with(|| Inbound {
+                receive: Arc::new(Receive::default()),
+                counters: Arc::new(MediaCounters::default()),
+                playout: None,
+            })
+    }
+
+    /// Reads `track` into the jitter buffer of stream `key` until the track ends.
+    pub fn receive(
+        &mut self,
+        key: &str,
+        track: Arc<dyn TrackRemote>,
+        payload_types: PayloadTypes,
+        audio_level_id: Option<u8>,
+        jitter: JitterConfig,
+    ) {
+        let (receive, counters) = {
+            let inbound = self.inbound(key);
+            (inbound.receive.clone(), inbound.counters.clone())
+        };
+        self.tasks.push(tokio::spawn(media::run_receiver(
+            track,
+            payload_types,
+            audio_level_id,
+            jitter,
+            receive,
+            counters,
+            self.e2ee.clone(),
+        )));
+    }
+
+    /// Plays stream `key` into `sink` on the media clock (started now if it was not).
+    /// Once per stream: a second call leaves the first playout running.
+    pub fn play(
+        &mut self,
+        key: &str,
+        sink: Box<dyn AudioSink>,
+        decoder_complexity: u8,
+    ) -> Result<(), String> {
+        let started = self.start_clock();
+        let stop = self.stop.clone();
+        self.inbound(key);
+        let Some(inbound) = self.inbound.get_mut(key) else {
+            return Ok(());
+        };
+        if inbound.playout.is_some() {
+            return Ok(());
+        }
+        let playout = media::spawn_playout(
+            sink,
+            inbound.receive.clone(),
+            inbound.counters.clone(),
+            stop,
+            started,
+            decoder_complexity,
+        )
+        .map_err(|err| format!("starting a playout thread: {err}"))?;
+        inbound.playout = Some(playout);
+        Ok(())
+    }
+
+    /// The streams received, by key.
+    pub fn inbound_streams(&self) -> impl Iterator<Item = (&String, &Inbound)> {
+        self.inbound.iter()
+    }
+
+    /// What we sent over `duration` of connected time.
+    pub fn sent_summary(&self, duration: Duration) -> SentSummary {
+        let c = &self.counters;
+        SentSummary {
+            packets: load(&c.packets_sent),
+            payload_kbps: kbps(load(&c.payload_bytes_sent), duration),
+            dtx_frames: load(&c.dtx_frames),
+            final_bitrate_bps: c.bitrate_bps.load(Ordering::Relaxed),
+            final_loss_percent: c.loss_percent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops everything and waits for the threads; the errors the playouts ended with
+    /// (an output file that could not be written).
+    pub async fn stop(&mut self) -> Vec<AudioError> {
+        self.signal_stop();
+        let threads = std::mem::take(&mut self.threads);
+        let playouts: Vec<_> = self
+            .inbound
+            .values_mut()
+            .filter_map(|inbound| inbound.playout.take())
+            .collect();
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+            playouts
+                .into_iter()
+                .filter_map(|playout| match playout.join() {
+                    Ok(Err(err)) => Some(err),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        joined.unwrap_or_default()
+    }
+
+    /// Tells every thread to stop and ends every task, without waiting.
+    fn signal_stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    /// A call that ends on an error path still stops its capture and playout threads
+    /// (they see the flag within a frame) and its sender and receiver tasks.
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+impl Inbound {
+    /// What this stream delivered over `duration` of connected time.
+    pub fn summary(&self, duration: Duration) -> ReceivedSummary {
+        let c = &self.counters;
+        let jitter = self.receive.stats().unwrap_or_default();
+        let expected = jitter.played + jitter.lost;
+        ReceivedSummary {
+            packets: load(&c.packets_received),
+            payload_kbps: kbps(load(&c.payload_bytes_received), duration),
+            lost: jitter.lost,
+            loss_percent: if expected == 0 {
+                0.0
+            } else {
+                round(jitter.lost as f64 * 100.0 / expected as f64, 2)
+            },
+            late: jitter.late,
+            duplicate: jitter.duplicate,
+            jitter_buffer_mean_ms: round(
+                load(&c.delay_sum_us) as f64 / load(&c.delay_samples).max(1) as f64 / 1000.0,
+                1,
+            ),
+            jitter_buffer_target_ms: round(jitter.target_delay_ms, 1),
+            concealed_ms: round(jitter.concealed_ms, 1),
+            fec_frames: jitter.fec,
+            plc_frames: jitter.concealed,
+            accelerated: jitter.accelerated,
+            expanded: jitter.expanded,
+            comfort_noise_frames: jitter.comfort_noise,
+            red_recovered: jitter.recovered,
+            dred_rebuilt: jitter.rebuilt,
+            decode_errors: load(&c.decode_errors),
+        }
+    }
+}
+
+fn load(value: &AtomicU64) -> u64 {
+    value.load(Ordering::Relaxed)
+}
+
+/// `bytes` over `duration` in kbit/s, to two places.
+fn kbps(bytes: u64, duration: Duration) -> f64 {
+    round(
+        bytes as f64 * 8.0 / duration.as_secs_f64().max(1e-3) / 1000.0,
+        2,
+    )
+}
+
+/// `value` rounded to `places` decimals.
+pub(super) fn round(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}

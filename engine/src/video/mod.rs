@@ -1,0 +1,294 @@
+//! Video: one source/sink interface, as `audio` has, over a synthetic test pattern that
+//! carries a machine-readable frame code ([`code`]), Y4M files ([`y4m`]) and, behind the
+//! `camera` feature, a capture device; I420 scaling for simulcast layers ([`scale`]).
+//!
+//! Pictures inside the engine are tightly packed I420 ([`VideoFrame`]). The codec lives in
+//! the `sotto-vpx` crate; this module must not touch RTP or calls.
+
+pub mod code;
+pub mod pattern;
+pub mod scale;
+pub mod y4m;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A picture: tightly packed I420 (luma `width * height`, each chroma plane
+/// `ceil(width/2) * ceil(height/2)`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Luma.
+    pub y: Vec<u8>,
+    /// Blue-difference chroma.
+    pub u: Vec<u8>,
+    /// Red-difference chroma.
+    pub v: Vec<u8>,
+}
+
+impl std::fmt::Debug for VideoFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VideoFrame({}x{})", self.width, self.height)
+    }
+}
+
+impl VideoFrame {
+    /// A black picture.
+    pub fn black(width: u32, height: u32) -> VideoFrame {
+        let (luma, chroma) = plane_sizes(width, height);
+        VideoFrame {
+            width,
+            height,
+            y: vec![16; luma],
+            u: vec![128; chroma],
+            v: vec![128; chroma],
+        }
+    }
+
+    /// Chroma planes' width.
+    pub fn chroma_width(&self) -> u32 {
+        self.width.div_ceil(2)
+    }
+
+    /// Chroma planes' height.
+    pub fn chroma_height(&self) -> u32 {
+        self.height.div_ceil(2)
+    }
+
+    /// Whether the planes have the sizes the dimensions say.
+    pub fn is_consistent(&self) -> bool {
+        let (luma, chroma) = plane_sizes(self.width, self.height);
+        self.width > 0
+            && self.height > 0
+            && self.y.len() == luma
+            && self.u.len() == chroma
+            && self.v.len() == chroma
+    }
+
+    /// The picture as the codec takes it.
+    pub fn as_i420(&self) -> sotto_vpx::I420<'_> {
+        sotto_vpx::I420 {
+            width: self.width,
+            height: self.height,
+            y: &self.y,
+            u: &self.u,
+            v: &self.v,
+            y_stride: self.width as usize,
+            uv_stride: self.chroma_width() as usize,
+        }
+    }
+
+    /// A decoded picture, taken over.
+    pub fn from_decoded(frame: sotto_vpx::DecodedFrame) -> VideoFrame {
+        VideoFrame {
+            width: frame.width,
+            height: frame.height,
+            y: frame.y,
+            u: frame.u,
+            v: frame.v,
+        }
+    }
+}
+
+/// Bytes of the luma plane and of each chroma plane of a `width`x`height` picture.
+pub fn plane_sizes(width: u32, height: u32) -> (usize, usize) {
+    let luma = width as usize * height as usize;
+    let chroma = width.div_ceil(2) as usize * height.div_ceil(2) as usize;
+    (luma, chroma)
+}
+
+/// When and which frame a source is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTime {
+    /// Frames since capture started.
+    pub index: u64,
+    /// The capture instant on the wall clock, ms since the Unix epoch (what the test
+    /// pattern writes into its code, so that a receiver on the same clock measures
+    /// glass-to-glass delay).
+    pub wall_ms: u64,
+}
+
+/// Something that produces pictures.
+pub trait VideoSource: Send {
+    /// The size of the pictures it gives.
+    fn size(&self) -> (u32, u32);
+
+    /// Frames per second it gives (files: as their header says).
+    fn fps(&self) -> u32;
+
+    /// The next picture, for capture at `at`. A real-time source (a camera) blocks until
+    /// one is captured; the others return at once and leave pacing to the caller.
+    /// `Ok(None)` at the end of the input (a file played once).
+    fn read(&mut self, at: FrameTime) -> Result<Option<VideoFrame>, VideoError>;
+
+    /// True when the source keeps its own time (a camera).
+    fn is_realtime(&self) -> bool;
+}
+
+/// Something that consumes pictures.
+pub trait VideoSink: Send {
+    /// Takes the next picture (its size may change between calls).
+    fn write(&mut self, frame: &VideoFrame) -> Result<(), VideoError>;
+
+    /// Flushes and closes. Idempotent.
+    fn finish(&mut self) -> Result<(), VideoError>;
+}
+
+/// The default size of the test pattern and of camera capture: the top simulcast layer.
+pub const DEFAULT_SIZE: (u32, u32) = (640, 360);
+/// The default frame rate of the test pattern.
+pub const DEFAULT_FPS: u32 = 30;
+
+/// Where video comes from, as the command line names it (`--video SPEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSpec {
+    /// No video.
+    None,
+    /// The synthetic moving pattern with its frame code, at this size and rate.
+    TestPattern {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Frames per second.
+        fps: u32,
+    },
+    /// A Y4M file (4:2:0, 8 bits), played in a loop.
+    Y4m(PathBuf),
+    /// A capture device: the first one, or the one named (`/dev/video0`).
+    Camera(Option<String>),
+}
+
+/// `none`, `test-pattern` (optionally `test-pattern:1280x720` or `test-pattern:1280x720@15`),
+/// `camera` or `camera:DEVICE`, or a path ending in `.y4m`.
+impl FromStr for VideoSpec {
+    type Err = VideoError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VideoError::BadSpec(s.to_owned());
+        if s == "none" {
+            return Ok(VideoSpec::None);
+        }
+        if s == "camera" {
+            return Ok(VideoSpec::Camera(None));
+        }
+        if let Some(device) = s.strip_prefix("camera:") {
+            return Ok(VideoSpec::Camera(Some(device.to_owned())));
+        }
+        if s == "test-pattern" {
+            return Ok(VideoSpec::TestPattern {
+                width: DEFAULT_SIZE.0,
+                height: DEFAULT_SIZE.1,
+                fps: DEFAULT_FPS,
+            });
+        }
+        if let Some(size) = s.strip_prefix("test-pattern:") {
+            let (size, fps) = match size.split_once('@') {
+                Some((size, fps)) => (size, fps.parse::<u32>().map_err(|_| bad())?),
+                None => (size, DEFAULT_FPS),
+            };
+            let (w, h) = size.split_once('x').ok_or_else(bad)?;
+            let width: u32 = w.parse().map_err(|_| bad())?;
+            let height: u32 = h.parse().map_err(|_| bad())?;
+            if !(16..=3840).contains(&width) || !(16..=2160).contains(&height) {
+                return Err(bad());
+            }
+            if !(1..=60).contains(&fps) {
+                return Err(bad());
+            }
+            return Ok(VideoSpec::TestPattern { width, height, fps });
+        }
+        if s.len() > 4 && s.to_ascii_lowercase().ends_with(".y4m") {
+            return Ok(VideoSpec::Y4m(PathBuf::from(s)));
+        }
+        Err(bad())
+    }
+}
+
+/// Where received video goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoOutput {
+    /// A Y4M file (the first picture's size; later sizes are scaled to it).
+    Y4m(PathBuf),
+    /// Discard.
+    Null,
+}
+
+/// Opens what `spec` names; `Ok(None)` for `none`.
+pub fn open_source(spec: &VideoSpec) -> Result<Option<Box<dyn VideoSource>>, VideoError> {
+    Ok(match spec {
+        VideoSpec::None => None,
+        VideoSpec::TestPattern { width, height, fps } => {
+            Some(Box::new(pattern::TestPattern::new(*width, *height, *fps)))
+        }
+        VideoSpec::Y4m(path) => Some(Box::new(y4m::Y4mSource::open(path, true)?)),
+        VideoSpec::Camera(device) => Some(open_camera(device.as_deref())?),
+    })
+}
+
+/// Opens where received video goes.
+pub fn open_sink(output: &VideoOutput) -> Result<Box<dyn VideoSink>, VideoError> {
+    Ok(match output {
+        VideoOutput::Y4m(path) => Box::new(y4m::Y4mSink::create(path)?),
+        VideoOutput::Null => Box::new(NullSink),
+    })
+}
+
+/// Camera capture needs the `camera` feature (v4l2), which is off by default.
+fn open_camera(device: Option<&str>) -> Result<Box<dyn VideoSource>, VideoError> {
+    Err(VideoError::NoCamera {
+        detail: format!(
+            ": {} (this build has no camera support; build sotto-engine with the `camera` feature)",
+            device.unwrap_or("the default camera")
+        ),
+    })
+}
+
+/// Discards pictures.
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl VideoSink for NullSink {
+    fn write(&mut self, _frame: &VideoFrame) -> Result<(), VideoError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), VideoError> {
+        Ok(())
+    }
+}
+
+/// What can go wrong with video input, output and coding.
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    /// A spec the command line could not parse.
+    #[error(
+        "cannot read video spec {0:?}: use none, test-pattern, test-pattern:WxH[@FPS], camera, camera:DEVICE or a .y4m path"
+    )]
+    BadSpec(String),
+    /// No camera (CI machines have none).
+    #[error(
+        "no camera{detail}; use a file or a synthetic source instead: --video FILE.y4m or --video test-pattern"
+    )]
+    NoCamera {
+        /// More about why, starting with ": ".
+        detail: String,
+    },
+    /// A Y4M file could not be read or written.
+    #[error("Y4M file {path}: {message}")]
+    Y4m {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A picture of the wrong shape.
+    #[error("invalid picture: {0}")]
+    Picture(String),
+    /// The codec refused.
+    #[error(transparent)]
+    Codec(#[from] sotto_vpx::VpxError),
+}
