@@ -124,6 +124,9 @@ pub async fn run_group_call(
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
             decoder_complexity: tuning.decoder_complexity,
+            video: sotto_engine::video::VideoSpec::None,
+            video_layers: 3,
+            video_sink: None,
         };
         let phone = Phone::new(client);
         let room = invite.room_id.clone();

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sotto_engine::audio::codec::{EncoderConfig, packet_samples};
+use sotto_engine::audio::codec::packet_samples;
 use sotto_engine::audio::{InputSpec, OutputSpec};
 use sotto_engine::call::group::{GroupConfig, GroupSummary};
 use sotto_engine::call::{CallConfig, CallEvent, IceConfig, Phone};
@@ -27,6 +27,10 @@ use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
 use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
 use sotto_engine::messaging::messenger::Messenger;
 use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
+use sotto_engine::video::code::FrameCode;
+use sotto_engine::video::vp8_rtp::{FrameAssembler, clear_prefix, is_keyframe};
+use sotto_engine::video::y4m::Y4mSource;
+use sotto_engine::video::{FrameTime, VideoSource, VideoSpec};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::client::KeyAuthenticator;
 use sotto_signaling::protocol::IdentityKey;
@@ -260,10 +264,20 @@ async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
     assert!(bob_summary.end.detail.contains("does not encrypt"));
 }
 
+/// One RTP packet the SFU saw.
+struct Tapped {
+    payload_type: u8,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: Vec<u8>,
+}
+
 /// The SFU, registered with signaling, with a tap on what it forwards.
 struct Sfu {
     identity: IdentityKey,
-    payloads: Arc<Mutex<Vec<Vec<u8>>>>,
+    payloads: Arc<Mutex<Vec<Tapped>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     handle: sotto_sfu::driver::SfuHandle,
 }
@@ -275,8 +289,15 @@ async fn start_sfu(server_url: &str, secret: &str) -> Sfu {
     let payloads = Arc::new(Mutex::new(Vec::new()));
     let tap = payloads.clone();
     sfu.handle.with(|s| {
-        s.set_payload_tap(Some(Box::new(move |_room, payload| {
-            tap.lock().unwrap().push(payload.to_vec());
+        s.set_payload_tap(Some(Box::new(move |_room, packet| {
+            tap.lock().unwrap().push(Tapped {
+                payload_type: packet.header.payload_type,
+                ssrc: packet.header.ssrc,
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                payload: packet.payload.to_vec(),
+            });
         })))
     });
     let mut config = ClientConfig::new(server_url);
@@ -308,6 +329,8 @@ async fn group_call(
     server: &RunningServer,
     sfu: &Sfu,
     members: Vec<(&Member, Option<Arc<MediaCrypto>>, std::path::PathBuf)>,
+    video: VideoSpec,
+    seconds: u64,
 ) -> Vec<GroupSummary> {
     let mut clients = Vec::new();
     for (member, _, _) in &members {
@@ -332,15 +355,12 @@ async fn group_call(
     for (i, ((_, e2ee, record), client)) in members.into_iter().zip(clients).enumerate() {
         let phone = Phone::new(client);
         let config = GroupConfig {
-            input: InputSpec::Tone(300.0 + 200.0 * i as f32),
             record_dir: Some(record),
-            encoder: EncoderConfig::default(),
-            jitter: Default::default(),
             ice: IceConfig::loopback(),
-            max_duration: Some(Duration::from_secs(4)),
-            leave_after_input: None,
+            max_duration: Some(Duration::from_secs(seconds)),
             e2ee,
-            decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+            video: video.clone(),
+            ..GroupConfig::new(InputSpec::Tone(300.0 + 200.0 * i as f32))
         };
         let (room, sfu) = (invite.room_id.clone(), sfu.identity);
         calls.push(tokio::spawn(async move {
@@ -354,8 +374,18 @@ async fn group_call(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
+/// A signaling server, an SFU registered with it, and three members of one MLS group
+/// with their media epochs.
+struct Standup {
+    root: tempfile::TempDir,
+    server: RunningServer,
+    sfu: Sfu,
+    members: [Member; 3],
+    group: GroupId,
+    epochs: [MediaEpoch; 3],
+}
+
+async fn standup() -> Standup {
     let root = tempfile::tempdir().unwrap();
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -381,6 +411,34 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
     let bob_epoch = bob.sync_epoch(&server, &group).await;
     let carol_epoch = carol.sync_epoch(&server, &group).await;
     assert_eq!(alice_epoch.epoch, carol_epoch.epoch);
+    Standup {
+        root,
+        server,
+        sfu,
+        members: [alice, bob, carol],
+        group,
+        epochs: [alice_epoch, bob_epoch, carol_epoch],
+    }
+}
+
+async fn stop(server: RunningServer, sfu: Sfu) {
+    for task in sfu.tasks {
+        task.abort();
+    }
+    drop(sfu.handle);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
+    let Standup {
+        root,
+        server,
+        sfu,
+        members: [alice, bob, carol],
+        group,
+        epochs: [alice_epoch, bob_epoch, carol_epoch],
+    } = standup().await;
 
     let rec = |name: &str, call: u32| root.path().join(format!("call{call}-{name}"));
     let summaries = group_call(
@@ -391,6 +449,8 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
             (&bob, Some(crypto(&bob_epoch)), rec("bob", 1)),
             (&carol, Some(crypto(&carol_epoch)), rec("carol", 1)),
         ],
+        VideoSpec::None,
+        4,
     )
     .await;
     for summary in &summaries {
@@ -408,7 +468,10 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
     // What the SFU saw: every payload is SFrame that opens under the epoch's key (a
     // receiver standing in for a fourth member index), and no plaintext Opus frame that
     // came out of it appears in any payload the SFU saw.
-    let seen = std::mem::take(&mut *sfu.payloads.lock().unwrap());
+    let seen: Vec<Vec<u8>> = std::mem::take(&mut *sfu.payloads.lock().unwrap())
+        .into_iter()
+        .map(|tapped| tapped.payload)
+        .collect();
     assert!(
         seen.len() > 300,
         "the SFU forwarded {} payloads",
@@ -480,6 +543,8 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
                 (&bob, Some(bob_crypto.clone()), rec("bob", 2)),
                 (&carol, Some(crypto(&carol_epoch)), rec("carol", 2)),
             ],
+            VideoSpec::None,
+            4,
         ),
         removal
     );
@@ -505,6 +570,8 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
             (&bob, Some(crypto(&bob_next)), rec("bob", 3)),
             (&carol, Some(crypto(&carol_epoch)), rec("carol", 3)),
         ],
+        VideoSpec::None,
+        4,
     )
     .await;
     let carol_summary = summaries[2].e2ee.clone().unwrap();
@@ -516,9 +583,142 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
         assert!(e2ee.opened > 100, "{e2ee:?}");
         assert!(e2ee.rejected > 100, "{e2ee:?}");
     }
-    for task in sfu.tasks {
-        task.abort();
+    stop(server, sfu).await;
+}
+
+/// The frame numbers read from a recorded Y4M file, in order (frames whose code does not
+/// read are left out).
+fn recorded_codes(path: &Path) -> (usize, Vec<u32>) {
+    let mut source = Y4mSource::open(path, false).unwrap();
+    let (width, height) = source.size();
+    let (mut frames, mut codes) = (0, Vec::new());
+    for index in 0.. {
+        let at = FrameTime { index, wall_ms: 0 };
+        let Some(frame) = source.read(at).unwrap() else {
+            break;
+        };
+        frames += 1;
+        if let Some(code) = FrameCode::read(&frame.y, width, height) {
+            codes.push(code.frame);
+        }
     }
-    drop(sfu.handle);
-    server.shutdown().await.unwrap();
+    (frames, codes)
+}
+
+/// Three engines in a video room, end to end encrypted, each sending the test pattern in
+/// three simulcast layers: every member decodes both others at full rate and in order
+/// (the recordings hold each sender's frame codes, increasing), and every video frame the
+/// SFU forwarded, put back together from what it saw, is SFrame that opens under the
+/// group's key, with only VP8's first bytes readable in front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_engines_share_end_to_end_encrypted_simulcast_video() {
+    let Standup {
+        root,
+        server,
+        sfu,
+        members: [alice, bob, carol],
+        epochs,
+        ..
+    } = standup().await;
+    let rec = |name: &str| root.path().join(format!("video-{name}"));
+    // 320x180 (layers of 320, 160 and 80 pixels): debug builds scale and draw slowly,
+    // and three engines share two cores here.
+    let pattern = VideoSpec::TestPattern {
+        width: 320,
+        height: 180,
+        fps: 30,
+    };
+    let summaries = group_call(
+        &server,
+        &sfu,
+        vec![
+            (&alice, Some(crypto(&epochs[0])), rec("alice")),
+            (&bob, Some(crypto(&epochs[1])), rec("bob")),
+            (&carol, Some(crypto(&epochs[2])), rec("carol")),
+        ],
+        pattern,
+        8,
+    )
+    .await;
+    for summary in &summaries {
+        eprintln!("{}", serde_json::to_string(summary).unwrap());
+    }
+    for summary in &summaries {
+        assert!(summary.connected, "{summary:?}");
+        let sent = summary.video_sent.clone().expect("video was sent");
+        assert_eq!(sent.layers.len(), 3, "{sent:?}");
+        assert!(sent.frames_captured > 150, "{sent:?}");
+        assert_eq!(sent.input_failed, None);
+        assert_eq!(summary.received.len(), 2, "{summary:?}");
+        for stream in &summary.received {
+            let video = stream
+                .video
+                .clone()
+                .unwrap_or_else(|| panic!("no video from {}", stream.participant));
+            assert!(video.frames_decoded > 120, "{video:?}");
+            assert!(video.fps >= 25.0, "{video:?}");
+            assert_eq!(video.out_of_order, 0, "{video:?}");
+            assert_eq!(video.coded_frames, video.frames_decoded, "{video:?}");
+            let (frames, codes) = recorded_codes(stream.video_recording.as_ref().unwrap());
+            assert_eq!(frames as u64, video.frames_decoded);
+            assert!(
+                codes.len() * 10 >= frames * 9,
+                "{} of {frames} codes read",
+                codes.len()
+            );
+            assert!(
+                codes.windows(2).all(|w| w[0] < w[1]),
+                "frame numbers out of order: {codes:?}"
+            );
+        }
+    }
+
+    // What the SFU saw of the video: per stream, frames put back together from its
+    // packets; each opens under the group's key, its clear bytes are VP8's own first
+    // bytes, and no 16 bytes of what it hides appear in what the SFU saw of it.
+    let tapped = std::mem::take(&mut *sfu.payloads.lock().unwrap());
+    let mut streams: HashMap<u32, Vec<&Tapped>> = HashMap::new();
+    for packet in tapped.iter().filter(|t| t.payload_type == 96) {
+        streams.entry(packet.ssrc).or_default().push(packet);
+    }
+    assert_eq!(streams.len(), 9, "three members, three layers each");
+    let now = Instant::now();
+    let mut senders = HashMap::new();
+    let mut plain = Vec::new();
+    for (ssrc, packets) in &streams {
+        // A sender's layers share one SFrame counter: one replay window per layer.
+        let mut witness = MediaReceiver::new(u32::MAX, ReceiverConfig::default());
+        let epoch = &epochs[0];
+        witness
+            .rekey(epoch.epoch, &epoch.secret, epoch.group_size, now)
+            .unwrap();
+        let mut assembler = FrameAssembler::new(Duration::from_secs(1));
+        let mut frames = Vec::new();
+        for p in packets {
+            frames.extend(assembler.insert(p.seq, p.timestamp, p.marker, &p.payload, now));
+        }
+        frames.extend(assembler.poll(now + Duration::from_secs(2)));
+        assert!(frames.len() > 20, "stream {ssrc}: {} frames", frames.len());
+        let mut keyframes = 0;
+        for frame in &frames {
+            let clear = clear_prefix(&frame.data);
+            let got = witness
+                .decrypt_with_clear(&frame.data, clear, now, &mut plain)
+                .expect("every forwarded video frame is SFrame under the group's key");
+            *senders.entry(got.sender_index).or_insert(0) += 1;
+            assert_eq!(plain[..clear], frame.data[..clear]);
+            keyframes +=
+                usize::from(is_keyframe(&plain) && plain.get(3..6) == Some(&[0x9d, 0x01, 0x2a]));
+            let seen: std::collections::HashSet<&[u8]> = frame.data.windows(16).collect();
+            assert!(
+                plain[clear..]
+                    .chunks_exact(16)
+                    .all(|chunk| !seen.contains(chunk)),
+                "plaintext VP8 appears in what the SFU saw"
+            );
+        }
+        assert!(keyframes > 0, "stream {ssrc} has no keyframe");
+    }
+    assert_eq!(senders.len(), 3, "{senders:?}");
+    stop(server, sfu).await;
 }

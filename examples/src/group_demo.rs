@@ -145,6 +145,9 @@ pub async fn run(inputs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<Heard>> {
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
             decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+            video: sotto_engine::video::VideoSpec::None,
+            video_layers: 3,
+            video_sink: None,
         };
         let room = invite.room_id.clone();
         calls.push((

@@ -241,6 +241,9 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         leave_after_input: Some(Duration::from_secs(3)),
         e2ee: None,
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+        video: sotto_engine::video::VideoSpec::None,
+        video_layers: 3,
+        video_sink: None,
     };
     let room = invite.room_id.clone();
     let engine = tokio::spawn(async move { phone.group_call(room, sfu_identity, group).await });

@@ -223,8 +223,9 @@ pub struct Sfu {
     payload_tap: Option<PayloadTap>,
 }
 
-/// A function shown each RTP payload the SFU receives for forwarding, with its room.
-pub type PayloadTap = Box<dyn FnMut(&RoomId, &[u8]) + Send>;
+/// A function shown each RTP packet the SFU receives for forwarding (decrypted from SRTP:
+/// header and payload), with its room.
+pub type PayloadTap = Box<dyn FnMut(&RoomId, &rtc::rtp::Packet) + Send>;
 
 impl Sfu {
     /// An SFU whose legs all use `local_addr` (the UDP socket's public address).
@@ -249,7 +250,7 @@ impl Sfu {
         }
     }
 
-    /// Shows `tap` every RTP payload this SFU receives for forwarding: exactly what a
+    /// Shows `tap` every RTP packet this SFU receives for forwarding: exactly what a
     /// curious operator of the SFU could read. For tests that check media stays end-to-end
     /// encrypted (SFrame) on its way through; forwarding itself never reads payloads.
     pub fn set_payload_tap(&mut self, tap: Option<PayloadTap>) {
@@ -550,11 +551,19 @@ impl Sfu {
             let Some(s) = p.sources.get(&source) else {
                 continue;
             };
+            let video_source = s.codec != Codec::Opus;
             let layers: Vec<(u8, SSRC, u64)> = s
                 .layers
                 .iter()
                 .map(|(quality, ssrc)| {
-                    let bps = p.rates.get_mut(ssrc).map_or(0, |meter| meter.bps(now));
+                    let bps = p.rates.get_mut(ssrc).map_or(0, |meter| {
+                        // A stopped video layer is left at once; audio pauses in DTX.
+                        if video_source {
+                            meter.live_bps(now)
+                        } else {
+                            meter.bps(now)
+                        }
+                    });
                     (*quality, *ssrc, bps)
                 })
                 .collect();
@@ -912,7 +921,7 @@ impl Sfu {
             return;
         };
         if let Some(tap) = self.payload_tap.as_mut() {
-            tap(&publisher.room, &packet.payload);
+            tap(&publisher.room, &packet);
         }
         publisher.rates.entry(ssrc).or_default().add(
             now,

@@ -42,6 +42,10 @@ pub struct RateMeter {
 /// The window [`RateMeter`] averages over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
+/// A video layer with no packet for this long has stopped (its publisher paused it, or
+/// lost its uplink). Frames come every 33-200 ms at 30-5 fps.
+pub const LAYER_STALL: Duration = Duration::from_millis(400);
+
 impl RateMeter {
     /// `bytes` arrived `now`.
     pub fn add(&mut self, now: Instant, bytes: usize) {
@@ -65,6 +69,16 @@ impl RateMeter {
     pub fn bps(&mut self, now: Instant) -> u64 {
         self.prune(now);
         self.bytes * 8 * 1000 / RATE_WINDOW.as_millis() as u64
+    }
+
+    /// Like [`RateMeter::bps`], but 0 once nothing came for [`LAYER_STALL`]: a layer its
+    /// publisher stopped is gone now, not when the window has emptied (a second in which
+    /// its subscribers would see nothing).
+    pub fn live_bps(&mut self, now: Instant) -> u64 {
+        match self.samples.back() {
+            Some((at, _)) if now.saturating_duration_since(*at) <= LAYER_STALL => self.bps(now),
+            _ => 0,
+        }
     }
 }
 

@@ -1,14 +1,17 @@
-//! A group call through an SFU: one peer connection to the SFU, our audio published on it,
-//! and one received stream per other participant (each SFU-side offer adds streams; the
-//! stream id names the participant). Each received stream has its own jitter buffer,
-//! decoder and playout thread, recorded to `<dir>/<participant>.wav` when a directory is
-//! given. Signaling to the SFU uses the room id as `call_id`.
+//! A group call through an SFU: one peer connection to the SFU, our audio (and video, in
+//! simulcast layers) published on it, and per other participant one received audio
+//! stream and one video stream (each SFU-side offer adds streams; the stream id names the
+//! participant). Each received audio stream has its own jitter buffer, decoder and
+//! playout thread, recorded to `<dir>/<participant>.wav` when a directory is given; each
+//! video stream its own decode thread, recorded to `<dir>/<participant>.y4m`. Signaling
+//! to the SFU uses the room id as `call_id`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde::Serialize;
 use sotto_signaling::protocol::{Answer, Hangup, HangupReason, IdentityKey, Offer, RoomId};
 use tokio::sync::mpsc;
@@ -18,15 +21,19 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSession
 
 use super::media::{CaptureEnd, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
-use super::pipeline::{Pipeline, SendParams, round};
+use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
 use super::session::{TICK, send_rate_controller};
+use super::video::{
+    ExtensionIds, LayerPlan, VideoReceivedSummary, VideoSentSummary, allocate_layers, plan_layers,
+};
 use super::{CallError, E2eeSummary, IceConfig, ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioSink, AudioSource, InputSpec, OutputSpec, open_sink, open_source};
 use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
+use crate::video::{self, SinkFactory, VideoOutput, VideoSource, VideoSpec};
 
 /// Through the SFU: plain Opus on our payload type, no RED.
 const OPUS_ONLY: PayloadTypes = PayloadTypes {
@@ -61,6 +68,35 @@ pub struct GroupConfig {
     /// The Opus decoder's complexity for every stream (see
     /// [`CallConfig::decoder_complexity`](super::CallConfig::decoder_complexity)).
     pub decoder_complexity: u8,
+    /// What we show; [`VideoSpec::None`] joins with audio only (we still receive others'
+    /// video).
+    pub video: VideoSpec,
+    /// Simulcast layers to send (1 to 3; fewer for small sources).
+    pub video_layers: usize,
+    /// Where each participant's decoded video goes besides its recording (a window, a
+    /// quality meter); `None` keeps only the recording.
+    pub video_sink: Option<SinkFactory>,
+}
+
+impl GroupConfig {
+    /// Audio from `input`, no video, no recording, no end-to-end encryption, defaults
+    /// elsewhere.
+    pub fn new(input: InputSpec) -> GroupConfig {
+        GroupConfig {
+            input,
+            record_dir: None,
+            encoder: EncoderConfig::default(),
+            jitter: JitterConfig::default(),
+            ice: IceConfig::default(),
+            max_duration: None,
+            leave_after_input: None,
+            e2ee: None,
+            decoder_complexity: crate::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+            video: VideoSpec::None,
+            video_layers: 3,
+            video_sink: None,
+        }
+    }
 }
 
 /// What one other participant's stream looked like.
@@ -73,6 +109,10 @@ pub struct ReceivedStream {
     pub audio: ReceivedSummary,
     /// The recording, if any.
     pub recording: Option<PathBuf>,
+    /// Their video, when they sent any.
+    pub video: Option<VideoReceivedSummary>,
+    /// Its recording, if any.
+    pub video_recording: Option<PathBuf>,
 }
 
 /// The summary of a group call.
@@ -86,6 +126,8 @@ pub struct GroupSummary {
     pub duration_s: f64,
     /// What we sent.
     pub sent: SentSummary,
+    /// Our video, when we sent any.
+    pub video_sent: Option<VideoSentSummary>,
     /// What we heard, per participant.
     pub received: Vec<ReceivedStream>,
     /// End-to-end media encryption, when the call had it.
@@ -108,6 +150,7 @@ pub async fn run(
     config: GroupConfig,
 ) -> Result<GroupSummary, CallError> {
     let source = open_source(&config.input)?;
+    let video_source = video::open_source(&config.video)?;
     if let Some(dir) = &config.record_dir {
         std::fs::create_dir_all(dir).map_err(|err| {
             CallError::Audio(crate::audio::AudioError::Wav {
@@ -116,7 +159,13 @@ pub async fn run(
             })
         })?;
     }
-    let peer = peer::build(&config.ice, false).await?; // The SFU forwards plain Opus.
+    let video_plan = video_source.as_ref().map(|source| {
+        let (width, height) = source.size();
+        plan_layers(width, height, config.video_layers.clamp(1, 3))
+    });
+    // The SFU forwards plain Opus (no RED); VP8 always, so that we see the others.
+    let layers = video_plan.as_ref().map_or(0, Vec::len);
+    let mut peer = peer::build(&config.ice, false, Some(layers)).await?;
     let (pipeline, capture_end) = Pipeline::new(&config.encoder, config.e2ee.clone());
     let mut call = GroupCall {
         call_id: room.0.clone(),
@@ -127,7 +176,13 @@ pub async fn run(
         ssrc: peer.ssrc,
         pipeline,
         source: Mutex::new(Some(source)),
+        video: Mutex::new(match (peer.video.take(), video_source, video_plan) {
+            (Some(track), Some(source), Some(plan)) => Some((track, source, plan)),
+            _ => None,
+        }),
+        estimate_bps: peer.estimate_bps.clone(),
         recordings: BTreeMap::new(),
+        video_recordings: BTreeMap::new(),
         audio_level_id: None,
         connected_at: None,
         deadline: Instant::now() + CONNECT_TIMEOUT,
@@ -142,6 +197,9 @@ pub async fn run(
     call.finish(room, ended).await
 }
 
+/// Our video before it starts: the track, the source, the layers.
+type PendingVideo = (peer::VideoTrack, Box<dyn VideoSource>, Vec<LayerPlan>);
+
 /// A group call's state, owned by its task.
 struct GroupCall {
     call_id: String,
@@ -154,8 +212,15 @@ struct GroupCall {
     /// Our input until sending starts (behind a lock only so that the call is `Sync`
     /// across awaits; nothing contends for it).
     source: Mutex<Option<Box<dyn AudioSource>>>,
+    /// Our video track, source and layers until sending starts (locked for the same
+    /// reason).
+    video: Mutex<Option<PendingVideo>>,
+    /// The send-side bandwidth estimate, bit/s (0 before the first feedback).
+    estimate_bps: Arc<std::sync::atomic::AtomicU64>,
     /// Where each participant's stream is recorded.
     recordings: BTreeMap<String, Option<PathBuf>>,
+    /// Where each participant's video is recorded.
+    video_recordings: BTreeMap<String, Option<PathBuf>>,
     /// The extension id of the RFC 6464 level in the SFU's SDP.
     audio_level_id: Option<u8>,
     connected_at: Option<Instant>,
@@ -186,7 +251,7 @@ impl GroupCall {
                     None => return Ok("the signaling connection was closed".into()),
                 },
                 event = peer_events.recv() => match event {
-                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => self.on_connected()?,
+                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => self.on_connected().await?,
                     Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
                         return Ok("the media path to the SFU failed".into());
                     }
@@ -206,6 +271,7 @@ impl GroupCall {
                 _ = tick.tick() => {
                     if self.connected_at.is_some() {
                         feedback.tick(Instant::now(), false, &self.pipeline.control);
+                        self.share_bandwidth();
                     }
                 }
                 _ = tokio::time::sleep_until(self.deadline.into()) => {
@@ -303,8 +369,33 @@ impl GroupCall {
         Ok(sdp)
     }
 
+    /// Divides the send-side estimate between audio (first) and our video layers, lowest
+    /// layer first: the top layer is the first to stop when the estimate falls.
+    fn share_bandwidth(&self) {
+        let Some(out) = self.pipeline.video_out() else {
+            return;
+        };
+        let estimate = self.estimate_bps.load(std::sync::atomic::Ordering::Relaxed);
+        let audio = u64::from(
+            self.pipeline
+                .control
+                .bitrate_bps
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let current: Vec<u32> = out
+            .control
+            .bitrate_bps
+            .iter()
+            .map(|rate| rate.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        let rates = allocate_layers(&out.plan, estimate, audio, &current);
+        for (slot, rate) in out.control.bitrate_bps.iter().zip(rates) {
+            slot.store(rate, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The media path is up: start the clock and send.
-    fn on_connected(&mut self) -> Result<(), CallError> {
+    async fn on_connected(&mut self) -> Result<(), CallError> {
         if self.connected_at.is_some() {
             return Ok(());
         }
@@ -330,6 +421,28 @@ impl GroupCall {
                 })
                 .map_err(CallError::Media)?;
         }
+        let pending = self
+            .video
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((track, source, plan)) = pending {
+            let local = self.pc.local_description().await;
+            let ids = local
+                .and_then(|desc| ExtensionIds::from_sdp(&desc.sdp))
+                .unwrap_or_default();
+            if ids.mid_id.is_none() || ids.rid_id.is_none() {
+                tracing::warn!("no MID or RID extension negotiated; simulcast may not be routed");
+            }
+            self.pipeline
+                .start_video(VideoParams {
+                    track,
+                    ids,
+                    source,
+                    plan,
+                })
+                .map_err(CallError::Media)?;
+        }
         Ok(())
     }
 
@@ -344,6 +457,9 @@ impl GroupCall {
         } else {
             participant
         };
+        if remote.kind().await == RtpCodecKind::Video {
+            return self.on_video_track(participant, remote);
+        }
         if self.pipeline.has_inbound(&participant) {
             return Ok(());
         }
@@ -369,6 +485,33 @@ impl GroupCall {
             .map_err(CallError::Media)
     }
 
+    /// A participant's video arrived: decode it (to its recording and the sink, if any).
+    fn on_video_track(
+        &mut self,
+        participant: String,
+        remote: Arc<dyn TrackRemote>,
+    ) -> Result<(), CallError> {
+        if self.pipeline.has_video_inbound(&participant) {
+            return Ok(());
+        }
+        let recording = self
+            .config
+            .record_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{participant}.y4m")));
+        let mut sinks = Vec::new();
+        if let Some(path) = &recording {
+            sinks.push(video::open_sink(&VideoOutput::Y4m(path.clone()))?);
+        }
+        if let Some(factory) = &self.config.video_sink {
+            sinks.push(factory.open(&participant));
+        }
+        self.video_recordings.insert(participant.clone(), recording);
+        self.pipeline
+            .receive_video(&participant, remote, video::tee(sinks))
+            .map_err(CallError::Media)
+    }
+
     /// Tells the SFU we leave, closes the connection, stops the media and sums up.
     async fn finish(
         mut self,
@@ -389,7 +532,7 @@ impl GroupCall {
             tracing::debug!(%err, "closing the connection to the SFU");
         }
         for err in self.pipeline.stop().await {
-            tracing::warn!(%err, "recording a participant");
+            tracing::warn!(%err, "a participant's output");
         }
         let end = ended?;
         let duration = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
@@ -400,6 +543,11 @@ impl GroupCall {
                 participant: participant.clone(),
                 audio: inbound.summary(duration),
                 recording: self.recordings.get(participant).cloned().flatten(),
+                video: self
+                    .pipeline
+                    .video_inbound(participant)
+                    .map(|video| video.summary(duration)),
+                video_recording: self.video_recordings.get(participant).cloned().flatten(),
             })
             .collect();
         Ok(GroupSummary {
@@ -407,6 +555,7 @@ impl GroupCall {
             connected: self.connected_at.is_some(),
             duration_s: round(duration.as_secs_f64(), 3),
             sent: self.pipeline.sent_summary(duration),
+            video_sent: self.pipeline.video_sent_summary(duration),
             received,
             e2ee: self.config.e2ee.as_deref().map(E2eeSummary::of),
             end,

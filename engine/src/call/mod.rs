@@ -4,12 +4,14 @@
 //! [`CallEvent`]s and, at the end, a [`CallSummary`].
 
 pub mod group;
+pub mod keyframes;
 pub mod media;
 pub mod peer;
 mod phone;
 mod pipeline;
 pub mod reports;
 mod session;
+pub mod video;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -345,6 +347,9 @@ pub enum CallError {
     /// The audio input or output could not be opened.
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// The video input or output could not be opened.
+    #[error(transparent)]
+    Video(#[from] crate::video::VideoError),
     /// The peer connection could not be built or driven.
     #[error("media: {0}")]
     Media(String),

@@ -13,10 +13,13 @@ use rtc::interceptor::{
     TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_simulcast_extension_headers,
+};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
     TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sdp::description::session::SessionDescription;
@@ -30,6 +33,7 @@ use webrtc::peer_connection::{
     Registry, configure_rtcp_reports,
 };
 
+use super::keyframes::{KeyframeRequests, KeyframeTap};
 use super::reports::{ReportTap, ReportedLoss};
 use super::{CallError, IceConfig};
 
@@ -45,10 +49,29 @@ pub const RED_PAYLOAD_TYPE: u8 = 63;
 /// RED's MIME type.
 const MIME_TYPE_RED: &str = "audio/red";
 
+/// The payload type we offer VP8 on (the SFU's and browsers' choice).
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
+/// The RIDs of our simulcast layers, lowest first (the SFU ranks `q`, `h`, `f`).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The dependency descriptor extension: the SFU learns from it where keyframes start
+/// without reading the payload (which is SFrame ciphertext).
+pub const DEPENDENCY_DESCRIPTOR_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
 /// Bounds of the send-side bandwidth estimate, matching the encoder's range.
 pub const MIN_BITRATE_BPS: u32 = 16_000;
 /// Upper bound of the send-side bandwidth estimate.
 pub const MAX_BITRATE_BPS: u32 = 64_000;
+
+/// Where the send-side estimate starts when we send video: every layer of a 360p source
+/// with audio, the top one near its floor. (A browser starts at 300 kbit/s and probes
+/// up within the first second; rtc's GCC does not probe, and climbs a few percent a
+/// second, so a low start would hold the top layer back for many seconds.)
+pub const VIDEO_START_BPS: u32 = 1_000_000;
+/// The estimate's ceiling when we send video: every layer of a 720p source with audio.
+pub const VIDEO_MAX_BPS: u32 = 4_000_000;
 
 /// What the connection's event handler reports to the call task.
 #[derive(Clone)]
@@ -132,6 +155,18 @@ impl BandwidthEstimator for PublishingEstimator {
     }
 }
 
+/// Our video track: simulcast layers on their own SSRCs, named by RID.
+pub struct VideoTrack {
+    /// The track (RTP written by the video sender).
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// Each layer's SSRC, lowest first.
+    pub ssrcs: Vec<u32>,
+    /// Each layer's RID, lowest first (empty strings without simulcast).
+    pub rids: Vec<&'static str>,
+    /// Keyframe requests (PLI, FIR) for the layers, raised by an interceptor.
+    pub keyframes: Arc<KeyframeRequests>,
+}
+
 /// A built connection with what the call task needs from it.
 pub struct Peer {
     /// The connection.
@@ -147,6 +182,28 @@ pub struct Peer {
     pub reported_loss: Arc<ReportedLoss>,
     /// Events from the connection.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    /// Our video, when the call sends any.
+    pub video: Option<VideoTrack>,
+}
+
+/// VP8 with the feedback a video receiver gives: NACK, PLI, transport-wide cc. (The SFU
+/// offers the same; see sfu/src/leg.rs.)
+fn vp8_codec() -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![
+            feedback(TYPE_RTCP_FB_NACK, ""),
+            feedback(TYPE_RTCP_FB_NACK, "pli"),
+            feedback(TYPE_RTCP_FB_TRANSPORT_CC, ""),
+        ],
+    }
 }
 
 fn opus_codec() -> RTCRtpCodec {
@@ -174,8 +231,11 @@ fn red_codec() -> RTCRtpCodec {
 }
 
 /// Builds a connection with one send-and-receive Opus audio track. With `red`, RED (RFC
-/// 2198) over Opus is offered too, for redundancy under loss.
-pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
+/// 2198) over Opus is offered too, for redundancy under loss. With `video`, VP8 is
+/// negotiated (NACK and PLI both ways) so that video can be received, and with
+/// `Some(n)`, n > 0, we send a VP8 track too, in n simulcast layers (by RID when more
+/// than one).
+pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<Peer, CallError> {
     let mut media_engine = MediaEngine::default();
     let mut codecs = vec![RTCRtpCodecParameters {
         rtp_codec: opus_codec(),
@@ -203,6 +263,31 @@ pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
             )
             .map_err(media_err)?;
     }
+    let video_layers = video.unwrap_or(0).min(SIMULCAST_RIDS.len());
+    if video.is_some() {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: vp8_codec(),
+                    payload_type: VP8_PAYLOAD_TYPE,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(media_err)?;
+        // sdes:mid, rtp-stream-id, repaired-rtp-stream-id for simulcast, then ours.
+        configure_simulcast_extension_headers(&mut media_engine).map_err(media_err)?;
+        for uri in [TRANSPORT_CC_URI, DEPENDENCY_DESCRIPTOR_URI] {
+            media_engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    RtpCodecKind::Video,
+                    None,
+                )
+                .map_err(media_err)?;
+        }
+    }
 
     // Interceptors: sender and receiver reports; transport-wide cc sequence numbers on
     // what we send and feedback on what we receive; GCC over that feedback for our own
@@ -210,12 +295,13 @@ pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
     // queue audio behind a falling estimate and add delay; audio at 16-64 kbit/s does not
     // need pacing, so the estimator is registered here without it.
     let estimate_bps = Arc::new(AtomicU64::new(0));
+    let (start, max) = if video_layers > 0 {
+        (VIDEO_START_BPS, VIDEO_MAX_BPS)
+    } else {
+        (MAX_BITRATE_BPS, MAX_BITRATE_BPS)
+    };
     let estimator = PublishingEstimator {
-        inner: Gcc::new(
-            f64::from(MAX_BITRATE_BPS),
-            f64::from(MIN_BITRATE_BPS),
-            f64::from(MAX_BITRATE_BPS),
-        ),
+        inner: Gcc::new(f64::from(start), f64::from(MIN_BITRATE_BPS), f64::from(max)),
         target_bps: estimate_bps.clone(),
     };
     let registry = Registry::new()
@@ -226,6 +312,16 @@ pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
     let registry = configure_rtcp_reports(registry);
+    // Video: NACK both ways (the generator asks for what our receivers miss, the responder
+    // resends from its cache), keyframe requests to the capture thread.
+    let video_ssrcs: Vec<u32> = (0..video_layers).map(|_| rand::random()).collect();
+    let keyframes = Arc::new(KeyframeRequests::new(video_ssrcs.clone()));
+    let registry = if video.is_some() {
+        configure_nack(registry, &mut media_engine)
+            .with(Slot::from(14_100), KeyframeTap::new(keyframes.clone()))
+    } else {
+        registry
+    };
     // Last in the chain, after everything that reads RTCP.
     let ssrc: u32 = rand::random();
     let reported_loss = Arc::new(ReportedLoss::default());
@@ -277,6 +373,45 @@ pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
         .await
         .map_err(|err| CallError::Media(format!("adding the audio track: {err}")))?;
 
+    let video = if video_layers > 0 {
+        let rids: Vec<&'static str> = if video_layers > 1 {
+            SIMULCAST_RIDS[..video_layers].to_vec()
+        } else {
+            vec![""]
+        };
+        let encodings = video_ssrcs
+            .iter()
+            .zip(&rids)
+            .map(|(&ssrc, rid)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_owned(),
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: vp8_codec(),
+                ..Default::default()
+            })
+            .collect();
+        let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "sotto".to_owned(),
+            "sotto-video".to_owned(),
+            "camera".to_owned(),
+            RtpCodecKind::Video,
+            encodings,
+        )));
+        pc.add_track(video.clone() as Arc<dyn webrtc::media_stream::track_local::TrackLocal>)
+            .await
+            .map_err(|err| CallError::Media(format!("adding the video track: {err}")))?;
+        Some(VideoTrack {
+            track: video,
+            ssrcs: video_ssrcs,
+            rids,
+            keyframes,
+        })
+    } else {
+        None
+    };
+
     Ok(Peer {
         pc,
         track,
@@ -284,6 +419,7 @@ pub async fn build(ice: &IceConfig, red: bool) -> Result<Peer, CallError> {
         estimate_bps,
         reported_loss,
         events,
+        video,
     })
 }
 

@@ -3,12 +3,14 @@
 //! receiver task filling a jitter buffer and a playout thread draining it), the counters
 //! they keep, and the summaries made from them. It owns every thread and task it starts:
 //! [`Pipeline::stop`] ends and joins them, and dropping a pipeline (an early return on an
-//! error) still tells them all to stop. Must not touch signaling or call state; the call
-//! task decides when sending starts and which streams to play.
+//! error) still tells them all to stop. Video rides on the same clock and stop flag (see
+//! [`super::video`]): one capture thread and sender task for our layers, and per remote
+//! video stream a receiver task and a decode thread. Must not touch signaling or call
+//! state; the call task decides when sending starts and which streams to play.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,17 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use super::media::{
     self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
 };
+use super::peer::VideoTrack;
+use super::video::{
+    self as video_media, DecodeThread, ExtensionIds, LayerPlan, VideoCaptureEnd, VideoControl,
+    VideoReceiveStats, VideoReceivedSummary, VideoSend, VideoSendCounters, VideoSentSummary,
+};
 use super::{ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, AudioSink, AudioSource};
 use crate::e2ee::media::MediaCrypto;
+use crate::video::{VideoError, VideoSink, VideoSource};
 
 /// Encoded frames waiting for the RTP sender (a second of 20 ms frames).
 const SEND_QUEUE_FRAMES: usize = 50;
@@ -41,6 +49,36 @@ pub(super) struct SendParams {
     /// Opus settings at the start (the rate controller changes them through
     /// [`Pipeline::control`]).
     pub encoder: EncoderConfig,
+}
+
+/// How the pipeline's video send side runs.
+pub(super) struct VideoParams {
+    /// Our video track and its layers.
+    pub track: VideoTrack,
+    /// The MID and extension ids negotiated for it.
+    pub ids: ExtensionIds,
+    /// The pictures.
+    pub source: Box<dyn VideoSource>,
+    /// The layers, lowest first (as many as the track has).
+    pub plan: Vec<LayerPlan>,
+}
+
+/// Our video while it is sent.
+pub(super) struct VideoOut {
+    /// The layers, lowest first.
+    pub plan: Vec<LayerPlan>,
+    /// Each layer's bitrate, set by the call's rate control.
+    pub control: Arc<VideoControl>,
+    counters: Arc<VideoSendCounters>,
+    keyframe_requests: Arc<super::keyframes::KeyframeRequests>,
+    ended: Mutex<mpsc::UnboundedReceiver<VideoCaptureEnd>>,
+}
+
+/// One remote video stream being received and decoded.
+pub(super) struct VideoInbound {
+    /// Its statistics.
+    pub stats: Arc<VideoReceiveStats>,
+    decode: Option<DecodeThread>,
 }
 
 /// One remote stream being received and played.
@@ -66,6 +104,8 @@ pub(super) struct Pipeline {
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     inbound: BTreeMap<String, Inbound>,
+    video_out: Option<VideoOut>,
+    video_inbound: BTreeMap<String, VideoInbound>,
 }
 
 impl Pipeline {
@@ -85,6 +125,8 @@ impl Pipeline {
             threads: Vec::new(),
             tasks: Vec::new(),
             inbound: BTreeMap::new(),
+            video_out: None,
+            video_inbound: BTreeMap::new(),
         };
         (pipeline, capture_end_rx)
     }
@@ -125,6 +167,127 @@ impl Pipeline {
         .map_err(|err| format!("starting the capture thread: {err}"))?;
         self.threads.push(capture);
         Ok(())
+    }
+
+    /// Starts sending video on the media clock: the capture thread (scaling, encoding)
+    /// and the sender task. Once; a second call is refused.
+    pub fn start_video(&mut self, send: VideoParams) -> Result<(), String> {
+        if self.video_out.is_some() {
+            return Err("video is already being sent".into());
+        }
+        let started = self.start_clock();
+        let control = Arc::new(VideoControl::new(&send.plan));
+        let counters = Arc::new(VideoSendCounters::default());
+        let (ended, ended_rx) = mpsc::unbounded_channel();
+        let keyframe_requests = send.track.keyframes.clone();
+        let (thread, task) = video_media::start_send(VideoSend {
+            track: send.track,
+            ids: send.ids,
+            source: send.source,
+            plan: send.plan.clone(),
+            control: control.clone(),
+            counters: counters.clone(),
+            crypto: self.e2ee.clone(),
+            stop: self.stop.clone(),
+            started,
+            ended,
+        })
+        .map_err(|err| format!("starting the video capture thread: {err}"))?;
+        self.threads.push(thread);
+        self.tasks.push(task);
+        self.video_out = Some(VideoOut {
+            plan: send.plan,
+            control,
+            counters,
+            keyframe_requests,
+            ended: Mutex::new(ended_rx),
+        });
+        Ok(())
+    }
+
+    /// Our video, while it is sent.
+    pub fn video_out(&self) -> Option<&VideoOut> {
+        self.video_out.as_ref()
+    }
+
+    /// Receives and decodes the remote video `track` of stream `key` into `sink`. Once
+    /// per stream: later tracks under the same key are ignored (the SFU switches layers
+    /// on one track).
+    pub fn receive_video(
+        &mut self,
+        key: &str,
+        track: Arc<dyn TrackRemote>,
+        sink: Box<dyn VideoSink>,
+    ) -> Result<(), String> {
+        self.start_clock();
+        if self.video_inbound.contains_key(key) {
+            return Ok(());
+        }
+        let stats = Arc::new(VideoReceiveStats::default());
+        let (decode, task) = video_media::start_receive(
+            track,
+            self.e2ee.clone(),
+            sink,
+            stats.clone(),
+            self.stop.clone(),
+        )
+        .map_err(|err| format!("starting a video decode thread: {err}"))?;
+        self.tasks.push(task);
+        self.video_inbound.insert(
+            key.to_owned(),
+            VideoInbound {
+                stats,
+                decode: Some(decode),
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether video is received under `key`.
+    pub fn has_video_inbound(&self, key: &str) -> bool {
+        self.video_inbound.contains_key(key)
+    }
+
+    /// The video streams received, by key.
+    pub fn video_inbound(&self, key: &str) -> Option<&VideoInbound> {
+        self.video_inbound.get(key)
+    }
+
+    /// What our video did over `duration` of connected time, if we sent any.
+    pub fn video_sent_summary(&self, duration: Duration) -> Option<VideoSentSummary> {
+        let out = self.video_out.as_ref()?;
+        let c = &out.counters;
+        let seconds = duration.as_secs_f64().max(1e-3);
+        let mut end = None;
+        {
+            let mut ended = out
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while let Ok(reason) = ended.try_recv() {
+                end = Some(reason);
+            }
+        }
+        Some(VideoSentSummary {
+            layers: out.plan.clone(),
+            frames_captured: load(&c.frames_captured),
+            frames_encoded: load(&c.frames_encoded),
+            keyframes: load(&c.keyframes),
+            keyframe_requests: load(&out.keyframe_requests.received),
+            frames_dropped: load(&c.frames_dropped),
+            kbps: kbps(load(&c.bytes_sent), duration),
+            encode_cpu_percent: round(load(&c.encode_us) as f64 / 1e6 / seconds * 100.0, 2),
+            final_layer_kbps: out
+                .control
+                .bitrate_bps
+                .iter()
+                .map(|rate| rate.load(Ordering::Relaxed) / 1000)
+                .collect(),
+            input_failed: match end {
+                Some(VideoCaptureEnd::Failed(message)) => Some(message),
+                _ => None,
+            },
+        })
     }
 
     /// Whether a stream is known under `key`.
@@ -214,9 +377,9 @@ impl Pipeline {
         }
     }
 
-    /// Stops everything and waits for the threads; the errors the playouts ended with
-    /// (an output file that could not be written).
-    pub async fn stop(&mut self) -> Vec<AudioError> {
+    /// Stops everything and waits for the threads; the errors the playouts and decoders
+    /// ended with (an output file that could not be written).
+    pub async fn stop(&mut self) -> Vec<StopError> {
         self.signal_stop();
         let threads = std::mem::take(&mut self.threads);
         let playouts: Vec<_> = self
@@ -224,17 +387,31 @@ impl Pipeline {
             .values_mut()
             .filter_map(|inbound| inbound.playout.take())
             .collect();
+        let decoders: Vec<_> = self
+            .video_inbound
+            .values_mut()
+            .filter_map(|inbound| inbound.decode.take())
+            .collect();
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
             }
-            playouts
+            let mut failed: Vec<StopError> = playouts
                 .into_iter()
                 .filter_map(|playout| match playout.join() {
-                    Ok(Err(err)) => Some(err),
+                    Ok(Err(err)) => Some(StopError::Audio(err)),
                     _ => None,
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            failed.extend(
+                decoders
+                    .into_iter()
+                    .filter_map(|decode| match decode.join() {
+                        Ok(Err(err)) => Some(StopError::Video(err)),
+                        _ => None,
+                    }),
+            );
+            failed
         })
         .await;
         joined.unwrap_or_default()
@@ -254,6 +431,24 @@ impl Drop for Pipeline {
     /// (they see the flag within a frame) and its sender and receiver tasks.
     fn drop(&mut self) {
         self.signal_stop();
+    }
+}
+
+/// Why a playout or a decoder stopped early.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StopError {
+    /// An audio output failed.
+    #[error(transparent)]
+    Audio(AudioError),
+    /// A video output failed.
+    #[error(transparent)]
+    Video(VideoError),
+}
+
+impl VideoInbound {
+    /// What this stream delivered over `duration` of connected time.
+    pub fn summary(&self, duration: Duration) -> VideoReceivedSummary {
+        self.stats.summary(duration)
     }
 }
 

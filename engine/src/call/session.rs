@@ -167,7 +167,7 @@ pub async fn run(
             .remove(&route_key);
     };
 
-    let peer = match peer::build(&config.ice, config.red).await {
+    let peer = match peer::build(&config.ice, config.red, None).await {
         Ok(peer) => peer,
         Err(err) => {
             let _ = sender
@@ -191,6 +191,7 @@ pub async fn run(
         estimate_bps,
         reported_loss,
         events: mut peer_events,
+        video: _,
     } = peer;
 
     // A call keyed from a conversation also carries that conversation's MLS messages.
@@ -862,7 +863,7 @@ impl Session {
             tracing::debug!(%err, "closing the peer connection");
         }
         for err in self.pipeline.stop().await {
-            tracing::warn!(%err, "audio output");
+            tracing::warn!(%err, "media output");
         }
         self.summary(end)
     }

@@ -61,6 +61,9 @@ impl fmt::Debug for MediaEpoch {
 pub struct MediaCrypto {
     group: Vec<u8>,
     sender: Mutex<MediaSender>,
+    /// Video frames, under a context of their own: their own counter and, at receivers,
+    /// their own replay window (a large video frame may arrive after later audio).
+    video_sender: Mutex<MediaSender>,
     receiver: Mutex<MediaReceiver>,
     /// Frames sealed.
     pub sealed: AtomicU64,
@@ -83,11 +86,13 @@ impl MediaCrypto {
     /// Keys for a call starting in `first`'s epoch.
     pub fn new(first: &MediaEpoch, now: Instant) -> Result<Self, MediaKeyError> {
         let sender = fresh_sender(first)?;
+        let video_sender = fresh_sender(first)?;
         let mut receiver = MediaReceiver::new(first.my_index, ReceiverConfig::default());
         receiver.rekey(first.epoch, &first.secret, first.group_size, now)?;
         Ok(MediaCrypto {
             group: first.group.clone(),
             sender: Mutex::new(sender),
+            video_sender: Mutex::new(video_sender),
             receiver: Mutex::new(receiver),
             sealed: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -119,6 +124,7 @@ impl MediaCrypto {
             });
         }
         *sender = fresh_sender(next)?;
+        *lock(&self.video_sender) = fresh_sender(next)?;
         Ok(())
     }
 
@@ -127,6 +133,40 @@ impl MediaCrypto {
         lock(&self.sender).encrypt(frame, out)?;
         self.sealed.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Encrypts one encoded video frame into `out`, its first `clear` bytes left readable
+    /// (and authenticated) ahead of the SFrame header.
+    pub fn seal_video(
+        &self,
+        frame: &[u8],
+        clear: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MediaKeyError> {
+        lock(&self.video_sender).encrypt_with_clear(frame, clear, out)?;
+        self.sealed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Decrypts one received video frame sealed by [`MediaCrypto::seal_video`] with the
+    /// same `clear`; `out` is the whole encoded frame. Refusals are counted.
+    pub fn open_video(
+        &self,
+        frame: &[u8],
+        clear: usize,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MediaKeyError> {
+        match lock(&self.receiver).decrypt_with_clear(frame, clear, now, out) {
+            Ok(_) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(err)
+            }
+        }
     }
 
     /// Decrypts one received RTP payload into `out`; a refused frame is counted in

@@ -379,7 +379,23 @@ impl MediaSender {
     /// so a sender that keeps one buffer does not allocate per frame). `out` then holds the
     /// whole SFrame ciphertext: header, encrypted frame, 16-byte tag.
     pub fn encrypt(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), MediaKeyError> {
-        let media = MediaFrameView::try_new(&mut self.counter, frame)
+        self.encrypt_with_clear(frame, 0, out)
+    }
+
+    /// Like [`MediaSender::encrypt`], leaving the first `clear` bytes of `frame` in the
+    /// clear ahead of the SFrame header (RFC 9605's metadata): authenticated by the tag but
+    /// readable on the way, as browsers' encoded transforms leave a video codec's first
+    /// bytes so that a forwarder still sees keyframes. `out` is those bytes, then the
+    /// SFrame ciphertext.
+    pub fn encrypt_with_clear(
+        &mut self,
+        frame: &[u8],
+        clear: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MediaKeyError> {
+        let clear = clear.min(frame.len());
+        let (meta, payload) = frame.split_at(clear);
+        let media = MediaFrameView::try_with_meta_data(&mut self.counter, payload, meta)
             .map_err(|_| MediaKeyError::CounterExhausted)?;
         media.encrypt_into(&self.key, out).map_err(library)?;
         Ok(())
@@ -553,8 +569,25 @@ impl MediaReceiver {
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Result<Received, MediaKeyError> {
+        self.decrypt_with_clear(frame, 0, now, out)
+    }
+
+    /// Like [`MediaReceiver::decrypt`] for a frame whose first `clear` bytes were left in
+    /// the clear ([`MediaSender::encrypt_with_clear`]): they must authenticate with the
+    /// rest, and `out` is the whole original frame, clear bytes first.
+    pub fn decrypt_with_clear(
+        &mut self,
+        frame: &[u8],
+        clear: usize,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<Received, MediaKeyError> {
         self.expire(now);
-        let view = EncryptedFrameView::try_new(frame)
+        if clear > frame.len() {
+            return Err(MediaKeyError::Malformed("shorter than its clear bytes"));
+        }
+        let (meta, sframe) = frame.split_at(clear);
+        let view = EncryptedFrameView::try_with_meta_data(sframe, meta)
             .map_err(|_| MediaKeyError::Malformed("bad SFrame header"))?;
         let kid = view.header().key_id();
         let counter = view.header().counter();

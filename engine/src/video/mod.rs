@@ -8,10 +8,12 @@
 pub mod code;
 pub mod pattern;
 pub mod scale;
+pub mod vp8_rtp;
 pub mod y4m;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A picture: tightly packed I420 (luma `width * height`, each chroma plane
 /// `ceil(width/2) * ceil(height/2)`).
@@ -245,6 +247,63 @@ fn open_camera(device: Option<&str>) -> Result<Box<dyn VideoSource>, VideoError>
             device.unwrap_or("the default camera")
         ),
     })
+}
+
+/// Makes a sink for each remote participant's video (by their name): a window, a quality
+/// meter, a test's frame collector.
+#[derive(Clone)]
+pub struct SinkFactory(pub Arc<OpenSink>);
+
+/// What a [`SinkFactory`] calls.
+pub type OpenSink = dyn Fn(&str) -> Box<dyn VideoSink> + Send + Sync;
+
+impl SinkFactory {
+    /// A sink for `participant`.
+    pub fn open(&self, participant: &str) -> Box<dyn VideoSink> {
+        (self.0)(participant)
+    }
+}
+
+impl std::fmt::Debug for SinkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkFactory")
+    }
+}
+
+/// One sink that writes to all of `sinks` (none: discards). Every sink gets every
+/// picture; the first error is returned after all were tried.
+pub fn tee(mut sinks: Vec<Box<dyn VideoSink>>) -> Box<dyn VideoSink> {
+    match sinks.len() {
+        0 => Box::new(NullSink),
+        1 => sinks.remove(0),
+        _ => Box::new(Tee(sinks)),
+    }
+}
+
+struct Tee(Vec<Box<dyn VideoSink>>);
+
+impl VideoSink for Tee {
+    fn write(&mut self, frame: &VideoFrame) -> Result<(), VideoError> {
+        let mut result = Ok(());
+        for sink in &mut self.0 {
+            let written = sink.write(frame);
+            if result.is_ok() {
+                result = written;
+            }
+        }
+        result
+    }
+
+    fn finish(&mut self) -> Result<(), VideoError> {
+        let mut result = Ok(());
+        for sink in &mut self.0 {
+            let finished = sink.finish();
+            if result.is_ok() {
+                result = finished;
+            }
+        }
+        result
+    }
 }
 
 /// Discards pictures.

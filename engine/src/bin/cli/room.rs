@@ -70,6 +70,9 @@ async fn call(
         leave_after_input,
         e2ee,
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
+        video: sotto_engine::video::VideoSpec::None,
+        video_layers: 3,
+        video_sink: None,
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;

@@ -355,3 +355,34 @@ fn bad_secrets_and_stale_epochs_are_refused() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_video_frame_keeps_its_first_bytes_in_the_clear_and_authenticated() {
+    let now = Instant::now();
+    let mut alice = MediaSender::with_context(7, &SECRET_1, 2, 0, 1).unwrap();
+    let mut bob = receiver(1);
+    bob.rekey(7, &SECRET_1, 2, now).unwrap();
+    let frame: Vec<u8> = (0..900u32).map(|i| (i * 13) as u8).collect();
+    let mut wire = Vec::new();
+    alice.encrypt_with_clear(&frame, 10, &mut wire).unwrap();
+    assert_eq!(
+        &wire[..10],
+        &frame[..10],
+        "the clear prefix leads the payload"
+    );
+    assert_ne!(&wire[10..20], &frame[10..20]);
+    let mut plain = Vec::new();
+    bob.decrypt_with_clear(&wire, 10, now, &mut plain).unwrap();
+    assert_eq!(plain, frame);
+    // A changed clear byte fails authentication.
+    alice.encrypt_with_clear(&frame, 10, &mut wire).unwrap();
+    wire[1] ^= 1;
+    assert!(bob.decrypt_with_clear(&wire, 10, now, &mut plain).is_err());
+    // So does reading with another split.
+    alice.encrypt_with_clear(&frame, 10, &mut wire).unwrap();
+    assert!(bob.decrypt_with_clear(&wire, 3, now, &mut plain).is_err());
+    assert!(
+        bob.decrypt_with_clear(&wire[..5], 10, now, &mut plain)
+            .is_err()
+    );
+}

@@ -1,0 +1,1006 @@
+//! The video half of a call's media. Send: a capture thread reads the source at its frame
+//! rate, scales it to every simulcast layer, encodes them in one multi-resolution VP8
+//! encoder (keyframes when a receiver asks, each layer's bitrate as the rate control says)
+//! and hands the frames to a sender task, which seals each with SFrame (the codec's first
+//! bytes left clear), packetizes it (RFC 7741) and writes it on its layer's SSRC with the
+//! MID, RID and dependency-descriptor extensions. Receive: per remote video track, a
+//! receiver task puts frames back together (waiting a little for NACKed packets), opens
+//! them and hands them to a decode thread, which decodes, asks for a keyframe (PLI) when
+//! it cannot go on, keeps the statistics and writes pictures to a sink.
+//!
+//! Must not touch signaling or call state; it reports through its counters.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::{Header, Packet as RtpPacket};
+use rtc::sdp::description::session::SessionDescription;
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use serde::Serialize;
+use sotto_vpx::{EncoderConfig, SimulcastEncoder, SimulcastLayer, Vp8Decoder};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use super::keyframes::{KeyframePacer, KeyframeRequests};
+use super::peer::{DEPENDENCY_DESCRIPTOR_URI, VP8_PAYLOAD_TYPE, VideoTrack};
+use crate::e2ee::media::MediaCrypto;
+use crate::video::code::FrameCode;
+use crate::video::scale::Scaler;
+use crate::video::vp8_rtp::{FrameAssembler, FrameMeta, Vp8Payloader, clear_prefix};
+use crate::video::{FrameTime, VideoError, VideoFrame, VideoSink, VideoSource};
+
+/// RTP's video clock rate.
+const CLOCK_RATE: u64 = 90_000;
+/// The most bytes of one RTP payload (descriptor included): under a 1200-byte packet with
+/// headers, extensions and SRTP's tag.
+const MAX_PAYLOAD: usize = 1100;
+/// Encoded frames waiting for the sender (a few frames of three layers).
+const SEND_QUEUE: usize = 16;
+/// Frames waiting for the decoder.
+const DECODE_QUEUE: usize = 32;
+/// The least time between two PLIs for one stream.
+const PLI_SPACING: Duration = Duration::from_millis(300);
+
+/// One simulcast layer to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerPlan {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Its bitrate with enough bandwidth, bit/s.
+    pub max_bitrate_bps: u32,
+}
+
+/// The layers for a source of `width`x`height`, lowest first: the source size, then a
+/// half and a quarter of it (while at least 64 pixels wide), `layers` at most.
+pub fn plan_layers(width: u32, height: u32, layers: usize) -> Vec<LayerPlan> {
+    let mut plan = Vec::new();
+    for step in 0..layers.max(1) as u32 {
+        let (w, h) = (width >> step, height >> step);
+        if step > 0 && (w < 64 || h < 36) {
+            break;
+        }
+        // About 0.13 bits per pixel at 30 fps at the top, a little more per pixel below
+        // (small pictures need more bits per pixel for the same look).
+        let pixels = f64::from(w) * f64::from(h) * 30.0;
+        let bpp = 0.13 * (1.0 + 0.25 * f64::from(step));
+        let max_bitrate_bps = ((pixels * bpp) as u32).clamp(60_000, 2_500_000);
+        plan.push(LayerPlan {
+            width: w & !1,
+            height: h & !1,
+            max_bitrate_bps,
+        });
+    }
+    plan.reverse();
+    plan
+}
+
+/// Bytes per second of headers on top of a layer's payload rate (RTP, extensions, SRTP,
+/// UDP/IP: about 60 bytes on each of a layer's packets at 30 fps and a few packets a
+/// frame), as a share of its rate.
+const OVERHEAD: f64 = 1.08;
+
+/// The least a layer is worth sending at, as a share of its maximum: below it the
+/// picture is mostly blocks, and a lower layer does better.
+const LAYER_FLOOR: f64 = 0.4;
+
+/// A stopped layer starts again only when the budget keeps it this far above its floor,
+/// so that an estimate hovering at the floor does not start and stop it every tick (each
+/// start costs a keyframe, each stop a layer switch at every subscriber).
+const RESUME_MARGIN: f64 = 1.25;
+
+/// Each layer's bitrate (lowest first) when the send-side estimate is `estimate_bps`
+/// and audio takes `audio_bps` first, given what each layer runs at now (`current`, 0:
+/// stopped): the layers are filled lowest first up to their maximum, and a layer the
+/// remaining budget cannot keep above [`LAYER_FLOOR`] of its maximum is stopped (0), so
+/// the top layer is the first to go; a stopped one needs [`RESUME_MARGIN`] more to start
+/// again. Without an estimate yet (0), every layer runs at its maximum. The lowest layer
+/// never stops: it keeps the picture alive at the floor, however small the budget.
+pub fn allocate_layers(
+    plan: &[LayerPlan],
+    estimate_bps: u64,
+    audio_bps: u64,
+    current: &[u32],
+) -> Vec<u32> {
+    if estimate_bps == 0 {
+        return plan.iter().map(|l| l.max_bitrate_bps).collect();
+    }
+    let mut left = (estimate_bps.saturating_sub(audio_bps) as f64 / OVERHEAD) as u64;
+    let mut rates = Vec::with_capacity(plan.len());
+    for (i, layer) in plan.iter().enumerate() {
+        let max = u64::from(layer.max_bitrate_bps);
+        let mut floor = (max as f64 * LAYER_FLOOR) as u64;
+        if current.get(i) == Some(&0) {
+            floor = (floor as f64 * RESUME_MARGIN) as u64;
+        }
+        let rate = if i == 0 {
+            left.clamp(floor, max)
+        } else if left >= floor && rates.last() != Some(&0) {
+            // (A layer above a stopped one would have nobody to fall back to.)
+            left.min(max)
+        } else {
+            0
+        };
+        left = left.saturating_sub(rate);
+        rates.push(rate as u32);
+    }
+    rates
+}
+
+/// What the rate control sets for each layer while running (lowest first); 0 stops
+/// encoding a layer (nobody receives it, or the budget does not reach it).
+#[derive(Debug)]
+pub struct VideoControl {
+    /// Each layer's bitrate, bit/s.
+    pub bitrate_bps: Vec<AtomicU32>,
+}
+
+impl VideoControl {
+    /// Every layer at its maximum.
+    pub fn new(plan: &[LayerPlan]) -> Self {
+        VideoControl {
+            bitrate_bps: plan
+                .iter()
+                .map(|l| AtomicU32::new(l.max_bitrate_bps))
+                .collect(),
+        }
+    }
+}
+
+/// What the video sender did.
+#[derive(Debug, Default)]
+pub struct VideoSendCounters {
+    /// Pictures read from the source.
+    pub frames_captured: AtomicU64,
+    /// Frames encoded, all layers.
+    pub frames_encoded: AtomicU64,
+    /// Keyframes encoded, all layers.
+    pub keyframes: AtomicU64,
+    /// RTP packets sent.
+    pub packets_sent: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Frames dropped because the sender fell behind.
+    pub frames_dropped: AtomicU64,
+    /// Time spent encoding (scaling included), µs.
+    pub encode_us: AtomicU64,
+}
+
+/// The video summary of what we sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VideoSentSummary {
+    /// The layers, lowest first.
+    pub layers: Vec<LayerPlan>,
+    /// Pictures captured.
+    pub frames_captured: u64,
+    /// Frames encoded over all layers.
+    pub frames_encoded: u64,
+    /// Keyframes over all layers.
+    pub keyframes: u64,
+    /// Keyframe requests received (PLI, FIR).
+    pub keyframe_requests: u64,
+    /// Encoded frames dropped because the network side fell behind.
+    pub frames_dropped: u64,
+    /// Mean bitrate of all layers, kbit/s.
+    pub kbps: f64,
+    /// Share of one core spent scaling and encoding, %.
+    pub encode_cpu_percent: f64,
+    /// Each layer's bitrate at the end as the rate control set it, kbit/s (0: stopped).
+    pub final_layer_kbps: Vec<u32>,
+    /// Why the video input stopped, when it failed.
+    pub input_failed: Option<String>,
+}
+
+/// Why video capture stopped.
+#[derive(Debug)]
+pub enum VideoCaptureEnd {
+    /// The input ran out.
+    InputEnded,
+    /// Asked to stop.
+    Stopped,
+    /// The source or the encoder failed.
+    Failed(String),
+}
+
+/// What the video capture thread and sender need.
+pub struct VideoSend {
+    /// Our video track and its layers.
+    pub track: VideoTrack,
+    /// The video m-line's MID and the extension ids negotiated for it.
+    pub ids: ExtensionIds,
+    /// The pictures.
+    pub source: Box<dyn VideoSource>,
+    /// The layers, lowest first (as many as the track has).
+    pub plan: Vec<LayerPlan>,
+    /// Bitrates while running.
+    pub control: Arc<VideoControl>,
+    /// Counters.
+    pub counters: Arc<VideoSendCounters>,
+    /// SFrame keys, when the call has them.
+    pub crypto: Option<Arc<MediaCrypto>>,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+    /// The media clock's origin.
+    pub started: Instant,
+    /// Told why capture stopped.
+    pub ended: mpsc::UnboundedSender<VideoCaptureEnd>,
+}
+
+/// The MID and header-extension ids of our video m-line, read from our own SDP (an
+/// answer keeps the offer's ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtensionIds {
+    /// The m-line's MID.
+    pub mid: String,
+    /// `sdes:mid`.
+    pub mid_id: Option<u8>,
+    /// `sdes:rtp-stream-id`.
+    pub rid_id: Option<u8>,
+    /// The dependency descriptor.
+    pub dd_id: Option<u8>,
+}
+
+impl ExtensionIds {
+    /// Reads them from the first video section of `sdp`.
+    pub fn from_sdp(sdp: &str) -> Option<ExtensionIds> {
+        let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes())).ok()?;
+        let video = parsed
+            .media_descriptions
+            .iter()
+            .find(|m| m.media_name.media == "video")?;
+        let mut ids = ExtensionIds::default();
+        for attribute in &video.attributes {
+            let Some(value) = attribute.value.as_deref() else {
+                continue;
+            };
+            match attribute.key.as_str() {
+                "mid" => ids.mid = value.to_owned(),
+                "extmap" => {
+                    let mut parts = value.split_whitespace();
+                    let (Some(id), Some(uri)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    let id = id
+                        .split('/')
+                        .next()
+                        .and_then(|id| id.parse::<u8>().ok())
+                        .filter(|id| (1..=14).contains(id));
+                    match uri {
+                        SDES_MID_URI => ids.mid_id = id,
+                        SDES_RTP_STREAM_ID_URI => ids.rid_id = id,
+                        DEPENDENCY_DESCRIPTOR_URI => ids.dd_id = id,
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(ids)
+    }
+}
+
+/// One encoded frame on its way to the sender.
+struct OutVideo {
+    layer: usize,
+    frame: sotto_vpx::EncodedFrame,
+    rtp_timestamp: u32,
+}
+
+/// Starts sending video: the capture thread and the sender task (which ends when the
+/// thread does).
+pub fn start_send(
+    send: VideoSend,
+) -> std::io::Result<(thread::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let (frames_tx, frames_rx) = mpsc::channel::<OutVideo>(SEND_QUEUE);
+    let task = tokio::spawn(run_sender(
+        send.track.track.clone(),
+        send.track.ssrcs.clone(),
+        send.track.rids.clone(),
+        send.ids.clone(),
+        frames_rx,
+        send.counters.clone(),
+        send.crypto.clone(),
+    ));
+    let spawned = thread::Builder::new()
+        .name("sotto-video-capture".into())
+        .spawn(move || {
+            let ended = send.ended.clone();
+            let end = match capture_loop(send, &frames_tx) {
+                Ok(end) => end,
+                Err(err) => VideoCaptureEnd::Failed(err.to_string()),
+            };
+            let _ = ended.send(end);
+        });
+    match spawned {
+        Ok(thread) => Ok((thread, task)),
+        Err(err) => {
+            task.abort();
+            Err(err)
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn capture_loop(
+    mut send: VideoSend,
+    frames: &mpsc::Sender<OutVideo>,
+) -> Result<VideoCaptureEnd, VideoError> {
+    let fps = send.source.fps().max(1);
+    let layers = send.plan.len();
+    // The encoder takes the largest layer first.
+    let simulcast: Vec<SimulcastLayer> = send
+        .plan
+        .iter()
+        .rev()
+        .map(|l| SimulcastLayer {
+            width: l.width,
+            height: l.height,
+            bitrate_bps: l.max_bitrate_bps,
+        })
+        .collect();
+    let (top_w, top_h) = (send.plan[layers - 1].width, send.plan[layers - 1].height);
+    let base = EncoderConfig {
+        frame_dropping: true,
+        ..EncoderConfig::realtime(top_w, top_h, fps, 0)
+    };
+    let mut encoder = SimulcastEncoder::new(simulcast, base)?;
+    let mut scaler = Scaler::default();
+    let mut pacer = KeyframePacer::new(layers);
+    let requests: &KeyframeRequests = &send.track.keyframes;
+    let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let mut due = send.started;
+    let mut current_bitrates: Vec<u32> = send.plan.iter().map(|l| l.max_bitrate_bps).collect();
+    for index in 0u64.. {
+        if send.stop.load(Ordering::Relaxed) {
+            return Ok(VideoCaptureEnd::Stopped);
+        }
+        if !send.source.is_realtime() {
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            } else if now - due > period * 4 {
+                // Far behind (a slow machine): skip ahead instead of bursting.
+                due = now;
+            }
+            due += period;
+        }
+        let captured = Instant::now();
+        let at = FrameTime {
+            index,
+            wall_ms: wall_ms(),
+        };
+        let Some(picture) = send.source.read(at)? else {
+            return Ok(VideoCaptureEnd::InputEnded);
+        };
+        send.counters
+            .frames_captured
+            .fetch_add(1, Ordering::Relaxed);
+        let work = Instant::now();
+        for (layer, bitrate) in current_bitrates.iter_mut().enumerate() {
+            let want = send.control.bitrate_bps[layer].load(Ordering::Relaxed);
+            if want != *bitrate {
+                encoder.set_bitrate(layers - 1 - layer, want)?;
+                if *bitrate == 0 && want > 0 {
+                    // A layer that resumes starts with a keyframe.
+                    send.track.keyframes.want(layer);
+                }
+                *bitrate = want;
+            }
+        }
+        let mut pictures = Vec::with_capacity(layers);
+        for plan in send.plan.iter().rev() {
+            pictures.push(scaler.scale(&picture, plan.width, plan.height)?);
+        }
+        let views: Vec<sotto_vpx::I420<'_>> = pictures.iter().map(VideoFrame::as_i420).collect();
+        let mut keyframes = pacer.take(requests, captured);
+        keyframes.reverse();
+        let elapsed = captured.saturating_duration_since(send.started);
+        let pts = (elapsed.as_micros() as u64 * CLOCK_RATE / 1_000_000) as i64;
+        let encoded = encoder.encode(&views, pts, &keyframes)?;
+        send.counters
+            .encode_us
+            .fetch_add(work.elapsed().as_micros() as u64, Ordering::Relaxed);
+        for (reversed, layer_frames) in encoded.into_iter().enumerate() {
+            let layer = layers - 1 - reversed;
+            for frame in layer_frames {
+                send.counters.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                if frame.keyframe {
+                    send.counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                    pacer.made(layer, captured);
+                }
+                let out = OutVideo {
+                    layer,
+                    rtp_timestamp: pts as u32,
+                    frame,
+                };
+                match frames.try_send(out) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // The network side is behind: this layer's next frame must not
+                        // depend on the one dropped.
+                        send.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                        requests.want(layer);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Ok(VideoCaptureEnd::Stopped);
+                    }
+                }
+            }
+        }
+    }
+    Ok(VideoCaptureEnd::Stopped)
+}
+
+/// A minimal dependency descriptor (the AV1 RTP specification's mandatory fields, and on a
+/// keyframe's first packet one byte of extended fields whose first flag says a template
+/// structure follows): what the SFU reads to find keyframes. The SFU does not pass it on,
+/// so no decoder ever parses it.
+fn dependency_descriptor(start: bool, end: bool, keyframe: bool, frame_number: u16) -> Bytes {
+    let [hi, lo] = frame_number.to_be_bytes();
+    let mut first = 0u8;
+    if start {
+        first |= 0x80;
+    }
+    if end {
+        first |= 0x40;
+    }
+    if start && keyframe {
+        Bytes::from(vec![first, hi, lo, 0x80])
+    } else {
+        Bytes::from(vec![first, hi, lo])
+    }
+}
+
+/// Per layer: its RTP sequence, payloader and frame numbering.
+struct LayerSender {
+    ssrc: u32,
+    rid: &'static str,
+    seq: u16,
+    payloader: Vp8Payloader,
+    frame_number: u16,
+}
+
+async fn run_sender(
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    ssrcs: Vec<u32>,
+    rids: Vec<&'static str>,
+    ids: ExtensionIds,
+    mut frames: mpsc::Receiver<OutVideo>,
+    counters: Arc<VideoSendCounters>,
+    crypto: Option<Arc<MediaCrypto>>,
+) {
+    let mut layers: Vec<LayerSender> = ssrcs
+        .iter()
+        .zip(&rids)
+        .map(|(&ssrc, &rid)| LayerSender {
+            ssrc,
+            rid,
+            seq: rand::random(),
+            payloader: Vp8Payloader::new(MAX_PAYLOAD, rand::random()),
+            frame_number: rand::random(),
+        })
+        .collect();
+    let timestamp_base: u32 = rand::random();
+    let mut sealed = Vec::new();
+    while let Some(out) = frames.recv().await {
+        let Some(layer) = layers.get_mut(out.layer) else {
+            continue;
+        };
+        let data = &out.frame.data;
+        let payload: &[u8] = match &crypto {
+            Some(crypto) => match crypto.seal_video(data, clear_prefix(data), &mut sealed) {
+                Ok(()) => &sealed,
+                Err(err) => {
+                    // Never sent in the clear instead.
+                    tracing::warn!(%err, "a video frame could not be encrypted; not sent");
+                    continue;
+                }
+            },
+            None => data,
+        };
+        let meta = FrameMeta {
+            temporal_layer: out.frame.temporal_layer,
+            layer_sync: out.frame.layer_sync,
+            non_reference: false,
+        };
+        let packets = layer.payloader.packetize(payload, meta);
+        let count = packets.len();
+        let frame_number = layer.frame_number;
+        layer.frame_number = layer.frame_number.wrapping_add(1);
+        for (i, packet_payload) in packets.into_iter().enumerate() {
+            let (start, end) = (i == 0, i + 1 == count);
+            let mut packet = RtpPacket {
+                header: Header {
+                    version: 2,
+                    marker: end,
+                    payload_type: VP8_PAYLOAD_TYPE,
+                    sequence_number: layer.seq,
+                    timestamp: timestamp_base.wrapping_add(out.rtp_timestamp),
+                    ssrc: layer.ssrc,
+                    ..Default::default()
+                },
+                payload: Bytes::from(packet_payload),
+            };
+            layer.seq = layer.seq.wrapping_add(1);
+            let mut extensions: Vec<(u8, Bytes)> = Vec::new();
+            if !layer.rid.is_empty()
+                && let (Some(mid_id), Some(rid_id)) = (ids.mid_id, ids.rid_id)
+            {
+                extensions.push((mid_id, Bytes::from(ids.mid.clone())));
+                extensions.push((rid_id, Bytes::from(layer.rid)));
+            }
+            if let Some(dd_id) = ids.dd_id {
+                extensions.push((
+                    dd_id,
+                    dependency_descriptor(start, end, out.frame.keyframe, frame_number),
+                ));
+            }
+            if !extensions.is_empty() {
+                packet.header.extension = true;
+                packet.header.extension_profile = 0xBEDE;
+                for (id, value) in extensions {
+                    if let Err(err) = packet.header.set_extension(id, value) {
+                        tracing::debug!(%err, "a video header extension was not set");
+                    }
+                }
+            }
+            let bytes = packet.payload.len() as u64;
+            match track.write_rtp(packet).await {
+                Ok(()) => {
+                    counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err(err) => tracing::debug!(%err, "a video packet was not sent"),
+            }
+        }
+    }
+}
+
+/// What one received video stream looked like.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VideoReceivedSummary {
+    /// RTP packets received.
+    pub packets: u64,
+    /// Frames put together from them.
+    pub frames_received: u64,
+    /// Frames decoded.
+    pub frames_decoded: u64,
+    /// Keyframes among them.
+    pub keyframes: u64,
+    /// Frames that did not decode (corrupt, missing reference, refused by SFrame).
+    pub frames_dropped: u64,
+    /// PLIs we sent.
+    pub plis_sent: u64,
+    /// Decoded frames per second over the time between the first and the last.
+    pub fps: f64,
+    /// Freezes: a gap between decoded frames longer than max(3 × the mean frame interval,
+    /// mean + 150 ms), as WebRTC's statistics count them.
+    pub freezes: u64,
+    /// Their total duration, ms.
+    pub freeze_ms: f64,
+    /// Resolution changes (layer switches).
+    pub resolution_changes: u64,
+    /// The last resolution.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Frames whose frame code was read (test pattern senders).
+    pub coded_frames: u64,
+    /// Coded frames that came after a higher frame number (out of order).
+    pub out_of_order: u64,
+    /// Glass-to-glass delay from the frame code, ms, median.
+    pub delay_p50_ms: Option<f64>,
+    /// 95th percentile of it.
+    pub delay_p95_ms: Option<f64>,
+    /// Share of one core spent decoding, %.
+    pub decode_cpu_percent: f64,
+}
+
+/// The receive side's statistics, kept by the decode thread.
+#[derive(Debug, Default)]
+pub struct VideoReceiveStats {
+    inner: Mutex<ReceiveStats>,
+    /// RTP packets received.
+    pub packets: AtomicU64,
+    /// Frames assembled.
+    pub frames_received: AtomicU64,
+    /// PLIs sent.
+    pub plis_sent: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ReceiveStats {
+    decoded: u64,
+    keyframes: u64,
+    dropped: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    intervals: VecDeque<f64>,
+    freezes: u64,
+    freeze_ms: f64,
+    size: (u32, u32),
+    resolution_changes: u64,
+    coded: u64,
+    highest_code: Option<u32>,
+    out_of_order: u64,
+    delays: Vec<f64>,
+    decode_us: u64,
+    /// Frame numbers decoded, in order (for checks against the source).
+    frame_numbers: Vec<u32>,
+}
+
+/// The window of frame intervals a freeze is judged against.
+const FREEZE_WINDOW: usize = 30;
+
+impl ReceiveStats {
+    fn decoded(&mut self, now: Instant, size: (u32, u32), keyframe: bool, code: Option<FrameCode>) {
+        self.decoded += 1;
+        if keyframe {
+            self.keyframes += 1;
+        }
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
+            if self.intervals.len() >= 5 {
+                let mean = self.intervals.iter().sum::<f64>() / self.intervals.len() as f64;
+                if gap > (3.0 * mean).max(mean + 150.0) {
+                    self.freezes += 1;
+                    self.freeze_ms += gap;
+                }
+            }
+            self.intervals.push_back(gap);
+            if self.intervals.len() > FREEZE_WINDOW {
+                self.intervals.pop_front();
+            }
+        }
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        if self.size != size {
+            if self.size != (0, 0) {
+                self.resolution_changes += 1;
+            }
+            self.size = size;
+        }
+        if let Some(code) = code {
+            self.coded += 1;
+            if self.highest_code.is_some_and(|h| code.frame <= h) {
+                self.out_of_order += 1;
+            }
+            self.highest_code = Some(self.highest_code.map_or(code.frame, |h| h.max(code.frame)));
+            self.delays.push(f64::from(code.age_ms(wall_ms())));
+            self.frame_numbers.push(code.frame);
+        }
+    }
+
+    fn summary(
+        &self,
+        packets: u64,
+        frames_received: u64,
+        plis: u64,
+        wall: Duration,
+    ) -> VideoReceivedSummary {
+        let span = match (self.first, self.last) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut delays = self.delays.clone();
+        delays.sort_by(f64::total_cmp);
+        let pick = |q: f64| -> Option<f64> {
+            if delays.is_empty() {
+                return None;
+            }
+            let i = ((delays.len() - 1) as f64 * q).round() as usize;
+            delays.get(i).copied()
+        };
+        VideoReceivedSummary {
+            packets,
+            frames_received,
+            frames_decoded: self.decoded,
+            keyframes: self.keyframes,
+            frames_dropped: self.dropped,
+            plis_sent: plis,
+            fps: if span > 0.0 {
+                round2((self.decoded.saturating_sub(1)) as f64 / span)
+            } else {
+                0.0
+            },
+            freezes: self.freezes,
+            freeze_ms: round2(self.freeze_ms),
+            resolution_changes: self.resolution_changes,
+            width: self.size.0,
+            height: self.size.1,
+            coded_frames: self.coded,
+            out_of_order: self.out_of_order,
+            delay_p50_ms: pick(0.5),
+            delay_p95_ms: pick(0.95),
+            decode_cpu_percent: round2(
+                self.decode_us as f64 / 1e6 / wall.as_secs_f64().max(1e-3) * 100.0,
+            ),
+        }
+    }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+impl VideoReceiveStats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReceiveStats> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The summary over `wall` of connected time.
+    pub fn summary(&self, wall: Duration) -> VideoReceivedSummary {
+        self.lock().summary(
+            self.packets.load(Ordering::Relaxed),
+            self.frames_received.load(Ordering::Relaxed),
+            self.plis_sent.load(Ordering::Relaxed),
+            wall,
+        )
+    }
+
+    /// The frame numbers of the coded frames decoded so far, in decoding order.
+    pub fn frame_numbers(&self) -> Vec<u32> {
+        self.lock().frame_numbers.clone()
+    }
+}
+
+/// A frame on its way to the decoder.
+struct InVideo {
+    data: Vec<u8>,
+}
+
+/// How long a complete frame waits for an earlier incomplete one (its NACKed packets)
+/// before the earlier one is given up.
+pub const REORDER_WAIT: Duration = Duration::from_millis(150);
+
+/// The decode thread of a received video stream (its result: whether the sink took
+/// every picture).
+pub type DecodeThread = thread::JoinHandle<Result<(), VideoError>>;
+
+/// Receives one remote video track until it ends: assembles frames, opens them, and
+/// decodes them on a thread of its own into `sink`. Returns the decode thread and the
+/// receiver task.
+pub fn start_receive(
+    track: Arc<dyn TrackRemote>,
+    crypto: Option<Arc<MediaCrypto>>,
+    sink: Box<dyn VideoSink>,
+    stats: Arc<VideoReceiveStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(DecodeThread, tokio::task::JoinHandle<()>)> {
+    let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel::<InVideo>(DECODE_QUEUE);
+    let need_keyframe = Arc::new(AtomicBool::new(false));
+    let decode_stats = stats.clone();
+    let decode_need = need_keyframe.clone();
+    let thread = thread::Builder::new()
+        .name("sotto-video-decode".into())
+        .spawn(move || decode_loop(frames_rx, sink, &decode_stats, &decode_need, &stop))?;
+    let task = tokio::spawn(run_receiver(track, crypto, frames_tx, stats, need_keyframe));
+    Ok((thread, task))
+}
+
+async fn run_receiver(
+    track: Arc<dyn TrackRemote>,
+    crypto: Option<Arc<MediaCrypto>>,
+    frames: std::sync::mpsc::SyncSender<InVideo>,
+    stats: Arc<VideoReceiveStats>,
+    need_keyframe: Arc<AtomicBool>,
+) {
+    let mut assembler = FrameAssembler::new(REORDER_WAIT);
+    let mut opened = Vec::new();
+    let mut last_pli: Option<Instant> = None;
+    let mut gaps = 0u64;
+    let mut ssrc = 0u32;
+    loop {
+        // Wake up now and then even when nothing arrives: a waiting frame's time may run
+        // out, and a keyframe may be due.
+        let event = tokio::time::timeout(Duration::from_millis(20), track.poll()).await;
+        let now = Instant::now();
+        let mut done = match event {
+            Ok(Some(TrackRemoteEvent::OnRtpPacket(packet))) => {
+                ssrc = packet.header.ssrc;
+                stats.packets.fetch_add(1, Ordering::Relaxed);
+                assembler.insert(
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    packet.header.marker,
+                    &packet.payload,
+                    now,
+                )
+            }
+            Ok(Some(TrackRemoteEvent::OnEnded) | None) => break,
+            Ok(Some(_)) => continue,
+            Err(_) => assembler.poll(now),
+        };
+        if assembler.gaps != gaps {
+            // A frame was given up: what depends on it will not decode.
+            gaps = assembler.gaps;
+            need_keyframe.store(true, Ordering::Relaxed);
+        }
+        for frame in done.drain(..) {
+            stats.frames_received.fetch_add(1, Ordering::Relaxed);
+            let data = match &crypto {
+                Some(crypto) => {
+                    let clear = clear_prefix(&frame.data);
+                    match crypto.open_video(&frame.data, clear, now, &mut opened) {
+                        Ok(()) => std::mem::take(&mut opened),
+                        Err(err) => {
+                            tracing::debug!(%err, "a video frame was refused");
+                            continue;
+                        }
+                    }
+                }
+                None => frame.data,
+            };
+            if frames.try_send(InVideo { data }).is_err() {
+                // The decoder is behind: the next frames need a keyframe.
+                need_keyframe.store(true, Ordering::Relaxed);
+            }
+        }
+        if ssrc != 0
+            && need_keyframe.load(Ordering::Relaxed)
+            && last_pli.is_none_or(|at| now.saturating_duration_since(at) >= PLI_SPACING)
+        {
+            need_keyframe.store(false, Ordering::Relaxed);
+            last_pli = Some(now);
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+                stats.plis_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn decode_loop(
+    frames: std::sync::mpsc::Receiver<InVideo>,
+    mut sink: Box<dyn VideoSink>,
+    stats: &VideoReceiveStats,
+    need_keyframe: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<(), VideoError> {
+    let mut decoder = Vp8Decoder::new(1)?;
+    let mut waiting_for_keyframe = true;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let frame = match frames.recv_timeout(Duration::from_millis(50)) {
+            Ok(frame) => frame,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+        };
+        let keyframe = crate::video::vp8_rtp::is_keyframe(&frame.data);
+        if waiting_for_keyframe && !keyframe {
+            stats.lock().dropped += 1;
+            need_keyframe.store(true, Ordering::Relaxed);
+            continue;
+        }
+        let started = Instant::now();
+        let decoded = decoder.decode(&frame.data);
+        let spent = started.elapsed().as_micros() as u64;
+        stats.lock().decode_us += spent;
+        match decoded {
+            Ok(Some(picture)) if !picture.corrupted => {
+                waiting_for_keyframe = false;
+                let picture = VideoFrame::from_decoded(picture);
+                let code = FrameCode::read(&picture.y, picture.width, picture.height);
+                stats.lock().decoded(
+                    Instant::now(),
+                    (picture.width, picture.height),
+                    keyframe,
+                    code,
+                );
+                if let Err(err) = sink.write(&picture) {
+                    break Err(err);
+                }
+            }
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => {
+                // Damaged or undecodable: show nothing until a keyframe.
+                stats.lock().dropped += 1;
+                waiting_for_keyframe = true;
+                need_keyframe.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let finished = sink.finish();
+    result.and(finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_halve_down_from_the_source() {
+        let plan = plan_layers(640, 360, 3);
+        let sizes: Vec<(u32, u32)> = plan.iter().map(|l| (l.width, l.height)).collect();
+        assert_eq!(sizes, vec![(160, 90), (320, 180), (640, 360)]);
+        assert!(plan[0].max_bitrate_bps < plan[1].max_bitrate_bps);
+        assert!(plan[2].max_bitrate_bps > 700_000 && plan[2].max_bitrate_bps < 1_200_000);
+        // Small sources get fewer layers.
+        assert_eq!(plan_layers(160, 90, 3).len(), 2);
+        assert_eq!(plan_layers(1280, 720, 3)[0].width, 320);
+    }
+
+    #[test]
+    fn the_top_layer_stops_first() {
+        let plan = plan_layers(640, 360, 3);
+        let max: Vec<u32> = plan.iter().map(|l| l.max_bitrate_bps).collect();
+        // No estimate yet: everything at its maximum.
+        assert_eq!(allocate_layers(&plan, 0, 32_000, &max), max);
+        // Plenty: everything at its maximum.
+        assert_eq!(allocate_layers(&plan, 5_000_000, 32_000, &max), max);
+        // 500 kbit/s: the top layer stops, the others run.
+        let mid = allocate_layers(&plan, 500_000, 32_000, &max);
+        assert_eq!(mid[2], 0);
+        assert!(mid[0] > 0 && mid[1] > 0, "{mid:?}");
+        assert!(u64::from(mid[0] + mid[1]) <= 500_000 - 32_000);
+        // Starved: only the lowest layer, at its floor.
+        let low = allocate_layers(&plan, 50_000, 32_000, &mid);
+        assert!(low[0] > 0 && low[1] == 0 && low[2] == 0, "{low:?}");
+        // Just above the top layer's floor: a running top layer stays, a stopped one
+        // waits for more.
+        let floor = f64::from(plan[2].max_bitrate_bps) * LAYER_FLOOR;
+        let lower = u64::from(plan[0].max_bitrate_bps + plan[1].max_bitrate_bps);
+        let estimate = ((lower as f64 + floor * 1.1) * OVERHEAD) as u64 + 32_000;
+        assert!(allocate_layers(&plan, estimate, 32_000, &max)[2] > 0);
+        assert_eq!(allocate_layers(&plan, estimate, 32_000, &mid)[2], 0);
+    }
+
+    #[test]
+    fn freezes_follow_webrtcs_definition() {
+        let mut stats = ReceiveStats::default();
+        let start = Instant::now();
+        let mut t = 0u64;
+        for _ in 0..20 {
+            stats.decoded(start + Duration::from_millis(t), (640, 360), false, None);
+            t += 33;
+        }
+        // 200 ms: above mean + 150 (183) and 3 × mean (99): a freeze.
+        t += 167;
+        stats.decoded(start + Duration::from_millis(t), (640, 360), false, None);
+        // 150 ms: under mean + 150: not one.
+        t += 150;
+        stats.decoded(start + Duration::from_millis(t), (320, 180), false, None);
+        let summary = stats.summary(0, 0, 0, Duration::from_secs(1));
+        assert_eq!(summary.freezes, 1);
+        assert_eq!(summary.resolution_changes, 1);
+        assert_eq!((summary.width, summary.height), (320, 180));
+    }
+
+    #[test]
+    fn extension_ids_come_from_the_video_section() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+            a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+            a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+            a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+            a=extmap:12 https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension\r\n";
+        let ids = ExtensionIds::from_sdp(sdp).unwrap();
+        assert_eq!(ids.mid, "1");
+        assert_eq!(
+            (ids.mid_id, ids.rid_id, ids.dd_id),
+            (Some(4), Some(10), Some(12))
+        );
+        assert_eq!(ExtensionIds::from_sdp("garbage"), None);
+    }
+}
