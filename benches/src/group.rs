@@ -126,6 +126,7 @@ pub async fn run_group_call(
             decoder_complexity: tuning.decoder_complexity,
             video: sotto_engine::video::VideoSpec::None,
             video_layers: 3,
+            record_video: true,
             video_sink: None,
         };
         let phone = Phone::new(client);

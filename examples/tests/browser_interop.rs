@@ -243,6 +243,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         video: sotto_engine::video::VideoSpec::None,
         video_layers: 3,
+        record_video: true,
         video_sink: None,
     };
     let room = invite.room_id.clone();

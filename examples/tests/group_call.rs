@@ -1,5 +1,6 @@
 //! Three engines in a group call through the SFU (signaling and SFU in-process, WebRTC on
-//! loopback): each hears the other two, and each recording matches what its speaker sent.
+//! loopback), end-to-end encrypted from their MLS group: each hears the other two, and each
+//! recording matches what its speaker sent.
 #![allow(clippy::unwrap_used)]
 
 use sotto_examples::group_demo;
@@ -22,6 +23,10 @@ async fn everyone_hears_everyone_else_through_the_sfu() {
         assert!(participant.summary.connected, "{line}");
         assert_eq!(participant.summary.received.len(), 2, "{line}");
         assert_eq!(participant.correlations.len(), 2, "{line}");
+        // End to end encrypted by default: keyed from the participants' MLS group.
+        let e2ee = participant.summary.e2ee.clone().expect("SFrame keys");
+        assert!(e2ee.opened > 300, "{line}");
+        assert_eq!(e2ee.rejected, 0, "{line}");
         for (from, correlation) in &participant.correlations {
             assert_ne!(from, &participant.name);
             let correlation = correlation.unwrap();

@@ -73,6 +73,9 @@ pub struct GroupConfig {
     pub video: VideoSpec,
     /// Simulcast layers to send (1 to 3; fewer for small sources).
     pub video_layers: usize,
+    /// Whether video is recorded too when there is a `record_dir` (Y4M is raw: about
+    /// 10 MB a second a stream at 360p).
+    pub record_video: bool,
     /// Where each participant's decoded video goes besides its recording (a window, a
     /// quality meter); `None` keeps only the recording.
     pub video_sink: Option<SinkFactory>,
@@ -94,6 +97,7 @@ impl GroupConfig {
             decoder_complexity: crate::audio::codec::DEFAULT_DECODER_COMPLEXITY,
             video: VideoSpec::None,
             video_layers: 3,
+            record_video: true,
             video_sink: None,
         }
     }
@@ -498,6 +502,7 @@ impl GroupCall {
             .config
             .record_dir
             .as_ref()
+            .filter(|_| self.config.record_video)
             .map(|dir| dir.join(format!("{participant}.y4m")));
         let mut sinks = Vec::new();
         if let Some(path) = &recording {

@@ -60,29 +60,44 @@ pub fn render(width: u32, height: u32, index: u64, wall_ms: u64) -> VideoFrame {
     let box_y = band + bounce(t * h / 70, h - band - box_size);
     let bar_period = (w / 5).max(8);
     let bar_shift = t * w / 120;
-    for y in 0..h {
-        for x in 0..w {
-            let gradient = ((x + y) * 160 / (w + h) + t) % 160;
-            let bar = ((x + bar_shift).rem_euclid(bar_period) < bar_period / 6) as i64 * 50;
-            let mut value = 40 + gradient + bar;
-            if (box_x..box_x + box_size).contains(&x) && (box_y..box_y + box_size).contains(&y) {
-                let cell = (box_size / 4).max(1);
+    // What depends on x + y, on x alone, and on the box's rows, computed once (this
+    // runs for every sent picture, and again for every scored one).
+    let gradient: Vec<i64> = (0..w + h)
+        .map(|sum| (sum * 160 / (w + h) + t) % 160)
+        .collect();
+    let bars: Vec<i64> = (0..w)
+        .map(|x| ((x + bar_shift).rem_euclid(bar_period) < bar_period / 6) as i64 * 50)
+        .collect();
+    let cell = (box_size / 4).max(1);
+    let box_columns = box_x.max(0)..(box_x + box_size).min(w);
+    for (y, row) in frame.y.chunks_exact_mut(w as usize).enumerate() {
+        let y = y as i64;
+        for (x, px) in row.iter_mut().enumerate() {
+            let value = 40 + gradient[x + y as usize] + bars[x];
+            *px = value.clamp(16, 235) as u8;
+        }
+        if (box_y..box_y + box_size).contains(&y) {
+            for x in box_columns.clone() {
                 let checker = ((x - box_x) / cell + (y - box_y) / cell) % 2;
-                value = if checker == 0 { 220 } else { 60 };
+                row[x as usize] = if checker == 0 { 220 } else { 60 };
             }
-            frame.y[(y * w + x) as usize] = value.clamp(16, 235) as u8;
         }
     }
     let (cw, ch) = (
         i64::from(frame.chroma_width()),
         i64::from(frame.chroma_height()),
     );
-    for y in 0..ch {
-        for x in 0..cw {
-            let i = (y * cw + x) as usize;
-            frame.u[i] = (128 + ((x * 60 / cw.max(1) + t / 2) % 60) - 30) as u8;
-            frame.v[i] = (128 + ((y * 60 / ch.max(1) + t / 3) % 60) - 30) as u8;
-        }
+    let u_row: Vec<u8> = (0..cw)
+        .map(|x| (128 + ((x * 60 / cw.max(1) + t / 2) % 60) - 30) as u8)
+        .collect();
+    for (y, (u, v)) in frame
+        .u
+        .chunks_exact_mut(cw as usize)
+        .zip(frame.v.chunks_exact_mut(cw as usize))
+        .enumerate()
+    {
+        u.copy_from_slice(&u_row);
+        v.fill((128 + ((y as i64 * 60 / ch.max(1) + t / 3) % 60) - 30) as u8);
     }
     FrameCode::new(index, wall_ms).draw(&mut frame.y, width, height);
     frame
@@ -118,6 +133,60 @@ mod tests {
         assert!(differing > 320 * 180 / 10, "the scene moves: {differing}");
         // The same number and instant give the same picture.
         assert_eq!(render(320, 180, 10, 5_000), a);
+    }
+
+    /// The pattern, one pixel at a time, as first written: `render` must draw exactly
+    /// this (receivers render pictures again to score what they decoded).
+    fn plain(width: u32, height: u32, index: u64, wall_ms: u64) -> VideoFrame {
+        let mut frame = VideoFrame::black(width, height);
+        let (w, h) = (width as i64, height as i64);
+        let t = index as i64;
+        let band = i64::from(band_height(height));
+        let box_size = (w / 6).max(4);
+        let box_x = bounce(t * w / 90, w - box_size);
+        let box_y = band + bounce(t * h / 70, h - band - box_size);
+        let bar_period = (w / 5).max(8);
+        let bar_shift = t * w / 120;
+        for y in 0..h {
+            for x in 0..w {
+                let gradient = ((x + y) * 160 / (w + h) + t) % 160;
+                let bar = ((x + bar_shift).rem_euclid(bar_period) < bar_period / 6) as i64 * 50;
+                let mut value = 40 + gradient + bar;
+                if (box_x..box_x + box_size).contains(&x) && (box_y..box_y + box_size).contains(&y)
+                {
+                    let cell = (box_size / 4).max(1);
+                    value = if ((x - box_x) / cell + (y - box_y) / cell) % 2 == 0 {
+                        220
+                    } else {
+                        60
+                    };
+                }
+                frame.y[(y * w + x) as usize] = value.clamp(16, 235) as u8;
+            }
+        }
+        let (cw, ch) = (
+            i64::from(frame.chroma_width()),
+            i64::from(frame.chroma_height()),
+        );
+        for y in 0..ch {
+            for x in 0..cw {
+                let i = (y * cw + x) as usize;
+                frame.u[i] = (128 + ((x * 60 / cw.max(1) + t / 2) % 60) - 30) as u8;
+                frame.v[i] = (128 + ((y * 60 / ch.max(1) + t / 3) % 60) - 30) as u8;
+            }
+        }
+        FrameCode::new(index, wall_ms).draw(&mut frame.y, width, height);
+        frame
+    }
+
+    #[test]
+    fn the_fast_render_draws_the_plain_one() {
+        for (w, h, index) in [(640, 360, 0), (640, 360, 77), (161, 91, 500), (32, 24, 9)] {
+            assert!(
+                render(w, h, index, 1234) == plain(w, h, index, 1234),
+                "{w}x{h} #{index}"
+            );
+        }
     }
 
     #[test]

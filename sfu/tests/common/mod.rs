@@ -21,7 +21,9 @@ pub const ROOM: &str = "room-1";
 
 /// An engine peer connection (loopback ICE) that has made and applied its offer.
 pub async fn offering_participant() -> (Peer, String) {
-    let participant = peer::build(&IceConfig::loopback(), false, None).await.unwrap();
+    let participant = peer::build(&IceConfig::loopback(), false, None)
+        .await
+        .unwrap();
     let offer = participant.pc.create_offer(None).await.unwrap();
     participant
         .pc

@@ -1,5 +1,5 @@
 //! `sotto room create` and `sotto room join`: a group call through the room's SFU, with
-//! headless flags (`--input speech.wav --record DIR`). The summary is one JSON line on
+//! headless flags (`--input speech.wav --video test-pattern --record DIR`). The summary is one JSON line on
 //! stdout at the end.
 
 use std::path::{Path, PathBuf};
@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::call::Phone;
 use sotto_engine::call::group::GroupConfig;
 use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::messaging::{GroupId, history};
+use sotto_engine::video::VideoSpec;
 use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::protocol::{InviteToken, RoomId};
 
@@ -22,9 +22,18 @@ use crate::session::SessionArgs;
 pub struct RoomArgs {
     #[command(flatten)]
     pub session: SessionArgs,
-    /// Record each participant to DIR/<participant>.wav.
+    /// Record each participant to DIR/<participant>.wav, and their video to
+    /// DIR/<participant>.y4m.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// What to show: none, test-pattern (test-pattern:WxH@FPS for another size or rate),
+    /// a FILE.y4m played in a loop, or camera / camera:DEVICE. Others' video is received
+    /// either way.
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    pub video: VideoSpec,
+    /// Simulcast layers to send (1-3): the source's size, then halves of it.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub video_layers: u8,
     /// Encrypt the call end to end with SFrame keyed from this group conversation (its
     /// title or id; see `sotto group list`): the SFU then forwards audio it cannot read.
     /// Everyone in the call must name the same group; streams that do not open under its
@@ -61,18 +70,14 @@ async fn call(
     let input = args.session.input()?;
     let leave_after_input = args.session.tail(&input);
     let config = GroupConfig {
-        input,
         record_dir: args.record.clone(),
-        encoder: EncoderConfig::default(),
-        jitter: Default::default(),
         ice: args.session.ice(),
         max_duration: args.session.duration,
         leave_after_input,
         e2ee,
-        decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
-        video: sotto_engine::video::VideoSpec::None,
-        video_layers: 3,
-        video_sink: None,
+        video: args.video.clone(),
+        video_layers: usize::from(args.video_layers),
+        ..GroupConfig::new(input)
     };
     let phone = Phone::new(client);
     let summary = phone.group_call(room, sfu, config).await?;
