@@ -127,6 +127,8 @@ pub async fn run_group_call(
             video: sotto_engine::video::VideoSpec::None,
             video_layers: 3,
             record_video: true,
+            max_quality: None,
+            control: None,
             video_sink: None,
         };
         let phone = Phone::new(client);

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
+use sotto_engine::video::code::FrameCode;
+use sotto_engine::video::y4m::Y4mSource;
+use sotto_engine::video::{FrameTime, VideoSource as _};
 use sotto_signaling::server::{Config, start};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -222,7 +225,7 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
     let (ada_rec, bo_rec) = (dir.path().join("ada-heard"), dir.path().join("bo-heard"));
     let mut creator = tokio_sotto(&ada)
         .args(["room", "create", "--server", &url, "--bind", "127.0.0.1:0"])
-        .args(["--group", "Team"])
+        .args(["--group", "Team", "--video", "test-pattern:320x180"])
         .arg("--input")
         .arg(speech("speech-en-us-1.wav"))
         .arg("--record")
@@ -257,6 +260,10 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
             "127.0.0.1:0",
             "--group",
             "Team",
+            "--video",
+            "test-pattern:320x180@15",
+            "--video-layers",
+            "2",
         ])
         .arg("--input")
         .arg(speech("speech-en-gb-2.wav"))
@@ -268,7 +275,12 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
     let creator = creator.wait_with_output().await.unwrap();
     assert!(joiner.status.success(), "{joiner:?}");
     assert!(creator.status.success(), "{creator:?}");
-    for (out, recordings) in [(&creator.stdout, &ada_rec), (&joiner.stdout, &bo_rec)] {
+    // Each sees the other's test pattern (the joiner sends 15 fps in two layers), the
+    // frame numbers recorded in order.
+    for (out, recordings, sent_layers, fps) in [
+        (&creator.stdout, &ada_rec, 3, 15.0),
+        (&joiner.stdout, &bo_rec, 2, 30.0),
+    ] {
         let summary: serde_json::Value = serde_json::from_slice(out).unwrap();
         assert_eq!(summary["connected"], true, "{summary}");
         let received = summary["received"].as_array().unwrap();
@@ -279,8 +291,30 @@ async fn room_create_and_join_hear_each_other_through_the_sfu() {
             "{summary}"
         );
         assert_eq!(summary["e2ee"]["rejected"], 0, "{summary}");
-        let files: Vec<_> = std::fs::read_dir(recordings).unwrap().collect();
-        assert_eq!(files.len(), 1);
+        let layers = summary["video_sent"]["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), sent_layers, "{summary}");
+        let video = &received[0]["video"];
+        assert!(video["frames_decoded"].as_u64().unwrap() > 40, "{summary}");
+        assert!(video["fps"].as_f64().unwrap() > fps * 0.8, "{summary}");
+        let mut files: Vec<_> = std::fs::read_dir(recordings)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].extension().unwrap(), "wav");
+        assert_eq!(files[1].extension().unwrap(), "y4m");
+        let mut recorded = Y4mSource::open(&files[1], false).unwrap();
+        let (width, height) = recorded.size();
+        let mut codes = Vec::new();
+        for index in 0.. {
+            let Some(picture) = recorded.read(FrameTime { index, wall_ms: 0 }).unwrap() else {
+                break;
+            };
+            codes.extend(FrameCode::read(&picture.y, width, height).map(|c| c.frame));
+        }
+        assert!(codes.len() > 40, "{} codes", codes.len());
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
     }
     control.abort();
     sfu.task.abort();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sotto_engine::audio::codec::packet_samples;
 use sotto_engine::audio::{InputSpec, OutputSpec};
-use sotto_engine::call::group::{GroupConfig, GroupSummary};
+use sotto_engine::call::group::{GroupConfig, GroupControl, GroupSummary, Wish};
 use sotto_engine::call::{CallConfig, CallEvent, IceConfig, Phone};
 use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
 use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
@@ -332,6 +332,18 @@ async fn group_call(
     video: VideoSpec,
     seconds: u64,
 ) -> Vec<GroupSummary> {
+    group_call_with(server, sfu, members, video, seconds, |_, _| {}).await
+}
+
+/// [`group_call`], each member's configuration changed by `tweak(index, config)`.
+async fn group_call_with(
+    server: &RunningServer,
+    sfu: &Sfu,
+    members: Vec<(&Member, Option<Arc<MediaCrypto>>, std::path::PathBuf)>,
+    video: VideoSpec,
+    seconds: u64,
+    tweak: impl Fn(usize, &mut GroupConfig),
+) -> Vec<GroupSummary> {
     let mut clients = Vec::new();
     for (member, _, _) in &members {
         clients.push(
@@ -354,7 +366,7 @@ async fn group_call(
     let mut calls = Vec::new();
     for (i, ((_, e2ee, record), client)) in members.into_iter().zip(clients).enumerate() {
         let phone = Phone::new(client);
-        let config = GroupConfig {
+        let mut config = GroupConfig {
             record_dir: Some(record),
             ice: IceConfig::loopback(),
             max_duration: Some(Duration::from_secs(seconds)),
@@ -362,6 +374,7 @@ async fn group_call(
             video: video.clone(),
             ..GroupConfig::new(InputSpec::Tone(300.0 + 200.0 * i as f32))
         };
+        tweak(i, &mut config);
         let (room, sfu) = (invite.room_id.clone(), sfu.identity);
         calls.push(tokio::spawn(async move {
             phone.group_call(room, sfu, config).await.unwrap()
@@ -720,5 +733,80 @@ async fn three_engines_share_end_to_end_encrypted_simulcast_video() {
         assert!(keyframes > 0, "stream {ssrc} has no keyframe");
     }
     assert_eq!(senders.len(), 3, "{senders:?}");
+    stop(server, sfu).await;
+}
+
+/// What a subscriber asks for reaches the publisher's encoder: Bob first caps Alice's
+/// video at the smallest layer (`subscription` with `max_quality`), then pauses it; the
+/// SFU tells Alice (`layers`) which of her layers anyone still receives, and she stops
+/// encoding the others, then all of them. Carol, receiving nothing of Alice's in the
+/// last call of three, is left out here: two members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribers_wishes_stop_the_publishers_unwatched_layers() {
+    let Standup {
+        root,
+        server,
+        sfu,
+        members: [alice, bob, _],
+        epochs,
+        ..
+    } = standup().await;
+    let (control, wishes) = GroupControl::new();
+    let rec = |name: &str| root.path().join(format!("dynacast-{name}"));
+    let alice_id = alice.key().to_string();
+    let bob_control = control.clone();
+    let wisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        bob_control.send(Wish::MaxQuality(None, 0));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        bob_control.send(Wish::Pause(alice_id));
+    });
+    let summaries = group_call_with(
+        &server,
+        &sfu,
+        vec![
+            (&alice, Some(crypto(&epochs[0])), rec("alice")),
+            (&bob, Some(crypto(&epochs[1])), rec("bob")),
+        ],
+        VideoSpec::TestPattern {
+            width: 320,
+            height: 180,
+            fps: 30,
+        },
+        9,
+        |i, config| {
+            if i == 1 {
+                config.control = Some(wishes.clone());
+            }
+        },
+    )
+    .await;
+    wisher.await.unwrap();
+    for summary in &summaries {
+        eprintln!("{}", serde_json::to_string(summary).unwrap());
+    }
+    let alice_sent = summaries[0].video_sent.clone().unwrap();
+    let bob_got = summaries[1].received[0].video.clone().unwrap();
+    // Bob saw Alice large, then small, then nothing.
+    assert!(bob_got.resolution_changes >= 1, "{bob_got:?}");
+    assert_eq!((bob_got.width, bob_got.height), (80, 44), "{bob_got:?}");
+    // Alice encoded her top layer only for the first three seconds or so, and stopped
+    // encoding at all once paused.
+    let frames = &alice_sent.layer_frames;
+    assert_eq!(frames.len(), 3);
+    assert!(frames[0] > frames[2] + 60, "{alice_sent:?}");
+    assert!(frames[2] > 30 && frames[2] < 150, "{alice_sent:?}");
+    assert_eq!(alice_sent.final_layer_kbps, vec![0, 0, 0], "{alice_sent:?}");
+    assert!(
+        alice_sent.frames_captured > frames[0] + 30,
+        "capture went on while nothing was encoded: {alice_sent:?}"
+    );
+    // Alice's own view of Bob was never capped.
+    let alice_got = summaries[0].received[0].video.clone().unwrap();
+    assert_eq!(
+        (alice_got.width, alice_got.height),
+        (320, 180),
+        "{alice_got:?}"
+    );
     stop(server, sfu).await;
 }

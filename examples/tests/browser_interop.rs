@@ -244,6 +244,8 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         video: sotto_engine::video::VideoSpec::None,
         video_layers: 3,
         record_video: true,
+        max_quality: None,
+        control: None,
         video_sink: None,
     };
     let room = invite.room_id.clone();

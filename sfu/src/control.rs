@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use sotto_signaling::client::{CallSignal, Event, SignalingSender};
-use sotto_signaling::protocol::{Answer, HangupReason, IdentityKey, Offer, PresenceState};
+use sotto_signaling::protocol::{Answer, HangupReason, IdentityKey, Layers, Offer, PresenceState};
 use tokio::sync::mpsc;
 
 use crate::core::SignalOut;
@@ -83,8 +83,9 @@ async fn on_call_signal(
                 tracing::debug!(%err, "an answer was refused");
             }
         }
-        // ICE-lite: the participant's address is learned from its connectivity checks.
-        CallSignal::Candidate(_) => {}
+        // ICE-lite: the participant's address is learned from its connectivity checks;
+        // `layers` goes from SFUs to publishers, never to an SFU.
+        CallSignal::Candidate(_) | CallSignal::Layers(_) => {}
         CallSignal::Hangup(hangup) => {
             sfu.with(|s| s.end_leg(&hangup.call_id, &who, Instant::now()));
         }
@@ -120,6 +121,24 @@ async fn send_signal(sender: &SignalingSender, signal: SignalOut) {
             });
             if let Err(err) = sender.send_call_signal(to, offer).await {
                 tracing::debug!(%err, "an SFU offer did not reach its participant");
+            }
+        }
+        SignalOut::Layers {
+            room,
+            to,
+            mid,
+            active,
+        } => {
+            let Ok(to) = to.parse::<IdentityKey>() else {
+                return;
+            };
+            let layers = CallSignal::Layers(Layers {
+                call_id: room,
+                mid,
+                active,
+            });
+            if let Err(err) = sender.send_call_signal(to, layers).await {
+                tracing::debug!(%err, "a layers message did not reach its publisher");
             }
         }
     }

@@ -71,6 +71,18 @@ pub enum SignalOut {
         /// The SDP.
         sdp: String,
     },
+    /// Which simulcast layers of one of a publisher's video tracks anyone receives
+    /// ("dynacast", PROTOCOL.md `layers`).
+    Layers {
+        /// The room.
+        room: RoomId,
+        /// The publisher.
+        to: ParticipantId,
+        /// Its media section.
+        mid: String,
+        /// The layer ranks someone receives, lowest first; empty for none.
+        active: Vec<u8>,
+    },
 }
 
 /// Why an offer or answer was refused.
@@ -196,6 +208,8 @@ struct Participant {
     /// The header-extension id this participant gave the dependency descriptor.
     dd_id: Option<u8>,
     last_heard: Instant,
+    /// The layers last announced for each of its video sources (`layers`).
+    announced: HashMap<SourceId, Vec<u8>>,
 }
 
 /// The SFU core.
@@ -350,6 +364,7 @@ impl Sfu {
             other.forwarders.retain(|(from, _), _| *from != leg);
             other.offered.retain(|(from, _)| *from != leg);
         }
+        self.announce_layers(&gone.room);
         tracing::debug!(room = %gone.room, "a leg was removed");
     }
 
@@ -405,6 +420,7 @@ impl Sfu {
                 audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
                 dd_id: extmap_id(sdp, DEPENDENCY_DESCRIPTOR_URI),
                 last_heard: now,
+                announced: HashMap::new(),
             },
         );
         // Subscribe the newcomer to what the room already publishes.
@@ -446,9 +462,11 @@ impl Sfu {
         participant.leg.accept_answer(sdp, now)?;
         let offered = std::mem::take(&mut participant.offered);
         participant.active.extend(offered.iter().copied());
+        let room = participant.room.clone();
         // Choose the new subscriptions' layers now; each asks its publisher for a keyframe
         // (a new video subscriber can decode nothing before one).
         self.allocate(id, now);
+        self.announce_layers(&room);
         self.flush_pulls(id);
         self.offer_if_needed(id, now)
     }
@@ -505,7 +523,60 @@ impl Sfu {
             change(forwarder);
         }
         self.allocate(id, now);
+        self.announce_layers(room);
         Ok(())
+    }
+
+    /// Tells each video publisher of `room` which of its layers anyone receives, where
+    /// that changed: the ranks up to the largest any unpaused subscriber wants (whether
+    /// or not the SFU has seen that layer yet; the estimate may still choose a lower
+    /// one), none without a subscriber.
+    fn announce_layers(&mut self, room: &str) {
+        let publishers: Vec<LegId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.room == room)
+            .map(|(id, _)| *id)
+            .collect();
+        for publisher in publishers {
+            let Some(p) = self.participants.get(&publisher) else {
+                continue;
+            };
+            let mut changes = Vec::new();
+            for (source, s) in &p.sources {
+                let Some(mid) = s.mid.as_deref().filter(|_| s.codec != Codec::Opus) else {
+                    continue;
+                };
+                let wanted = self
+                    .participants
+                    .iter()
+                    .filter(|(id, sub)| {
+                        **id != publisher && sub.active.contains(&(publisher, *source))
+                    })
+                    .filter_map(|(_, sub)| match sub.forwarders.get(&(publisher, *source)) {
+                        Some(f) if f.paused => None,
+                        Some(f) => Some(f.max_quality),
+                        None => Some(TOP_QUALITY),
+                    })
+                    .max();
+                let active: Vec<u8> = wanted.map_or_else(Vec::new, |w| (0..=w).collect());
+                if p.announced.get(source) != Some(&active) {
+                    changes.push((*source, mid.to_owned(), active));
+                }
+            }
+            let Some(p) = self.participants.get_mut(&publisher) else {
+                continue;
+            };
+            for (source, mid, active) in changes {
+                p.announced.insert(source, active.clone());
+                self.signals.push_back(SignalOut::Layers {
+                    room: p.room.clone(),
+                    to: p.id.clone(),
+                    mid,
+                    active,
+                });
+            }
+        }
     }
 
     /// The subscription of `who` that the SDP names `track` (`<publisher>-<source>`).
@@ -905,6 +976,7 @@ impl Sfu {
                             let _ = self.offer_if_needed(subscriber, now);
                         }
                     }
+                    self.announce_layers(&room);
                 }
                 LegOutput::Rtp { packet, .. } => self.forward(id, packet, now),
             }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde::Serialize;
-use sotto_signaling::protocol::{Answer, Hangup, HangupReason, IdentityKey, Offer, RoomId};
+use sotto_signaling::protocol::{
+    Answer, Hangup, HangupReason, IdentityKey, Offer, RoomId, Subscription,
+};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -40,6 +42,45 @@ const OPUS_ONLY: PayloadTypes = PayloadTypes {
     opus: OPUS_PAYLOAD_TYPE,
     red: None,
 };
+
+/// Wishes about the video a running group call receives, passed on to the SFU as
+/// `subscription` messages (PROTOCOL.md): pause a participant's video, resume it, or
+/// cap the simulcast layer (for a video shown small). Made with [`GroupControl::new`];
+/// the other half goes in [`GroupConfig::control`].
+#[derive(Debug, Clone)]
+pub struct GroupControl(mpsc::UnboundedSender<Wish>);
+
+/// The call's half of a [`GroupControl`].
+#[derive(Debug, Default)]
+pub struct GroupWishes(Mutex<Option<mpsc::UnboundedReceiver<Wish>>>);
+
+/// One wish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wish {
+    /// Stop receiving this participant's video.
+    Pause(String),
+    /// Receive it again (from its next keyframe).
+    Resume(String),
+    /// The largest layer wanted (0 the smallest, 2 the largest) of one participant, or
+    /// of everyone (now and later) with `None`.
+    MaxQuality(Option<String>, u8),
+}
+
+impl GroupControl {
+    /// A control and the half that goes in [`GroupConfig::control`].
+    pub fn new() -> (GroupControl, Arc<GroupWishes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            GroupControl(tx),
+            Arc::new(GroupWishes(Mutex::new(Some(rx)))),
+        )
+    }
+
+    /// Asks for `wish`; false once the call has ended.
+    pub fn send(&self, wish: Wish) -> bool {
+        self.0.send(wish).is_ok()
+    }
+}
 
 /// How a group call is set up.
 #[derive(Debug, Clone)]
@@ -76,6 +117,11 @@ pub struct GroupConfig {
     /// Whether video is recorded too when there is a `record_dir` (Y4M is raw: about
     /// 10 MB a second a stream at 360p).
     pub record_video: bool,
+    /// The largest simulcast layer wanted of everyone's video (0 to 2; a small window
+    /// needs no more than the smallest); `None`: the largest the bandwidth allows.
+    pub max_quality: Option<u8>,
+    /// Live wishes about received video, from a [`GroupControl`].
+    pub control: Option<Arc<GroupWishes>>,
     /// Where each participant's decoded video goes besides its recording (a window, a
     /// quality meter); `None` keeps only the recording.
     pub video_sink: Option<SinkFactory>,
@@ -98,6 +144,8 @@ impl GroupConfig {
             video: VideoSpec::None,
             video_layers: 3,
             record_video: true,
+            max_quality: None,
+            control: None,
             video_sink: None,
         }
     }
@@ -185,8 +233,11 @@ pub async fn run(
             _ => None,
         }),
         estimate_bps: peer.estimate_bps.clone(),
+        video_mid: None,
+        layers_wanted: [true; 3],
         recordings: BTreeMap::new(),
         video_recordings: BTreeMap::new(),
+        video_tracks: BTreeMap::new(),
         audio_level_id: None,
         connected_at: None,
         deadline: Instant::now() + CONNECT_TIMEOUT,
@@ -221,10 +272,17 @@ struct GroupCall {
     video: Mutex<Option<PendingVideo>>,
     /// The send-side bandwidth estimate, bit/s (0 before the first feedback).
     estimate_bps: Arc<std::sync::atomic::AtomicU64>,
+    /// Our video's MID (which `layers` messages name).
+    video_mid: Option<String>,
+    /// Per layer rank: whether anyone receives it, as the SFU last said (all until it
+    /// says otherwise).
+    layers_wanted: [bool; 3],
     /// Where each participant's stream is recorded.
     recordings: BTreeMap<String, Option<PathBuf>>,
     /// Where each participant's video is recorded.
     video_recordings: BTreeMap<String, Option<PathBuf>>,
+    /// Each participant's video track id, as the SFU named it (for `subscription`).
+    video_tracks: BTreeMap<String, String>,
     /// The extension id of the RFC 6464 level in the SFU's SDP.
     audio_level_id: Option<u8>,
     connected_at: Option<Instant>,
@@ -244,8 +302,19 @@ impl GroupCall {
     ) -> Result<String, CallError> {
         self.offer().await?;
         let mut tick = tokio::time::interval(TICK);
+        let mut wishes = self.config.control.as_ref().and_then(|w| {
+            w.0.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        });
         loop {
             tokio::select! {
+                Some(wish) = async {
+                    match wishes.as_mut() {
+                        Some(wishes) => wishes.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_wish(wish).await?,
                 signal = signals.recv() => match signal {
                     Some(signal) => {
                         if let Some(end) = self.on_signal(signal).await {
@@ -300,6 +369,7 @@ impl GroupCall {
             .set_local_description(offer)
             .await
             .map_err(|e| CallError::Media(format!("applying our offer: {e}")))?;
+        self.video_mid = ExtensionIds::from_sdp(&sdp).map(|ids| ids.mid);
         self.send(CallSignal::Offer(Offer {
             call_id: self.call_id.clone(),
             sdp,
@@ -349,6 +419,16 @@ impl GroupCall {
                 self.send(reply).await.err().map(|err| err.to_string())
             }
             CallSignal::Hangup(Hangup { .. }) => Some("the SFU ended the call".into()),
+            CallSignal::Layers(layers) => {
+                // Dynacast: the SFU says which of our layers anyone receives.
+                if self.video_mid.as_deref() == Some(layers.mid.as_str()) {
+                    for (rank, wanted) in self.layers_wanted.iter_mut().enumerate() {
+                        *wanted = layers.active.iter().any(|&a| usize::from(a) == rank);
+                    }
+                    tracing::debug!(active = ?layers.active, "layers anyone receives");
+                }
+                None
+            }
             // ICE-lite SFU candidates come in its SDP; subscription wishes go to SFUs.
             CallSignal::Candidate(_) | CallSignal::Subscription(_) => None,
         }
@@ -393,7 +473,15 @@ impl GroupCall {
             .map(|rate| rate.load(std::sync::atomic::Ordering::Relaxed))
             .collect();
         let rates = allocate_layers(&out.plan, estimate, audio, &current);
-        for (slot, rate) in out.control.bitrate_bps.iter().zip(rates) {
+        for ((slot, rate), wanted) in out
+            .control
+            .bitrate_bps
+            .iter()
+            .zip(rates)
+            .zip(&self.layers_wanted)
+        {
+            // A layer nobody receives is not encoded at all.
+            let rate = if *wanted { rate } else { 0 };
             slot.store(rate, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -462,7 +550,7 @@ impl GroupCall {
             participant
         };
         if remote.kind().await == RtpCodecKind::Video {
-            return self.on_video_track(participant, remote);
+            return self.on_video_track(participant, remote).await;
         }
         if self.pipeline.has_inbound(&participant) {
             return Ok(());
@@ -489,8 +577,45 @@ impl GroupCall {
             .map_err(CallError::Media)
     }
 
+    /// Passes a wish about received video on to the SFU.
+    async fn on_wish(&mut self, wish: Wish) -> Result<(), CallError> {
+        let (who, paused, quality) = match wish {
+            Wish::Pause(who) => (Some(who), Some(true), None),
+            Wish::Resume(who) => (Some(who), Some(false), None),
+            Wish::MaxQuality(who, quality) => {
+                if who.is_none() {
+                    self.config.max_quality = Some(quality);
+                }
+                (who, None, Some(quality))
+            }
+        };
+        let tracks: Vec<String> = match &who {
+            Some(who) => self.video_tracks.get(who).cloned().into_iter().collect(),
+            None => self.video_tracks.values().cloned().collect(),
+        };
+        for track in tracks {
+            self.subscribe(track, paused, quality).await?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        track: String,
+        paused: Option<bool>,
+        max_quality: Option<u8>,
+    ) -> Result<(), CallError> {
+        self.send(CallSignal::Subscription(Subscription {
+            call_id: self.call_id.clone(),
+            track,
+            paused,
+            max_quality,
+        }))
+        .await
+    }
+
     /// A participant's video arrived: decode it (to its recording and the sink, if any).
-    fn on_video_track(
+    async fn on_video_track(
         &mut self,
         participant: String,
         remote: Arc<dyn TrackRemote>,
@@ -498,6 +623,11 @@ impl GroupCall {
         if self.pipeline.has_video_inbound(&participant) {
             return Ok(());
         }
+        let track = remote.track_id().await;
+        if let Some(quality) = self.config.max_quality {
+            self.subscribe(track.clone(), None, Some(quality)).await?;
+        }
+        self.video_tracks.insert(participant.clone(), track);
         let recording = self
             .config
             .record_dir

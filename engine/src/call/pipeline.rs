@@ -272,6 +272,12 @@ impl Pipeline {
             layers: out.plan.clone(),
             frames_captured: load(&c.frames_captured),
             frames_encoded: load(&c.frames_encoded),
+            layer_frames: c
+                .layer_frames
+                .iter()
+                .take(out.plan.len())
+                .map(load)
+                .collect(),
             keyframes: load(&c.keyframes),
             keyframe_requests: load(&out.keyframe_requests.received),
             frames_dropped: load(&c.frames_dropped),

@@ -569,7 +569,7 @@ impl Session {
                 Ok(())
             }
             // Meant for an SFU; a peer in a one-to-one call has nothing to do with it.
-            CallSignal::Subscription(_) => Ok(()),
+            CallSignal::Subscription(_) | CallSignal::Layers(_) => Ok(()),
             CallSignal::Hangup(Hangup { reason, .. }) => Err(EndReason {
                 by: Side::Remote,
                 reason,

@@ -172,6 +172,8 @@ pub struct VideoSendCounters {
     pub frames_dropped: AtomicU64,
     /// Time spent encoding (scaling included), µs.
     pub encode_us: AtomicU64,
+    /// Frames encoded per layer, lowest first.
+    pub layer_frames: [AtomicU64; 3],
 }
 
 /// The video summary of what we sent.
@@ -183,6 +185,8 @@ pub struct VideoSentSummary {
     pub frames_captured: u64,
     /// Frames encoded over all layers.
     pub frames_encoded: u64,
+    /// Frames encoded per layer, lowest first.
+    pub layer_frames: Vec<u64>,
     /// Keyframes over all layers.
     pub keyframes: u64,
     /// Keyframe requests received (PLI, FIR).
@@ -400,6 +404,10 @@ fn capture_loop(
                 *bitrate = want;
             }
         }
+        if current_bitrates.iter().all(|&rate| rate == 0) {
+            // Nobody receives any layer (dynacast): capture goes on, encoding does not.
+            continue;
+        }
         let mut pictures = Vec::with_capacity(layers);
         for plan in send.plan.iter().rev() {
             pictures.push(scaler.scale(&picture, plan.width, plan.height)?);
@@ -417,6 +425,9 @@ fn capture_loop(
             let layer = layers - 1 - reversed;
             for frame in layer_frames {
                 send.counters.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                if let Some(count) = send.counters.layer_frames.get(layer) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
                 if frame.keyframe {
                     send.counters.keyframes.fetch_add(1, Ordering::Relaxed);
                     pacer.made(layer, captured);

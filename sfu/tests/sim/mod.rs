@@ -432,7 +432,10 @@ impl Sim {
             }
         }
         // SFU offers are answered at once (signaling is not what these tests are about).
-        while let Some(SignalOut::Offer { to, sdp, .. }) = self.sfu.poll_signal() {
+        while let Some(signal) = self.sfu.poll_signal() {
+            let SignalOut::Offer { to, sdp, .. } = signal else {
+                continue;
+            };
             if let Some(p) = self
                 .participants
                 .iter_mut()

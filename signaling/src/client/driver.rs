@@ -458,6 +458,7 @@ impl Driver {
             ServerMessage::Candidate(m) => call(m.from, CallSignal::Candidate(m.body)),
             ServerMessage::Hangup(m) => call(m.from, CallSignal::Hangup(m.body)),
             ServerMessage::Subscription(m) => call(m.from, CallSignal::Subscription(m.body)),
+            ServerMessage::Layers(m) => call(m.from, CallSignal::Layers(m.body)),
             ServerMessage::Envelope {
                 message_id,
                 envelope,

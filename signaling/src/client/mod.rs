@@ -13,8 +13,8 @@ mod handle;
 use std::time::Duration;
 
 use crate::protocol::{
-    Answer, Candidate, ClientMessage, ErrorCode, Hangup, IdentityKey, InviteToken, Offer, Outgoing,
-    Participant, PresenceState, RoomId, Subscription,
+    Answer, Candidate, ClientMessage, ErrorCode, Hangup, IdentityKey, InviteToken, Layers, Offer,
+    Outgoing, Participant, PresenceState, RoomId, Subscription,
 };
 
 pub use backoff::Backoff;
@@ -176,6 +176,8 @@ pub enum CallSignal {
     Hangup(Hangup),
     /// A participant's wishes about a stream the SFU forwards it (to the SFU).
     Subscription(Subscription),
+    /// Which of our simulcast layers anyone receives (from the SFU).
+    Layers(Layers),
 }
 
 impl CallSignal {
@@ -187,6 +189,7 @@ impl CallSignal {
             CallSignal::Candidate(m) => &m.call_id,
             CallSignal::Hangup(m) => &m.call_id,
             CallSignal::Subscription(m) => &m.call_id,
+            CallSignal::Layers(m) => &m.call_id,
         }
     }
 
@@ -197,6 +200,7 @@ impl CallSignal {
             CallSignal::Candidate(body) => ClientMessage::Candidate(Outgoing { to, body }),
             CallSignal::Hangup(body) => ClientMessage::Hangup(Outgoing { to, body }),
             CallSignal::Subscription(body) => ClientMessage::Subscription(Outgoing { to, body }),
+            CallSignal::Layers(body) => ClientMessage::Layers(Outgoing { to, body }),
         }
     }
 }

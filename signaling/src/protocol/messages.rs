@@ -90,6 +90,9 @@ pub enum ClientMessage {
     /// A participant's wishes about one stream an SFU forwards it (pause, resume, the
     /// largest simulcast layer), for the SFU `to`.
     Subscription(Outgoing<Subscription>),
+    /// Which simulcast layers of one of `to`'s video tracks anyone receives (an SFU
+    /// sends these to its publishers).
+    Layers(Outgoing<Layers>),
     /// Publish this identity's key packages (opaque bytes).
     KeyPackagesPublish {
         /// One-time key packages, consumed one per fetch.
@@ -152,6 +155,7 @@ impl ClientMessage {
         "candidate",
         "hangup",
         "subscription",
+        "layers",
         "key_packages_publish",
         "key_package_count",
         "key_package_fetch",
@@ -174,6 +178,7 @@ impl ClientMessage {
             ClientMessage::Candidate(_) => "candidate",
             ClientMessage::Hangup(_) => "hangup",
             ClientMessage::Subscription(_) => "subscription",
+            ClientMessage::Layers(_) => "layers",
             ClientMessage::KeyPackagesPublish { .. } => "key_packages_publish",
             ClientMessage::KeyPackageCount {} => "key_package_count",
             ClientMessage::KeyPackageFetch { .. } => "key_package_fetch",
@@ -326,6 +331,21 @@ pub struct Subscription {
     pub max_quality: Option<u8>,
 }
 
+/// Which simulcast layers of one video track of a publisher anyone receives, from the
+/// SFU to the publisher ("dynacast"): the publisher may stop encoding the others until a
+/// later `layers` names them again. Sent when the set changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layers {
+    /// The room (the call).
+    pub call_id: String,
+    /// The publisher's media section, its `a=mid`.
+    pub mid: String,
+    /// The layers someone receives, by rank (0 the smallest; RIDs rank as the SFU ranks
+    /// them: `q`, `l`, `0` are 0; `h`, `m`, `1` are 1; others 2), lowest first. Empty:
+    /// nobody receives the track.
+    pub active: Vec<u8>,
+}
+
 /// Why a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -452,6 +472,8 @@ pub enum ServerMessage {
     Hangup(Incoming<Hangup>),
     /// A relayed subscription request (an SFU receives these).
     Subscription(Incoming<Subscription>),
+    /// A relayed `layers` message (publishers receive these from their SFU).
+    Layers(Incoming<Layers>),
     /// A call-setup message was handed to the recipient's connection.
     Relayed {},
     /// This connection is now a registered SFU: it is told who joins and leaves the

@@ -72,6 +72,13 @@ impl Conn {
                     body: m.body,
                 }),
             ),
+            ClientMessage::Layers(m) => self.relay(
+                m.to,
+                ServerMessage::Layers(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
             ClientMessage::KeyPackagesPublish {
                 key_packages,
                 last_resort,
@@ -364,6 +371,7 @@ impl Conn {
             ServerMessage::Candidate(m) => m.body.call_id.as_str(),
             ServerMessage::Hangup(m) => m.body.call_id.as_str(),
             ServerMessage::Subscription(m) => m.body.call_id.as_str(),
+            ServerMessage::Layers(m) => m.body.call_id.as_str(),
             _ => "",
         };
         validate_call_id(call_id).map_err(|why| (ErrorCode::InvalidMessage, why.to_owned()))?;
