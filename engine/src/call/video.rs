@@ -997,6 +997,101 @@ mod tests {
         assert_eq!((summary.width, summary.height), (320, 180));
     }
 
+    /// A recording sink that keeps the sizes it was given.
+    struct Sizes(Arc<Mutex<Vec<(u32, u32)>>>);
+
+    impl VideoSink for Sizes {
+        fn write(&mut self, frame: &VideoFrame) -> Result<(), VideoError> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((frame.width, frame.height));
+            Ok(())
+        }
+
+        fn finish(&mut self) -> Result<(), VideoError> {
+            Ok(())
+        }
+    }
+
+    fn encoded(width: u32, height: u32, frames: u64, keyframe_every: u64) -> Vec<Vec<u8>> {
+        let mut encoder = sotto_vpx::Vp8Encoder::new(sotto_vpx::EncoderConfig {
+            frame_dropping: false,
+            ..sotto_vpx::EncoderConfig::realtime(width, height, 30, 300_000)
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for i in 0..frames {
+            let picture = crate::video::pattern::render(width, height, i, i * 33);
+            for frame in encoder
+                .encode(&picture.as_i420(), i as i64 * 3000, i % keyframe_every == 0)
+                .unwrap()
+            {
+                out.push(frame.data);
+            }
+        }
+        out
+    }
+
+    /// The decode thread against bad streams: one that starts without a keyframe, a
+    /// corrupt frame in the middle, garbage, and a resolution change at a keyframe. It
+    /// drops (and counts) what it cannot show, asks for keyframes, never shows a damaged
+    /// picture, and recovers at the next keyframe.
+    #[test]
+    fn bad_streams_are_counted_and_recovered_from() {
+        let small = encoded(160, 90, 10, 5);
+        let large = encoded(320, 180, 4, 100);
+        let mut corrupt = small[7].clone();
+        for byte in corrupt.iter_mut().skip(3) {
+            *byte ^= 0x5a;
+        }
+        let stream: Vec<Vec<u8>> = vec![
+            // Delta frames before any keyframe: dropped.
+            small[1].clone(),
+            small[2].clone(),
+            // A keyframe and its deltas: shown.
+            small[5].clone(),
+            small[6].clone(),
+            // Damaged, then a delta that depends on it: dropped until a keyframe.
+            corrupt,
+            small[8].clone(),
+            vec![],
+            vec![0xff; 7],
+            // A keyframe of another size, and a delta: shown at the new size.
+            large[0].clone(),
+            large[1].clone(),
+        ];
+        let (tx, rx) = std::sync::mpsc::sync_channel(stream.len());
+        for data in stream {
+            tx.send(InVideo { data }).unwrap();
+        }
+        drop(tx);
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let stats = VideoReceiveStats::default();
+        let need_keyframe = AtomicBool::new(false);
+        decode_loop(
+            rx,
+            Box::new(Sizes(sizes.clone())),
+            &stats,
+            &need_keyframe,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let shown = sizes.lock().unwrap().clone();
+        assert_eq!(
+            shown,
+            vec![(160, 90), (160, 90), (320, 180), (320, 180)],
+            "{:?}",
+            stats.summary(Duration::from_secs(1))
+        );
+        let summary = stats.summary(Duration::from_secs(1));
+        assert_eq!(summary.frames_decoded, 4);
+        assert_eq!(summary.frames_dropped, 6, "{summary:?}");
+        assert_eq!(summary.resolution_changes, 1);
+        assert_eq!(summary.coded_frames, 4, "{summary:?}");
+        assert!(need_keyframe.load(Ordering::Relaxed));
+    }
+
     #[test]
     fn extension_ids_come_from_the_video_section() {
         let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\

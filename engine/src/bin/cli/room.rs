@@ -34,6 +34,10 @@ pub struct RoomArgs {
     /// Simulcast layers to send (1-3): the source's size, then halves of it.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub video_layers: u8,
+    /// The largest layer wanted of others' video, 0 (smallest) to 2: for a small window,
+    /// the SFU then sends less and their encoders stop the layers nobody watches.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub max_layer: Option<u8>,
     /// Encrypt the call end to end with SFrame keyed from this group conversation (its
     /// title or id; see `sotto group list`): the SFU then forwards audio it cannot read.
     /// Everyone in the call must name the same group; streams that do not open under its
@@ -77,6 +81,7 @@ async fn call(
         e2ee,
         video: args.video.clone(),
         video_layers: usize::from(args.video_layers),
+        max_quality: args.max_layer,
         ..GroupConfig::new(input)
     };
     let phone = Phone::new(client);
