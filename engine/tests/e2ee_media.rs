@@ -30,7 +30,7 @@ use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::video::code::FrameCode;
 use sotto_engine::video::vp8_rtp::{FrameAssembler, clear_prefix, is_keyframe};
 use sotto_engine::video::y4m::Y4mSource;
-use sotto_engine::video::{FrameTime, VideoSource, VideoSpec};
+use sotto_engine::video::{FrameTime, VideoOutput, VideoSource, VideoSpec};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::client::KeyAuthenticator;
 use sotto_signaling::protocol::IdentityKey;
@@ -809,4 +809,80 @@ async fn a_subscribers_wishes_stop_the_publishers_unwatched_layers() {
         "{alice_got:?}"
     );
     stop(server, sfu).await;
+}
+
+/// A one-to-one video call, end to end encrypted: each side sends the test pattern in one
+/// VP8 stream (Alice at 30 fps, Bob at 15), sealed with SFrame; each decodes the other's,
+/// and Bob's recording of Alice holds her frame numbers in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
+    let root = tempfile::tempdir().unwrap();
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        root.path().join("server"),
+    ))
+    .await
+    .unwrap();
+    let alice = Member::new(root.path(), "alice");
+    let bob = Member::new(root.path(), "bob");
+    bob.messenger(&server).await.close().await;
+    let mut messenger = alice.messenger(&server).await;
+    let group = messenger.direct(&bob.key()).await.unwrap();
+    let alice_epoch = messenger.core().media_epoch(&group).unwrap();
+    messenger.close().await;
+    let bob_epoch = bob.sync_epoch(&server, &group).await;
+
+    let seen = root.path().join("bob-saw.y4m");
+    let alice_phone = alice.phone(&server).await;
+    let mut bob_phone = bob.phone(&server).await;
+    let caller = CallConfig {
+        e2ee: Some(crypto(&alice_epoch)),
+        video: "test-pattern:320x180".parse().unwrap(),
+        video_output: Some(VideoOutput::Null),
+        max_duration: Some(Duration::from_secs(6)),
+        ..call_config(InputSpec::Tone(440.0), OutputSpec::Null)
+    };
+    let call = alice_phone.call(bob.key(), caller).unwrap();
+    let incoming = bob_phone.next_incoming().await.unwrap();
+    let callee = CallConfig {
+        e2ee: Some(crypto(&bob_epoch)),
+        video: "test-pattern:320x180@15".parse().unwrap(),
+        video_output: Some(VideoOutput::Y4m(seen.clone())),
+        max_duration: Some(Duration::from_secs(6)),
+        ..call_config(InputSpec::Silence, OutputSpec::Null)
+    };
+    let answered = incoming.answer(callee).await.unwrap();
+    let (alice_summary, bob_summary) = (
+        call.finished().await.unwrap(),
+        answered.finished().await.unwrap(),
+    );
+    for (summary, fps) in [(&alice_summary, 15.0), (&bob_summary, 30.0)] {
+        eprintln!("{}", serde_json::to_string(summary).unwrap());
+        assert!(summary.connected, "{summary:?}");
+        let sent = summary.video_sent.clone().expect("video sent");
+        assert_eq!(
+            sent.layers.len(),
+            1,
+            "one stream between two peers: {sent:?}"
+        );
+        let got = summary.video_received.clone().expect("video received");
+        assert!(got.frames_decoded as f64 > fps * 3.0, "{got:?}");
+        assert!(got.fps > fps * 0.8, "{got:?}");
+        assert_eq!(got.freezes, 0, "{got:?}");
+        assert_eq!(got.coded_frames, got.frames_decoded, "{got:?}");
+        let e2ee = summary.e2ee.clone().unwrap();
+        assert_eq!(e2ee.rejected, 0, "{e2ee:?}");
+    }
+    let (frames, codes) = recorded_codes(&seen);
+    assert_eq!(
+        frames as u64,
+        bob_summary.video_received.unwrap().frames_decoded
+    );
+    assert!(
+        codes.len() * 10 >= frames * 9,
+        "{} of {frames}",
+        codes.len()
+    );
+    assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+    server.shutdown().await.unwrap();
 }

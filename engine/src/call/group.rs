@@ -26,9 +26,7 @@ use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
 use super::session::{TICK, send_rate_controller};
-use super::video::{
-    ExtensionIds, LayerPlan, VideoReceivedSummary, VideoSentSummary, allocate_layers, plan_layers,
-};
+use super::video::{ExtensionIds, LayerPlan, VideoReceivedSummary, VideoSentSummary, plan_layers};
 use super::{CallError, E2eeSummary, IceConfig, ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
@@ -453,37 +451,12 @@ impl GroupCall {
         Ok(sdp)
     }
 
-    /// Divides the send-side estimate between audio (first) and our video layers, lowest
-    /// layer first: the top layer is the first to stop when the estimate falls.
+    /// Divides the send-side estimate between audio and our video layers (the layers
+    /// nobody receives get nothing).
     fn share_bandwidth(&self) {
-        let Some(out) = self.pipeline.video_out() else {
-            return;
-        };
         let estimate = self.estimate_bps.load(std::sync::atomic::Ordering::Relaxed);
-        let audio = u64::from(
-            self.pipeline
-                .control
-                .bitrate_bps
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        let current: Vec<u32> = out
-            .control
-            .bitrate_bps
-            .iter()
-            .map(|rate| rate.load(std::sync::atomic::Ordering::Relaxed))
-            .collect();
-        let rates = allocate_layers(&out.plan, estimate, audio, &current);
-        for ((slot, rate), wanted) in out
-            .control
-            .bitrate_bps
-            .iter()
-            .zip(rates)
-            .zip(&self.layers_wanted)
-        {
-            // A layer nobody receives is not encoded at all.
-            let rate = if *wanted { rate } else { 0 };
-            slot.store(rate, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.pipeline
+            .share_video_bandwidth(estimate, &self.layers_wanted);
     }
 
     /// The media path is up: start the clock and send.

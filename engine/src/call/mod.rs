@@ -24,6 +24,7 @@ use crate::audio::codec::{DEFAULT_DECODER_COMPLEXITY, EncoderConfig};
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, InputSpec, OutputSpec};
 use crate::e2ee::media::MediaCrypto;
+use crate::video::{VideoOutput, VideoSpec};
 
 pub use phone::{CallHandle, IncomingCall, Phone};
 
@@ -122,6 +123,12 @@ pub struct CallConfig {
     /// The Opus decoder's complexity (0..=10): 5 and up conceal loss with deep PLC and
     /// decode DRED, 6 and 7 add the LACE and NoLACE enhancers (default: 7, NoLACE).
     pub decoder_complexity: u8,
+    /// What we show ([`VideoSpec::None`]: no video of ours; one VP8 stream otherwise, its
+    /// bitrate from the bandwidth estimate after audio's share).
+    pub video: VideoSpec,
+    /// Where the peer's video goes; `None` does not ask for it (an audio call, unless
+    /// we send video, in which case it is received and dropped).
+    pub video_output: Option<VideoOutput>,
 }
 
 impl Default for CallConfig {
@@ -143,6 +150,8 @@ impl Default for CallConfig {
             e2ee: None,
             red: true,
             decoder_complexity: DEFAULT_DECODER_COMPLEXITY,
+            video: VideoSpec::None,
+            video_output: None,
         }
     }
 }
@@ -331,6 +340,10 @@ pub struct CallSummary {
     pub received: ReceivedSummary,
     /// End-to-end media encryption, when the call had it.
     pub e2ee: Option<E2eeSummary>,
+    /// Our video, when we sent any.
+    pub video_sent: Option<video::VideoSentSummary>,
+    /// The peer's video, when it came.
+    pub video_received: Option<video::VideoReceivedSummary>,
     /// How it ended.
     pub end: EndReason,
     /// Once a second while connected: what the sender and receiver sides were doing.

@@ -205,9 +205,26 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Our video, while it is sent.
-    pub fn video_out(&self) -> Option<&VideoOut> {
-        self.video_out.as_ref()
+    /// Divides the send-side estimate between audio (first, at the rate its controller
+    /// chose) and our video layers ([`video_media::allocate_layers`]: the top layer is
+    /// the first to stop); a layer with `wanted[rank]` false (nobody receives it) is not
+    /// encoded at all.
+    pub fn share_video_bandwidth(&self, estimate_bps: u64, wanted: &[bool]) {
+        let Some(out) = &self.video_out else {
+            return;
+        };
+        let audio = u64::from(self.control.bitrate_bps.load(Ordering::Relaxed));
+        let current: Vec<u32> = out
+            .control
+            .bitrate_bps
+            .iter()
+            .map(|rate| rate.load(Ordering::Relaxed))
+            .collect();
+        let rates = video_media::allocate_layers(&out.plan, estimate_bps, audio, &current);
+        for (rank, (slot, rate)) in out.control.bitrate_bps.iter().zip(rates).enumerate() {
+            let wanted = wanted.get(rank).copied().unwrap_or(true);
+            slot.store(if wanted { rate } else { 0 }, Ordering::Relaxed);
+        }
     }
 
     /// Receives and decodes the remote video `track` of stream `key` into `sink`. Once

@@ -20,8 +20,9 @@ use webrtc::peer_connection::{
 
 use super::media::{CaptureEnd, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
-use super::pipeline::{Pipeline, SendParams, round};
+use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
+use super::video::{ExtensionIds, LayerPlan, plan_layers};
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
     ReceivedSummary, SentSummary, Side, TimelinePoint,
@@ -31,6 +32,7 @@ use crate::audio::{AudioSink, AudioSource};
 use crate::e2ee::media::SFRAME_OVERHEAD_BYTES;
 use crate::messaging::GroupId;
 use crate::signaling::{CallSignal, SignalingSender};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
 /// Calls by (peer, call id), shared with the [`super::Phone`] that routes signals to them.
 pub type Routes = Arc<Mutex<HashMap<(IdentityKey, String), mpsc::UnboundedSender<CallSignal>>>>;
@@ -103,6 +105,13 @@ pub(super) const TICK: Duration = Duration::from_secs(1);
 /// Least time between two ICE restarts the caller starts on its own.
 const RESTART_SPACING: Duration = Duration::from_secs(3);
 
+/// Our video before it starts: the track, the source, the layer.
+type PendingVideo = (
+    peer::VideoTrack,
+    Box<dyn crate::video::VideoSource>,
+    Vec<LayerPlan>,
+);
+
 struct Session {
     role: Role,
     call_id: String,
@@ -129,6 +138,10 @@ struct Session {
     /// The opened input and output until media starts (behind a lock only so that the
     /// session is `Sync` across awaits; nothing contends for it).
     media: Mutex<Option<OpenedAudio>>,
+    /// Our video track, source and layer until media starts (locked for the same reason).
+    video: Mutex<Option<PendingVideo>>,
+    /// The send-side bandwidth estimate, bit/s (0 before the first feedback).
+    estimate_bps: Arc<std::sync::atomic::AtomicU64>,
     /// Capture, sending, receiving and playout (the peer's stream is [`PEER_STREAM`]).
     pipeline: Pipeline,
     /// From the peer's reports, through the rate controller, to the encoder.
@@ -167,8 +180,29 @@ pub async fn run(
             .remove(&route_key);
     };
 
-    let peer = match peer::build(&config.ice, config.red, None).await {
-        Ok(peer) => peer,
+    // Our video, if any: one VP8 stream (no simulcast between two peers) of the source's
+    // size. VP8 is negotiated to receive too when the peer's video is wanted.
+    let opened_video = crate::video::open_source(&config.video).map(|source| {
+        source.map(|source| {
+            let (width, height) = source.size();
+            (source, plan_layers(width, height, 1))
+        })
+    });
+    let built = match opened_video {
+        Ok(video) => {
+            let layers = match (&video, &config.video_output) {
+                (Some(_), _) => Some(1),
+                (None, Some(_)) => Some(0),
+                (None, None) => None,
+            };
+            peer::build(&config.ice, config.red, layers)
+                .await
+                .map(|peer| (peer, video))
+        }
+        Err(err) => Err(CallError::Video(err)),
+    };
+    let (mut peer, video) = match built {
+        Ok(built) => built,
         Err(err) => {
             let _ = sender
                 .hang_up(peer_key, &call_id, HangupReason::Failed)
@@ -183,6 +217,10 @@ pub async fn run(
             cleanup();
             return;
         }
+    };
+    let pending_video = match (peer.video.take(), video) {
+        (Some(track), Some((source, plan))) => Some((track, source, plan)),
+        _ => None,
     };
     let Peer {
         pc,
@@ -230,6 +268,8 @@ pub async fn run(
         last_restart: None,
         ice_restarts: 0,
         media: Mutex::new(Some((source, sink))),
+        video: Mutex::new(pending_video),
+        estimate_bps: estimate_bps.clone(),
         pipeline,
         feedback: SendFeedback::new(
             send_rate_controller(&config.encoder, config.e2ee.is_some()),
@@ -397,6 +437,8 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         sent: SentSummary::default(),
         received: ReceivedSummary::default(),
         e2ee: None,
+        video_sent: None,
+        video_received: None,
         end,
         timeline: Vec::new(),
         media_started: None,
@@ -645,6 +687,16 @@ impl Session {
                 Ok(())
             }
             PeerEvent::State(state) => self.on_connection_state(state).await,
+            PeerEvent::Track(track) if track.kind().await == RtpCodecKind::Video => {
+                let sink = match &self.config.video_output {
+                    Some(output) => crate::video::open_sink(output)
+                        .map_err(|err| local_failure(&format!("video output: {err}")))?,
+                    None => Box::new(crate::video::NullSink),
+                };
+                self.pipeline
+                    .receive_video(PEER_STREAM, track, sink)
+                    .map_err(|err| local_failure(&err))
+            }
             PeerEvent::Track(track) => {
                 let audio_level_id = self.remote_audio.as_ref().and_then(|r| r.audio_level_id);
                 let payload_types = self.payload_types();
@@ -684,7 +736,7 @@ impl Session {
                     let now = Instant::now();
                     self.connected_at = Some(now);
                     self.setup_ms = Some(ms(now - self.created));
-                    self.start_media()?;
+                    self.start_media().await?;
                 }
                 self.set_state(CallState::Connected);
                 self.refresh_deadline();
@@ -743,7 +795,28 @@ impl Session {
         });
     }
 
-    fn start_media(&mut self) -> Result<(), EndReason> {
+    async fn start_media(&mut self) -> Result<(), EndReason> {
+        let pending = self
+            .video
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((track, source, plan)) = pending {
+            let ids = self
+                .pc
+                .local_description()
+                .await
+                .and_then(|desc| ExtensionIds::from_sdp(&desc.sdp))
+                .unwrap_or_default();
+            self.pipeline
+                .start_video(VideoParams {
+                    track,
+                    ids,
+                    source,
+                    plan,
+                })
+                .map_err(|err| local_failure(&err))?;
+        }
         let taken = self
             .media
             .lock()
@@ -837,6 +910,8 @@ impl Session {
         let now = Instant::now();
         let red = self.payload_types().red.is_some();
         let tick = self.feedback.tick(now, red, &self.pipeline.control);
+        self.pipeline
+            .share_video_bandwidth(self.estimate_bps.load(Ordering::Relaxed), &[true]);
         let decision = tick.decision;
         let jitter = self.pipeline.inbound(PEER_STREAM).receive.stats();
         self.timeline.push(TimelinePoint {
@@ -879,6 +954,11 @@ impl Session {
         summary.ice_restarts = self.ice_restarts;
         summary.sent = self.pipeline.sent_summary(duration);
         summary.received = self.pipeline.inbound(PEER_STREAM).summary(duration);
+        summary.video_sent = self.pipeline.video_sent_summary(duration);
+        summary.video_received = self
+            .pipeline
+            .video_inbound(PEER_STREAM)
+            .map(|video| video.summary(duration));
         summary.e2ee = self.config.e2ee.as_deref().map(|crypto| E2eeSummary {
             messages_received: self.messages.received.load(Ordering::Relaxed),
             messages_dropped: self.messages.dropped.load(Ordering::Relaxed),

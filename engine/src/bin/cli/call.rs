@@ -16,6 +16,7 @@ use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::identity::fingerprint;
 use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::store::STORE_FILE;
+use sotto_engine::video::{VideoOutput, VideoSpec};
 
 use crate::session::SessionArgs;
 use sotto_signaling::protocol::IdentityKey;
@@ -61,6 +62,14 @@ pub struct CallArgs {
     /// protected by DTLS-SRTP only.
     #[arg(long)]
     pub no_e2ee: bool,
+    /// What to show: none, test-pattern (test-pattern:WxH@FPS), a FILE.y4m played in a
+    /// loop, or camera / camera:DEVICE.
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    pub video: VideoSpec,
+    /// Where the peer's video goes: a .y4m file (the first picture's size), or `null`.
+    /// Without it the peer's video is received only when we send video, and dropped.
+    #[arg(long, value_name = "FILE.y4m")]
+    pub video_output: Option<String>,
 }
 
 impl CallArgs {
@@ -100,6 +109,11 @@ impl CallArgs {
             ice,
             max_duration: self.session.duration,
             hang_up_after_input,
+            video: self.video.clone(),
+            video_output: self.video_output.as_deref().map(|out| match out {
+                "null" => VideoOutput::Null,
+                path => VideoOutput::Y4m(path.into()),
+            }),
             ..CallConfig::default()
         })
     }
