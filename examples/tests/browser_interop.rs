@@ -6,7 +6,11 @@
 //! makes (a veth pair: 10.99.N.1 on our side, 10.99.N.2 inside); signaling, the SFU and
 //! the engine listen on 10.99.N.1 in this process. The engine plays one speech file and
 //! Chromium another as its fake microphone; each recording must correlate with what the
-//! other side sent.
+//! other side sent. Both also send video: the engine its test pattern in three VP8
+//! simulcast layers, Chromium a Y4M file of the same pattern as its fake camera, in its
+//! own three layers. The engine must decode Chromium's video and read the frame codes in
+//! it; Chromium must decode the engine's (`framesDecoded`) and show it (the code read from
+//! pictures grabbed off its <video> element).
 //!
 //! Needs root (network namespaces), Chromium, Node.js and `npm ci` in
 //! `examples/tests/browser/`: `bash scripts/setup.sh` installs them. Without them the test
@@ -27,6 +31,10 @@ use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::call::group::GroupConfig;
 use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
+use sotto_engine::video::VideoSink as _;
+use sotto_engine::video::code::FrameCode;
+use sotto_engine::video::pattern::render;
+use sotto_engine::video::y4m::Y4mSink;
 use sotto_examples::group_demo::speech_correlation;
 use sotto_examples::voice_demo::read_wav;
 use sotto_signaling::server::{Config, start};
@@ -185,6 +193,13 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         (speech("speech-en-us-1.wav"), speech("speech-en-gb-2.wav"));
     let browser_out = dir.path().join("browser-heard");
     std::fs::create_dir_all(&browser_out).unwrap();
+    // Chromium's camera: three seconds of the test pattern, looped.
+    let camera = dir.path().join("pattern.y4m");
+    let mut sink = Y4mSink::create(&camera).unwrap();
+    for index in 0..90 {
+        sink.write(&render(640, 360, index, index * 33)).unwrap();
+    }
+    sink.finish().unwrap();
     let options = json!({
         "signaling": url,
         "room_id": invite.room_id.0,
@@ -195,6 +210,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         "timeout_seconds": 60,
         "chromium": chromium_path(),
         "netns": netns.name,
+        "video": camera,
     });
     let mut node = tokio::process::Command::new("node")
         .arg(browser_dir().join("run.mjs"))
@@ -241,7 +257,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         leave_after_input: Some(Duration::from_secs(3)),
         e2ee: None,
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
-        video: sotto_engine::video::VideoSpec::None,
+        video: "test-pattern".parse().unwrap(),
         video_layers: 3,
         record_video: true,
         max_quality: None,
@@ -276,8 +292,44 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
     println!("engine: {engine_line}");
     assert!(summary.connected, "{engine_line}");
 
-    // What each side heard of the other.
+    // What each side saw of the other.
     let browser_id = done["identity"].as_str().unwrap().to_owned();
+    let from_chromium = summary
+        .received
+        .iter()
+        .find(|s| s.participant == browser_id)
+        .and_then(|s| s.video.clone())
+        .unwrap_or_else(|| panic!("the engine got no video from Chromium: {engine_line}"));
+    assert!(from_chromium.frames_decoded > 60, "{from_chromium:?}");
+    assert!(
+        from_chromium.coded_frames * 10 >= from_chromium.frames_decoded * 9,
+        "frame codes in Chromium's video: {from_chromium:?}"
+    );
+    let chromium_inbound = done["stats"]["video_inbound"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let decoded_by_chromium: u64 = chromium_inbound
+        .iter()
+        .map(|s| s["frames_decoded"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(decoded_by_chromium > 60, "Chromium's video stats: {done}");
+    let mut codes_in_grabs = Vec::new();
+    for grab in done["grabs"].as_array().cloned().unwrap_or_default() {
+        if grab["participant"] != engine_id.as_str() {
+            continue;
+        }
+        let (width, height) = (
+            grab["width"].as_u64().unwrap() as u32,
+            grab["height"].as_u64().unwrap() as u32,
+        );
+        let luma = std::fs::read(grab["path"].as_str().unwrap()).unwrap();
+        codes_in_grabs.extend(FrameCode::read(&luma, width, height).map(|c| c.frame));
+    }
+    assert!(
+        !codes_in_grabs.is_empty(),
+        "no frame code in Chromium's pictures of the engine's video: {done}"
+    );
     let stream = summary
         .received
         .iter()
@@ -321,6 +373,8 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         "engine_to_chromium": {"segmental_correlation": engine_to_browser, "lag_ms": ms(lag_e2b),
             "webrtc_stats": done["stats"]},
         "unrelated_speech_correlation": unrelated,
+        "video_chromium_to_engine": from_chromium,
+        "video_engine_to_chromium": {"webrtc_stats": chromium_inbound, "codes_in_grabs": codes_in_grabs},
         "chromium_connected_after_s": connected_after.as_secs_f64(),
         "test_s": total.as_secs_f64(),
     });

@@ -27,12 +27,14 @@ export function readOptions(script, required) {
   return opts;
 }
 
-// Headless, a fake microphone playing `input` once, no prompts, nothing fetched.
-export function chromiumArgs(input) {
+// Headless, a fake microphone playing `input` once (and, with `video`, a fake camera
+// looping that Y4M file), no prompts, nothing fetched.
+export function chromiumArgs(input, video) {
   return [
     '--use-fake-ui-for-media-stream',
     '--use-fake-device-for-media-stream',
     `--use-file-for-fake-audio-capture=${input}%noloop`,
+    ...(video ? [`--use-file-for-fake-video-capture=${video}`] : []),
     '--autoplay-policy=no-user-gesture-required',
     '--disable-gpu',
     '--disable-quic',

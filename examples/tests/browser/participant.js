@@ -9,6 +9,9 @@
 // one candidate is in its answer. The microphone goes on the wire when the first remote
 // stream arrives (so both sides' recordings start near the start of each speech file);
 // each remote stream is recorded as 48 kHz PCM through an AudioWorklet (recorder.js).
+// With `video`, the fake camera goes out too, in three simulcast layers (q/h/f), each
+// remote video is shown in a <video> element, and a few of its pictures are grabbed
+// (their luma, for the test to read the frame code drawn into them).
 // Loaded into the page by run.mjs, after recorder.js, which calls
 // `window.sottoJoin(options)` and gets the recordings back.
 
@@ -121,6 +124,36 @@
           total_audio_energy: s.totalAudioEnergy,
           total_samples_duration: s.totalSamplesDuration,
         };
+      } else if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.video_inbound = out.video_inbound || [];
+        out.video_inbound.push({
+          mid: s.mid,
+          packets_received: s.packetsReceived,
+          packets_lost: s.packetsLost,
+          frames_received: s.framesReceived,
+          frames_decoded: s.framesDecoded,
+          frames_dropped: s.framesDropped,
+          key_frames_decoded: s.keyFramesDecoded,
+          frame_width: s.frameWidth,
+          frame_height: s.frameHeight,
+          frames_per_second: s.framesPerSecond,
+          freeze_count: s.freezeCount,
+          pli_count: s.pliCount,
+          nack_count: s.nackCount,
+          decoder: s.decoderImplementation,
+          codec: stats.get(s.codecId)?.mimeType,
+        });
+      } else if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        out.video_outbound = out.video_outbound || [];
+        out.video_outbound.push({
+          rid: s.rid,
+          frames_encoded: s.framesEncoded,
+          frame_width: s.frameWidth,
+          frame_height: s.frameHeight,
+          bytes_sent: s.bytesSent,
+          quality_limitation: s.qualityLimitationReason,
+          codec: stats.get(s.codecId)?.mimeType,
+        });
       } else if (s.type === 'transport') {
         out.dtls_state = s.dtlsState;
         out.dtls_version = s.tlsVersion;
@@ -166,7 +199,18 @@
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     // Our send m-line, sendrecv like the engine's; the microphone is attached later.
     const transceiver = pc.addTransceiver('audio', { direction: 'sendrecv' });
+    const camera = opts.video
+      ? pc.addTransceiver('video', {
+          direction: 'sendrecv',
+          sendEncodings: [
+            { rid: 'q', scaleResolutionDownBy: 4 },
+            { rid: 'h', scaleResolutionDownBy: 2 },
+            { rid: 'f' },
+          ],
+        })
+      : null;
     const recordings = new Map();
+    const videos = new Map();
     let micStarted = null;
     let failure = null;
     let ended = null;
@@ -182,6 +226,12 @@
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
       });
       await transceiver.sender.replaceTrack(media.getAudioTracks()[0]);
+      if (camera) {
+        const video = await navigator.mediaDevices.getUserMedia({
+          video: { width: 640, height: 360, frameRate: 30 },
+        });
+        await camera.sender.replaceTrack(video.getVideoTracks()[0]);
+      }
       log('speaking');
       resolveSpeaking();
     }
@@ -194,6 +244,19 @@
       // The SFU names the publisher in the stream id (msid).
       const stream = ev.streams[0] || new MediaStream([ev.track]);
       const participant = ev.streams[0] ? stream.id : `track-${ev.track.id}`;
+      if (ev.track.kind === 'video') {
+        if (videos.has(participant)) return;
+        const element = document.createElement('video');
+        element.muted = true;
+        element.autoplay = true;
+        element.playsInline = true;
+        element.srcObject = new MediaStream([ev.track]);
+        document.body.appendChild(element);
+        element.play().catch(() => {});
+        videos.set(participant, element);
+        log('video', { participant });
+        return;
+      }
       if (recordings.has(participant)) return;
       log('track', { participant });
       recordings.set(participant, window.sottoRecorder.record(ctx, stream));
@@ -263,6 +326,28 @@
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
+    // A few pictures of each video, 400 ms apart: their luma (BT.601 from the RGB the
+    // element shows), for the test to read the frame codes.
+    const grabs = [];
+    for (let n = 0; n < 3; n++) {
+      for (const [participant, element] of videos) {
+        const [width, height] = [element.videoWidth, element.videoHeight];
+        if (!width || !height) continue;
+        const canvas = document.createElement('canvas');
+        canvas.width = width;
+        canvas.height = height;
+        const g = canvas.getContext('2d', { willReadFrequently: true });
+        g.drawImage(element, 0, 0, width, height);
+        const rgba = g.getImageData(0, 0, width, height).data;
+        const luma = new Uint8Array(width * height);
+        for (let i = 0; i < luma.length; i++) {
+          const y = 0.257 * rgba[4 * i] + 0.504 * rgba[4 * i + 1] + 0.098 * rgba[4 * i + 2] + 16;
+          luma[i] = Math.max(0, Math.min(255, Math.round(y)));
+        }
+        grabs.push({ participant, width, height, luma: b64url.encode(luma) });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
     const stats = await summary(pc);
     await signaling
       .request({ type: 'hangup', to: sfu, call_id: opts.room_id, reason: 'normal' })
@@ -276,6 +361,6 @@
     signaling.close();
     await ctx.close();
     if (failure) throw failure;
-    return { identity, sample_rate: 48000, recordings: out, stats, ended };
+    return { identity, sample_rate: 48000, recordings: out, grabs, stats, ended };
   };
 })();

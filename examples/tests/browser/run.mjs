@@ -8,12 +8,16 @@
 // Usage: node run.mjs '<json options>'
 //   { "signaling": "ws://10.99.0.1:PORT/v1/ws", "room_id": "...", "invite_token": "...",
 //     "input": "/abs/speech.wav", "out_dir": "/abs/dir", "record_seconds": 13,
-//     "timeout_seconds": 60, "chromium": "/usr/bin/chromium", "netns": "sotto-br" }
+//     "timeout_seconds": 60, "chromium": "/usr/bin/chromium", "netns": "sotto-br",
+//     "video": "/abs/pattern.y4m" }
+// With `video`, Chromium also publishes that file as its camera in three simulcast layers,
+// shows every video it receives, and grabs a few pictures of each: their luma goes to
+// `<out_dir>/<participant>.<n>.luma` (width and height in the `done` line).
 // Progress goes to stdout as one JSON object per line ({"event": ...}); the last line is
 // {"event":"done", ...} with the recordings' paths and WebRTC's statistics. Exit code 1
 // (and the reason on stderr) on any failure.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +46,7 @@ try {
   browser = await chromium.launch({
     executablePath,
     headless: true,
-    args: chromiumArgs(opts.input),
+    args: chromiumArgs(opts.input, opts.video),
   });
   // The page (origin http://localhost, served by playwright, so no address of its own)
   // reaches signaling on a private address: Chromium's Local Network Access checks ask
@@ -63,6 +67,7 @@ try {
         invite_token: o.invite_token,
         record_seconds: o.record_seconds,
         timeout_seconds: o.timeout_seconds,
+        video: Boolean(o.video),
       }),
     opts,
   );
@@ -73,7 +78,13 @@ try {
     writeWav(path, pcm, result.sample_rate);
     recordings.push({ participant, path, seconds: pcm.length / 2 / result.sample_rate });
   }
-  emit({ event: 'done', identity: result.identity, recordings, stats: result.stats, ended: result.ended });
+  const grabs = [];
+  for (const [n, { participant, width, height, luma }] of result.grabs.entries()) {
+    const path = join(opts.out_dir, `${participant}.${n}.luma`);
+    writeFileSync(path, Buffer.from(luma, 'base64url'));
+    grabs.push({ participant, path, width, height });
+  }
+  emit({ event: 'done', identity: result.identity, recordings, grabs, stats: result.stats, ended: result.ended });
 } catch (err) {
   console.error(`run.mjs: ${err.stack || err}`);
   status = 1;
