@@ -4,7 +4,9 @@
 //! participant's every datagram, both ways, crosses the relay, each on its own leg with its
 //! own seeded links ([`crate::relay`]). Each listener's recording is scored like a
 //! one-to-one call's; the mouth-to-ear delay is not (the engine does not report when a
-//! group stream's playout started against the speaker's capture).
+//! group stream's playout started against the speaker's capture). With `--video` the
+//! speaker also sends the test pattern in three simulcast layers, and each listener scores
+//! what it decodes against the source pictures (PSNR/SSIM on one picture in five).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +21,15 @@ use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
-use crate::quality::{CallResult, Measured, Peer, Scoring, Tuning, read_wav, score};
+use sotto_engine::video::quality::{QualityMeter, QualitySink};
+use sotto_engine::video::{SinkFactory, VideoSink, VideoSpec};
+
+use crate::quality::{CallResult, Measured, Peer, Scoring, Tuning, VideoResult, read_wav, score};
+
+/// The speaker's test pattern with `--video`.
+const VIDEO_SIZE: (u32, u32) = (640, 360);
+/// Each listener scores one picture in this many.
+const SCORE_EVERY: u64 = 5;
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
 
@@ -104,8 +114,18 @@ pub async fn run_group_call(
     }
     let speaker = clients[0].0.public().to_string();
     let mut calls = Vec::new();
+    let mut meters = Vec::new();
     for (i, (_, client)) in clients.into_iter().enumerate() {
         let listener = i > 0;
+        let meter = QualityMeter::default();
+        meters.push(meter.clone());
+        let video_sink = (tuning.video && listener).then(|| {
+            let (width, height) = VIDEO_SIZE;
+            SinkFactory(Arc::new(move |_: &str| {
+                Box::new(QualitySink::new(width, height, SCORE_EVERY, meter.clone()))
+                    as Box<dyn VideoSink>
+            }))
+        });
         let config = GroupConfig {
             input: if listener {
                 InputSpec::Silence
@@ -124,12 +144,20 @@ pub async fn run_group_call(
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
             decoder_complexity: tuning.decoder_complexity,
-            video: sotto_engine::video::VideoSpec::None,
+            video: if tuning.video && !listener {
+                VideoSpec::TestPattern {
+                    width: VIDEO_SIZE.0,
+                    height: VIDEO_SIZE.1,
+                    fps: 30,
+                }
+            } else {
+                VideoSpec::None
+            },
             video_layers: 3,
-            record_video: true,
+            record_video: false,
             max_quality: None,
             control: None,
-            video_sink: None,
+            video_sink,
         };
         let phone = Phone::new(client);
         let room = invite.room_id.clone();
@@ -147,7 +175,7 @@ pub async fn run_group_call(
     server.shutdown().await?;
 
     let mut results = Vec::new();
-    for summary in summaries.iter().skip(1) {
+    for (summary, meter) in summaries.iter().zip(&meters).skip(1) {
         let Some(stream) = summary.received.iter().find(|s| s.participant == speaker) else {
             bail!(
                 "{name}: a listener never heard the speaker ({})",
@@ -190,6 +218,16 @@ pub async fn run_group_call(
             scoring,
         )?;
         result.scenario = name.clone();
+        if tuning.video {
+            let sent = summaries[0].video_sent.clone().unwrap_or_default();
+            result.video = Some(VideoResult {
+                received: stream.video.clone().unwrap_or_default(),
+                quality: meter.summary(),
+                sent_kbps: sent.kbps,
+                final_layer_kbps: sent.final_layer_kbps,
+                keyframes_sent: sent.keyframes,
+            });
+        }
         results.push(result);
     }
     Ok(results)

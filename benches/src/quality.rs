@@ -110,6 +110,24 @@ pub struct CallResult {
     pub callee_timeline: Vec<sotto_engine::call::TimelinePoint>,
     /// The relay's counters.
     pub relay: RelayReport,
+    /// The speaker's video as this listener saw it (runs with `--video`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoResult>,
+}
+
+/// One received video stream of a bench call, scored against its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoResult {
+    /// Frames, rate, freezes, layer switches, delay.
+    pub received: sotto_engine::call::video::VideoReceivedSummary,
+    /// PSNR and SSIM against the source pictures.
+    pub quality: sotto_engine::video::quality::QualitySummary,
+    /// The sender's video bitrate over the call, kbit/s (all layers).
+    pub sent_kbps: f64,
+    /// Its layers' bitrates at the end, kbit/s (0: stopped).
+    pub final_layer_kbps: Vec<u32>,
+    /// Keyframes it sent, all layers.
+    pub keyframes_sent: u64,
 }
 
 /// A free UDP port on loopback (bound, read, released: the callee binds it next).
@@ -126,6 +144,9 @@ pub struct Tuning {
     pub decoder_complexity: u8,
     /// DRED carried by the sender, in 10 ms units (0: none).
     pub dred_units: u8,
+    /// The speaker also sends the test pattern (group calls: 640x360 in three simulcast
+    /// layers), and each listener scores what it decodes.
+    pub video: bool,
 }
 
 impl Default for Tuning {
@@ -134,6 +155,7 @@ impl Default for Tuning {
         Tuning {
             decoder_complexity: config.decoder_complexity,
             dred_units: config.encoder.dred_units,
+            video: false,
         }
     }
 }
@@ -357,6 +379,7 @@ pub fn score(
         fec_loss_percent: measured.fec_loss_percent,
         r: rating.map(|r| round(r.r, 1)),
         mos: rating.map(|r| round(r.mos(), 2)),
+        video: None,
         pesq_wb: scores.pesq_wb,
         pesq_nb: scores.pesq_nb,
         stoi: scores.stoi,
@@ -448,8 +471,25 @@ impl CallResult {
             ("red_recovered_frames", counted(self.received.red_recovered)),
             ("dred_rebuilt_frames", counted(self.received.dred_rebuilt)),
         ];
+        let video = self.video.as_ref();
+        let got = video.map(|v| &v.received);
+        let video_metrics: [(&'static str, Option<f64>); 9] = [
+            ("video_fps", got.map(|v| v.fps)),
+            ("video_freezes", got.map(|v| v.freezes as f64)),
+            ("video_freeze_ms", got.map(|v| v.freeze_ms)),
+            (
+                "video_layer_switches",
+                got.map(|v| v.resolution_changes as f64),
+            ),
+            ("video_delay_p50_ms", got.and_then(|v| v.delay_p50_ms)),
+            ("video_delay_p95_ms", got.and_then(|v| v.delay_p95_ms)),
+            ("video_psnr", video.and_then(|v| v.quality.psnr)),
+            ("video_ssim", video.and_then(|v| v.quality.ssim)),
+            ("video_kbps", video.map(|v| v.sent_kbps)),
+        ];
         metrics
             .into_iter()
+            .chain(video_metrics)
             .filter_map(|(metric, value)| {
                 value.map(|value| Record {
                     scenario: self.scenario.clone(),
@@ -463,20 +503,46 @@ impl CallResult {
     }
 }
 
-/// The report: per scenario and peer, the mean of each metric over the seeds.
+/// The report: per scenario and peer, the mean of each metric over the seeds (and a
+/// second table for video, when the run had any).
 pub fn report_markdown(results: &[CallResult]) -> String {
-    let columns: [(&str, &str); 10] = [
-        ("pesq_wb", "PESQ-WB"),
-        ("pesq_nb", "PESQ-NB"),
-        ("stoi", "STOI"),
-        ("visqol", "ViSQOL"),
-        ("mouth_to_ear_ms", "mouth-to-ear ms"),
-        ("emodel_mos", "E-model MOS"),
-        ("loss_percent", "loss %"),
-        ("concealed_percent", "concealed %"),
-        ("jitter_buffer_ms", "jitter buffer ms"),
-        ("bitrate_kbps", "kbit/s"),
-    ];
+    let mut text = table(
+        results,
+        &[
+            ("pesq_wb", "PESQ-WB"),
+            ("pesq_nb", "PESQ-NB"),
+            ("stoi", "STOI"),
+            ("visqol", "ViSQOL"),
+            ("mouth_to_ear_ms", "mouth-to-ear ms"),
+            ("emodel_mos", "E-model MOS"),
+            ("loss_percent", "loss %"),
+            ("concealed_percent", "concealed %"),
+            ("jitter_buffer_ms", "jitter buffer ms"),
+            ("bitrate_kbps", "kbit/s"),
+        ],
+    );
+    if results.iter().any(|r| r.video.is_some()) {
+        text.push_str("\nVideo (the speaker's test pattern as each listener saw it):\n\n");
+        text.push_str(&table(
+            results,
+            &[
+                ("video_fps", "fps"),
+                ("video_freezes", "freezes"),
+                ("video_freeze_ms", "frozen ms"),
+                ("video_layer_switches", "layer switches"),
+                ("video_psnr", "PSNR dB"),
+                ("video_ssim", "SSIM"),
+                ("video_delay_p50_ms", "delay p50 ms"),
+                ("video_delay_p95_ms", "delay p95 ms"),
+                ("video_kbps", "sent kbit/s"),
+            ],
+        ));
+    }
+    text
+}
+
+/// One table: per scenario and peer, the mean of each of `columns` over the seeds.
+fn table(results: &[CallResult], columns: &[(&str, &str)]) -> String {
     let mut text = String::from("| scenario | peer | seeds |");
     for (_, title) in columns {
         text.push_str(&format!(" {title} |"));
@@ -500,7 +566,7 @@ pub fn report_markdown(results: &[CallResult]) -> String {
         for (metric, _) in columns {
             let values: Vec<f64> = records
                 .iter()
-                .filter(|r| r.metric == metric)
+                .filter(|r| r.metric == *metric)
                 .map(|r| r.value)
                 .collect();
             if values.is_empty() {

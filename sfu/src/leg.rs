@@ -31,6 +31,7 @@
 //! - Received RTP comes out of `poll_read` tagged with the *track id*, not the mid; the leg
 //!   maps one to the other from the track's transceiver when the track opens.
 
+use sotto_interceptors::rtx_budget::{self, RtxBudget};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -450,7 +451,7 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegEr
         .with(Slot::from(rtx::SLOT), rtx::RtxUnwrap::default())
         .with(
             Slot::from(rtx_budget::SLOT),
-            rtx_budget::RtxBudget::new(
+            RtxBudget::new(
                 gauges.estimate_bps.clone(),
                 gauges.retransmissions_dropped.clone(),
             ),
@@ -795,6 +796,5 @@ impl Leg {
 
 mod feedback;
 mod rtx;
-mod rtx_budget;
 #[cfg(test)]
 mod tests;

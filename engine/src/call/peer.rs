@@ -3,6 +3,7 @@
 //! transport-wide cc), the interceptor chain, ICE configuration, and the bridge from the
 //! connection's event handler to the call task. Must not touch audio or signaling.
 
+use sotto_interceptors::rtx_budget::{self, RtxBudget};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,6 +166,8 @@ pub struct VideoTrack {
     pub rids: Vec<&'static str>,
     /// Keyframe requests (PLI, FIR) for the layers, raised by an interceptor.
     pub keyframes: Arc<KeyframeRequests>,
+    /// Retransmissions the budget dropped (too old, or over its share of the estimate).
+    pub retransmissions_dropped: Arc<AtomicU64>,
 }
 
 /// A built connection with what the call task needs from it.
@@ -313,11 +316,17 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
     let registry = configure_rtcp_reports(registry);
     // Video: NACK both ways (the generator asks for what our receivers miss, the responder
-    // resends from its cache), keyframe requests to the capture thread.
+    // resends from its cache, within a budget: a share of the estimate, nothing too old to
+    // be played), keyframe requests to the capture thread.
     let video_ssrcs: Vec<u32> = (0..video_layers).map(|_| rand::random()).collect();
     let keyframes = Arc::new(KeyframeRequests::new(video_ssrcs.clone()));
+    let retransmissions_dropped = Arc::new(AtomicU64::new(0));
     let registry = if video.is_some() {
         configure_nack(registry, &mut media_engine)
+            .with(
+                Slot::from(rtx_budget::SLOT),
+                RtxBudget::new(estimate_bps.clone(), retransmissions_dropped.clone()),
+            )
             .with(Slot::from(14_100), KeyframeTap::new(keyframes.clone()))
     } else {
         registry
@@ -407,6 +416,7 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
             ssrcs: video_ssrcs,
             rids,
             keyframes,
+            retransmissions_dropped,
         })
     } else {
         None

@@ -71,6 +71,7 @@ pub(super) struct VideoOut {
     pub control: Arc<VideoControl>,
     counters: Arc<VideoSendCounters>,
     keyframe_requests: Arc<super::keyframes::KeyframeRequests>,
+    retransmissions_dropped: Arc<std::sync::atomic::AtomicU64>,
     ended: Mutex<mpsc::UnboundedReceiver<VideoCaptureEnd>>,
 }
 
@@ -180,6 +181,7 @@ impl Pipeline {
         let counters = Arc::new(VideoSendCounters::default());
         let (ended, ended_rx) = mpsc::unbounded_channel();
         let keyframe_requests = send.track.keyframes.clone();
+        let retransmissions_dropped = send.track.retransmissions_dropped.clone();
         let (thread, task) = video_media::start_send(VideoSend {
             track: send.track,
             ids: send.ids,
@@ -200,6 +202,7 @@ impl Pipeline {
             control,
             counters,
             keyframe_requests,
+            retransmissions_dropped,
             ended: Mutex::new(ended_rx),
         });
         Ok(())
@@ -298,6 +301,8 @@ impl Pipeline {
             keyframes: load(&c.keyframes),
             keyframe_requests: load(&out.keyframe_requests.received),
             frames_dropped: load(&c.frames_dropped),
+            packets: load(&c.packets_sent),
+            retransmissions_dropped: load(&out.retransmissions_dropped),
             kbps: kbps(load(&c.bytes_sent), duration),
             encode_cpu_percent: round(load(&c.encode_us) as f64 / 1e6 / seconds * 100.0, 2),
             final_layer_kbps: out

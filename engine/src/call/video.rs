@@ -193,6 +193,11 @@ pub struct VideoSentSummary {
     pub keyframe_requests: u64,
     /// Encoded frames dropped because the network side fell behind.
     pub frames_dropped: u64,
+    /// RTP packets sent (first transmissions).
+    pub packets: u64,
+    /// Retransmissions asked for (NACK) and not sent: too old to be played, or over
+    /// their share of the bandwidth estimate.
+    pub retransmissions_dropped: u64,
     /// Mean bitrate of all layers, kbit/s.
     pub kbps: f64,
     /// Share of one core spent scaling and encoding, %.

@@ -6,6 +6,11 @@
 //! seconds after the switch down). This interceptor, between the responder and the wire,
 //! drops a retransmission when its packet is older than [`MAX_AGE`] of media time (too
 //! late to be played) or when retransmissions already used [`SHARE`] of the estimate.
+//!
+//! The engine needs the same: a video sender behind a 300 kbit/s link answered the SFU's
+//! NACKs for packets its own queue had dropped, about 12,000 retransmissions in 16 s,
+//! which kept the link full and took the audio down with it (`sotto-bench run
+//! cap-300k.toml --group 2 --video`, before the engine had this).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,14 +23,14 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 /// Its slot: between the pacer (3,000) and the NACK responder (4,000).
-pub(crate) const SLOT: usize = 3_500;
+pub const SLOT: usize = 3_500;
 
 /// A retransmission of a packet older than this (by RTP timestamp, against the newest
 /// packet sent on its stream) is dropped.
-pub(crate) const MAX_AGE: Duration = Duration::from_millis(500);
+pub const MAX_AGE: Duration = Duration::from_millis(500);
 
 /// Retransmissions may use this fraction of the send-side estimate.
-pub(crate) const SHARE: f64 = 0.25;
+pub const SHARE: f64 = 0.25;
 
 /// Before the first estimate, retransmissions may use this many bit/s.
 const DEFAULT_BUDGET_BPS: f64 = 500_000.0;
@@ -39,7 +44,8 @@ struct Stream {
     newest: Option<u32>,
 }
 
-pub(crate) struct RtxBudget {
+/// The interceptor: goes at [`SLOT`], between the NACK responder and the wire.
+pub struct RtxBudget {
     estimate_bps: Arc<AtomicU64>,
     /// Retransmissions dropped so far.
     dropped: Arc<AtomicU64>,
@@ -55,7 +61,7 @@ pub(crate) struct RtxBudget {
 
 impl RtxBudget {
     /// A budget at [`SHARE`] of `estimate_bps`, counting what it drops in `dropped`.
-    pub(crate) fn new(estimate_bps: Arc<AtomicU64>, dropped: Arc<AtomicU64>) -> RtxBudget {
+    pub fn new(estimate_bps: Arc<AtomicU64>, dropped: Arc<AtomicU64>) -> RtxBudget {
         RtxBudget {
             estimate_bps,
             dropped,

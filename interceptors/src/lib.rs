@@ -1,0 +1,5 @@
+//! rtc interceptors shared by the SFU's legs (`sotto-sfu`) and the engine's peer
+//! connections (`sotto-engine`): both stacks are rtc underneath, and both answer NACKs
+//! from rtc's responder, which needs the same bound on either side.
+
+pub mod rtx_budget;
