@@ -600,6 +600,12 @@ pub struct VideoReceivedSummary {
     pub frames_dropped: u64,
     /// PLIs we sent.
     pub plis_sent: u64,
+    /// Packets that filled a hole behind the newest (retransmissions, reordering).
+    pub packets_filled: u64,
+    /// Packets that came after their frame had been given up (too late to use).
+    pub packets_late: u64,
+    /// Frames given up because a packet did not come within [`REORDER_WAIT`].
+    pub frames_given_up: u64,
     /// Decoded frames per second over the time between the first and the last.
     pub fps: f64,
     /// Freezes: a gap between decoded frames longer than max(3 × the mean frame interval,
@@ -635,6 +641,12 @@ pub struct VideoReceiveStats {
     pub frames_received: AtomicU64,
     /// PLIs sent.
     pub plis_sent: AtomicU64,
+    /// See [`VideoReceivedSummary::packets_filled`].
+    pub filled: AtomicU64,
+    /// See [`VideoReceivedSummary::packets_late`].
+    pub late: AtomicU64,
+    /// See [`VideoReceivedSummary::frames_given_up`].
+    pub given_up: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -727,6 +739,9 @@ impl ReceiveStats {
             keyframes: self.keyframes,
             frames_dropped: self.dropped,
             plis_sent: plis,
+            packets_filled: 0,
+            packets_late: 0,
+            frames_given_up: 0,
             fps: if span > 0.0 {
                 round2((self.decoded.saturating_sub(1)) as f64 / span)
             } else {
@@ -761,12 +776,17 @@ impl VideoReceiveStats {
 
     /// The summary over `wall` of connected time.
     pub fn summary(&self, wall: Duration) -> VideoReceivedSummary {
-        self.lock().summary(
-            self.packets.load(Ordering::Relaxed),
-            self.frames_received.load(Ordering::Relaxed),
-            self.plis_sent.load(Ordering::Relaxed),
-            wall,
-        )
+        VideoReceivedSummary {
+            packets_filled: self.filled.load(Ordering::Relaxed),
+            packets_late: self.late.load(Ordering::Relaxed),
+            frames_given_up: self.given_up.load(Ordering::Relaxed),
+            ..self.lock().summary(
+                self.packets.load(Ordering::Relaxed),
+                self.frames_received.load(Ordering::Relaxed),
+                self.plis_sent.load(Ordering::Relaxed),
+                wall,
+            )
+        }
     }
 
     /// The frame numbers of the coded frames decoded so far, in decoding order.
@@ -842,6 +862,9 @@ async fn run_receiver(
             Ok(Some(_)) => continue,
             Err(_) => assembler.poll(now),
         };
+        stats.filled.store(assembler.filled, Ordering::Relaxed);
+        stats.late.store(assembler.late, Ordering::Relaxed);
+        stats.given_up.store(assembler.gaps, Ordering::Relaxed);
         if assembler.gaps != gaps {
             // A frame was given up: what depends on it will not decode.
             gaps = assembler.gaps;

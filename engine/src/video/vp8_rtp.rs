@@ -205,6 +205,10 @@ pub struct FrameAssembler {
     pub dropped: u64,
     /// Times frames were given up (their packets did not come in time).
     pub gaps: u64,
+    /// Packets that filled a hole behind the newest one (retransmissions, reordering).
+    pub filled: u64,
+    /// Packets that came after their frame was released or given up.
+    pub late: u64,
 }
 
 /// The most packets kept waiting for the rest of their frames.
@@ -221,6 +225,8 @@ impl FrameAssembler {
             max_wait,
             dropped: 0,
             gaps: 0,
+            filled: 0,
+            late: 0,
         }
     }
 
@@ -253,9 +259,17 @@ impl FrameAssembler {
             return Vec::new();
         };
         let ext = self.extend(seq);
-        if self.next_seq.is_some_and(|next| ext < next) || self.packets.len() >= MAX_PENDING {
+        if self.next_seq.is_some_and(|next| ext < next) {
+            self.late += 1;
             self.dropped += 1;
             return Vec::new();
+        }
+        if self.packets.len() >= MAX_PENDING {
+            self.dropped += 1;
+            return Vec::new();
+        }
+        if self.highest.is_some_and(|h| ext < h) && !self.packets.contains_key(&ext) {
+            self.filled += 1;
         }
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.packets
