@@ -12,7 +12,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sotto_engine::call::video::plan_layers;
+use sotto_engine::call::video::{plan_layers, simulcast_layers};
 use sotto_engine::video::VideoFrame;
 use sotto_engine::video::pattern::render;
 use sotto_engine::video::quality::score;
@@ -38,15 +38,7 @@ fn pictures() -> Vec<Vec<VideoFrame>> {
 
 /// The layers and their bitrates, largest first.
 fn layers() -> Vec<SimulcastLayer> {
-    plan_layers(640, 360, 3)
-        .iter()
-        .rev()
-        .map(|l| SimulcastLayer {
-            width: l.width,
-            height: l.height,
-            bitrate_bps: l.max_bitrate_bps,
-        })
-        .collect()
+    simulcast_layers(&plan_layers(640, 360, 3))
 }
 
 fn config(layer: &SimulcastLayer) -> EncoderConfig {

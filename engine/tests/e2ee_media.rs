@@ -110,8 +110,18 @@ fn loudness(path: &Path, skip: usize) -> f64 {
     samples.iter().map(|s| f64::from(*s).abs()).sum::<f64>() / samples.len().max(1) as f64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
+/// A signaling server and two members of one direct conversation, with their epochs.
+struct Pair {
+    root: tempfile::TempDir,
+    server: RunningServer,
+    alice: Member,
+    bob: Member,
+    group: GroupId,
+    alice_epoch: MediaEpoch,
+    bob_epoch: MediaEpoch,
+}
+
+async fn pair() -> Pair {
     let root = tempfile::tempdir().unwrap();
     let server = start(Config::new(
         "127.0.0.1:0".parse().unwrap(),
@@ -127,6 +137,28 @@ async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
     let alice_epoch = messenger.core().media_epoch(&group).unwrap();
     messenger.close().await;
     let bob_epoch = bob.sync_epoch(&server, &group).await;
+    Pair {
+        root,
+        server,
+        alice,
+        bob,
+        group,
+        alice_epoch,
+        bob_epoch,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_call_is_sframe_encrypted_and_both_ends_must_agree() {
+    let Pair {
+        root,
+        server,
+        alice,
+        bob,
+        group,
+        alice_epoch,
+        bob_epoch,
+    } = pair().await;
     assert_eq!(alice_epoch.epoch, bob_epoch.epoch);
     assert_ne!(alice_epoch.my_index, bob_epoch.my_index);
 
@@ -816,21 +848,15 @@ async fn a_subscribers_wishes_stop_the_publishers_unwatched_layers() {
 /// and Bob's recording of Alice holds her frame numbers in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
-    let root = tempfile::tempdir().unwrap();
-    let server = start(Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        root.path().join("server"),
-    ))
-    .await
-    .unwrap();
-    let alice = Member::new(root.path(), "alice");
-    let bob = Member::new(root.path(), "bob");
-    bob.messenger(&server).await.close().await;
-    let mut messenger = alice.messenger(&server).await;
-    let group = messenger.direct(&bob.key()).await.unwrap();
-    let alice_epoch = messenger.core().media_epoch(&group).unwrap();
-    messenger.close().await;
-    let bob_epoch = bob.sync_epoch(&server, &group).await;
+    let Pair {
+        root,
+        server,
+        alice,
+        bob,
+        alice_epoch,
+        bob_epoch,
+        ..
+    } = pair().await;
 
     let seen = root.path().join("bob-saw.y4m");
     let alice_phone = alice.phone(&server).await;

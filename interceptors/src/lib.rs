@@ -1,5 +1,7 @@
 //! rtc interceptors shared by the SFU's legs (`sotto-sfu`) and the engine's peer
 //! connections (`sotto-engine`): both stacks are rtc underneath, and both answer NACKs
-//! from rtc's responder, which needs the same bound on either side.
+//! from rtc's responder, which needs the same bound on either side; the engine reads
+//! feedback through a tap.
 
+pub mod rtcp_tap;
 pub mod rtx_budget;

@@ -26,14 +26,14 @@ use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
 use super::session::{TICK, send_rate_controller};
-use super::video::{ExtensionIds, LayerPlan, VideoReceivedSummary, VideoSentSummary, plan_layers};
+use super::video::{ExtensionIds, VideoReceivedSummary, VideoSentSummary, plan_layers};
 use super::{CallError, E2eeSummary, IceConfig, ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioSink, AudioSource, InputSpec, OutputSpec, open_sink, open_source};
 use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
-use crate::video::{self, SinkFactory, VideoOutput, VideoSource, VideoSpec};
+use crate::video::{self, SinkFactory, VideoOutput, VideoSpec};
 
 /// Through the SFU: plain Opus on our payload type, no RED.
 const OPUS_ONLY: PayloadTypes = PayloadTypes {
@@ -227,7 +227,11 @@ pub async fn run(
         pipeline,
         source: Mutex::new(Some(source)),
         video: Mutex::new(match (peer.video.take(), video_source, video_plan) {
-            (Some(track), Some(source), Some(plan)) => Some((track, source, plan)),
+            (Some(track), Some(source), Some(plan)) => Some(VideoParams {
+                track,
+                source,
+                plan,
+            }),
             _ => None,
         }),
         estimate_bps: peer.estimate_bps.clone(),
@@ -250,9 +254,6 @@ pub async fn run(
     call.finish(room, ended).await
 }
 
-/// Our video before it starts: the track, the source, the layers.
-type PendingVideo = (peer::VideoTrack, Box<dyn VideoSource>, Vec<LayerPlan>);
-
 /// A group call's state, owned by its task.
 struct GroupCall {
     call_id: String,
@@ -267,7 +268,7 @@ struct GroupCall {
     source: Mutex<Option<Box<dyn AudioSource>>>,
     /// Our video track, source and layers until sending starts (locked for the same
     /// reason).
-    video: Mutex<Option<PendingVideo>>,
+    video: Mutex<Option<VideoParams>>,
     /// The send-side bandwidth estimate, bit/s (0 before the first feedback).
     estimate_bps: Arc<std::sync::atomic::AtomicU64>,
     /// Our video's MID (which `layers` messages name).
@@ -491,21 +492,10 @@ impl GroupCall {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some((track, source, plan)) = pending {
+        if let Some(video) = pending {
             let local = self.pc.local_description().await;
-            let ids = local
-                .and_then(|desc| ExtensionIds::from_sdp(&desc.sdp))
-                .unwrap_or_default();
-            if ids.mid_id.is_none() || ids.rid_id.is_none() {
-                tracing::warn!("no MID or RID extension negotiated; simulcast may not be routed");
-            }
             self.pipeline
-                .start_video(VideoParams {
-                    track,
-                    ids,
-                    source,
-                    plan,
-                })
+                .start_video(video, local.as_ref().map(|desc| desc.sdp.as_str()))
                 .map_err(CallError::Media)?;
         }
         Ok(())

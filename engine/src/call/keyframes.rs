@@ -1,22 +1,18 @@
 //! Keyframe requests for our video: an interceptor that watches inbound RTCP for PLI and
 //! FIR naming one of our video SSRCs and raises that layer's flag, and the flags the
-//! video capture thread reads (and clears) before each frame. Written here because rtc
-//! ends inbound RTCP inside its interceptor chain, and its applications see feedback only
-//! through an interceptor of their own. Passes every packet through unchanged; sans-IO.
+//! video capture thread reads (and clears) before each frame. The interceptor is a
+//! [`RtcpTap`] (rtc ends inbound RTCP inside its interceptor chain); sans-IO.
 //!
 //! A flood of requests costs at most one keyframe per layer per [`MIN_KEYFRAME_SPACING`]:
 //! the capture thread keeps the flag raised until the spacing allows the keyframe.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+use sotto_interceptors::rtcp_tap::{OnRtcp, RtcpTap};
 
 /// The least time between two keyframes of one layer made on request (a keyframe costs
 /// several frames' worth of bits; receivers that lost one frame ask again within a
@@ -59,13 +55,6 @@ impl KeyframeRequests {
     /// resumes); not counted as a request.
     pub fn want(&self, layer: usize) {
         if let Some(flag) = self.wanted.get(layer) {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Asks for a keyframe on every layer (a layer that resumes, an encoder restart).
-    pub fn request_all(&self) {
-        for flag in &self.wanted {
             flag.store(true, Ordering::Relaxed);
         }
     }
@@ -123,67 +112,22 @@ impl KeyframePacer {
     }
 }
 
-/// The interceptor (see the module documentation).
-pub struct KeyframeTap {
-    requests: Arc<KeyframeRequests>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
-
-impl KeyframeTap {
-    /// Raises `requests`' flags.
-    pub fn new(requests: Arc<KeyframeRequests>) -> Self {
-        KeyframeTap {
-            requests,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
-        }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
+/// The interceptor (see the module documentation): raises `requests`' flags.
+pub fn keyframe_tap(requests: Arc<KeyframeRequests>) -> RtcpTap<impl OnRtcp> {
+    RtcpTap::new(
+        move |packets: &[Box<dyn rtc::rtcp::Packet>], _now: Instant| {
             for packet in packets {
                 let any = packet.as_any();
                 if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                    self.requests.request(pli.media_ssrc);
+                    requests.request(pli.media_ssrc);
                 } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                     for entry in &fir.fir {
-                        self.requests.request(entry.ssrc);
+                        requests.request(entry.ssrc);
                     }
                 }
             }
-        }
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+        },
+    )
 }
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ use webrtc::peer_connection::{
     Registry, configure_rtcp_reports,
 };
 
-use super::keyframes::{KeyframeRequests, KeyframeTap};
-use super::reports::{ReportTap, ReportedLoss};
+use super::keyframes::{KeyframeRequests, keyframe_tap};
+use super::reports::{ReportedLoss, report_tap};
 use super::{CallError, IceConfig};
 
 /// The payload type we offer Opus on (what browsers use too).
@@ -327,17 +327,14 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
                 Slot::from(rtx_budget::SLOT),
                 RtxBudget::new(estimate_bps.clone(), retransmissions_dropped.clone()),
             )
-            .with(Slot::from(14_100), KeyframeTap::new(keyframes.clone()))
+            .with(Slot::from(14_100), keyframe_tap(keyframes.clone()))
     } else {
         registry
     };
     // Last in the chain, after everything that reads RTCP.
     let ssrc: u32 = rand::random();
     let reported_loss = Arc::new(ReportedLoss::default());
-    let registry = registry.with(
-        Slot::from(14_000),
-        ReportTap::new(ssrc, reported_loss.clone()),
-    );
+    let registry = registry.with(Slot::from(14_000), report_tap(ssrc, reported_loss.clone()));
 
     let servers = ice
         .servers

@@ -51,12 +51,10 @@ pub(super) struct SendParams {
     pub encoder: EncoderConfig,
 }
 
-/// How the pipeline's video send side runs.
+/// Our video before it starts: how the pipeline's video send side will run.
 pub(super) struct VideoParams {
     /// Our video track and its layers.
     pub track: VideoTrack,
-    /// The MID and extension ids negotiated for it.
-    pub ids: ExtensionIds,
     /// The pictures.
     pub source: Box<dyn VideoSource>,
     /// The layers, lowest first (as many as the track has).
@@ -171,10 +169,21 @@ impl Pipeline {
     }
 
     /// Starts sending video on the media clock: the capture thread (scaling, encoding)
-    /// and the sender task. Once; a second call is refused.
-    pub fn start_video(&mut self, send: VideoParams) -> Result<(), String> {
+    /// and the sender task, with the MID and extension ids of our video section in
+    /// `local_sdp` (our current local description). Once; a second call is refused.
+    pub fn start_video(
+        &mut self,
+        send: VideoParams,
+        local_sdp: Option<&str>,
+    ) -> Result<(), String> {
         if self.video_out.is_some() {
             return Err("video is already being sent".into());
+        }
+        let ids = local_sdp
+            .and_then(ExtensionIds::from_sdp)
+            .unwrap_or_default();
+        if send.plan.len() > 1 && (ids.mid_id.is_none() || ids.rid_id.is_none()) {
+            tracing::warn!("no MID or RID extension negotiated; simulcast may not be routed");
         }
         let started = self.start_clock();
         let control = Arc::new(VideoControl::new(&send.plan));
@@ -184,7 +193,7 @@ impl Pipeline {
         let retransmissions_dropped = send.track.retransmissions_dropped.clone();
         let (thread, task) = video_media::start_send(VideoSend {
             track: send.track,
-            ids: send.ids,
+            ids,
             source: send.source,
             plan: send.plan.clone(),
             control: control.clone(),

@@ -9,17 +9,14 @@
 //! gives the wall clock when it asks for the round trip: our sender reports carry
 //! wall-clock NTP time).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+use sotto_interceptors::rtcp_tap::{OnRtcp, RtcpTap};
 
 use super::media::EncoderControl;
 use crate::audio::rate::{RateController, RateDecision};
@@ -191,35 +188,11 @@ impl SendFeedback {
     }
 }
 
-/// The interceptor (see the module documentation).
-pub struct ReportTap {
-    ssrc: u32,
-    loss: Arc<ReportedLoss>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
-
-impl ReportTap {
-    /// Watches reports about `ssrc` (our audio stream).
-    pub fn new(ssrc: u32, loss: Arc<ReportedLoss>) -> Self {
-        ReportTap {
-            ssrc,
-            loss,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
-        }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
+/// The interceptor (see the module documentation): records the report blocks about
+/// `ssrc` (our audio stream) in `loss`.
+pub fn report_tap(ssrc: u32, loss: Arc<ReportedLoss>) -> RtcpTap<impl OnRtcp> {
+    RtcpTap::new(
+        move |packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant| {
             for packet in packets {
                 let any = packet.as_any();
                 let blocks = if let Some(sr) = any.downcast_ref::<SenderReport>() {
@@ -229,35 +202,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportTap {
                 } else {
                     continue;
                 };
-                for block in blocks.iter().filter(|b| b.ssrc == self.ssrc) {
-                    self.loss.record(block);
-                    self.loss.record_timing(block, msg.now);
+                for block in blocks.iter().filter(|b| b.ssrc == ssrc) {
+                    loss.record(block);
+                    loss.record_timing(block, now);
                 }
             }
-        }
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for ReportTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+        },
+    )
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::media::{CaptureEnd, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
-use super::video::{ExtensionIds, LayerPlan, plan_layers};
+use super::video::plan_layers;
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
     ReceivedSummary, SentSummary, Side, TimelinePoint,
@@ -105,13 +105,6 @@ pub(super) const TICK: Duration = Duration::from_secs(1);
 /// Least time between two ICE restarts the caller starts on its own.
 const RESTART_SPACING: Duration = Duration::from_secs(3);
 
-/// Our video before it starts: the track, the source, the layer.
-type PendingVideo = (
-    peer::VideoTrack,
-    Box<dyn crate::video::VideoSource>,
-    Vec<LayerPlan>,
-);
-
 struct Session {
     role: Role,
     call_id: String,
@@ -139,7 +132,7 @@ struct Session {
     /// session is `Sync` across awaits; nothing contends for it).
     media: Mutex<Option<OpenedAudio>>,
     /// Our video track, source and layer until media starts (locked for the same reason).
-    video: Mutex<Option<PendingVideo>>,
+    video: Mutex<Option<VideoParams>>,
     /// The send-side bandwidth estimate, bit/s (0 before the first feedback).
     estimate_bps: Arc<std::sync::atomic::AtomicU64>,
     /// Capture, sending, receiving and playout (the peer's stream is [`PEER_STREAM`]).
@@ -219,7 +212,11 @@ pub async fn run(
         }
     };
     let pending_video = match (peer.video.take(), video) {
-        (Some(track), Some((source, plan))) => Some((track, source, plan)),
+        (Some(track), Some((source, plan))) => Some(VideoParams {
+            track,
+            source,
+            plan,
+        }),
         _ => None,
     };
     let Peer {
@@ -801,20 +798,10 @@ impl Session {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some((track, source, plan)) = pending {
-            let ids = self
-                .pc
-                .local_description()
-                .await
-                .and_then(|desc| ExtensionIds::from_sdp(&desc.sdp))
-                .unwrap_or_default();
+        if let Some(video) = pending {
+            let local = self.pc.local_description().await;
             self.pipeline
-                .start_video(VideoParams {
-                    track,
-                    ids,
-                    source,
-                    plan,
-                })
+                .start_video(video, local.as_ref().map(|desc| desc.sdp.as_str()))
                 .map_err(|err| local_failure(&err))?;
         }
         let taken = self

@@ -135,6 +135,19 @@ pub fn allocate_layers(
     rates
 }
 
+/// `plan`'s layers as libvpx's multi-resolution encoder takes them: largest first, each
+/// at its maximum bitrate.
+pub fn simulcast_layers(plan: &[LayerPlan]) -> Vec<SimulcastLayer> {
+    plan.iter()
+        .rev()
+        .map(|l| SimulcastLayer {
+            width: l.width,
+            height: l.height,
+            bitrate_bps: l.max_bitrate_bps,
+        })
+        .collect()
+}
+
 /// What the rate control sets for each layer while running (lowest first); 0 stops
 /// encoding a layer (nobody receives it, or the budget does not reach it).
 #[derive(Debug)]
@@ -349,17 +362,7 @@ fn capture_loop(
 ) -> Result<VideoCaptureEnd, VideoError> {
     let fps = send.source.fps().max(1);
     let layers = send.plan.len();
-    // The encoder takes the largest layer first.
-    let simulcast: Vec<SimulcastLayer> = send
-        .plan
-        .iter()
-        .rev()
-        .map(|l| SimulcastLayer {
-            width: l.width,
-            height: l.height,
-            bitrate_bps: l.max_bitrate_bps,
-        })
-        .collect();
+    let simulcast = simulcast_layers(&send.plan);
     let (top_w, top_h) = (send.plan[layers - 1].width, send.plan[layers - 1].height);
     let base = EncoderConfig {
         frame_dropping: true,
@@ -666,8 +669,6 @@ struct ReceiveStats {
     out_of_order: u64,
     delays: Vec<f64>,
     decode_us: u64,
-    /// Frame numbers decoded, in order (for checks against the source).
-    frame_numbers: Vec<u32>,
 }
 
 /// The window of frame intervals a freeze is judged against.
@@ -708,7 +709,6 @@ impl ReceiveStats {
             }
             self.highest_code = Some(self.highest_code.map_or(code.frame, |h| h.max(code.frame)));
             self.delays.push(f64::from(code.age_ms(wall_ms())));
-            self.frame_numbers.push(code.frame);
         }
     }
 
@@ -787,11 +787,6 @@ impl VideoReceiveStats {
                 wall,
             )
         }
-    }
-
-    /// The frame numbers of the coded frames decoded so far, in decoding order.
-    pub fn frame_numbers(&self) -> Vec<u32> {
-        self.lock().frame_numbers.clone()
     }
 }
 

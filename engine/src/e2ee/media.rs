@@ -149,7 +149,8 @@ impl MediaCrypto {
     }
 
     /// Decrypts one received video frame sealed by [`MediaCrypto::seal_video`] with the
-    /// same `clear`; `out` is the whole encoded frame. Refusals are counted.
+    /// same `clear` (0: an audio payload, [`MediaCrypto::open`]); `out` is the whole
+    /// encoded frame. Refusals are counted.
     pub fn open_video(
         &self,
         frame: &[u8],
@@ -177,16 +178,7 @@ impl MediaCrypto {
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Result<(), MediaKeyError> {
-        match lock(&self.receiver).decrypt(payload, now, out) {
-            Ok(_) => {
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(err) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(err)
-            }
-        }
+        self.open_video(payload, 0, now, out)
     }
 }
 
