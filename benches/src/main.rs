@@ -249,6 +249,14 @@ struct RelayArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs of the in-process engines and SFU, to stderr: RUST_LOG, warnings by default.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::SignalingIdle(args) => {

@@ -3,5 +3,6 @@
 //! from rtc's responder, which needs the same bound on either side; the engine reads
 //! feedback through a tap.
 
+pub mod nack;
 pub mod rtcp_tap;
 pub mod rtx_budget;

@@ -706,6 +706,14 @@ impl Sfu {
                     participant.loss_grace_until = Some(now + LOSS_GRACE);
                 }
                 if forwarder.target != Some(target) {
+                    tracing::debug!(
+                        estimate,
+                        ?lost,
+                        budget,
+                        from = ?current,
+                        to = quality,
+                        "a subscriber's layer changes"
+                    );
                     forwarder.target = Some(target);
                     if forwarder.current != Some(target) {
                         keyframes.push((key.0, target));

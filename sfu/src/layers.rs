@@ -159,8 +159,12 @@ impl Ceiling {
 
 /// Above this fraction of video lost, a subscriber's budget comes down at once.
 pub const HIGH_LOSS: f64 = 0.10;
-/// Fewer video packets than this in a period say nothing about loss; they carry over.
-const LOSS_MIN_SAMPLE: u64 = 10;
+/// Fewer video packets than this in a period say nothing about loss; they carry over. A
+/// small sample reads a 5 % link as heavy loss: with 10 packets (a quarter second of the
+/// middle layer) more than 10 % are lost in one period in twelve, which dropped the
+/// subscribers of a uniformly 5 % lossy link to the lowest layer every few seconds. With
+/// 50, in one period in twenty-six.
+const LOSS_MIN_SAMPLE: u64 = 50;
 /// After a subscriber's layers go down, losses are still reported for what was sent
 /// before: they say nothing about the new rate for this long.
 pub const LOSS_GRACE: Duration = Duration::from_secs(1);
@@ -170,14 +174,20 @@ pub const LOSS_GRACE: Duration = Duration::from_secs(1);
 /// good spell: its loss-based target grows 5% every 200 ms while loss is low (to 20 Mbit/s
 /// here) and must shrink from there. The SFU reacts from the rate it actually sends.
 /// Only NACKs for what was sent in this period or the last count, each once: a subscriber
-/// keeps asking for packets whose retransmission was dropped as too old.
+/// keeps asking for packets whose retransmission was dropped as too old. A NACK for a
+/// sequence number that was never sent to the subscriber (a gap the publisher's uplink
+/// left, kept as a gap by the rewrite) is upstream loss, not this link's; so is a NACK for
+/// a packet sent late into such a gap once the SFU recovered it (the subscriber's NACKs
+/// for it cross it on the way). Counting them pushed every subscriber of a publisher on a
+/// 5 % lossy uplink to the lowest layer (measured 13-25 % "loss" on a 5 % link).
 #[derive(Debug, Default, Clone)]
 pub struct LossMeter {
     sent: u64,
-    /// Per stream: the first sequence number sent in this period and in the last.
-    first: HashMap<u32, (u16, Option<u16>)>,
-    /// Per stream: the last sequence number sent.
-    last: HashMap<u32, u16>,
+    /// What was sent in order in this period, and in the last.
+    sent_now: HashSet<(u32, u16)>,
+    sent_before: HashSet<(u32, u16)>,
+    /// Per stream: the newest sequence number sent.
+    newest: HashMap<u32, u16>,
     nacked: HashSet<(u32, u16)>,
     /// The last period's NACKs: a NACK repeated across periods counts once.
     previous: HashSet<(u32, u16)>,
@@ -186,21 +196,24 @@ pub struct LossMeter {
 impl LossMeter {
     /// Video packet `seq` was sent on stream `ssrc`.
     pub fn sent(&mut self, ssrc: u32, seq: u16) {
+        let newest = self.newest.entry(ssrc).or_insert(seq);
+        let ahead = seq.wrapping_sub(*newest);
+        if ahead >= 0x8000 {
+            // Behind the newest: it fills a gap left upstream, and NACKs for it say nothing
+            // about this link.
+            return;
+        }
+        *newest = seq;
         self.sent += 1;
-        self.first.entry(ssrc).or_insert((seq, None));
-        self.last.insert(ssrc, seq);
+        self.sent_now.insert((ssrc, seq));
     }
 
     /// The subscriber NACKed `seq` of its stream `ssrc`.
     pub fn nacked(&mut self, ssrc: u32, seq: u16) {
-        let (Some((current, earlier)), Some(last)) = (self.first.get(&ssrc), self.last.get(&ssrc))
-        else {
-            return;
-        };
-        let from = earlier.unwrap_or(*current);
-        let recent = seq.wrapping_sub(from) <= last.wrapping_sub(from);
-        if recent && !self.previous.contains(&(ssrc, seq)) {
-            self.nacked.insert((ssrc, seq));
+        let key = (ssrc, seq);
+        let recent = self.sent_now.contains(&key) || self.sent_before.contains(&key);
+        if recent && !self.previous.contains(&key) {
+            self.nacked.insert(key);
         }
     }
 
@@ -213,14 +226,7 @@ impl LossMeter {
         let lost = (self.nacked.len() as f64 / self.sent as f64).min(1.0);
         self.sent = 0;
         self.previous = std::mem::take(&mut self.nacked);
-        // This period's first sequence numbers become the earlier ones; the next period's
-        // are filled in as it sends.
-        let last = &self.last;
-        self.first.retain(|ssrc, _| last.contains_key(ssrc));
-        for (ssrc, entry) in self.first.iter_mut() {
-            let next = last.get(ssrc).map_or(entry.0, |l| l.wrapping_add(1));
-            *entry = (next, Some(entry.0));
-        }
+        self.sent_before = std::mem::take(&mut self.sent_now);
         Some(lost)
     }
 }
@@ -272,36 +278,56 @@ mod tests {
     #[test]
     fn loss_counts_distinct_recent_nacks_against_packets_sent() {
         let mut meter = LossMeter::default();
-        for seq in 0..5 {
+        for seq in 0..20 {
             meter.sent(7, seq);
         }
+        // Two losses in 20 packets happen one period in eight on a 5 % link.
+        meter.nacked(7, 1);
+        meter.nacked(7, 2);
         assert_eq!(meter.take(), None, "too few packets to say");
-        for seq in 5..20 {
+        for seq in 20..50 {
             meter.sent(7, seq);
         }
-        for seq in [1, 2, 2, 3] {
+        for seq in [3, 3, 21] {
             meter.nacked(7, seq);
         }
-        // Never sent, or another stream: not counted.
-        meter.nacked(7, 40);
+        // Never sent (a gap left upstream, or not yet), or another stream: not counted.
+        meter.nacked(7, 70);
         meter.nacked(8, 1);
-        assert_eq!(meter.take(), Some(3.0 / 20.0));
+        assert_eq!(meter.take(), Some(4.0 / 50.0));
         // A NACK repeated in the next period is not a new loss; the last period's packets
         // still count.
-        for seq in 20..40 {
+        for seq in 50..100 {
             meter.sent(7, seq);
         }
-        meter.nacked(7, 3);
-        meter.nacked(7, 4);
-        meter.nacked(7, 30);
-        assert_eq!(meter.take(), Some(2.0 / 20.0));
+        meter.nacked(7, 21);
+        meter.nacked(7, 22);
+        meter.nacked(7, 60);
+        assert_eq!(meter.take(), Some(2.0 / 50.0));
         // Two periods on, the first period's packets are too old to count.
-        for seq in 40..60 {
+        for seq in 100..150 {
             meter.sent(7, seq);
         }
-        meter.nacked(7, 5);
-        meter.nacked(7, 25);
-        assert_eq!(meter.take(), Some(1.0 / 20.0));
+        meter.nacked(7, 23);
+        meter.nacked(7, 61);
+        assert_eq!(meter.take(), Some(1.0 / 50.0));
+    }
+
+    #[test]
+    fn a_gap_left_upstream_is_not_this_links_loss() {
+        let mut meter = LossMeter::default();
+        // Packet 10 never reached the SFU, so it was never sent on: its sequence number
+        // stays a gap in what the subscriber gets, and the subscriber NACKs it.
+        for seq in (0..51).filter(|seq| *seq != 10) {
+            meter.sent(7, seq);
+        }
+        meter.nacked(7, 10);
+        meter.nacked(7, 4);
+        // The SFU recovers packet 10 from the publisher and sends it late; the subscriber's
+        // NACKs for it were already on their way.
+        meter.sent(7, 10);
+        meter.nacked(7, 10);
+        assert_eq!(meter.take(), Some(1.0 / 50.0));
     }
 
     #[test]

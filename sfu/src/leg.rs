@@ -12,15 +12,16 @@
 //!   (audio and video), `rtp-stream-id` and `repaired-rtp-stream-id` (video, simulcast);
 //! - RTX (RFC 4588, PT 97 for VP8 and 103 for H.264): each video send track retransmits on
 //!   its own SSRC (`a=ssrc-group:FID`);
-//! - interceptors: NACK responder (answers from its per-stream cache, wrapped in RTX) and
-//!   generator, sender and receiver reports, TWCC receiver (feedback to the publisher; the
-//!   SFU's own send-side estimate comes later), and two of our own: `rtx` unwraps inbound
+//! - interceptors: rtc's NACK responder (answers from its per-stream cache, wrapped in RTX)
+//!   and our NACK generator (`sotto_interceptors::nack`: at once, again after a round
+//!   trip), sender and receiver reports, TWCC receiver (feedback to the publisher; the
+//!   SFU's own send-side estimate comes later), and two more of our own: `rtx` unwraps inbound
 //!   RTX before the NACK generator sees it, `rtx_budget` drops retransmissions that are
 //!   too old or over a quarter of the estimate, and `feedback` lets PLI, FIR and NACK
 //!   through to the core (rtc ends inbound RTCP inside the chain otherwise).
 //!
 //! Notes on rtc 0.21.1:
-//! - `configure_nack` and `configure_twcc_receiver_only` add their feedback only to codecs
+//! - `nack::configure` and `configure_twcc_receiver_only` add their feedback only to codecs
 //!   registered *before* they run (`MediaEngine::register_feedback`), so codecs go in first.
 //! - ICE-lite never gathers: the one host candidate is added by hand with
 //!   `add_local_candidate`, then the empty end-of-candidates sentinel; both must come after
@@ -45,8 +46,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
-    configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
@@ -447,7 +447,7 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegEr
     // arrive and matches a subscriber's budget by choosing layers, and queueing audio
     // behind video would add delay the SFU is measured on.
     let gauges = LegGauges::default();
-    let registry = configure_nack(Registry::new(), &mut media_engine)
+    let registry = sotto_interceptors::nack::configure(Registry::new(), &mut media_engine)
         .with(Slot::from(rtx::SLOT), rtx::RtxUnwrap::default())
         .with(
             Slot::from(rtx_budget::SLOT),

@@ -14,9 +14,7 @@ use rtc::interceptor::{
     TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_simulcast_extension_headers,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -315,14 +313,15 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
     let registry = configure_rtcp_reports(registry);
-    // Video: NACK both ways (the generator asks for what our receivers miss, the responder
+    // Video: NACK both ways (our generator asks for what our receivers miss, at once and
+    // again after a round trip; rtc's responder
     // resends from its cache, within a budget: a share of the estimate, nothing too old to
     // be played), keyframe requests to the capture thread.
     let video_ssrcs: Vec<u32> = (0..video_layers).map(|_| rand::random()).collect();
     let keyframes = Arc::new(KeyframeRequests::new(video_ssrcs.clone()));
     let retransmissions_dropped = Arc::new(AtomicU64::new(0));
     let registry = if video.is_some() {
-        configure_nack(registry, &mut media_engine)
+        sotto_interceptors::nack::configure(registry, &mut media_engine)
             .with(
                 Slot::from(rtx_budget::SLOT),
                 RtxBudget::new(estimate_bps.clone(), retransmissions_dropped.clone()),
