@@ -21,8 +21,8 @@ use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
 use crate::layers::{
-    Ceiling, DEPENDENCY_DESCRIPTOR_URI, LOSS_GRACE, LossMeter, RateMeter, choose_layer,
-    dd_keyframe_start, loss_bound, rid_quality,
+    Ceiling, DEPENDENCY_DESCRIPTOR_URI, LAYER_SILENT, LOSS_GRACE, LossMeter, RateMeter,
+    choose_layer, dd_keyframe_start, loss_bound, rid_quality,
 };
 use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
 use crate::rewrite::Rewriter;
@@ -1040,6 +1040,30 @@ impl Sfu {
             }
             return;
         }
+        // A keyframe on a video layer: the higher layers of its source that went silent,
+        // whose subscribers move down to it now.
+        let silent_above: Vec<SSRC> = match (keyframe, self.participants.get(&from)) {
+            (Some(true), Some(publisher)) => publisher
+                .sources
+                .get(&source)
+                .map(|s| {
+                    let quality = s.layers.iter().find(|l| l.1 == ssrc).map_or(0, |l| l.0);
+                    s.layers
+                        .iter()
+                        .filter(|l| l.0 > quality)
+                        .filter(|l| {
+                            publisher
+                                .rates
+                                .get(&l.1)
+                                .and_then(RateMeter::last_at)
+                                .is_none_or(|at| now.saturating_duration_since(at) > LAYER_SILENT)
+                        })
+                        .map(|l| l.1)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let targets: Vec<(LegId, SendTrack)> = self
             .participants
             .iter()
@@ -1059,6 +1083,12 @@ impl Sfu {
                 .or_insert_with(Forwarder::new);
             if forwarder.paused {
                 continue;
+            }
+            if forwarder
+                .current
+                .is_some_and(|current| silent_above.contains(&current))
+            {
+                forwarder.target = Some(ssrc);
             }
             if forwarder.current != Some(ssrc) {
                 // Audio has one layer and starts at once; video switches to its target
@@ -1102,11 +1132,14 @@ impl Sfu {
                 outgoing.header.extension_profile = 0xBEDE;
                 let _ = outgoing.header.set_extension(id, level);
             }
-            if codec != Codec::Opus {
-                participant.loss.sent(track.ssrc, seq);
-            }
             match participant.leg.write_rtp(track, outgoing, now) {
-                Ok(()) => self.counters.forwarded += 1,
+                Ok(()) => {
+                    self.counters.forwarded += 1;
+                    // Only what really went out can be lost on the way.
+                    if codec != Codec::Opus {
+                        participant.loss.sent(track.ssrc, seq);
+                    }
+                }
                 Err(_) => self.counters.forward_errors += 1,
             }
             self.flush_pulls(id);

@@ -46,6 +46,16 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// lost its uplink). Frames come every 33-200 ms at 30-5 fps.
 pub const LAYER_STALL: Duration = Duration::from_millis(400);
 
+/// A subscriber whose layer sent nothing for this long moves to a lower layer at that
+/// layer's next keyframe, before the layer counts as stalled: a publisher that drops its
+/// top layer for lack of bandwidth sends a keyframe on the next one a little later (the
+/// engine 100 ms later), and waiting for [`LAYER_STALL`] and a keyframe request froze the
+/// video for about 650 ms (measured: `sotto-bench run loss-5.toml --group 3 --video`). Two
+/// frame intervals at 30 fps: at lower frame rates a keyframe that happens to come on a
+/// lower layer during an ordinary pause moves the subscriber down early, and the
+/// allocation brings it back up.
+pub const LAYER_SILENT: Duration = Duration::from_millis(70);
+
 impl RateMeter {
     /// `bytes` arrived `now`.
     pub fn add(&mut self, now: Instant, bytes: usize) {
@@ -69,6 +79,11 @@ impl RateMeter {
     pub fn bps(&mut self, now: Instant) -> u64 {
         self.prune(now);
         self.bytes * 8 * 1000 / RATE_WINDOW.as_millis() as u64
+    }
+
+    /// When the last packet came, if one came within the window.
+    pub fn last_at(&self) -> Option<Instant> {
+        self.samples.back().map(|(at, _)| *at)
     }
 
     /// Like [`RateMeter::bps`], but 0 once nothing came for [`LAYER_STALL`]: a layer its

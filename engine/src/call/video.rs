@@ -47,6 +47,11 @@ const SEND_QUEUE: usize = 16;
 const DECODE_QUEUE: usize = 32;
 /// The least time between two PLIs for one stream.
 const PLI_SPACING: Duration = Duration::from_millis(300);
+/// After the top layers stop, the next layer down sends a keyframe this much later: the
+/// SFU moves a subscriber down at a keyframe once its layer has been silent for
+/// `sotto_sfu::layers::LAYER_SILENT` (70 ms), so a keyframe sent at once would come too
+/// early to be used.
+const STOPPED_LAYER_KEYFRAME: Duration = Duration::from_millis(100);
 
 /// One simulcast layer to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -375,6 +380,8 @@ fn capture_loop(
     let period = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut due = send.started;
     let mut current_bitrates: Vec<u32> = send.plan.iter().map(|l| l.max_bitrate_bps).collect();
+    // A keyframe due on a layer after the layers above it stopped, and when.
+    let mut stop_keyframe: Option<(usize, Instant)> = None;
     for index in 0u64.. {
         if send.stop.load(Ordering::Relaxed) {
             return Ok(VideoCaptureEnd::Stopped);
@@ -401,6 +408,7 @@ fn capture_loop(
             .frames_captured
             .fetch_add(1, Ordering::Relaxed);
         let work = Instant::now();
+        let mut stopped = None;
         for (layer, bitrate) in current_bitrates.iter_mut().enumerate() {
             let want = send.control.bitrate_bps[layer].load(Ordering::Relaxed);
             if want != *bitrate {
@@ -409,8 +417,33 @@ fn capture_loop(
                     // A layer that resumes starts with a keyframe.
                     send.track.keyframes.want(layer);
                 }
+                if *bitrate > 0 && want == 0 {
+                    stopped = Some(layer);
+                }
+                tracing::debug!(
+                    layer,
+                    from = *bitrate,
+                    to = want,
+                    "a layer's bitrate changes"
+                );
                 *bitrate = want;
             }
+        }
+        if let Some(stopped) = stopped
+            && let Some(below) = (0..stopped).rev().find(|&l| current_bitrates[l] > 0)
+            && current_bitrates[stopped..].iter().all(|&rate| rate == 0)
+        {
+            // The top layer stopped: its subscribers move down, and the SFU switches a
+            // subscriber whose layer went silent at the next keyframe of a lower one.
+            // Make one as soon as the SFU can tell the silence from jitter, instead of
+            // waiting for it to call the layer stalled and ask.
+            stop_keyframe = Some((below, captured + STOPPED_LAYER_KEYFRAME));
+        }
+        if let Some((layer, at)) = stop_keyframe
+            && captured >= at
+        {
+            send.track.keyframes.want(layer);
+            stop_keyframe = None;
         }
         if current_bitrates.iter().all(|&rate| rate == 0) {
             // Nobody receives any layer (dynacast): capture goes on, encoding does not.
@@ -685,6 +718,7 @@ impl ReceiveStats {
             if self.intervals.len() >= 5 {
                 let mean = self.intervals.iter().sum::<f64>() / self.intervals.len() as f64;
                 if gap > (3.0 * mean).max(mean + 150.0) {
+                    tracing::debug!(gap_ms = gap, keyframe, ?size, "video froze");
                     self.freezes += 1;
                     self.freeze_ms += gap;
                 }
@@ -797,7 +831,13 @@ struct InVideo {
 
 /// How long a complete frame waits for an earlier incomplete one (its NACKed packets)
 /// before the earlier one is given up.
-pub const REORDER_WAIT: Duration = Duration::from_millis(150);
+///
+/// A packet whose retransmission is lost too needs a second NACK: about two round trips
+/// and a NACK delay after its gap opened, plus a frame interval when it ended its frame
+/// (the gap shows only when the next frame begins). Giving the frame up sooner costs a
+/// keyframe round trip on top (measured at 5 % loss per hop: 150 ms gave up 1-2 frames a
+/// listener in 20 s, each a freeze of 300-400 ms).
+pub const REORDER_WAIT: Duration = Duration::from_millis(250);
 
 /// The decode thread of a received video stream (its result: whether the sink took
 /// every picture).
