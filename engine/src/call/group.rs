@@ -25,7 +25,7 @@ use super::media::{CaptureEnd, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
-use super::session::{TICK, send_rate_controller};
+use super::session::{TICK, VIDEO_TICK, send_rate_controller};
 use super::video::{ExtensionIds, VideoReceivedSummary, VideoSentSummary, plan_layers};
 use super::{CallError, E2eeSummary, IceConfig, ReceivedSummary, SentSummary};
 use crate::audio::codec::EncoderConfig;
@@ -301,6 +301,7 @@ impl GroupCall {
     ) -> Result<String, CallError> {
         self.offer().await?;
         let mut tick = tokio::time::interval(TICK);
+        let mut video_tick = tokio::time::interval(VIDEO_TICK);
         let mut wishes = self.config.control.as_ref().and_then(|w| {
             w.0.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -343,6 +344,11 @@ impl GroupCall {
                 _ = tick.tick() => {
                     if self.connected_at.is_some() {
                         feedback.tick(Instant::now(), false, &self.pipeline.control);
+                        self.share_bandwidth();
+                    }
+                }
+                _ = video_tick.tick() => {
+                    if self.connected_at.is_some() {
                         self.share_bandwidth();
                     }
                 }

@@ -222,6 +222,8 @@ impl Pipeline {
     /// the first to stop); a layer with `wanted[rank]` false (nobody receives it) is not
     /// encoded at all.
     pub fn share_video_bandwidth(&self, estimate_bps: u64, wanted: &[bool]) {
+        /// A rise of less than 1/20 of a layer's rate is left for later.
+        const SMALL_CHANGE: u32 = 20;
         let Some(out) = &self.video_out else {
             return;
         };
@@ -235,7 +237,15 @@ impl Pipeline {
         let rates = video_media::allocate_layers(&out.plan, estimate_bps, audio, &current);
         for (rank, (slot, rate)) in out.control.bitrate_bps.iter().zip(rates).enumerate() {
             let wanted = wanted.get(rank).copied().unwrap_or(true);
-            slot.store(if wanted { rate } else { 0 }, Ordering::Relaxed);
+            let rate = if wanted { rate } else { 0 };
+            let now = slot.load(Ordering::Relaxed);
+            // Run ten times a second: small moves are left out, so the encoder is not
+            // reconfigured for every wobble of the estimate. Stops, starts and falls are
+            // never left out.
+            let small_rise = now > 0 && rate > now && rate - now < now / SMALL_CHANGE;
+            if !small_rise {
+                slot.store(rate, Ordering::Relaxed);
+            }
         }
     }
 

@@ -102,6 +102,10 @@ const PEER_STREAM: &str = "peer";
 
 /// Rate control and stats run this often.
 pub(super) const TICK: Duration = Duration::from_secs(1);
+/// The video layers follow the bandwidth estimate this often: a second was long enough
+/// for a sender whose link fell from 2.5 to 0.5 Mbit/s to fill the queue and freeze every
+/// subscriber for 2.6-3.5 s (`sotto-bench run video-drop.toml --group 3 --video`).
+pub(super) const VIDEO_TICK: Duration = Duration::from_millis(100);
 /// Least time between two ICE restarts the caller starts on its own.
 const RESTART_SPACING: Duration = Duration::from_secs(3);
 
@@ -300,6 +304,7 @@ pub async fn run(
     }
 
     let mut tick = tokio::time::interval(TICK);
+    let mut video_tick = tokio::time::interval(VIDEO_TICK);
     while ended.is_none() {
         let deadline = session
             .deadline
@@ -337,6 +342,10 @@ pub async fn run(
             _ = tokio::time::sleep_until(deadline.into()) => session.on_deadline(),
             _ = tick.tick() => {
                 session.on_tick().await;
+                None
+            }
+            _ = video_tick.tick() => {
+                session.share_video_bandwidth();
                 None
             }
         };
@@ -888,6 +897,14 @@ impl Session {
         })
     }
 
+    /// Divides the send-side estimate between audio and our video layers.
+    fn share_video_bandwidth(&self) {
+        if self.connected_at.is_some() {
+            self.pipeline
+                .share_video_bandwidth(self.estimate_bps.load(Ordering::Relaxed), &[true]);
+        }
+    }
+
     /// Once a second: feed the receiver reports' loss and the bandwidth estimate to the
     /// rate controller, and the result to the encoder.
     async fn on_tick(&mut self) {
@@ -897,8 +914,7 @@ impl Session {
         let now = Instant::now();
         let red = self.payload_types().red.is_some();
         let tick = self.feedback.tick(now, red, &self.pipeline.control);
-        self.pipeline
-            .share_video_bandwidth(self.estimate_bps.load(Ordering::Relaxed), &[true]);
+        self.share_video_bandwidth();
         let decision = tick.decision;
         let jitter = self.pipeline.inbound(PEER_STREAM).receive.stats();
         self.timeline.push(TimelinePoint {
