@@ -23,7 +23,7 @@ use rtc::rtp::{Header, Packet as RtpPacket};
 use rtc::sdp::description::session::SessionDescription;
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use serde::Serialize;
-use sotto_vpx::{EncoderConfig, SimulcastEncoder, SimulcastLayer, Vp8Decoder};
+use sotto_vpx::{EncoderConfig, SimulcastEncoder, SimulcastLayer};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -32,8 +32,9 @@ use super::keyframes::{KeyframePacer, KeyframeRequests};
 use super::peer::{DEPENDENCY_DESCRIPTOR_URI, VP8_PAYLOAD_TYPE, VideoTrack};
 use crate::e2ee::media::MediaCrypto;
 use crate::video::code::FrameCode;
+use crate::video::receive::{Decoded, FrameDecoder, VideoReceiver};
 use crate::video::scale::Scaler;
-use crate::video::vp8_rtp::{FrameAssembler, FrameMeta, Vp8Payloader, clear_prefix};
+use crate::video::vp8_rtp::{FrameMeta, Vp8Payloader, clear_prefix};
 use crate::video::{FrameTime, VideoError, VideoFrame, VideoSink, VideoSource};
 
 /// RTP's video clock rate.
@@ -46,7 +47,6 @@ const SEND_QUEUE: usize = 16;
 /// Frames waiting for the decoder.
 const DECODE_QUEUE: usize = 32;
 /// The least time between two PLIs for one stream.
-const PLI_SPACING: Duration = Duration::from_millis(300);
 /// After the top layers stop, the next layer down sends a keyframe this much later: the
 /// SFU moves a subscriber down at a keyframe once its layer has been silent for
 /// `sotto_sfu::layers::LAYER_SILENT` (70 ms), so a keyframe sent at once would come too
@@ -640,8 +640,12 @@ pub struct VideoReceivedSummary {
     pub packets_filled: u64,
     /// Packets that came after their frame had been given up (too late to use).
     pub packets_late: u64,
-    /// Frames given up because a packet did not come within [`REORDER_WAIT`].
+    /// Frames given up because a packet did not come within
+    /// [`REORDER_WAIT`](crate::video::receive::REORDER_WAIT).
     pub frames_given_up: u64,
+    /// Frames not decoded because a frame they may reference was missing (they would have
+    /// shown damaged pictures), until the next keyframe.
+    pub frames_skipped: u64,
     /// Decoded frames per second over the time between the first and the last.
     pub fps: f64,
     /// Freezes: a gap between decoded frames longer than max(3 × the mean frame interval,
@@ -683,6 +687,8 @@ pub struct VideoReceiveStats {
     pub late: AtomicU64,
     /// See [`VideoReceivedSummary::frames_given_up`].
     pub given_up: AtomicU64,
+    /// See [`VideoReceivedSummary::frames_skipped`].
+    pub skipped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -776,6 +782,7 @@ impl ReceiveStats {
             packets_filled: 0,
             packets_late: 0,
             frames_given_up: 0,
+            frames_skipped: 0,
             fps: if span > 0.0 {
                 round2((self.decoded.saturating_sub(1)) as f64 / span)
             } else {
@@ -814,6 +821,7 @@ impl VideoReceiveStats {
             packets_filled: self.filled.load(Ordering::Relaxed),
             packets_late: self.late.load(Ordering::Relaxed),
             frames_given_up: self.given_up.load(Ordering::Relaxed),
+            frames_skipped: self.skipped.load(Ordering::Relaxed),
             ..self.lock().summary(
                 self.packets.load(Ordering::Relaxed),
                 self.frames_received.load(Ordering::Relaxed),
@@ -828,16 +836,6 @@ impl VideoReceiveStats {
 struct InVideo {
     data: Vec<u8>,
 }
-
-/// How long a complete frame waits for an earlier incomplete one (its NACKed packets)
-/// before the earlier one is given up.
-///
-/// A packet whose retransmission is lost too needs a second NACK: about two round trips
-/// and a NACK delay after its gap opened, plus a frame interval when it ended its frame
-/// (the gap shows only when the next frame begins). Giving the frame up sooner costs a
-/// keyframe round trip on top (measured at 5 % loss per hop: 150 ms gave up 1-2 frames a
-/// listener in 20 s, each a freeze of 300-400 ms).
-pub const REORDER_WAIT: Duration = Duration::from_millis(250);
 
 /// The decode thread of a received video stream (its result: whether the sink took
 /// every picture).
@@ -871,10 +869,8 @@ async fn run_receiver(
     stats: Arc<VideoReceiveStats>,
     need_keyframe: Arc<AtomicBool>,
 ) {
-    let mut assembler = FrameAssembler::new(REORDER_WAIT);
+    let mut receiver = VideoReceiver::new();
     let mut opened = Vec::new();
-    let mut last_pli: Option<Instant> = None;
-    let mut gaps = 0u64;
     let mut ssrc = 0u32;
     loop {
         // Wake up now and then even when nothing arrives: a waiting frame's time may run
@@ -885,7 +881,7 @@ async fn run_receiver(
             Ok(Some(TrackRemoteEvent::OnRtpPacket(packet))) => {
                 ssrc = packet.header.ssrc;
                 stats.packets.fetch_add(1, Ordering::Relaxed);
-                assembler.insert(
+                receiver.packet(
                     packet.header.sequence_number,
                     packet.header.timestamp,
                     packet.header.marker,
@@ -895,16 +891,13 @@ async fn run_receiver(
             }
             Ok(Some(TrackRemoteEvent::OnEnded) | None) => break,
             Ok(Some(_)) => continue,
-            Err(_) => assembler.poll(now),
+            Err(_) => receiver.poll(now),
         };
+        let assembler = receiver.assembler();
         stats.filled.store(assembler.filled, Ordering::Relaxed);
         stats.late.store(assembler.late, Ordering::Relaxed);
         stats.given_up.store(assembler.gaps, Ordering::Relaxed);
-        if assembler.gaps != gaps {
-            // A frame was given up: what depends on it will not decode.
-            gaps = assembler.gaps;
-            need_keyframe.store(true, Ordering::Relaxed);
-        }
+        stats.skipped.store(receiver.skipped, Ordering::Relaxed);
         for frame in done.drain(..) {
             stats.frames_received.fetch_add(1, Ordering::Relaxed);
             let data = match &crypto {
@@ -922,15 +915,13 @@ async fn run_receiver(
             };
             if frames.try_send(InVideo { data }).is_err() {
                 // The decoder is behind: the next frames need a keyframe.
-                need_keyframe.store(true, Ordering::Relaxed);
+                receiver.want_keyframe();
             }
         }
-        if ssrc != 0
-            && need_keyframe.load(Ordering::Relaxed)
-            && last_pli.is_none_or(|at| now.saturating_duration_since(at) >= PLI_SPACING)
-        {
-            need_keyframe.store(false, Ordering::Relaxed);
-            last_pli = Some(now);
+        if need_keyframe.swap(false, Ordering::Relaxed) {
+            receiver.want_keyframe();
+        }
+        if ssrc != 0 && receiver.pli_due(now) {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc: ssrc,
@@ -949,8 +940,7 @@ fn decode_loop(
     need_keyframe: &AtomicBool,
     stop: &AtomicBool,
 ) -> Result<(), VideoError> {
-    let mut decoder = Vp8Decoder::new(1)?;
-    let mut waiting_for_keyframe = true;
+    let mut decoder = FrameDecoder::new(1)?;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -960,20 +950,12 @@ fn decode_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
         };
-        let keyframe = crate::video::vp8_rtp::is_keyframe(&frame.data);
-        if waiting_for_keyframe && !keyframe {
-            stats.lock().dropped += 1;
-            need_keyframe.store(true, Ordering::Relaxed);
-            continue;
-        }
         let started = Instant::now();
         let decoded = decoder.decode(&frame.data);
         let spent = started.elapsed().as_micros() as u64;
         stats.lock().decode_us += spent;
         match decoded {
-            Ok(Some(picture)) if !picture.corrupted => {
-                waiting_for_keyframe = false;
-                let picture = VideoFrame::from_decoded(picture);
+            Decoded::Picture { picture, keyframe } => {
                 let code = FrameCode::read(&picture.y, picture.width, picture.height);
                 stats.lock().decoded(
                     Instant::now(),
@@ -985,11 +967,10 @@ fn decode_loop(
                     break Err(err);
                 }
             }
-            Ok(None) => {}
-            Ok(Some(_)) | Err(_) => {
-                // Damaged or undecodable: show nothing until a keyframe.
+            Decoded::Nothing => {}
+            Decoded::Dropped => {
+                // Damaged, undecodable or not a keyframe while one is awaited.
                 stats.lock().dropped += 1;
-                waiting_for_keyframe = true;
                 need_keyframe.store(true, Ordering::Relaxed);
             }
         }

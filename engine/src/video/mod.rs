@@ -8,6 +8,7 @@
 pub mod code;
 pub mod pattern;
 pub mod quality;
+pub mod receive;
 pub mod scale;
 pub mod vp8_rtp;
 pub mod y4m;
