@@ -21,15 +21,13 @@ use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
-use sotto_engine::video::quality::{QualityMeter, QualitySink};
-use sotto_engine::video::{SinkFactory, VideoSink, VideoSpec};
+use sotto_engine::video::VideoSpec;
+use sotto_engine::video::quality::QualityMeter;
 
-use crate::quality::{CallResult, Measured, Peer, Scoring, Tuning, VideoResult, read_wav, score};
-
-/// The speaker's test pattern with `--video`.
-const VIDEO_SIZE: (u32, u32) = (640, 360);
-/// Each listener scores one picture in this many.
-const SCORE_EVERY: u64 = 5;
+use crate::quality::{
+    CallResult, Measured, Peer, Scoring, Tuning, VIDEO_SIZE, VideoResult, read_wav, score,
+    scoring_sinks,
+};
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
 
@@ -119,13 +117,7 @@ pub async fn run_group_call(
         let listener = i > 0;
         let meter = QualityMeter::default();
         meters.push(meter.clone());
-        let video_sink = (tuning.video && listener).then(|| {
-            let (width, height) = VIDEO_SIZE;
-            SinkFactory(Arc::new(move |_: &str| {
-                Box::new(QualitySink::new(width, height, SCORE_EVERY, meter.clone()))
-                    as Box<dyn VideoSink>
-            }))
-        });
+        let video_sink = (tuning.video && listener).then(|| scoring_sinks(&meter));
         let config = GroupConfig {
             input: if listener {
                 InputSpec::Silence

@@ -96,9 +96,10 @@ struct RunArgs {
     /// 12 is what the engine would use).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=104))]
     dred_units: Option<u8>,
-    /// With `--group`: the speaker also sends the test pattern (640x360, three simulcast
-    /// layers), each listener scores the video it decodes (fps, freezes, layer switches,
-    /// PSNR/SSIM against the source, delay), in a second table of the report.
+    /// The speaker also sends the test pattern (640x360 at 30 fps: one stream one-to-one,
+    /// three simulcast layers with `--group`), each listener scores the video it decodes
+    /// (fps, freezes, layer switches, PSNR/SSIM against the source, delay), in a second
+    /// table of the report.
     #[arg(long)]
     video: bool,
 }
@@ -426,9 +427,6 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
         dred_units: args.dred_units.unwrap_or(defaults.dred_units),
         video: args.video,
     };
-    if args.video && args.group.is_none() {
-        anyhow::bail!("--video needs --group for now (one-to-one video is not in the bench yet)");
-    }
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for scenario in &scenarios {

@@ -20,6 +20,8 @@ use sotto_engine::audio::analysis::align;
 use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{Advertise, CallConfig, CallSummary, IceConfig, Phone};
+use sotto_engine::video::quality::{QualityMeter, QualitySink};
+use sotto_engine::video::{SinkFactory, VideoOutput, VideoSink, VideoSpec};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::server::RunningServer;
 
@@ -137,6 +139,20 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The speaker's test pattern with `--video`.
+pub const VIDEO_SIZE: (u32, u32) = (640, 360);
+/// Each listener scores one picture in this many.
+const SCORE_EVERY: u64 = 5;
+
+/// Sinks that score the test pattern they are given into `meter`.
+pub fn scoring_sinks(meter: &QualityMeter) -> SinkFactory {
+    let meter = meter.clone();
+    let (width, height) = VIDEO_SIZE;
+    SinkFactory(Arc::new(move |_: &str| {
+        Box::new(QualitySink::new(width, height, SCORE_EVERY, meter.clone())) as Box<dyn VideoSink>
+    }))
+}
+
 /// Engine settings a run compares: the defaults, or the neural tools turned down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -220,9 +236,22 @@ pub async fn run_call(
             },
             hang_up_after_input: Some(Duration::from_secs(1)),
             max_duration: Some(speech + Duration::from_secs(10)),
+            video: if tuning.video {
+                VideoSpec::TestPattern {
+                    width: VIDEO_SIZE.0,
+                    height: VIDEO_SIZE.1,
+                    fps: 30,
+                }
+            } else {
+                VideoSpec::None
+            },
             ..tuning.call_config()
         },
     )?;
+    let meter = QualityMeter::default();
+    let video_output = tuning
+        .video
+        .then(|| VideoOutput::Sink(scoring_sinks(&meter)));
     let incoming = tokio::time::timeout(Duration::from_secs(10), bob.next_incoming())
         .await
         .context("the callee saw no call")?
@@ -237,6 +266,7 @@ pub async fn run_call(
                 ..IceConfig::default()
             },
             max_duration: Some(speech + Duration::from_secs(10)),
+            video_output,
             ..tuning.call_config()
         })
         .await?;
@@ -250,7 +280,7 @@ pub async fn run_call(
             callee.end.detail
         );
     }
-    score(
+    let mut result = score(
         scenario,
         seed,
         Peer::Sotto,
@@ -260,7 +290,18 @@ pub async fn run_call(
         Measured::from_summaries(&caller, &callee),
         relay,
         scoring,
-    )
+    )?;
+    if tuning.video {
+        let sent = caller.video_sent.clone().unwrap_or_default();
+        result.video = Some(VideoResult {
+            received: callee.video_received.clone().unwrap_or_default(),
+            quality: meter.summary(),
+            sent_kbps: sent.kbps,
+            final_layer_kbps: sent.final_layer_kbps,
+            keyframes_sent: sent.keyframes,
+        });
+    }
+    Ok(result)
 }
 
 /// What the receiving side of a call measured, whichever stack it ran.

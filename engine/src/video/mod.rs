@@ -219,6 +219,8 @@ pub enum VideoOutput {
     Y4m(PathBuf),
     /// Discard.
     Null,
+    /// Whatever sink the factory opens (the bench's scoring sink, for one).
+    Sink(SinkFactory),
 }
 
 /// Opens what `spec` names; `Ok(None)` for `none`.
@@ -238,6 +240,7 @@ pub fn open_sink(output: &VideoOutput) -> Result<Box<dyn VideoSink>, VideoError>
     Ok(match output {
         VideoOutput::Y4m(path) => Box::new(y4m::Y4mSink::create(path)?),
         VideoOutput::Null => Box::new(NullSink),
+        VideoOutput::Sink(factory) => factory.open("peer"),
     })
 }
 
@@ -265,6 +268,15 @@ impl SinkFactory {
         (self.0)(participant)
     }
 }
+
+/// Two factories are the same when they are one.
+impl PartialEq for SinkFactory {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SinkFactory {}
 
 impl std::fmt::Debug for SinkFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
