@@ -9,7 +9,9 @@
 // Usage: node pair.mjs '<json options>'
 //   { "input": "/abs/speech.wav", "out_wav": "/abs/rec.wav", "seconds": 12,
 //     "inner_addr": "10.98.N.2", "netns": "sotto-bb-PID", "chromium": "/usr/bin/chromium",
-//     "timeout_seconds": 30 }
+//     "timeout_seconds": 30, "video": "/abs/pattern.y4m", "keep_every": 15 }
+// With "video", the caller's fake camera plays that Y4M too and the callee reads every
+// picture it decodes; "done" then carries them under "video" (see page.js's watch).
 // Talks JSON lines: prints {"event":"callee_candidate","address":"IP:PORT"}, then reads
 // {"relay":"IP:PORT"} on stdin, then prints {"event":"done", ...} with the wall-clock
 // times capture and recording started and both sides' WebRTC statistics. Exit code 1
@@ -50,7 +52,7 @@ try {
   browser = await chromium.launch({
     executablePath,
     headless: true,
-    args: chromiumArgs(opts.input),
+    args: chromiumArgs(opts.input, opts.video),
   });
   const context = await browser.newContext();
   const body = pageHtml(join(here, 'page.js'), 'Sotto bench');
@@ -60,7 +62,7 @@ try {
     page.on('console', (msg) => console.error(`${name} ${msg.type()}: ${msg.text()}`));
     page.on('pageerror', (err) => console.error(`${name} error: ${err.message}`));
     await page.goto(`http://localhost/${name}.html`);
-    await page.evaluate(() => window.sottoSide.init());
+    await page.evaluate((video) => window.sottoSide.init(video), Boolean(opts.video));
     return page;
   };
   const caller = await open('caller');
@@ -94,8 +96,12 @@ try {
   // Record from before the first word: start the recorder, then the microphone.
   const recordingStarted = await callee.evaluate((s) => window.sottoSide.record(s), t);
   const captureStarted = await caller.evaluate(() => window.sottoSide.speak());
+  if (opts.video) {
+    await callee.evaluate(([s, every]) => window.sottoSide.watch(s, every), [t, opts.keep_every ?? 15]);
+  }
   await new Promise((r) => setTimeout(r, opts.seconds * 1000));
   const samples = await callee.evaluate(() => window.sottoSide.stopRecording());
+  const video = opts.video ? await callee.evaluate(() => window.sottoSide.stopWatching()) : null;
   const callerStats = await caller.evaluate(() => window.sottoSide.stats());
   const calleeStats = await callee.evaluate(() => window.sottoSide.stats());
   await caller.evaluate(() => window.sottoSide.close());
@@ -109,6 +115,7 @@ try {
     speaking_seconds: (Date.now() - captureStarted) / 1000,
     caller: callerStats,
     callee: calleeStats,
+    video,
   });
 } catch (err) {
   console.error(`pair.mjs: ${err.stack || err}`);

@@ -3,36 +3,71 @@
 //! relay. `benches/chromium/pair.mjs` drives Debian's Chromium with playwright-core inside
 //! a network namespace this module makes ([`crate::netns`]; Chromium ignores 127.0.0.1 ICE
 //! candidates); the relay listens on our side of the veth pair. The caller's fake
-//! microphone plays the reference WAV; the callee records in the page. Needs root,
+//! microphone plays the reference WAV; the callee records in the page. With `--video` the
+//! caller's fake camera plays the test pattern from a Y4M file this module writes (the
+//! same pictures the Sotto side sends, frame codes included), and the callee reads every
+//! picture Chrome decodes (WebCodecs frames from the remote track): the frame codes give
+//! fps, freezes and delay by the same code as the engine's, and one picture in
+//! [`KEEP_EVERY`] comes back whole for PSNR and SSIM against its source. Needs root,
 //! `chromium`, Node.js and `npm ci` in `examples/tests/browser/` (`scripts/setup.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 use sotto_engine::audio::SAMPLE_RATE;
+use base64::Engine as _;
 use sotto_engine::call::ReceivedSummary;
+use sotto_engine::call::video::VideoReceiveStats;
+use sotto_engine::video::code::FrameCode;
+use sotto_engine::video::quality::QualityMeter;
+use sotto_engine::video::y4m::Y4mSink;
+use sotto_engine::video::{VideoFrame, VideoSink, pattern};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::netns::Netns;
-use crate::quality::{CallResult, Measured, Peer, Scoring, read_wav, score};
+use crate::quality::{
+    CallResult, Measured, Peer, Scoring, VIDEO_SIZE, VideoResult, read_wav, score,
+};
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
+
+/// Seconds of test pattern in the fake camera's file (it starts again after).
+const PATTERN_SECONDS: u64 = 16;
+/// One decoded picture in this many comes back whole from the page, for PSNR and SSIM.
+const KEEP_EVERY: u64 = 15;
 
 /// Where the browser calls run.
 pub struct ChromiumPeer {
     netns: Netns,
     chromium: PathBuf,
     script: PathBuf,
+    /// The fake camera's test pattern, when the calls carry video (in its own directory,
+    /// removed with it).
+    video: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+/// Writes [`PATTERN_SECONDS`] of the test pattern at 30 fps to a Y4M file: frame `n`'s
+/// code carries `n` and, as its capture instant, `n` frame intervals in ms (the page
+/// knows only when the camera started).
+fn write_pattern(path: &Path) -> anyhow::Result<()> {
+    let mut sink = Y4mSink::create(path)?;
+    for index in 0..PATTERN_SECONDS * 30 {
+        let picture = pattern::render(VIDEO_SIZE.0, VIDEO_SIZE.1, index, index * 1000 / 30);
+        sink.write(&picture)?;
+    }
+    sink.finish()?;
+    Ok(())
 }
 
 impl ChromiumPeer {
     /// Checks what the browser side needs and makes the namespace. `chromium` is the
-    /// browser binary; `script` is `benches/chromium/pair.mjs`.
-    pub fn new(chromium: PathBuf, script: PathBuf) -> anyhow::Result<ChromiumPeer> {
+    /// browser binary; `script` is `benches/chromium/pair.mjs`; with `video`, the calls
+    /// carry the test pattern too.
+    pub fn new(chromium: PathBuf, script: PathBuf, video: bool) -> anyhow::Result<ChromiumPeer> {
         if !chromium.exists() {
             bail!(
                 "Chromium is not at {} (apt-get install chromium, or --chromium PATH)",
@@ -47,10 +82,19 @@ impl ChromiumPeer {
         }
         let netns = Netns::create("sotto-bb", "sbb", 98)
             .map_err(|err| anyhow!("making the network namespace (needs root): {err}"))?;
+        let video = if video {
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().join("pattern.y4m");
+            write_pattern(&path).context("writing the fake camera's test pattern")?;
+            Some((dir, path))
+        } else {
+            None
+        };
         Ok(ChromiumPeer {
             netns,
             chromium,
             script,
+            video,
         })
     }
 
@@ -90,6 +134,8 @@ impl ChromiumPeer {
             "netns": self.netns.name,
             "chromium": self.chromium,
             "timeout_seconds": 30,
+            "video": self.video.as_ref().map(|(_, path)| path),
+            "keep_every": KEEP_EVERY,
         });
         let mut child = Command::new("node")
             .arg(&self.script)
@@ -125,7 +171,7 @@ impl ChromiumPeer {
                 out.join(format!("{stem}.log")).display()
             )
         })?;
-        score(
+        let mut result = score(
             scenario,
             seed,
             Peer::Chromium,
@@ -135,8 +181,70 @@ impl ChromiumPeer {
             measured(&done),
             relay,
             scoring,
-        )
+        )?;
+        if self.video.is_some() {
+            result.video = Some(video_result(&done)?);
+        }
+        Ok(result)
     }
+}
+
+/// What the page saw of the caller's video, scored as the engine scores its own.
+fn video_result(done: &Value) -> anyhow::Result<VideoResult> {
+    let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let video = &done["video"];
+    let frames = video["frames"]
+        .as_array()
+        .context("the page read no video pictures")?;
+    let capture_started = number(&done["capture_started_ms"]);
+    let stats = VideoReceiveStats::default();
+    let base = Instant::now();
+    let first = frames.first().map_or(0.0, |f| number(&f[0]));
+    let mut last = first;
+    for frame in frames {
+        let at = number(&frame[0]);
+        last = at;
+        let size = (number(&frame[1]) as u32, number(&frame[2]) as u32);
+        let code = frame[3]
+            .as_str()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .and_then(FrameCode::from_bits);
+        // The camera file's codes count from its start, which is when capture started.
+        let delay = code.map(|c| at - (capture_started + f64::from(c.capture_ms)));
+        let offset = Duration::from_secs_f64((at - first).max(0.0) / 1000.0);
+        stats.shown(base + offset, size, false, code, delay);
+    }
+    let meter = QualityMeter::default();
+    let plane = |picture: &Value, name: &str| -> anyhow::Result<Vec<u8>> {
+        let text = picture[name].as_str().context("a picture plane")?;
+        Ok(base64::engine::general_purpose::STANDARD.decode(text)?)
+    };
+    for picture in video["pictures"].as_array().into_iter().flatten() {
+        let frame = VideoFrame {
+            width: number(&picture["width"]) as u32,
+            height: number(&picture["height"]) as u32,
+            y: plane(picture, "y")?,
+            u: plane(picture, "u")?,
+            v: plane(picture, "v")?,
+        };
+        meter.score_now(VIDEO_SIZE, &frame);
+    }
+    let inbound = &done["callee"]["video_inbound"];
+    let outbound = &done["caller"]["video_outbound"];
+    let mut received = stats.summary(Duration::from_secs_f64((last - first).max(0.0) / 1000.0));
+    received.packets = number(&inbound["packets_received"]) as u64;
+    received.frames_received = number(&inbound["frames_received"]) as u64;
+    received.keyframes = number(&inbound["key_frames_decoded"]) as u64;
+    received.frames_dropped = number(&inbound["frames_dropped"]) as u64;
+    received.plis_sent = number(&inbound["pli_count"]) as u64;
+    let speaking = number(&done["speaking_seconds"]).max(1e-3);
+    Ok(VideoResult {
+        received,
+        quality: meter.summary(),
+        sent_kbps: (number(&outbound["bytes_sent"]) * 8.0 / speaking / 10.0).round() / 100.0,
+        final_layer_kbps: vec![(number(&outbound["target_bitrate"]) / 1000.0) as u32],
+        keyframes_sent: number(&outbound["key_frames_encoded"]) as u64,
+    })
 }
 
 /// Reads the driver's JSON lines until the event `wanted`, up to `limit`.

@@ -407,6 +407,7 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
         Peer::Chromium => Some(ChromiumPeer::new(
             args.chromium.clone(),
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("chromium/pair.mjs"),
+            args.video,
         )?),
     };
     let peers: &[Peer] = match chromium {

@@ -714,7 +714,14 @@ struct ReceiveStats {
 const FREEZE_WINDOW: usize = 30;
 
 impl ReceiveStats {
-    fn decoded(&mut self, now: Instant, size: (u32, u32), keyframe: bool, code: Option<FrameCode>) {
+    fn decoded(
+        &mut self,
+        now: Instant,
+        size: (u32, u32),
+        keyframe: bool,
+        code: Option<FrameCode>,
+        delay_ms: Option<f64>,
+    ) {
         self.decoded += 1;
         if keyframe {
             self.keyframes += 1;
@@ -748,7 +755,9 @@ impl ReceiveStats {
                 self.out_of_order += 1;
             }
             self.highest_code = Some(self.highest_code.map_or(code.frame, |h| h.max(code.frame)));
-            self.delays.push(f64::from(code.age_ms(wall_ms())));
+            if let Some(delay) = delay_ms {
+                self.delays.push(delay);
+            }
         }
     }
 
@@ -813,6 +822,20 @@ impl VideoReceiveStats {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A picture decoded elsewhere (a browser's) was shown `at`: its size, whether it was
+    /// a keyframe, its frame code and its glass-to-glass delay, counted as the decode
+    /// thread counts its own.
+    pub fn shown(
+        &self,
+        at: Instant,
+        size: (u32, u32),
+        keyframe: bool,
+        code: Option<FrameCode>,
+        delay_ms: Option<f64>,
+    ) {
+        self.lock().decoded(at, size, keyframe, code, delay_ms);
     }
 
     /// The summary over `wall` of connected time.
@@ -957,11 +980,13 @@ fn decode_loop(
         match decoded {
             Decoded::Picture { picture, keyframe } => {
                 let code = FrameCode::read(&picture.y, picture.width, picture.height);
+                let delay = code.map(|code| f64::from(code.age_ms(wall_ms())));
                 stats.lock().decoded(
                     Instant::now(),
                     (picture.width, picture.height),
                     keyframe,
                     code,
+                    delay,
                 );
                 if let Err(err) = sink.write(&picture) {
                     break Err(err);
@@ -1026,15 +1051,15 @@ mod tests {
         let start = Instant::now();
         let mut t = 0u64;
         for _ in 0..20 {
-            stats.decoded(start + Duration::from_millis(t), (640, 360), false, None);
+            stats.decoded(start + Duration::from_millis(t), (640, 360), false, None, None);
             t += 33;
         }
         // 200 ms: above mean + 150 (183) and 3 × mean (99): a freeze.
         t += 167;
-        stats.decoded(start + Duration::from_millis(t), (640, 360), false, None);
+        stats.decoded(start + Duration::from_millis(t), (640, 360), false, None, None);
         // 150 ms: under mean + 150: not one.
         t += 150;
-        stats.decoded(start + Duration::from_millis(t), (320, 180), false, None);
+        stats.decoded(start + Duration::from_millis(t), (320, 180), false, None, None);
         let summary = stats.summary(0, 0, 0, Duration::from_secs(1));
         assert_eq!(summary.freezes, 1);
         assert_eq!(summary.resolution_changes, 1);

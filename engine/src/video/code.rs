@@ -49,7 +49,9 @@ impl FrameCode {
         (payload << 16) | u64::from(crc)
     }
 
-    fn from_bits(bits: u64) -> Option<FrameCode> {
+    /// The code that 64 bits read from a picture carry, if their CRC holds (for codes
+    /// read elsewhere: the bench reads them in the browser).
+    pub fn from_bits(bits: u64) -> Option<FrameCode> {
         let payload = bits >> 16;
         if CRC16.checksum(&payload.to_be_bytes()[2..]) != bits as u16 {
             return None;

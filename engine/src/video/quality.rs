@@ -215,6 +215,13 @@ fn score_picture(
 }
 
 impl QualityMeter {
+    /// Scores `picture` (from a `source`-sized test pattern) here and now, for pictures
+    /// scored after the call (a browser's); counts it as written.
+    pub fn score_now(&self, source: (u32, u32), picture: &VideoFrame) {
+        self.lock().frames += 1;
+        self.add(score_picture(&mut Scaler::default(), source, picture));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
         self.0
             .lock()
