@@ -16,9 +16,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sotto_engine::audio::SAMPLE_RATE;
-use base64::Engine as _;
 use sotto_engine::call::ReceivedSummary;
 use sotto_engine::call::video::VideoReceiveStats;
 use sotto_engine::video::code::FrameCode;

@@ -97,6 +97,13 @@ const OVERHEAD: f64 = 1.08;
 /// picture is mostly blocks, and a lower layer does better.
 const LAYER_FLOOR: f64 = 0.4;
 
+/// The lowest layer (the only one of a one-to-one call's stream) goes down to this, or
+/// its [`LAYER_FLOOR`] if lower: a 640x360 stream held at 40 % of its 899 kbit/s sent 420
+/// kbit/s into a 300 kbit/s link and took the call's audio down with it (PESQ-WB 1.35,
+/// `sotto-bench run cap-300k.toml --video`; Chromium's call on the same link: 206
+/// kbit/s, PESQ-WB 2.43).
+const LOWEST_LAYER_FLOOR_BPS: u64 = 60_000;
+
 /// A stopped layer starts again only when the budget keeps it this far above its floor,
 /// so that an estimate hovering at the floor does not start and stop it every tick (each
 /// start costs a keyframe, each stop a layer switch at every subscriber).
@@ -108,7 +115,8 @@ const RESUME_MARGIN: f64 = 1.25;
 /// remaining budget cannot keep above [`LAYER_FLOOR`] of its maximum is stopped (0), so
 /// the top layer is the first to go; a stopped one needs [`RESUME_MARGIN`] more to start
 /// again. Without an estimate yet (0), every layer runs at its maximum. The lowest layer
-/// never stops: it keeps the picture alive at the floor, however small the budget.
+/// never stops: it keeps the picture alive at its floor (at most
+/// [`LOWEST_LAYER_FLOOR_BPS`]), however small the budget.
 pub fn allocate_layers(
     plan: &[LayerPlan],
     estimate_bps: u64,
@@ -127,7 +135,7 @@ pub fn allocate_layers(
             floor = (floor as f64 * RESUME_MARGIN) as u64;
         }
         let rate = if i == 0 {
-            left.clamp(floor, max)
+            left.clamp(floor.min(LOWEST_LAYER_FLOOR_BPS), max)
         } else if left >= floor && rates.last() != Some(&0) {
             // (A layer above a stopped one would have nobody to fall back to.)
             left.min(max)
@@ -373,7 +381,10 @@ fn capture_loop(
         frame_dropping: true,
         ..EncoderConfig::realtime(top_w, top_h, fps, 0)
     };
-    let mut encoder = SimulcastEncoder::new(simulcast, base)?;
+    let mut encoder = SimulcastEncoder::new(simulcast, base.clone())?;
+    // A single stream (one-to-one) is encoded smaller when its bitrate is low, as a
+    // simulcast subscriber would be moved to a smaller layer: 1, 2 or 4 (the divisor).
+    let mut divisor = 1u32;
     let mut scaler = Scaler::default();
     let mut pacer = KeyframePacer::new(layers);
     let requests: &KeyframeRequests = &send.track.keyframes;
@@ -449,9 +460,34 @@ fn capture_loop(
             // Nobody receives any layer (dynacast): capture goes on, encoding does not.
             continue;
         }
+        if layers == 1 {
+            let wanted =
+                single_stream_divisor(send.plan[0].max_bitrate_bps, current_bitrates[0], divisor);
+            if wanted != divisor {
+                tracing::debug!(from = divisor, to = wanted, "the stream's size changes");
+                divisor = wanted;
+                let layer = SimulcastLayer {
+                    width: scaled(top_w, divisor),
+                    height: scaled(top_h, divisor),
+                    bitrate_bps: current_bitrates[0],
+                };
+                let config = EncoderConfig {
+                    width: layer.width,
+                    height: layer.height,
+                    ..base.clone()
+                };
+                // A new encoder starts with a keyframe at its size.
+                encoder = SimulcastEncoder::new(vec![layer], config)?;
+            }
+        }
         let mut pictures = Vec::with_capacity(layers);
         for plan in send.plan.iter().rev() {
-            pictures.push(scaler.scale(&picture, plan.width, plan.height)?);
+            let (width, height) = if layers == 1 {
+                (scaled(plan.width, divisor), scaled(plan.height, divisor))
+            } else {
+                (plan.width, plan.height)
+            };
+            pictures.push(scaler.scale(&picture, width, height)?);
         }
         let views: Vec<sotto_vpx::I420<'_>> = pictures.iter().map(VideoFrame::as_i420).collect();
         let mut keyframes = pacer.take(requests, captured);
@@ -494,6 +530,29 @@ fn capture_loop(
         }
     }
     Ok(VideoCaptureEnd::Stopped)
+}
+
+/// `size` divided by `divisor`, even (4:2:0 chroma).
+fn scaled(size: u32, divisor: u32) -> u32 {
+    (size / divisor.max(1)).max(2) & !1
+}
+
+/// A single stream's size divisor (1, 2 or 4) at `bps` of its `max_bps`, given the one
+/// it is at now: half size below 35 % of the maximum, a quarter below 12 %, back up
+/// only above 50 % and 20 % (so that a bitrate near a threshold does not switch sizes,
+/// each switch costing a keyframe).
+fn single_stream_divisor(max_bps: u32, bps: u32, now: u32) -> u32 {
+    let share = f64::from(bps) / f64::from(max_bps.max(1));
+    let (down_to_half, down_to_quarter, up_to_full, up_to_half) = (0.35, 0.12, 0.5, 0.2);
+    match now {
+        1 if share < down_to_quarter => 4,
+        1 if share < down_to_half => 2,
+        2 if share < down_to_quarter => 4,
+        2 if share > up_to_full => 1,
+        4 if share > up_to_full => 1,
+        4 if share > up_to_half => 2,
+        other => other,
+    }
 }
 
 /// A minimal dependency descriptor (the AV1 RTP specification's mandatory fields, and on a
@@ -1043,6 +1102,29 @@ mod tests {
         let estimate = ((lower as f64 + floor * 1.1) * OVERHEAD) as u64 + 32_000;
         assert!(allocate_layers(&plan, estimate, 32_000, &max)[2] > 0);
         assert_eq!(allocate_layers(&plan, estimate, 32_000, &mid)[2], 0);
+        // One stream (a one-to-one call) goes far below its floor rather than overfill
+        // a thin link.
+        let single = plan_layers(640, 360, 1);
+        let one = allocate_layers(&single, 150_000, 32_000, &[single[0].max_bitrate_bps]);
+        assert!(u64::from(one[0]) <= 150_000 - 32_000, "{one:?}");
+        let starved = allocate_layers(&single, 40_000, 32_000, &one);
+        assert_eq!(u64::from(starved[0]), LOWEST_LAYER_FLOOR_BPS);
+    }
+
+    #[test]
+    fn a_single_stream_gets_smaller_at_low_bitrates_and_back() {
+        let max = 900_000;
+        assert_eq!(single_stream_divisor(max, 800_000, 1), 1);
+        assert_eq!(single_stream_divisor(max, 300_000, 1), 2);
+        assert_eq!(single_stream_divisor(max, 100_000, 1), 4);
+        // Hysteresis: between the thresholds, the size stays.
+        assert_eq!(single_stream_divisor(max, 400_000, 2), 2);
+        assert_eq!(single_stream_divisor(max, 400_000, 1), 1);
+        assert_eq!(single_stream_divisor(max, 150_000, 4), 4);
+        assert_eq!(single_stream_divisor(max, 200_000, 4), 2);
+        assert_eq!(single_stream_divisor(max, 500_000, 4), 1);
+        assert_eq!((scaled(640, 4), scaled(360, 4)), (160, 90));
+        assert_eq!(scaled(90, 4), 22);
     }
 
     #[test]
@@ -1051,15 +1133,33 @@ mod tests {
         let start = Instant::now();
         let mut t = 0u64;
         for _ in 0..20 {
-            stats.decoded(start + Duration::from_millis(t), (640, 360), false, None, None);
+            stats.decoded(
+                start + Duration::from_millis(t),
+                (640, 360),
+                false,
+                None,
+                None,
+            );
             t += 33;
         }
         // 200 ms: above mean + 150 (183) and 3 × mean (99): a freeze.
         t += 167;
-        stats.decoded(start + Duration::from_millis(t), (640, 360), false, None, None);
+        stats.decoded(
+            start + Duration::from_millis(t),
+            (640, 360),
+            false,
+            None,
+            None,
+        );
         // 150 ms: under mean + 150: not one.
         t += 150;
-        stats.decoded(start + Duration::from_millis(t), (320, 180), false, None, None);
+        stats.decoded(
+            start + Duration::from_millis(t),
+            (320, 180),
+            false,
+            None,
+            None,
+        );
         let summary = stats.summary(0, 0, 0, Duration::from_secs(1));
         assert_eq!(summary.freezes, 1);
         assert_eq!(summary.resolution_changes, 1);
