@@ -117,8 +117,8 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     assert!(clean.records().iter().any(|r| r.metric == "pesq_wb"));
 }
 
-/// The Chromium peer (`--peer chromium`): two headless Chromium pages in a network
-/// namespace, through the same relay, scored the same way. Needs root, chromium, Node.js
+/// The Chromium peer (`--peer chromium --video`): two headless Chromium pages in a
+/// network namespace, through the same relay, scored the same way, audio and video. Needs root, chromium, Node.js
 /// and `npm ci` in examples/tests/browser (`bash scripts/setup.sh`);
 /// `SOTTO_SKIP_BROWSER=1` skips it, as it does the browser interop test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +135,7 @@ async fn chromium_pages_call_through_the_relay_and_are_scored() {
     let input = short_input(dir.path());
     let chromium = std::env::var_os("SOTTO_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    let peer = ChromiumPeer::new(chromium, bench_dir().join("chromium/pair.mjs")).unwrap();
+    let peer = ChromiumPeer::new(chromium, bench_dir().join("chromium/pair.mjs"), true).unwrap();
     let mut results = Vec::new();
     for name in ["clean", "loss-10"] {
         let scenario = Scenario::load(&bench_dir().join(format!("scenarios/{name}.toml"))).unwrap();
@@ -158,6 +158,15 @@ async fn chromium_pages_call_through_the_relay_and_are_scored() {
     assert!(pesq(clean) > 3.0, "{clean:?}");
     assert!(pesq(clean) > pesq(lossy), "{clean:?}\n{lossy:?}");
     assert!(clean.mouth_to_ear_ms.unwrap() > 0.0, "{clean:?}");
+    // The page read the frame code of the pictures Chrome decoded, and the ones that came
+    // back whole were scored against their sources.
+    let video = clean.video.as_ref().expect("video results");
+    assert!(video.received.coded_frames > 100, "{video:?}");
+    assert!(video.received.fps > 20.0, "{video:?}");
+    assert_eq!(video.received.out_of_order, 0, "{video:?}");
+    assert!(video.quality.scored > 5, "{video:?}");
+    assert!(video.quality.psnr.is_some_and(|p| p > 30.0), "{video:?}");
+    assert!(video.sent_kbps > 100.0, "{video:?}");
 }
 
 /// Group mode (`--group 3`): one engine speaks through the SFU to two listeners, every leg
