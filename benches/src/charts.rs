@@ -88,7 +88,106 @@ pub fn draw_all(
         timeline_chart(&path, result)?;
         written.push(path);
     }
+    // Video over time: per scenario and seed, the first listener of each peer.
+    let mut calls: Vec<(&str, u64)> = results
+        .iter()
+        .filter(|r| r.video.is_some())
+        .map(|r| (r.scenario.as_str(), r.seed))
+        .collect();
+    calls.sort();
+    calls.dedup();
+    for (scenario, seed) in calls {
+        let firsts: Vec<&CallResult> = PEERS
+            .iter()
+            .filter_map(|(peer, _)| {
+                results.iter().find(|r| {
+                    r.peer == *peer && r.scenario == scenario && r.seed == seed && r.video.is_some()
+                })
+            })
+            .collect();
+        let path = dir.join(format!(
+            "video-{}-seed{seed}.png",
+            scenario.replace('/', "-")
+        ));
+        video_chart(&path, scenario, seed, &firsts)?;
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// Three panels over time, one line per peer: pictures shown per second, their height
+/// (the layer, or the size a single stream was sent at), and what arrived (Sotto's
+/// receiver counts it; the browser's pictures come without).
+fn video_chart(
+    path: &Path,
+    scenario: &str,
+    seed: u64,
+    calls: &[&CallResult],
+) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (SIZE.0, SIZE.1 * 3 / 2)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_error)?;
+    let panels = root.split_evenly((3, 1));
+    type Pick = fn(&sotto_engine::call::video::VideoSecond) -> f64;
+    let measures: [(&str, &str, Pick); 3] = [
+        ("pictures shown", "per second", |s| f64::from(s.frames)),
+        ("their height", "pixels", |s| f64::from(s.height)),
+        ("video received", "kbit/s", |s| s.kbps),
+    ];
+    let lines = |pick: Pick| -> Vec<(Peer, Vec<(f64, f64)>)> {
+        calls
+            .iter()
+            .filter_map(|call| {
+                let video = call.video.as_ref()?;
+                let line: Vec<(f64, f64)> = video
+                    .received
+                    .timeline
+                    .iter()
+                    .map(|s| (f64::from(s.t_s), pick(s)))
+                    .collect();
+                (line.iter().any(|p| p.1 > 0.0)).then_some((call.peer, line))
+            })
+            .collect()
+    };
+    let t_max = calls
+        .iter()
+        .filter_map(|c| c.video.as_ref())
+        .map(|v| v.received.timeline.len() as f64)
+        .fold(1.0, f64::max);
+    for (index, (panel, (what, unit, pick))) in panels.iter().zip(measures).enumerate() {
+        let lines = lines(pick);
+        let y_max = lines
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|p| p.1))
+            .fold(1.0, f64::max)
+            * 1.15;
+        let caption = if index == 0 {
+            format!("{scenario} seed {seed}: the received video, {what}")
+        } else {
+            what.to_owned()
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+            .map_err(chart_error)?;
+        mesh(&mut chart, ("s since the first packet", unit), 13)?;
+        for (peer, line) in lines {
+            let color = PEERS
+                .iter()
+                .find(|(p, _)| *p == peer)
+                .map_or(BLACK, |(_, c)| *c);
+            chart
+                .draw_series(LineSeries::new(line, color.stroke_width(2)))
+                .map_err(chart_error)?
+                .label(peer.name())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        legend(&mut chart, 13)?;
+    }
+    root.present().map_err(chart_error)?;
+    Ok(())
 }
 
 fn load_font() -> anyhow::Result<()> {

@@ -680,6 +680,19 @@ async fn run_sender(
     }
 }
 
+/// One second of a received video stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct VideoSecond {
+    /// Seconds since the stream's first packet (or picture).
+    pub t_s: u32,
+    /// Pictures shown in this second.
+    pub frames: u32,
+    /// The height of the last one (0: none).
+    pub height: u32,
+    /// RTP payload that arrived, kbit/s (0 where not known: a browser's pictures).
+    pub kbps: f64,
+}
+
 /// What one received video stream looked like.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VideoReceivedSummary {
@@ -707,6 +720,8 @@ pub struct VideoReceivedSummary {
     pub frames_skipped: u64,
     /// Decoded frames per second over the time between the first and the last.
     pub fps: f64,
+    /// Second by second: pictures shown, their height, what arrived.
+    pub timeline: Vec<VideoSecond>,
     /// Freezes: a gap between decoded frames longer than max(3 × the mean frame interval,
     /// mean + 150 ms), as WebRTC's statistics count them.
     pub freezes: u64,
@@ -767,6 +782,9 @@ struct ReceiveStats {
     out_of_order: u64,
     delays: Vec<f64>,
     decode_us: u64,
+    /// When the stream's first packet or picture came: the timeline's zero.
+    origin: Option<Instant>,
+    timeline: Vec<VideoSecond>,
 }
 
 /// The window of frame intervals a freeze is judged against.
@@ -785,6 +803,9 @@ impl ReceiveStats {
         if keyframe {
             self.keyframes += 1;
         }
+        let second = self.second(now);
+        second.frames += 1;
+        second.height = size.1;
         if let Some(last) = self.last {
             let gap = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
             if self.intervals.len() >= 5 {
@@ -818,6 +839,20 @@ impl ReceiveStats {
                 self.delays.push(delay);
             }
         }
+    }
+
+    /// The timeline's entry for the second `now` falls in.
+    fn second(&mut self, now: Instant) -> &mut VideoSecond {
+        let origin = *self.origin.get_or_insert(now);
+        let index = now.saturating_duration_since(origin).as_secs() as usize;
+        while self.timeline.len() <= index {
+            let t_s = self.timeline.len() as u32;
+            self.timeline.push(VideoSecond {
+                t_s,
+                ..VideoSecond::default()
+            });
+        }
+        &mut self.timeline[index]
     }
 
     fn summary(
@@ -856,6 +891,7 @@ impl ReceiveStats {
             } else {
                 0.0
             },
+            timeline: self.timeline.clone(),
             freezes: self.freezes,
             freeze_ms: round2(self.freeze_ms),
             resolution_changes: self.resolution_changes,
@@ -895,6 +931,11 @@ impl VideoReceiveStats {
         delay_ms: Option<f64>,
     ) {
         self.lock().decoded(at, size, keyframe, code, delay_ms);
+    }
+
+    /// `bytes` of RTP payload arrived `at`.
+    pub fn arrived(&self, at: Instant, bytes: usize) {
+        self.lock().second(at).kbps += bytes as f64 * 8.0 / 1000.0;
     }
 
     /// The summary over `wall` of connected time.
@@ -963,6 +1004,7 @@ async fn run_receiver(
             Ok(Some(TrackRemoteEvent::OnRtpPacket(packet))) => {
                 ssrc = packet.header.ssrc;
                 stats.packets.fetch_add(1, Ordering::Relaxed);
+                stats.arrived(now, packet.payload.len());
                 receiver.packet(
                     packet.header.sequence_number,
                     packet.header.timestamp,
