@@ -125,8 +125,19 @@ struct PublishingEstimator {
 
 impl PublishingEstimator {
     fn publish(&self) {
-        self.target_bps
-            .store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
+        let target = self.inner.target_bitrate() as u64;
+        let before = self.target_bps.swap(target, Ordering::Relaxed);
+        if before > 0 && target.abs_diff(before) * 10 > before {
+            let stats = self.inner.stats();
+            tracing::debug!(
+                before,
+                target,
+                delay_based = ?stats.delay_based_bitrate,
+                loss_based = ?stats.loss_based_bitrate,
+                loss = ?stats.packet_loss,
+                "the send-side estimate moved"
+            );
+        }
     }
 }
 
