@@ -143,6 +143,16 @@ impl PublishingEstimator {
 
 impl BandwidthEstimator for PublishingEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let lost: Vec<(u32, u16, u16)> = reports
+                .iter()
+                .filter(|r| !r.arrived)
+                .map(|r| (r.ssrc, r.rtp_sequence_number, r.twcc_sequence_number))
+                .collect();
+            let first = reports.first().map(|r| r.twcc_sequence_number);
+            let last = reports.last().map(|r| r.twcc_sequence_number);
+            tracing::trace!(total = reports.len(), ?first, ?last, ?lost, "feedback");
+        }
         self.inner.on_reports(now, reports);
         self.publish();
     }
