@@ -3,6 +3,7 @@
 //! from rtc's responder, which needs the same bound on either side; the engine reads
 //! feedback through a tap.
 
+pub mod lost_feedback;
 pub mod nack;
 pub mod rtcp_tap;
 pub mod rtx_budget;

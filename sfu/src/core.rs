@@ -715,9 +715,13 @@ impl Sfu {
                         "a subscriber's layer changes"
                     );
                     forwarder.target = Some(target);
-                    if forwarder.current != Some(target) {
-                        keyframes.push((key.0, target));
-                    }
+                }
+                // Until the switch, ask again each time the last request may have been
+                // lost (rate-limited per stream): a subscriber that has been sent nothing
+                // yet never asks on its own, and one lost request used to leave a new
+                // subscriber without video for a whole call at 5 % loss.
+                if forwarder.current != Some(target) {
+                    keyframes.push((key.0, target));
                 }
             }
             participant.next_allocation = now + ALLOCATION_INTERVAL;

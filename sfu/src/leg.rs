@@ -32,6 +32,7 @@
 //! - Received RTP comes out of `poll_read` tagged with the *track id*, not the mid; the leg
 //!   maps one to the other from the track's transceiver when the track opens.
 
+use sotto_interceptors::lost_feedback::LostFeedbackFilter;
 use sotto_interceptors::rtx_budget::{self, RtxBudget};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -458,11 +459,11 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegEr
         )
         .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(Gcc::new(
+            CongestionControlBuilder::new(LostFeedbackFilter::new(Gcc::new(
                 ESTIMATE_INITIAL_BPS,
                 ESTIMATE_MIN_BPS,
                 ESTIMATE_MAX_BPS,
-            ))
+            )))
             .build(),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())

@@ -3,6 +3,7 @@
 //! transport-wide cc), the interceptor chain, ICE configuration, and the bridge from the
 //! connection's event handler to the call task. Must not touch audio or signaling.
 
+use sotto_interceptors::lost_feedback::LostFeedbackFilter;
 use sotto_interceptors::rtx_budget::{self, RtxBudget};
 use std::io::Cursor;
 use std::sync::Arc;
@@ -119,7 +120,7 @@ impl PeerConnectionEventHandler for Handler {
 /// Wraps the GCC estimator so its target bitrate can be read from outside the interceptor
 /// chain (the chain owns the estimator and offers no way to reach it).
 struct PublishingEstimator {
-    inner: Gcc,
+    inner: LostFeedbackFilter<Gcc>,
     target_bps: Arc<AtomicU64>,
 }
 
@@ -323,7 +324,11 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
         (MAX_BITRATE_BPS, MAX_BITRATE_BPS)
     };
     let estimator = PublishingEstimator {
-        inner: Gcc::new(f64::from(start), f64::from(MIN_BITRATE_BPS), f64::from(max)),
+        inner: LostFeedbackFilter::new(Gcc::new(
+            f64::from(start),
+            f64::from(MIN_BITRATE_BPS),
+            f64::from(max),
+        )),
         target_bps: estimate_bps.clone(),
     };
     let registry = Registry::new()
