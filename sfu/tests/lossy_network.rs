@@ -159,6 +159,49 @@ fn a_publisher_that_leaves_stops_being_forwarded_within_a_second() {
     assert_eq!(sim.sfu.legs_in(ROOM), 2);
 }
 
+/// A subscriber that joins late waits for a keyframe of the layer it is given; when the
+/// network loses the SFU's request for it, the SFU asks again. (It asked once per layer
+/// change, and a subscriber that has been sent nothing never asks on its own: in the
+/// bench, one lost request left a listener without video for a whole call.)
+#[test]
+fn a_lost_keyframe_request_is_made_again() {
+    let mut sim = Sim::new(4, 0.0, ONE_WAY);
+    sim.join(
+        "ana",
+        &[Publish::audio(audio_ssrc(0)), Publish::video(video_ssrc(0))],
+    );
+    sim.join("bo", &[Publish::audio(audio_ssrc(1))]);
+    // ana's first frames (keyframes) have gone by when cy joins.
+    sim.run_for(Duration::from_secs(3));
+    let plis_before = sim.participants[0].plis.len();
+    let joined_at = sim.now;
+    // Whatever the SFU sends ana over the next 400 ms is lost.
+    sim.rtcp_blackout = Some((0, joined_at + Duration::from_millis(400)));
+    let cy = sim.join("cy", &[Publish::audio(audio_ssrc(2))]);
+    sim.run_for(Duration::from_secs(3));
+
+    let plis = &sim.participants[0].plis[plis_before..];
+    assert!(!plis.is_empty(), "no keyframe request reached ana");
+    assert!(
+        plis[0].0 >= joined_at + Duration::from_millis(400),
+        "a request got through the blackout: {plis:?}"
+    );
+    let ssrc = sim.participants[cy]
+        .receiving("ana", RtpCodecKind::Video)
+        .expect("cy gets ana's video");
+    let first = sim.participants[cy]
+        .received_on(ssrc)
+        .iter()
+        .map(|packet| packet.at)
+        .min()
+        .expect("cy got some of ana's video");
+    assert!(
+        first <= joined_at + Duration::from_secs(2),
+        "cy's video started {:?} after joining",
+        first - joined_at
+    );
+}
+
 #[test]
 fn keyframe_requests_reach_the_publisher_at_most_twice_a_second() {
     let mut sim = Sim::new(3, 0.0, ONE_WAY);

@@ -191,6 +191,13 @@ pub struct Sim {
     pub sfu_sent: HashMap<SSRC, u64>,
     /// The sequence numbers the SFU sent, per SSRC, in sending order.
     pub sfu_seqs: HashMap<SSRC, Vec<u16>>,
+    /// Until when SRTCP from the SFU to a participant (by index) is lost.
+    pub rtcp_blackout: Option<(usize, Instant)>,
+}
+
+/// Participant `index`'s address.
+fn participant_addr(index: usize) -> SocketAddr {
+    format!("10.0.1.{}:40000", index + 1).parse().unwrap()
 }
 
 fn is_srtp(datagram: &[u8]) -> bool {
@@ -223,6 +230,7 @@ impl Sim {
             queue_drops: 0,
             sfu_sent: HashMap::new(),
             sfu_seqs: HashMap::new(),
+            rtcp_blackout: None,
         }
     }
 
@@ -235,7 +243,7 @@ impl Sim {
     /// Returns its index.
     pub fn join(&mut self, name: &str, streams: &[Publish]) -> usize {
         let index = self.participants.len();
-        let addr: SocketAddr = format!("10.0.1.{}:40000", index + 1).parse().unwrap();
+        let addr = participant_addr(index);
         let mut client = Client::new(name, addr, streams, self.now).unwrap();
         self.sfu.participant_joined(ROOM, name);
         let offer = client.offer(self.now).unwrap();
@@ -472,6 +480,16 @@ impl Sim {
         }
         let elapsed = now - self.start;
         let media = is_srtp(&payload);
+        if let Some((index, until)) = self.rtcp_blackout
+            && from == self.sfu_addr
+            && to == participant_addr(index)
+            && media
+            && srtp_ssrc(&payload).is_none()
+            && now < until
+        {
+            self.lost += 1;
+            return;
+        }
         let path = self.path(from, to);
         let link = if media {
             &mut path.media
