@@ -30,7 +30,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::netns::Netns;
 use crate::quality::{
-    CallResult, Measured, Peer, Scoring, VIDEO_SIZE, VideoResult, read_wav, score,
+    CallResult, Measured, Peer, Scoring, VIDEO_FPS, VIDEO_SIZE, VideoResult, read_wav, score,
 };
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
@@ -50,13 +50,14 @@ pub struct ChromiumPeer {
     video: Option<(tempfile::TempDir, PathBuf)>,
 }
 
-/// Writes [`PATTERN_SECONDS`] of the test pattern at 30 fps to a Y4M file: frame `n`'s
+/// Writes [`PATTERN_SECONDS`] of the test pattern at [`VIDEO_FPS`] to a Y4M file: frame `n`'s
 /// code carries `n` and, as its capture instant, `n` frame intervals in ms (the page
 /// knows only when the camera started).
 fn write_pattern(path: &Path) -> anyhow::Result<()> {
     let mut sink = Y4mSink::create(path)?;
-    for index in 0..PATTERN_SECONDS * 30 {
-        let picture = pattern::render(VIDEO_SIZE.0, VIDEO_SIZE.1, index, index * 1000 / 30);
+    let fps = u64::from(VIDEO_FPS);
+    for index in 0..PATTERN_SECONDS * fps {
+        let picture = pattern::render(VIDEO_SIZE.0, VIDEO_SIZE.1, index, index * 1000 / fps);
         sink.write(&picture)?;
     }
     sink.finish()?;

@@ -21,12 +21,11 @@ use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
-use sotto_engine::video::VideoSpec;
 use sotto_engine::video::quality::QualityMeter;
 
 use crate::quality::{
-    CallResult, Measured, Peer, Scoring, Tuning, VIDEO_SIZE, VideoResult, read_wav, score,
-    scoring_sinks,
+    CallResult, Measured, Peer, Scoring, Tuning, VideoResult, read_wav, score, scoring_sinks,
+    test_pattern,
 };
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
@@ -136,15 +135,7 @@ pub async fn run_group_call(
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
             decoder_complexity: tuning.decoder_complexity,
-            video: if tuning.video && !listener {
-                VideoSpec::TestPattern {
-                    width: VIDEO_SIZE.0,
-                    height: VIDEO_SIZE.1,
-                    fps: 30,
-                }
-            } else {
-                VideoSpec::None
-            },
+            video: test_pattern(tuning.video && !listener),
             video_layers: 3,
             record_video: false,
             max_quality: None,

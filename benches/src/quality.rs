@@ -139,8 +139,23 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// The speaker's test pattern with `--video`.
+/// The speaker's test pattern with `--video`: its size and frame rate.
 pub const VIDEO_SIZE: (u32, u32) = (640, 360);
+/// See [`VIDEO_SIZE`].
+pub const VIDEO_FPS: u32 = 30;
+
+/// The test pattern when `on`, else no video.
+pub fn test_pattern(on: bool) -> VideoSpec {
+    if on {
+        VideoSpec::TestPattern {
+            width: VIDEO_SIZE.0,
+            height: VIDEO_SIZE.1,
+            fps: VIDEO_FPS,
+        }
+    } else {
+        VideoSpec::None
+    }
+}
 /// Each listener scores one picture in this many.
 const SCORE_EVERY: u64 = 5;
 
@@ -236,15 +251,7 @@ pub async fn run_call(
             },
             hang_up_after_input: Some(Duration::from_secs(1)),
             max_duration: Some(speech + Duration::from_secs(10)),
-            video: if tuning.video {
-                VideoSpec::TestPattern {
-                    width: VIDEO_SIZE.0,
-                    height: VIDEO_SIZE.1,
-                    fps: 30,
-                }
-            } else {
-                VideoSpec::None
-            },
+            video: test_pattern(tuning.video),
             ..tuning.call_config()
         },
     )?;

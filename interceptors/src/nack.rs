@@ -170,6 +170,8 @@ pub struct NackGenerator {
     streams: HashMap<u32, Stream>,
     /// The last round trips measured, from NACKs to the retransmissions they brought.
     rtts: VecDeque<Duration>,
+    /// Their lower median (see [`NackGenerator::rtt`]), kept as samples come.
+    rtt: Option<Duration>,
     /// Packets asked for so far.
     requested: u64,
     read_queue: VecDeque<TaggedPacket>,
@@ -189,6 +191,7 @@ impl NackGenerator {
             sender_ssrc: rand::random(),
             streams: HashMap::new(),
             rtts: VecDeque::new(),
+            rtt: None,
             requested: 0,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
@@ -202,9 +205,7 @@ impl NackGenerator {
     /// the NACK left (a minimum over them asked again while retransmissions were on their
     /// way: 22 % retransmissions for 5 % loss in the SFU's lossy-network test).
     pub fn rtt(&self) -> Option<Duration> {
-        let mut sorted: Vec<Duration> = self.rtts.iter().copied().collect();
-        sorted.sort_unstable();
-        sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+        self.rtt
     }
 
     /// How many packets were asked for (each try counts).
@@ -256,6 +257,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGenerator {
                 self.rtts.pop_front();
             }
             self.rtts.push_back(sample);
+            let mut sorted: Vec<Duration> = self.rtts.iter().copied().collect();
+            sorted.sort_unstable();
+            self.rtt = sorted.get(sorted.len().saturating_sub(1) / 2).copied();
         }
         self.read_queue.push_back(msg);
         Ok(())

@@ -344,7 +344,6 @@ impl GroupCall {
                 _ = tick.tick() => {
                     if self.connected_at.is_some() {
                         feedback.tick(Instant::now(), false, &self.pipeline.control);
-                        self.share_bandwidth();
                     }
                 }
                 _ = video_tick.tick() => {

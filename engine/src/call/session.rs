@@ -914,7 +914,6 @@ impl Session {
         let now = Instant::now();
         let red = self.payload_types().red.is_some();
         let tick = self.feedback.tick(now, red, &self.pipeline.control);
-        self.share_video_bandwidth();
         let decision = tick.decision;
         let jitter = self.pipeline.inbound(PEER_STREAM).receive.stats();
         self.timeline.push(TimelinePoint {
