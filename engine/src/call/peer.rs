@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
     BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, PacketReport, Slot,
     TwccReceiverBuilder, TwccSenderBuilder,
@@ -17,6 +18,7 @@ use rtc::interceptor::{
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
@@ -209,6 +211,19 @@ pub struct Peer {
     pub video: Option<VideoTrack>,
 }
 
+/// Whether this host can join a multicast group (it has a route for 224.0.0.0/4). rtc
+/// resolves a peer's mDNS (`.local`) candidates on a multicast socket it opens with every
+/// peer connection, and in a network namespace with no default route that socket fails
+/// and takes the connection with it ("creating the peer connection: No such device",
+/// found running the CLI in two namespaces). Without a route, calls go on without mDNS:
+/// only candidates named by address can be used then.
+fn multicast_available() -> bool {
+    let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
+    std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED))
+        .is_ok()
+}
+
 /// VP8 with the feedback a video receiver gives: NACK, PLI, transport-wide cc. (The SFU
 /// offers the same; see sfu/src/leg.rs.)
 fn vp8_codec() -> RTCRtpCodec {
@@ -375,8 +390,17 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
         .build();
 
     let (events_tx, events) = mpsc::unbounded_channel();
+    let mdns = if multicast_available() {
+        MulticastDnsMode::QueryOnly
+    } else {
+        MulticastDnsMode::Disabled
+    };
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(mdns)
+        .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)
+        .with_setting_engine(setting_engine)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { events: events_tx }))
