@@ -217,11 +217,15 @@ pub struct Peer {
 /// and takes the connection with it ("creating the peer connection: No such device",
 /// found running the CLI in two namespaces). Without a route, calls go on without mDNS:
 /// only candidates named by address can be used then.
+/// Probed once per process: each probe binds a port, which another socket may want.
 fn multicast_available() -> bool {
-    let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
-    std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|socket| socket.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED))
-        .is_ok()
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
+        std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|socket| socket.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED))
+            .is_ok()
+    })
 }
 
 /// VP8 with the feedback a video receiver gives: NACK, PLI, transport-wide cc. (The SFU
