@@ -5,7 +5,7 @@
 //! [`scenario`] (the TOML files in `benches/scenarios/`, impairments from
 //! `sotto-netsim`), [`relay`] (the impairments as a UDP relay), [`quality`] (Sotto calls
 //! through it, and the scoring), [`chromium`] (the same between two Chromium pages, in a
-//! [`netns`]), [`emodel`] (ITU-T G.107), [`visqol`] and [`charts`]. Figures go to
+//! [`netns`]), [`ports`], [`emodel`] (ITU-T G.107), [`visqol`] and [`charts`]. Figures go to
 //! BENCHMARKS.md with their command and machine.
 
 pub mod charts;
@@ -13,6 +13,7 @@ pub mod chromium;
 pub mod emodel;
 pub mod group;
 pub mod netns;
+pub mod ports;
 pub mod quality;
 pub mod relay;
 pub mod scenario;

@@ -26,6 +26,7 @@ use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::server::RunningServer;
 
 use crate::emodel::{self, Inputs};
+use crate::ports::{Proto, unused_port};
 use crate::relay::{Relay, RelayConfig, RelayReport};
 use crate::scenario::Scenario;
 
@@ -132,13 +133,6 @@ pub struct VideoResult {
     pub keyframes_sent: u64,
 }
 
-/// A free UDP port on loopback (bound, read, released: the callee binds it next).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The speaker's test pattern with `--video`: its size and frame rate.
 pub const VIDEO_SIZE: (u32, u32) = (640, 360);
 /// See [`VIDEO_SIZE`].
@@ -217,7 +211,7 @@ pub async fn run_call(
     tuning: &Tuning,
 ) -> anyhow::Result<CallResult> {
     let recording = out.join(format!("{}-sotto-seed{seed}.wav", scenario.name));
-    let bob_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let bob_addr: SocketAddr = format!("127.0.0.1:{}", unused_port(Proto::Udp)?).parse()?;
     let reference = read_wav(input)?;
     let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
     let relay = Relay::bind(RelayConfig::for_scenario(

@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 
 use crate::signaling::procfs;
+use sotto_bench::ports::{Proto, unused_port};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -81,18 +82,6 @@ enum Phase {
     Stop,
 }
 
-fn free_port(udp: bool) -> anyhow::Result<u16> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    })
-}
-
 /// Runs the bench.
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let dir = tempfile::tempdir()?;
@@ -109,8 +98,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let server = sotto_signaling::server::start(config).await?;
     let url = server.ws_url();
 
-    let udp = free_port(true)?;
-    let http = free_port(false)?;
+    let udp = unused_port(Proto::Udp)?;
+    let http = unused_port(Proto::Tcp)?;
     let mut command = match &options.sfu_cpu {
         Some(cpu) => {
             let mut c = tokio::process::Command::new("taskset");

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sotto_bench::ports::{Proto, unused_port};
 use sotto_bench::relay::{Relay, RelayConfig};
 use sotto_engine::audio::{InputSpec, OutputSpec};
 use sotto_engine::call::{Advertise, CallConfig, IceConfig, Phone};
@@ -14,22 +15,15 @@ use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_netsim::{Impairment, Loss};
 use sotto_signaling::server::{Config, start};
 
-/// A free UDP port on loopback (bound, read, released: the callee binds it next).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_goes_through_the_relay_and_feels_its_loss() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
         .await
         .unwrap();
-    let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", unused_port(Proto::Udp).unwrap())
+        .parse()
+        .unwrap();
     let lossy = Impairment {
         loss: Loss::Uniform { rate: 0.1 },
         delay_ms: 20.0,
