@@ -137,6 +137,7 @@ pub async fn run_group_call(
             decoder_complexity: tuning.decoder_complexity,
             video: test_pattern(tuning.video && !listener),
             video_layers: 3,
+            video_codec: tuning.video_codec,
             record_video: false,
             max_quality: None,
             control: None,

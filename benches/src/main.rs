@@ -102,6 +102,9 @@ struct RunArgs {
     /// table of the report.
     #[arg(long)]
     video: bool,
+    /// The codec of the speaker's video with `--video` (Sotto only): vp8 or h264.
+    #[arg(long, default_value = "vp8")]
+    video_codec: sotto_engine::video::VideoCodec,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +430,7 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or(defaults.decoder_complexity),
         dred_units: args.dred_units.unwrap_or(defaults.dred_units),
         video: args.video,
+        video_codec: args.video_codec,
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();

@@ -21,7 +21,7 @@ use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{Advertise, CallConfig, CallSummary, IceConfig, Phone};
 use sotto_engine::video::quality::{QualityMeter, QualitySink};
-use sotto_engine::video::{SinkFactory, VideoOutput, VideoSink, VideoSpec};
+use sotto_engine::video::{SinkFactory, VideoCodec, VideoOutput, VideoSink, VideoSpec};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::server::RunningServer;
 
@@ -172,6 +172,8 @@ pub struct Tuning {
     /// The speaker also sends the test pattern (group calls: 640x360 in three simulcast
     /// layers), and each listener scores what it decodes.
     pub video: bool,
+    /// The codec the speaker sends its video in.
+    pub video_codec: VideoCodec,
 }
 
 impl Default for Tuning {
@@ -181,6 +183,7 @@ impl Default for Tuning {
             decoder_complexity: config.decoder_complexity,
             dred_units: config.encoder.dred_units,
             video: false,
+            video_codec: VideoCodec::default(),
         }
     }
 }
@@ -195,6 +198,7 @@ impl Tuning {
                 dred_units: self.dred_units,
                 ..config.encoder.clone()
             },
+            video_codec: self.video_codec,
             ..config
         }
     }

@@ -28,9 +28,10 @@ use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
 use sotto_engine::messaging::messenger::Messenger;
 use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::video::code::FrameCode;
+use sotto_engine::video::h264_rtp;
 use sotto_engine::video::vp8_rtp::{FrameAssembler, clear_prefix, is_keyframe};
 use sotto_engine::video::y4m::Y4mSource;
-use sotto_engine::video::{FrameTime, VideoOutput, VideoSource, VideoSpec};
+use sotto_engine::video::{FrameTime, VideoCodec, VideoOutput, VideoSource, VideoSpec};
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_signaling::client::KeyAuthenticator;
 use sotto_signaling::protocol::IdentityKey;
@@ -768,6 +769,103 @@ async fn three_engines_share_end_to_end_encrypted_simulcast_video() {
     stop(server, sfu).await;
 }
 
+/// H.264 through the SFU: Alice publishes three H.264 layers (an OpenH264 encoder each),
+/// Bob VP8, both end to end encrypted. Each decodes the other at full rate and in order,
+/// and every H.264 frame the SFU forwarded shows only NAL headers in the clear: it opens
+/// under the group's key, and none of its plaintext appears in what the SFU saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_simulcast_crosses_the_sfu_end_to_end_encrypted() {
+    let Standup {
+        root,
+        server,
+        sfu,
+        members: [alice, bob, _],
+        epochs,
+        ..
+    } = standup().await;
+    let rec = |name: &str| root.path().join(format!("h264-{name}"));
+    let pattern = VideoSpec::TestPattern {
+        width: 320,
+        height: 180,
+        fps: 30,
+    };
+    let summaries = group_call_with(
+        &server,
+        &sfu,
+        vec![
+            (&alice, Some(crypto(&epochs[0])), rec("alice")),
+            (&bob, Some(crypto(&epochs[1])), rec("bob")),
+        ],
+        pattern,
+        8,
+        |i, config| {
+            if i == 0 {
+                config.video_codec = VideoCodec::H264;
+            }
+        },
+    )
+    .await;
+    for (summary, sends, gets) in [
+        (&summaries[0], VideoCodec::H264, VideoCodec::Vp8),
+        (&summaries[1], VideoCodec::Vp8, VideoCodec::H264),
+    ] {
+        eprintln!("{}", serde_json::to_string(summary).unwrap());
+        assert!(summary.connected, "{summary:?}");
+        let sent = summary.video_sent.clone().expect("video was sent");
+        assert_eq!((sent.codec, sent.layers.len()), (sends, 3), "{sent:?}");
+        let video = summary.received[0].video.clone().expect("video received");
+        assert_eq!(video.codec, gets);
+        assert!(video.frames_decoded > 120, "{video:?}");
+        assert!(video.fps >= 25.0, "{video:?}");
+        assert_eq!(video.out_of_order, 0, "{video:?}");
+        assert_eq!(video.coded_frames, video.frames_decoded, "{video:?}");
+        let recording = summary.received[0].video_recording.as_ref().unwrap();
+        let (frames, codes) = recorded_codes(recording);
+        assert!(
+            codes.len() * 10 >= frames * 9,
+            "{} of {frames}",
+            codes.len()
+        );
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+    }
+
+    let tapped = std::mem::take(&mut *sfu.payloads.lock().unwrap());
+    let mut streams: HashMap<u32, Vec<&Tapped>> = HashMap::new();
+    for packet in tapped.iter().filter(|t| t.payload_type == 102) {
+        streams.entry(packet.ssrc).or_default().push(packet);
+    }
+    assert!(!streams.is_empty(), "the SFU forwarded no H.264");
+    let now = Instant::now();
+    for (ssrc, packets) in &streams {
+        let witness = crypto(&epochs[1]);
+        let mut assembler = FrameAssembler::with_codec(Duration::from_secs(1), VideoCodec::H264);
+        let mut frames = Vec::new();
+        for p in packets {
+            frames.extend(assembler.insert(p.seq, p.timestamp, p.marker, &p.payload, now));
+        }
+        frames.extend(assembler.poll(now + Duration::from_secs(2)));
+        assert!(frames.len() > 20, "stream {ssrc}: {} frames", frames.len());
+        let mut keyframes = 0;
+        let mut plain = Vec::new();
+        for frame in &frames {
+            h264_rtp::open(&witness, &frame.data, now, &mut plain)
+                .expect("every forwarded H.264 frame is SFrame under the group's key");
+            keyframes += usize::from(sotto_h264::is_keyframe(&plain));
+            let seen: std::collections::HashSet<&[u8]> = frame.data.windows(16).collect();
+            for unit in sotto_h264::nal_units(&plain) {
+                assert!(
+                    unit[1..]
+                        .chunks_exact(16)
+                        .all(|chunk| !seen.contains(chunk)),
+                    "plaintext H.264 appears in what the SFU saw"
+                );
+            }
+        }
+        assert!(keyframes > 0, "stream {ssrc} has no keyframe");
+    }
+    stop(server, sfu).await;
+}
+
 /// What a subscriber asks for reaches the publisher's encoder: Bob first caps Alice's
 /// video at the smallest layer (`subscription` with `max_quality`), then pauses it; the
 /// SFU tells Alice (`layers`) which of her layers anyone still receives, and she stops
@@ -848,6 +946,17 @@ async fn a_subscribers_wishes_stop_the_publishers_unwatched_layers() {
 /// and Bob's recording of Alice holds her frame numbers in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
+    one_to_one_video(VideoCodec::Vp8, VideoCodec::Vp8).await;
+}
+
+/// The same with Alice sending H.264 (OpenH264, sealed NAL unit by NAL unit) and Bob VP8:
+/// both decoders, both ways of sealing, in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_and_vp8_cross_in_one_end_to_end_encrypted_call() {
+    one_to_one_video(VideoCodec::H264, VideoCodec::Vp8).await;
+}
+
+async fn one_to_one_video(alice_codec: VideoCodec, bob_codec: VideoCodec) {
     let Pair {
         root,
         server,
@@ -864,6 +973,7 @@ async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
     let caller = CallConfig {
         e2ee: Some(crypto(&alice_epoch)),
         video: "test-pattern:320x180".parse().unwrap(),
+        video_codec: alice_codec,
         video_output: Some(VideoOutput::Null),
         max_duration: Some(Duration::from_secs(6)),
         ..call_config(InputSpec::Tone(440.0), OutputSpec::Null)
@@ -873,6 +983,7 @@ async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
     let callee = CallConfig {
         e2ee: Some(crypto(&bob_epoch)),
         video: "test-pattern:320x180@15".parse().unwrap(),
+        video_codec: bob_codec,
         video_output: Some(VideoOutput::Y4m(seen.clone())),
         max_duration: Some(Duration::from_secs(6)),
         ..call_config(InputSpec::Silence, OutputSpec::Null)
@@ -882,7 +993,10 @@ async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
         call.finished().await.unwrap(),
         answered.finished().await.unwrap(),
     );
-    for (summary, fps) in [(&alice_summary, 15.0), (&bob_summary, 30.0)] {
+    for (summary, fps, sends, gets) in [
+        (&alice_summary, 15.0, alice_codec, bob_codec),
+        (&bob_summary, 30.0, bob_codec, alice_codec),
+    ] {
         eprintln!("{}", serde_json::to_string(summary).unwrap());
         assert!(summary.connected, "{summary:?}");
         let sent = summary.video_sent.clone().expect("video sent");
@@ -891,7 +1005,9 @@ async fn a_one_to_one_video_call_is_sframe_encrypted_both_ways() {
             1,
             "one stream between two peers: {sent:?}"
         );
+        assert_eq!(sent.codec, sends);
         let got = summary.video_received.clone().expect("video received");
+        assert_eq!(got.codec, gets);
         assert!(got.frames_decoded as f64 > fps * 3.0, "{got:?}");
         assert!(got.fps > fps * 0.8, "{got:?}");
         assert_eq!(got.freezes, 0, "{got:?}");

@@ -259,6 +259,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         video: "test-pattern".parse().unwrap(),
         video_layers: 3,
+        video_codec: Default::default(),
         record_video: true,
         max_quality: None,
         control: None,

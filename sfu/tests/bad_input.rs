@@ -129,7 +129,7 @@ async fn a_participant_that_goes_silent_is_dropped_after_the_leg_timeout() {
     let start = Instant::now();
     let mut sfu = Sfu::new("127.0.0.1:5000".parse().unwrap());
     sfu.participant_joined("room", "quiet");
-    let participant = peer::build(&IceConfig::loopback(), false, None)
+    let participant = peer::build(&IceConfig::loopback(), false, None, Default::default())
         .await
         .unwrap();
     let offer = participant.pc.create_offer(None).await.unwrap();

@@ -24,7 +24,7 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
     let (sfu, mut signals, driver) = (running.handle, running.signals, running.task);
 
     // A stranger's offer is refused.
-    let stranger = peer::build(&IceConfig::loopback(), false, None)
+    let stranger = peer::build(&IceConfig::loopback(), false, None, Default::default())
         .await
         .unwrap();
     let offer = stranger.pc.create_offer(None).await.unwrap();

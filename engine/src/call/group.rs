@@ -33,7 +33,7 @@ use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioSink, AudioSource, InputSpec, OutputSpec, open_sink, open_source};
 use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
-use crate::video::{self, SinkFactory, VideoOutput, VideoSpec};
+use crate::video::{self, SinkFactory, VideoCodec, VideoOutput, VideoSpec};
 
 /// Through the SFU: plain Opus on our payload type, no RED.
 const OPUS_ONLY: PayloadTypes = PayloadTypes {
@@ -112,6 +112,8 @@ pub struct GroupConfig {
     pub video: VideoSpec,
     /// Simulcast layers to send (1 to 3; fewer for small sources).
     pub video_layers: usize,
+    /// The codec we send video in (H.264: one encoder per layer).
+    pub video_codec: VideoCodec,
     /// Whether video is recorded too when there is a `record_dir` (Y4M is raw: about
     /// 10 MB a second a stream at 360p).
     pub record_video: bool,
@@ -141,6 +143,7 @@ impl GroupConfig {
             decoder_complexity: crate::audio::codec::DEFAULT_DECODER_COMPLEXITY,
             video: VideoSpec::None,
             video_layers: 3,
+            video_codec: VideoCodec::default(),
             record_video: true,
             max_quality: None,
             control: None,
@@ -215,7 +218,7 @@ pub async fn run(
     });
     // The SFU forwards plain Opus (no RED); VP8 always, so that we see the others.
     let layers = video_plan.as_ref().map_or(0, Vec::len);
-    let mut peer = peer::build(&config.ice, false, Some(layers)).await?;
+    let mut peer = peer::build(&config.ice, false, Some(layers), config.video_codec).await?;
     let (pipeline, capture_end) = Pipeline::new(&config.encoder, config.e2ee.clone());
     let mut call = GroupCall {
         call_id: room.0.clone(),

@@ -24,7 +24,7 @@ use crate::audio::codec::{DEFAULT_DECODER_COMPLEXITY, EncoderConfig};
 use crate::audio::jitter::JitterConfig;
 use crate::audio::{AudioError, InputSpec, OutputSpec};
 use crate::e2ee::media::MediaCrypto;
-use crate::video::{VideoOutput, VideoSpec};
+use crate::video::{VideoCodec, VideoOutput, VideoSpec};
 
 pub use phone::{CallHandle, IncomingCall, Phone};
 
@@ -123,9 +123,12 @@ pub struct CallConfig {
     /// The Opus decoder's complexity (0..=10): 5 and up conceal loss with deep PLC and
     /// decode DRED, 6 and 7 add the LACE and NoLACE enhancers (default: 7, NoLACE).
     pub decoder_complexity: u8,
-    /// What we show ([`VideoSpec::None`]: no video of ours; one VP8 stream otherwise, its
+    /// What we show ([`VideoSpec::None`]: no video of ours; one stream otherwise, its
     /// bitrate from the bandwidth estimate after audio's share).
     pub video: VideoSpec,
+    /// The codec we send video in: the callee takes the other one when the caller's offer
+    /// lacks it. Both are offered to receive.
+    pub video_codec: VideoCodec,
     /// Where the peer's video goes; `None` does not ask for it (an audio call, unless
     /// we send video, in which case it is received and dropped).
     pub video_output: Option<VideoOutput>,
@@ -151,6 +154,7 @@ impl Default for CallConfig {
             red: true,
             decoder_complexity: DEFAULT_DECODER_COMPLEXITY,
             video: VideoSpec::None,
+            video_codec: VideoCodec::default(),
             video_output: None,
         }
     }

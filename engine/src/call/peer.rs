@@ -17,7 +17,9 @@ use rtc::interceptor::{
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -38,6 +40,7 @@ use webrtc::peer_connection::{
 use super::keyframes::{KeyframeRequests, keyframe_tap};
 use super::reports::{ReportedLoss, report_tap};
 use super::{CallError, IceConfig};
+use crate::video::VideoCodec;
 
 /// The payload type we offer Opus on (what browsers use too).
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -53,6 +56,8 @@ const MIME_TYPE_RED: &str = "audio/red";
 
 /// The payload type we offer VP8 on (the SFU's and browsers' choice).
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
+/// The payload type we offer H.264 on (the SFU's).
+pub const H264_PAYLOAD_TYPE: u8 = 102;
 
 /// The RIDs of our simulcast layers, lowest first (the SFU ranks `q`, `h`, `f`).
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
@@ -190,6 +195,8 @@ pub struct VideoTrack {
     pub keyframes: Arc<KeyframeRequests>,
     /// Retransmissions the budget dropped (too old, or over its share of the estimate).
     pub retransmissions_dropped: Arc<AtomicU64>,
+    /// The codec it sends.
+    pub codec: VideoCodec,
 }
 
 /// A built connection with what the call task needs from it.
@@ -228,18 +235,75 @@ fn multicast_available() -> bool {
     })
 }
 
-/// VP8 with the feedback a video receiver gives: NACK, PLI, transport-wide cc. (The SFU
-/// offers the same; see sfu/src/leg.rs.)
-fn vp8_codec() -> RTCRtpCodec {
+/// The codec a callee sends in, given the caller's offer: `preferred` when offered, else
+/// the other one we speak when that is offered, else `preferred` (the peer takes no video
+/// of ours then).
+pub fn answer_video_codec(offer: &str, preferred: VideoCodec) -> VideoCodec {
+    let Ok(parsed) = SessionDescription::unmarshal(&mut Cursor::new(offer.as_bytes())) else {
+        return preferred;
+    };
+    let offered: Vec<VideoCodec> = parsed
+        .media_descriptions
+        .iter()
+        .filter(|m| m.media_name.media == "video")
+        .flat_map(|m| &m.attributes)
+        .filter(|a| a.key == "rtpmap")
+        .filter_map(|a| {
+            let name = a
+                .value
+                .as_deref()?
+                .split_whitespace()
+                .nth(1)?
+                .split('/')
+                .next()?;
+            VideoCodec::from_mime(name)
+        })
+        .collect();
+    if offered.contains(&preferred) {
+        preferred
+    } else {
+        offered.first().copied().unwrap_or(preferred)
+    }
+}
+
+/// The video codecs we speak with their payload types, `first` first.
+fn video_codecs(first: VideoCodec) -> Vec<RTCRtpCodecParameters> {
+    let mut codecs = vec![
+        RTCRtpCodecParameters {
+            rtp_codec: video_codec(VideoCodec::Vp8),
+            payload_type: VP8_PAYLOAD_TYPE,
+        },
+        RTCRtpCodecParameters {
+            rtp_codec: video_codec(VideoCodec::H264),
+            payload_type: H264_PAYLOAD_TYPE,
+        },
+    ];
+    if first == VideoCodec::H264 {
+        codecs.reverse();
+    }
+    codecs
+}
+
+/// H.264 Constrained Baseline level 3.1, packetization mode 1: what browsers and the
+/// SFU offer first.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// `codec` with the feedback a video receiver gives: NACK, PLI, transport-wide cc. (The
+/// SFU offers the same; see sfu/src/leg.rs.)
+fn video_codec(codec: VideoCodec) -> RTCRtpCodec {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
     };
+    let (mime_type, fmtp) = match codec {
+        VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
+        VideoCodec::H264 => (MIME_TYPE_H264, H264_FMTP),
+    };
     RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
+        mime_type: mime_type.to_owned(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: String::new(),
+        sdp_fmtp_line: fmtp.to_owned(),
         rtcp_feedback: vec![
             feedback(TYPE_RTCP_FB_NACK, ""),
             feedback(TYPE_RTCP_FB_NACK, "pli"),
@@ -274,10 +338,15 @@ fn red_codec() -> RTCRtpCodec {
 
 /// Builds a connection with one send-and-receive Opus audio track. With `red`, RED (RFC
 /// 2198) over Opus is offered too, for redundancy under loss. With `video`, VP8 is
-/// negotiated (NACK and PLI both ways) so that video can be received, and with
-/// `Some(n)`, n > 0, we send a VP8 track too, in n simulcast layers (by RID when more
-/// than one).
-pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<Peer, CallError> {
+/// negotiated (NACK and PLI both ways) so that video can be received, and H.264 after it,
+/// and with `Some(n)`, n > 0, we send a track of `codec` too, in n simulcast layers (by
+/// RID when more than one).
+pub async fn build(
+    ice: &IceConfig,
+    red: bool,
+    video: Option<usize>,
+    codec: VideoCodec,
+) -> Result<Peer, CallError> {
     let mut media_engine = MediaEngine::default();
     let mut codecs = vec![RTCRtpCodecParameters {
         rtp_codec: opus_codec(),
@@ -307,15 +376,11 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
     }
     let video_layers = video.unwrap_or(0).min(SIMULCAST_RIDS.len());
     if video.is_some() {
-        media_engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: vp8_codec(),
-                    payload_type: VP8_PAYLOAD_TYPE,
-                },
-                RtpCodecKind::Video,
-            )
-            .map_err(media_err)?;
+        for codec in video_codecs(VideoCodec::Vp8) {
+            media_engine
+                .register_codec(codec, RtpCodecKind::Video)
+                .map_err(media_err)?;
+        }
         // sdes:mid, rtp-stream-id, repaired-rtp-stream-id for simulcast, then ours.
         configure_simulcast_extension_headers(&mut media_engine).map_err(media_err)?;
         for uri in [TRANSPORT_CC_URI, DEPENDENCY_DESCRIPTOR_URI] {
@@ -447,7 +512,7 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec: vp8_codec(),
+                codec: video_codec(codec),
                 ..Default::default()
             })
             .collect();
@@ -461,12 +526,30 @@ pub async fn build(ice: &IceConfig, red: bool, video: Option<usize>) -> Result<P
         pc.add_track(video.clone() as Arc<dyn webrtc::media_stream::track_local::TrackLocal>)
             .await
             .map_err(|err| CallError::Media(format!("adding the video track: {err}")))?;
+        // rtc offers only the track's codec on its m-line; offer (and accept) the other
+        // one too, after ours, so that the peer's video may come in either.
+        let preferences = video_codecs(codec);
+        for transceiver in pc.get_transceivers().await {
+            let ours = match transceiver.sender().await {
+                Ok(Some(sender)) => {
+                    std::ptr::addr_eq(Arc::as_ptr(sender.track()), Arc::as_ptr(&video))
+                }
+                _ => false,
+            };
+            if ours {
+                transceiver
+                    .set_codec_preferences(preferences.clone())
+                    .await
+                    .map_err(|err| CallError::Media(format!("video codec preferences: {err}")))?;
+            }
+        }
         Some(VideoTrack {
             track: video,
             ssrcs: video_ssrcs,
             rids,
             keyframes,
             retransmissions_dropped,
+            codec,
         })
     } else {
         None
@@ -587,5 +670,56 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
                 offered.join(", ")
             )
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(rtpmaps: &[&str]) -> String {
+        let mut sdp = String::from(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\n",
+        );
+        for rtpmap in rtpmaps {
+            sdp.push_str(&format!("a=rtpmap:{rtpmap}\r\n"));
+        }
+        sdp
+    }
+
+    #[test]
+    fn a_callee_sends_what_the_offer_takes() {
+        let both = offer(&["96 VP8/90000", "102 H264/90000"]);
+        assert_eq!(answer_video_codec(&both, VideoCodec::Vp8), VideoCodec::Vp8);
+        assert_eq!(
+            answer_video_codec(&both, VideoCodec::H264),
+            VideoCodec::H264
+        );
+        // A peer that offers no VP8 gets H.264, and the other way round.
+        let h264 = offer(&["102 H264/90000", "103 rtx/90000"]);
+        assert_eq!(answer_video_codec(&h264, VideoCodec::Vp8), VideoCodec::H264);
+        let vp8 = offer(&["96 VP8/90000"]);
+        assert_eq!(answer_video_codec(&vp8, VideoCodec::H264), VideoCodec::Vp8);
+        // Nothing we speak, or no SDP at all: our choice (no video of ours then).
+        let av1 = offer(&["45 AV1/90000"]);
+        assert_eq!(answer_video_codec(&av1, VideoCodec::Vp8), VideoCodec::Vp8);
+        assert_eq!(
+            answer_video_codec("garbage", VideoCodec::H264),
+            VideoCodec::H264
+        );
+    }
+
+    #[test]
+    fn the_video_codecs_come_in_the_order_asked() {
+        let names = |first| {
+            video_codecs(first)
+                .iter()
+                .map(|c| c.rtp_codec.mime_type.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(VideoCodec::Vp8), vec!["video/VP8", "video/H264"]);
+        assert_eq!(names(VideoCodec::H264), vec!["video/H264", "video/VP8"]);
     }
 }

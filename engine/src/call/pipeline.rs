@@ -65,6 +65,7 @@ pub(super) struct VideoParams {
 pub(super) struct VideoOut {
     /// The layers, lowest first.
     pub plan: Vec<LayerPlan>,
+    codec: crate::video::VideoCodec,
     /// Each layer's bitrate, set by the call's rate control.
     pub control: Arc<VideoControl>,
     counters: Arc<VideoSendCounters>,
@@ -191,7 +192,9 @@ impl Pipeline {
         let (ended, ended_rx) = mpsc::unbounded_channel();
         let keyframe_requests = send.track.keyframes.clone();
         let retransmissions_dropped = send.track.retransmissions_dropped.clone();
+        let codec = send.track.codec;
         let (thread, task) = video_media::start_send(VideoSend {
+            codec,
             track: send.track,
             ids,
             source: send.source,
@@ -208,6 +211,7 @@ impl Pipeline {
         self.tasks.push(task);
         self.video_out = Some(VideoOut {
             plan: send.plan,
+            codec,
             control,
             counters,
             keyframe_requests,
@@ -308,6 +312,7 @@ impl Pipeline {
             }
         }
         Some(VideoSentSummary {
+            codec: out.codec,
             layers: out.plan.clone(),
             frames_captured: load(&c.frames_captured),
             frames_encoded: load(&c.frames_encoded),

@@ -192,7 +192,11 @@ pub async fn run(
                 (None, Some(_)) => Some(0),
                 (None, None) => None,
             };
-            peer::build(&config.ice, config.red, layers)
+            // A callee sends what the offer takes: our choice if it is there.
+            let codec = offer.as_ref().map_or(config.video_codec, |offer| {
+                peer::answer_video_codec(&offer.sdp, config.video_codec)
+            });
+            peer::build(&config.ice, config.red, layers, codec)
                 .await
                 .map(|peer| (peer, video))
         }

@@ -1,12 +1,14 @@
 //! The video half of a call's media. Send: a capture thread reads the source at its frame
-//! rate, scales it to every simulcast layer, encodes them in one multi-resolution VP8
-//! encoder (keyframes when a receiver asks, each layer's bitrate as the rate control says)
-//! and hands the frames to a sender task, which seals each with SFrame (the codec's first
-//! bytes left clear), packetizes it (RFC 7741) and writes it on its layer's SSRC with the
-//! MID, RID and dependency-descriptor extensions. Receive: per remote video track, a
-//! receiver task puts frames back together (waiting a little for NACKed packets), opens
-//! them and hands them to a decode thread, which decodes, asks for a keyframe (PLI) when
-//! it cannot go on, keeps the statistics and writes pictures to a sink.
+//! rate, scales it to every simulcast layer, encodes them (VP8: one multi-resolution
+//! libvpx encoder; H.264: an OpenH264 encoder per layer; keyframes when a receiver asks,
+//! each layer's bitrate as the rate control says) and hands the frames to a sender task,
+//! which seals each with SFrame (VP8: the codec's first bytes left clear; H.264: NAL unit
+//! by NAL unit, headers clear), packetizes it (RFC 7741 or RFC 6184) and writes it on its
+//! layer's SSRC with the MID, RID and dependency-descriptor extensions. Receive: per
+//! remote video track, a receiver task puts frames back together (waiting a little for
+//! NACKed packets) in the codec negotiated for the stream, opens them and hands them to a
+//! decode thread, which decodes, asks for a keyframe (PLI) when it cannot go on, keeps the
+//! statistics and writes pictures to a sink.
 //!
 //! Must not touch signaling or call state; it reports through its counters.
 
@@ -23,19 +25,21 @@ use rtc::rtp::{Header, Packet as RtpPacket};
 use rtc::sdp::description::session::SessionDescription;
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use serde::Serialize;
-use sotto_vpx::{EncoderConfig, SimulcastEncoder, SimulcastLayer};
+use sotto_vpx::{EncoderConfig, SimulcastLayer};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::keyframes::{KeyframePacer, KeyframeRequests};
-use super::peer::{DEPENDENCY_DESCRIPTOR_URI, VP8_PAYLOAD_TYPE, VideoTrack};
+use super::peer::{DEPENDENCY_DESCRIPTOR_URI, H264_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, VideoTrack};
 use crate::e2ee::media::MediaCrypto;
 use crate::video::code::FrameCode;
+use crate::video::encode::Encoders;
+use crate::video::h264_rtp;
 use crate::video::receive::{Decoded, FrameDecoder, VideoReceiver};
 use crate::video::scale::Scaler;
 use crate::video::vp8_rtp::{FrameMeta, Vp8Payloader, clear_prefix};
-use crate::video::{FrameTime, VideoError, VideoFrame, VideoSink, VideoSource};
+use crate::video::{FrameTime, VideoCodec, VideoError, VideoSink, VideoSource};
 
 /// RTP's video clock rate.
 const CLOCK_RATE: u64 = 90_000;
@@ -205,6 +209,8 @@ pub struct VideoSendCounters {
 /// The video summary of what we sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VideoSentSummary {
+    /// The codec.
+    pub codec: VideoCodec,
     /// The layers, lowest first.
     pub layers: Vec<LayerPlan>,
     /// Pictures captured.
@@ -261,6 +267,8 @@ pub struct VideoSend {
     pub counters: Arc<VideoSendCounters>,
     /// SFrame keys, when the call has them.
     pub crypto: Option<Arc<MediaCrypto>>,
+    /// The codec the track was negotiated with.
+    pub codec: VideoCodec,
     /// Set to stop.
     pub stop: Arc<AtomicBool>,
     /// The media clock's origin.
@@ -336,13 +344,16 @@ pub fn start_send(
 ) -> std::io::Result<(thread::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
     let (frames_tx, frames_rx) = mpsc::channel::<OutVideo>(SEND_QUEUE);
     let task = tokio::spawn(run_sender(
-        send.track.track.clone(),
-        send.track.ssrcs.clone(),
-        send.track.rids.clone(),
-        send.ids.clone(),
+        Sender {
+            track: send.track.track.clone(),
+            ssrcs: send.track.ssrcs.clone(),
+            rids: send.track.rids.clone(),
+            ids: send.ids.clone(),
+            counters: send.counters.clone(),
+            crypto: send.crypto.clone(),
+            codec: send.codec,
+        },
         frames_rx,
-        send.counters.clone(),
-        send.crypto.clone(),
     ));
     let spawned = thread::Builder::new()
         .name("sotto-video-capture".into())
@@ -381,7 +392,7 @@ fn capture_loop(
         frame_dropping: true,
         ..EncoderConfig::realtime(top_w, top_h, fps, 0)
     };
-    let mut encoder = SimulcastEncoder::new(simulcast, base.clone())?;
+    let mut encoder = Encoders::new(send.codec, simulcast, base.clone())?;
     // A single stream (one-to-one) is encoded smaller when its bitrate is low, as a
     // simulcast subscriber would be moved to a smaller layer: 1, 2 or 4 (the divisor).
     let mut divisor = 1u32;
@@ -477,7 +488,7 @@ fn capture_loop(
                     ..base.clone()
                 };
                 // A new encoder starts with a keyframe at its size.
-                encoder = SimulcastEncoder::new(vec![layer], config)?;
+                encoder = Encoders::new(send.codec, vec![layer], config)?;
             }
         }
         let mut pictures = Vec::with_capacity(layers);
@@ -489,12 +500,11 @@ fn capture_loop(
             };
             pictures.push(scaler.scale(&picture, width, height)?);
         }
-        let views: Vec<sotto_vpx::I420<'_>> = pictures.iter().map(VideoFrame::as_i420).collect();
         let mut keyframes = pacer.take(requests, captured);
         keyframes.reverse();
         let elapsed = captured.saturating_duration_since(send.started);
         let pts = (elapsed.as_micros() as u64 * CLOCK_RATE / 1_000_000) as i64;
-        let encoded = encoder.encode(&views, pts, &keyframes)?;
+        let encoded = encoder.encode(&pictures, pts, &keyframes)?;
         send.counters
             .encode_us
             .fetch_add(work.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -584,15 +594,60 @@ struct LayerSender {
     frame_number: u16,
 }
 
-async fn run_sender(
+/// Seals a frame of `codec` with SFrame into `out`: VP8 whole, its first bytes clear;
+/// H.264 NAL unit by NAL unit, headers clear.
+fn seal(
+    crypto: &MediaCrypto,
+    codec: VideoCodec,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), crate::e2ee::sframe_keys::MediaKeyError> {
+    match codec {
+        VideoCodec::Vp8 => crypto.seal_video(frame, clear_prefix(frame), out),
+        VideoCodec::H264 => h264_rtp::seal(crypto, frame, out),
+    }
+}
+
+/// Opens a frame sealed by [`seal`] into `out`.
+fn open(
+    crypto: &MediaCrypto,
+    codec: VideoCodec,
+    frame: &[u8],
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> Result<(), crate::e2ee::sframe_keys::MediaKeyError> {
+    match codec {
+        VideoCodec::Vp8 => crypto.open_video(frame, clear_prefix(frame), now, out),
+        VideoCodec::H264 => h264_rtp::open(crypto, frame, now, out),
+    }
+}
+
+/// What the sender task writes with.
+struct Sender {
     track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    /// Each layer's SSRC and RID, lowest first.
     ssrcs: Vec<u32>,
     rids: Vec<&'static str>,
     ids: ExtensionIds,
-    mut frames: mpsc::Receiver<OutVideo>,
     counters: Arc<VideoSendCounters>,
     crypto: Option<Arc<MediaCrypto>>,
-) {
+    codec: VideoCodec,
+}
+
+async fn run_sender(sender: Sender, mut frames: mpsc::Receiver<OutVideo>) {
+    let Sender {
+        track,
+        ssrcs,
+        rids,
+        ids,
+        counters,
+        crypto,
+        codec,
+    } = sender;
+    let payload_type = match codec {
+        VideoCodec::Vp8 => VP8_PAYLOAD_TYPE,
+        VideoCodec::H264 => H264_PAYLOAD_TYPE,
+    };
     let mut layers: Vec<LayerSender> = ssrcs
         .iter()
         .zip(&rids)
@@ -612,7 +667,7 @@ async fn run_sender(
         };
         let data = &out.frame.data;
         let payload: &[u8] = match &crypto {
-            Some(crypto) => match crypto.seal_video(data, clear_prefix(data), &mut sealed) {
+            Some(crypto) => match seal(crypto, codec, data, &mut sealed) {
                 Ok(()) => &sealed,
                 Err(err) => {
                     // Never sent in the clear instead.
@@ -627,7 +682,10 @@ async fn run_sender(
             layer_sync: out.frame.layer_sync,
             non_reference: false,
         };
-        let packets = layer.payloader.packetize(payload, meta);
+        let packets = match codec {
+            VideoCodec::Vp8 => layer.payloader.packetize(payload, meta),
+            VideoCodec::H264 => h264_rtp::packetize(payload, MAX_PAYLOAD),
+        };
         let count = packets.len();
         let frame_number = layer.frame_number;
         layer.frame_number = layer.frame_number.wrapping_add(1);
@@ -637,7 +695,7 @@ async fn run_sender(
                 header: Header {
                     version: 2,
                     marker: end,
-                    payload_type: VP8_PAYLOAD_TYPE,
+                    payload_type,
                     sequence_number: layer.seq,
                     timestamp: timestamp_base.wrapping_add(out.rtp_timestamp),
                     ssrc: layer.ssrc,
@@ -696,6 +754,8 @@ pub struct VideoSecond {
 /// What one received video stream looked like.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VideoReceivedSummary {
+    /// The codec of the last stream (VP8 before any came).
+    pub codec: VideoCodec,
     /// RTP packets received.
     pub packets: u64,
     /// Frames put together from them.
@@ -767,6 +827,7 @@ pub struct VideoReceiveStats {
 
 #[derive(Debug, Default)]
 struct ReceiveStats {
+    codec: VideoCodec,
     decoded: u64,
     keyframes: u64,
     dropped: u64,
@@ -876,6 +937,7 @@ impl ReceiveStats {
             delays.get(i).copied()
         };
         VideoReceivedSummary {
+            codec: self.codec,
             packets,
             frames_received,
             frames_decoded: self.decoded,
@@ -957,6 +1019,7 @@ impl VideoReceiveStats {
 
 /// A frame on its way to the decoder.
 struct InVideo {
+    codec: VideoCodec,
     data: Vec<u8>,
 }
 
@@ -993,6 +1056,7 @@ async fn run_receiver(
     need_keyframe: Arc<AtomicBool>,
 ) {
     let mut receiver = VideoReceiver::new();
+    let mut codec = VideoCodec::Vp8;
     let mut opened = Vec::new();
     let mut ssrc = 0u32;
     loop {
@@ -1002,6 +1066,20 @@ async fn run_receiver(
         let now = Instant::now();
         let mut done = match event {
             Ok(Some(TrackRemoteEvent::OnRtpPacket(packet))) => {
+                if packet.header.ssrc != ssrc {
+                    // A new stream (the first, or the peer's encoder restarted): its
+                    // codec is the one negotiated for its payload type.
+                    let negotiated = track
+                        .codec(packet.header.ssrc)
+                        .await
+                        .and_then(|c| VideoCodec::from_mime(&c.mime_type))
+                        .unwrap_or_default();
+                    if negotiated != codec || ssrc == 0 {
+                        codec = negotiated;
+                        stats.lock().codec = codec;
+                        receiver = VideoReceiver::with_codec(codec);
+                    }
+                }
                 ssrc = packet.header.ssrc;
                 stats.packets.fetch_add(1, Ordering::Relaxed);
                 stats.arrived(now, packet.payload.len());
@@ -1025,19 +1103,16 @@ async fn run_receiver(
         for frame in done.drain(..) {
             stats.frames_received.fetch_add(1, Ordering::Relaxed);
             let data = match &crypto {
-                Some(crypto) => {
-                    let clear = clear_prefix(&frame.data);
-                    match crypto.open_video(&frame.data, clear, now, &mut opened) {
-                        Ok(()) => std::mem::take(&mut opened),
-                        Err(err) => {
-                            tracing::debug!(%err, "a video frame was refused");
-                            continue;
-                        }
+                Some(crypto) => match open(crypto, codec, &frame.data, now, &mut opened) {
+                    Ok(()) => std::mem::take(&mut opened),
+                    Err(err) => {
+                        tracing::debug!(%err, "a video frame was refused");
+                        continue;
                     }
-                }
+                },
                 None => frame.data,
             };
-            if frames.try_send(InVideo { data }).is_err() {
+            if frames.try_send(InVideo { codec, data }).is_err() {
                 // The decoder is behind: the next frames need a keyframe.
                 receiver.want_keyframe();
             }
@@ -1065,6 +1140,7 @@ fn decode_loop(
     stop: &AtomicBool,
 ) -> Result<(), VideoError> {
     let mut decoder = FrameDecoder::new(1)?;
+    let mut codec = VideoCodec::Vp8;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -1074,6 +1150,10 @@ fn decode_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
         };
+        if frame.codec != codec {
+            codec = frame.codec;
+            decoder = FrameDecoder::with_codec(codec, 1)?;
+        }
         let started = Instant::now();
         let decoded = decoder.decode(&frame.data);
         let spent = started.elapsed().as_micros() as u64;
@@ -1108,6 +1188,7 @@ fn decode_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::VideoFrame;
 
     #[test]
     fn layers_halve_down_from_the_source() {
@@ -1274,7 +1355,11 @@ mod tests {
         ];
         let (tx, rx) = std::sync::mpsc::sync_channel(stream.len());
         for data in stream {
-            tx.send(InVideo { data }).unwrap();
+            tx.send(InVideo {
+                codec: VideoCodec::Vp8,
+                data,
+            })
+            .unwrap();
         }
         drop(tx);
         let sizes = Arc::new(Mutex::new(Vec::new()));

@@ -2,10 +2,14 @@
 //! carries a machine-readable frame code ([`code`]), Y4M files ([`y4m`]) and, behind the
 //! `camera` feature, a capture device; I420 scaling for simulcast layers ([`scale`]).
 //!
-//! Pictures inside the engine are tightly packed I420 ([`VideoFrame`]). The codec lives in
-//! the `sotto-vpx` crate; this module must not touch RTP or calls.
+//! Pictures inside the engine are tightly packed I420 ([`VideoFrame`]). The codecs live in
+//! the `sotto-vpx` (VP8) and `sotto-h264` (H.264) crates, a send track's encoders in
+//! [`encode`], their RTP formats in [`vp8_rtp`] and [`h264_rtp`], the receiving end in
+//! [`receive`]; this module must not touch signaling or call state.
 
 pub mod code;
+pub mod encode;
+pub mod h264_rtp;
 pub mod pattern;
 pub mod quality;
 pub mod receive;
@@ -82,6 +86,30 @@ impl VideoFrame {
             v: &self.v,
             y_stride: self.width as usize,
             uv_stride: self.chroma_width() as usize,
+        }
+    }
+
+    /// The picture as OpenH264 takes it.
+    pub fn as_yuv(&self) -> sotto_h264::Yuv<'_> {
+        sotto_h264::Yuv {
+            width: self.width,
+            height: self.height,
+            y: &self.y,
+            u: &self.u,
+            v: &self.v,
+            y_stride: self.width as usize,
+            uv_stride: self.chroma_width() as usize,
+        }
+    }
+
+    /// A picture OpenH264 decoded, taken over.
+    pub fn from_h264(frame: sotto_h264::DecodedPicture) -> VideoFrame {
+        VideoFrame {
+            width: frame.width,
+            height: frame.height,
+            y: frame.y,
+            u: frame.u,
+            v: frame.v,
         }
     }
 
@@ -209,6 +237,51 @@ impl FromStr for VideoSpec {
             return Ok(VideoSpec::Y4m(PathBuf::from(s)));
         }
         Err(bad())
+    }
+}
+
+/// The video codecs the engine speaks. Both are offered to receive; VP8 is sent unless
+/// asked otherwise or the peer offers no VP8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// VP8 (libvpx): simulcast, temporal layers.
+    #[default]
+    Vp8,
+    /// H.264 Constrained Baseline (OpenH264): for peers without VP8.
+    H264,
+}
+
+impl VideoCodec {
+    /// The codec of a negotiated MIME type (`video/VP8`, `video/H264`, any case).
+    pub fn from_mime(mime: &str) -> Option<VideoCodec> {
+        let mime = mime.to_ascii_lowercase();
+        match mime.strip_prefix("video/").unwrap_or(&mime) {
+            "vp8" => Some(VideoCodec::Vp8),
+            "h264" => Some(VideoCodec::H264),
+            _ => None,
+        }
+    }
+
+    /// Its name in SDP (`VP8`, `H264`).
+    pub fn sdp_name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::H264 => "H264",
+        }
+    }
+}
+
+/// `vp8` or `h264`.
+impl FromStr for VideoCodec {
+    type Err = VideoError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "vp8" => Ok(VideoCodec::Vp8),
+            "h264" | "h.264" | "avc" => Ok(VideoCodec::H264),
+            _ => Err(VideoError::BadCodec(s.to_owned())),
+        }
     }
 }
 
@@ -364,4 +437,10 @@ pub enum VideoError {
     /// The codec refused.
     #[error(transparent)]
     Codec(#[from] sotto_vpx::VpxError),
+    /// The H.264 codec refused.
+    #[error(transparent)]
+    H264(#[from] sotto_h264::H264Error),
+    /// A codec name the command line could not parse.
+    #[error("unknown video codec {0:?}: use vp8 or h264")]
+    BadCodec(String),
 }

@@ -6,10 +6,19 @@
 
 use std::time::{Duration, Instant};
 
+use sotto_h264::H264Decoder;
 use sotto_vpx::Vp8Decoder;
 
-use super::vp8_rtp::{AssembledFrame, FrameAssembler, is_keyframe};
-use super::{VideoError, VideoFrame};
+use super::vp8_rtp::{AssembledFrame, FrameAssembler};
+use super::{VideoCodec, VideoError, VideoFrame};
+
+/// Whether a frame of `codec` is a keyframe.
+pub fn is_keyframe(codec: VideoCodec, frame: &[u8]) -> bool {
+    match codec {
+        VideoCodec::Vp8 => super::vp8_rtp::is_keyframe(frame),
+        VideoCodec::H264 => sotto_h264::is_keyframe(frame),
+    }
+}
 
 /// How long a complete frame waits for an earlier incomplete one (its NACKed packets)
 /// before the earlier one is given up.
@@ -30,9 +39,11 @@ pub const PLI_SPACING: Duration = Duration::from_millis(300);
 /// has no frame numbers of its own, so a decoder fed such a frame decodes it against the
 /// wrong reference without an error and shows a damaged picture. What is missing is read
 /// from the payload descriptors (RFC 7741): a break in TL0PICIDX when the stream has
-/// temporal layers, else in the picture id, else a frame given up.
+/// temporal layers, else in the picture id, else a frame given up (H.264 frames carry no
+/// such numbers here: a frame given up is what tells).
 #[derive(Debug)]
 pub struct VideoReceiver {
+    codec: VideoCodec,
     assembler: FrameAssembler,
     given_up: u64,
     /// A frame was given up since the last one handed on.
@@ -54,10 +65,16 @@ impl Default for VideoReceiver {
 }
 
 impl VideoReceiver {
-    /// A receiver that waits [`REORDER_WAIT`] for missing packets.
+    /// A VP8 receiver that waits [`REORDER_WAIT`] for missing packets.
     pub fn new() -> VideoReceiver {
+        Self::with_codec(VideoCodec::Vp8)
+    }
+
+    /// A receiver of `codec` that waits [`REORDER_WAIT`] for missing packets.
+    pub fn with_codec(codec: VideoCodec) -> VideoReceiver {
         VideoReceiver {
-            assembler: FrameAssembler::new(REORDER_WAIT),
+            codec,
+            assembler: FrameAssembler::with_codec(REORDER_WAIT, codec),
             given_up: 0,
             gave_up_since: false,
             need_keyframe: false,
@@ -99,7 +116,7 @@ impl VideoReceiver {
             if self.follows_a_missing_frame(&frame) {
                 self.broken = true;
             }
-            if is_keyframe(&frame.data) {
+            if is_keyframe(self.codec, &frame.data) {
                 // What the frames held back asked for has come.
                 self.broken = false;
                 self.need_keyframe = false;
@@ -186,37 +203,66 @@ pub enum Decoded {
     Nothing,
 }
 
-/// A VP8 decoder that, after a frame it cannot decode, shows nothing until a keyframe.
+/// The codec library behind a [`FrameDecoder`].
+enum Inner {
+    Vp8(Vp8Decoder),
+    H264(Box<H264Decoder>),
+}
+
+/// A decoder (VP8 or H.264) that, after a frame it cannot decode, shows nothing until a
+/// keyframe.
 pub struct FrameDecoder {
-    decoder: Vp8Decoder,
+    decoder: Inner,
+    codec: VideoCodec,
     waiting_for_keyframe: bool,
 }
 
 impl FrameDecoder {
-    /// A decoder on `threads` threads, waiting for its first keyframe.
+    /// A VP8 decoder on `threads` threads, waiting for its first keyframe.
     pub fn new(threads: u32) -> Result<FrameDecoder, VideoError> {
+        Self::with_codec(VideoCodec::Vp8, threads)
+    }
+
+    /// A decoder of `codec` (VP8 on `threads` threads; OpenH264 on one).
+    pub fn with_codec(codec: VideoCodec, threads: u32) -> Result<FrameDecoder, VideoError> {
+        let decoder = match codec {
+            VideoCodec::Vp8 => Inner::Vp8(Vp8Decoder::new(threads)?),
+            VideoCodec::H264 => Inner::H264(Box::new(H264Decoder::new()?)),
+        };
         Ok(FrameDecoder {
-            decoder: Vp8Decoder::new(threads)?,
+            decoder,
+            codec,
             waiting_for_keyframe: true,
         })
     }
 
     /// Decodes one frame.
     pub fn decode(&mut self, frame: &[u8]) -> Decoded {
-        let keyframe = is_keyframe(frame);
+        let keyframe = is_keyframe(self.codec, frame);
         if self.waiting_for_keyframe && !keyframe {
             return Decoded::Dropped;
         }
-        match self.decoder.decode(frame) {
-            Ok(Some(picture)) if !picture.corrupted => {
-                self.waiting_for_keyframe = false;
-                Decoded::Picture {
-                    picture: VideoFrame::from_decoded(picture),
-                    keyframe,
+        let picture = match &mut self.decoder {
+            Inner::Vp8(decoder) => match decoder.decode(frame) {
+                Ok(Some(picture)) if !picture.corrupted => {
+                    Ok(Some(VideoFrame::from_decoded(picture)))
                 }
+                Ok(None) => Ok(None),
+                Ok(Some(_)) | Err(_) => Err(()),
+            },
+            Inner::H264(decoder) => match decoder.decode(frame) {
+                Ok(Some(picture)) => Ok(Some(VideoFrame::from_h264(picture))),
+                Ok(None) => Ok(None),
+                Err(_) => Err(()),
+            },
+        };
+        match picture {
+            Ok(Some(picture)) => {
+                self.waiting_for_keyframe = false;
+                Decoded::Picture { picture, keyframe }
             }
             Ok(None) => Decoded::Nothing,
-            Ok(Some(_)) | Err(_) => {
+            Err(()) => {
                 self.waiting_for_keyframe = true;
                 Decoded::Dropped
             }

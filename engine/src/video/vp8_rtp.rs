@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::VideoCodec;
+use super::h264_rtp;
+
 /// Bytes of the payload descriptor we write.
 pub const DESCRIPTOR_LEN: usize = 6;
 
@@ -179,15 +182,16 @@ pub struct AssembledFrame {
     pub timestamp: u32,
     /// The first packet's sequence number.
     pub first_seq: u16,
-    /// The descriptor of its first packet.
+    /// The descriptor of its first packet (H.264 has none: only `start` is set).
     pub descriptor: Vp8Descriptor,
     /// The frame's bytes (descriptors removed).
     pub data: Vec<u8>,
 }
 
 /// Puts frames back together from packets arriving in any order: a frame is complete once
-/// its first packet (S), its last (marker) and every sequence number between them are
-/// there. Frames come out in order: a complete frame behind an incomplete one waits for it
+/// its first packet (VP8: S; H.264: a packet that can begin an access unit and does not
+/// continue the one before it), its last (marker) and every sequence number between them
+/// are there. Frames come out in order: a complete frame behind an incomplete one waits for it
 /// (its missing packets may be on their way, NACKed) up to `max_wait`, then the incomplete
 /// one is given up and counted. Sans-IO: time comes in with each call.
 #[derive(Debug)]
@@ -201,6 +205,7 @@ pub struct FrameAssembler {
     /// Since when a complete frame has waited for an earlier one.
     blocked_since: Option<Instant>,
     max_wait: Duration,
+    codec: VideoCodec,
     /// Packets refused (descriptor that does not parse, too old, over the bound).
     pub dropped: u64,
     /// Times frames were given up (their packets did not come in time).
@@ -215,9 +220,15 @@ pub struct FrameAssembler {
 const MAX_PENDING: usize = 2048;
 
 impl FrameAssembler {
-    /// An assembler that waits up to `max_wait` for a frame's missing packets.
+    /// A VP8 assembler that waits up to `max_wait` for a frame's missing packets.
     pub fn new(max_wait: Duration) -> Self {
+        Self::with_codec(max_wait, VideoCodec::Vp8)
+    }
+
+    /// An assembler for `codec`'s packets (H.264: frames come out as Annex B).
+    pub fn with_codec(max_wait: Duration, codec: VideoCodec) -> Self {
         FrameAssembler {
+            codec,
             packets: BTreeMap::new(),
             highest: None,
             next_seq: None,
@@ -254,7 +265,21 @@ impl FrameAssembler {
         payload: &[u8],
         now: Instant,
     ) -> Vec<AssembledFrame> {
-        let Ok((descriptor, offset)) = parse(payload) else {
+        let parsed = match self.codec {
+            VideoCodec::Vp8 => {
+                { parse(payload).map(|(descriptor, offset)| (descriptor, &payload[offset..])) }
+                    .map(|(descriptor, bytes)| (descriptor, bytes.to_vec()))
+                    .ok()
+            }
+            VideoCodec::H264 => h264_rtp::depacketize(payload).ok().map(|(start, bytes)| {
+                let descriptor = Vp8Descriptor {
+                    start,
+                    ..Vp8Descriptor::default()
+                };
+                (descriptor, bytes)
+            }),
+        };
+        let Some((descriptor, bytes)) = parsed else {
             self.dropped += 1;
             return Vec::new();
         };
@@ -274,7 +299,7 @@ impl FrameAssembler {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.packets
             .entry(ext)
-            .or_insert_with(|| (timestamp, marker, descriptor, payload[offset..].to_vec()));
+            .or_insert((timestamp, marker, descriptor, bytes));
         self.poll(now)
     }
 
@@ -311,10 +336,15 @@ impl FrameAssembler {
     fn first_complete(&self) -> Option<(u64, u64)> {
         let mut start: Option<u64> = None;
         let mut expected = None;
-        for (&ext, (_, marker, descriptor, _)) in &self.packets {
-            if descriptor.start {
+        let mut run_timestamp = None;
+        for (&ext, (timestamp, marker, descriptor, _)) in &self.packets {
+            // An H.264 access unit may hold several packets that could begin one (SPS,
+            // PPS, the first slice): the next in line with the same timestamp continues.
+            let continues = expected == Some(ext) && run_timestamp == Some(*timestamp);
+            if descriptor.start && !continues {
                 start = Some(ext);
                 expected = Some(ext);
+                run_timestamp = Some(*timestamp);
             }
             match (start, expected) {
                 (Some(first), Some(want)) if want == ext => {

@@ -21,7 +21,7 @@ pub const ROOM: &str = "room-1";
 
 /// An engine peer connection (loopback ICE) that has made and applied its offer.
 pub async fn offering_participant() -> (Peer, String) {
-    let participant = peer::build(&IceConfig::loopback(), false, None)
+    let participant = peer::build(&IceConfig::loopback(), false, None, Default::default())
         .await
         .unwrap();
     let offer = participant.pc.create_offer(None).await.unwrap();

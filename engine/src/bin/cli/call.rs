@@ -16,7 +16,7 @@ use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::identity::fingerprint;
 use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
 use sotto_engine::store::STORE_FILE;
-use sotto_engine::video::{VideoOutput, VideoSpec};
+use sotto_engine::video::{VideoCodec, VideoOutput, VideoSpec};
 
 use crate::session::SessionArgs;
 use sotto_signaling::protocol::IdentityKey;
@@ -66,6 +66,10 @@ pub struct CallArgs {
     /// loop, or camera / camera:DEVICE.
     #[arg(long, value_name = "SPEC", default_value = "none")]
     pub video: VideoSpec,
+    /// The codec to send video in: vp8, or h264 (OpenH264). Both are offered to receive;
+    /// a callee sends the other one when the caller offers only that.
+    #[arg(long, value_name = "CODEC", default_value = "vp8")]
+    pub video_codec: VideoCodec,
     /// Where the peer's video goes: a .y4m file (the first picture's size), or `null`.
     /// Without it the peer's video is received only when we send video, and dropped.
     #[arg(long, value_name = "FILE.y4m")]
@@ -110,6 +114,7 @@ impl CallArgs {
             max_duration: self.session.duration,
             hang_up_after_input,
             video: self.video.clone(),
+            video_codec: self.video_codec,
             video_output: self.video_output.as_deref().map(|out| match out {
                 "null" => VideoOutput::Null,
                 path => VideoOutput::Y4m(path.into()),

@@ -11,7 +11,7 @@ use sotto_engine::call::Phone;
 use sotto_engine::call::group::GroupConfig;
 use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::messaging::{GroupId, history};
-use sotto_engine::video::VideoSpec;
+use sotto_engine::video::{VideoCodec, VideoSpec};
 use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::protocol::{InviteToken, RoomId};
 
@@ -34,6 +34,10 @@ pub struct RoomArgs {
     /// Simulcast layers to send (1-3): the source's size, then halves of it.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub video_layers: u8,
+    /// The codec to send video in: vp8 (one multi-resolution encoder), or h264 (one
+    /// OpenH264 encoder per layer).
+    #[arg(long, value_name = "CODEC", default_value = "vp8")]
+    pub video_codec: VideoCodec,
     /// The largest layer wanted of others' video, 0 (smallest) to 2: for a small window,
     /// the SFU then sends less and their encoders stop the layers nobody watches.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
@@ -81,6 +85,7 @@ async fn call(
         e2ee,
         video: args.video.clone(),
         video_layers: usize::from(args.video_layers),
+        video_codec: args.video_codec,
         max_quality: args.max_layer,
         ..GroupConfig::new(input)
     };
