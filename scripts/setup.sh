@@ -11,6 +11,7 @@ packages=(
   build-essential pkg-config cmake   # C builds: bundled SQLite now, libopus later
   libasound2-dev                     # ALSA headers for cpal (audio devices)
   libvpx-dev                         # VP8 for video calls (vpx/, through env-libvpx-sys)
+  nasm                               # OpenH264's assembly (h264/; without it, slower C)
   ca-certificates curl git
   chromium iproute2                  # browser interop test (examples/tests/browser_interop.rs)
   python3 python3-venv python3-dev   # call-quality scoring: PESQ (ITU P.862 code), STOI

@@ -31,10 +31,10 @@ use sotto_engine::audio::codec::EncoderConfig;
 use sotto_engine::call::group::GroupConfig;
 use sotto_engine::call::{IceConfig, Phone};
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
-use sotto_engine::video::VideoSink as _;
 use sotto_engine::video::code::FrameCode;
 use sotto_engine::video::pattern::render;
 use sotto_engine::video::y4m::Y4mSink;
+use sotto_engine::video::{VideoCodec, VideoSink as _};
 use sotto_examples::group_demo::speech_correlation;
 use sotto_examples::voice_demo::read_wav;
 use sotto_signaling::server::{Config, start};
@@ -124,8 +124,31 @@ async fn next_event(
     }
 }
 
+/// One browser run at a time: two Chromiums and their engines would share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
+    interop(VideoCodec::Vp8, ("sotto-br", "sbr", 99)).await;
+}
+
+/// The same with H.264 both ways: Chromium offers no VP8 (its codec preferences hold
+/// H.264 only) and publishes H.264 simulcast; the engine publishes in H.264 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_and_an_engine_exchange_h264_video_through_the_sfu() {
+    interop(VideoCodec::H264, ("sotto-bh", "sbh", 98)).await;
+}
+
+/// A browser interop run with `codec` for both sides' video, in the network namespace
+/// `netns` (prefix, interface prefix, subnet).
+async fn interop(codec: VideoCodec, netns: (&str, &str, u8)) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if std::env::var("SOTTO_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         println!("skipped: SOTTO_SKIP_BROWSER=1 (browser interop not run)");
         return;
@@ -137,7 +160,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         missing.join("; "),
         setup_hint()
     );
-    let netns = Netns::create("sotto-br", "sbr", 99).unwrap_or_else(|err| {
+    let netns = Netns::create(netns.0, netns.1, netns.2).unwrap_or_else(|err| {
         panic!(
             "browser interop needs a network namespace (root): {err}; {}",
             setup_hint()
@@ -211,6 +234,10 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         "chromium": chromium_path(),
         "netns": netns.name,
         "video": camera,
+        "video_codec": match codec {
+            VideoCodec::Vp8 => "vp8",
+            VideoCodec::H264 => "h264",
+        },
     });
     let mut node = tokio::process::Command::new("node")
         .arg(browser_dir().join("run.mjs"))
@@ -259,7 +286,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         decoder_complexity: sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY,
         video: "test-pattern".parse().unwrap(),
         video_layers: 3,
-        video_codec: Default::default(),
+        video_codec: codec,
         record_video: true,
         max_quality: None,
         control: None,
@@ -302,6 +329,7 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         .and_then(|s| s.video.clone())
         .unwrap_or_else(|| panic!("the engine got no video from Chromium: {engine_line}"));
     assert!(from_chromium.frames_decoded > 60, "{from_chromium:?}");
+    assert_eq!(from_chromium.codec, codec, "{from_chromium:?}");
     assert!(
         from_chromium.coded_frames * 10 >= from_chromium.frames_decoded * 9,
         "frame codes in Chromium's video: {from_chromium:?}"
@@ -315,6 +343,16 @@ async fn chromium_and_an_engine_hear_each_other_through_the_sfu() {
         .map(|s| s["frames_decoded"].as_u64().unwrap_or(0))
         .sum();
     assert!(decoded_by_chromium > 60, "Chromium's video stats: {done}");
+    let mime = format!("video/{}", codec.sdp_name());
+    assert!(
+        chromium_inbound
+            .iter()
+            .filter(|s| s["frames_decoded"].as_u64().unwrap_or(0) > 0)
+            .all(|s| s["codec"]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case(&mime))),
+        "Chromium decoded another codec than {mime}: {done}"
+    );
     let mut codes_in_grabs = Vec::new();
     for grab in done["grabs"].as_array().cloned().unwrap_or_default() {
         if grab["participant"] != engine_id.as_str() {

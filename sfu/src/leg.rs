@@ -184,7 +184,16 @@ impl Codec {
     pub fn from_mime(mime: &str) -> Option<Codec> {
         Codec::ALL
             .into_iter()
-            .find(|codec| codec.rtp_codec().mime_type.eq_ignore_ascii_case(mime))
+            .find(|codec| codec.mime_type().eq_ignore_ascii_case(mime))
+    }
+
+    /// Its MIME type.
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Codec::Opus => MIME_TYPE_OPUS,
+            Codec::Vp8 => MIME_TYPE_VP8,
+            Codec::H264 => MIME_TYPE_H264,
+        }
     }
 
     /// Its RTP clock rate.
@@ -644,10 +653,12 @@ impl Leg {
             .map_err(|e| LegError::BadSdp(e.to_string()))
     }
 
-    /// Sends an RTP packet on a send track. The SSRC and payload type are set here (the
-    /// track's, and the SFU's payload type for its codec, which the participant accepted
-    /// in its answer); header extensions go out as given, and rtc refuses the packet if an
-    /// extension id is not negotiated on this leg.
+    /// Sends an RTP packet on a send track. The SSRC and payload type are set here: the
+    /// track's, and the payload type the participant's answer gave the codec. That is
+    /// usually the SFU's own, but a browser keeps the numbers it chose for a codec for the
+    /// whole session (Chromium answers H.264 with its 108 where the SFU offered 102, and
+    /// rtc refuses a packet whose type is not negotiated). Header extensions go out as
+    /// given, and rtc refuses the packet if an extension id is not negotiated on this leg.
     pub fn write_rtp(
         &mut self,
         track: SendTrack,
@@ -655,11 +666,18 @@ impl Leg {
         now: Instant,
     ) -> Result<(), LegError> {
         packet.header.ssrc = track.ssrc;
-        packet.header.payload_type = track.codec.payload_type();
         let mut sender = self
             .pc
             .rtp_sender(track.sender)
             .ok_or(LegError::NoSuchTrack(track.ssrc))?;
+        let mime = track.codec.mime_type();
+        packet.header.payload_type = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            .map_or(track.codec.payload_type(), |c| c.payload_type);
         sender.write_rtp(now, packet).map_err(rtc_err)
     }
 

@@ -209,6 +209,17 @@
           ],
         })
       : null;
+    if (camera && opts.video_codec === 'h264') {
+      // A peer that offers no VP8: H.264 only, packetization mode 1 first.
+      const h264 = RTCRtpReceiver.getCapabilities('video').codecs.filter(
+        (c) => c.mimeType === 'video/H264' || c.mimeType === 'video/rtx',
+      );
+      h264.sort((a, b) => {
+        const mode1 = (c) => (c.sdpFmtpLine || '').includes('packetization-mode=1') ? 0 : 1;
+        return mode1(a) - mode1(b);
+      });
+      camera.setCodecPreferences(h264);
+    }
     const recordings = new Map();
     const videos = new Map();
     let micStarted = null;

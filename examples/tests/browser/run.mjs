@@ -68,6 +68,7 @@ try {
         record_seconds: o.record_seconds,
         timeout_seconds: o.timeout_seconds,
         video: Boolean(o.video),
+        video_codec: o.video_codec ?? 'vp8',
       }),
     opts,
   );
