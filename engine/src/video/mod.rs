@@ -7,6 +7,7 @@
 //! [`encode`], their RTP formats in [`vp8_rtp`] and [`h264_rtp`], the receiving end in
 //! [`receive`]; this module must not touch signaling or call state.
 
+pub mod camera;
 pub mod code;
 pub mod encode;
 pub mod h264_rtp;
@@ -318,6 +319,18 @@ pub fn open_sink(output: &VideoOutput) -> Result<Box<dyn VideoSink>, VideoError>
 }
 
 /// Camera capture needs the `camera` feature (v4l2), which is off by default.
+#[cfg(feature = "camera")]
+fn open_camera(device: Option<&str>) -> Result<Box<dyn VideoSource>, VideoError> {
+    let (width, height) = DEFAULT_SIZE;
+    Ok(Box::new(camera::CameraSource::open(
+        device,
+        width,
+        height,
+        DEFAULT_FPS,
+    )?))
+}
+
+#[cfg(not(feature = "camera"))]
 fn open_camera(device: Option<&str>) -> Result<Box<dyn VideoSource>, VideoError> {
     Err(VideoError::NoCamera {
         detail: format!(
