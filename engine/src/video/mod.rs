@@ -16,6 +16,7 @@ pub mod quality;
 pub mod receive;
 pub mod scale;
 pub mod vp8_rtp;
+pub mod window;
 pub mod y4m;
 
 use std::path::PathBuf;
@@ -453,6 +454,11 @@ pub enum VideoError {
     /// The H.264 codec refused.
     #[error(transparent)]
     H264(#[from] sotto_h264::H264Error),
+    /// Windows were asked for where none can be shown.
+    #[error(
+        "cannot show video in a window: {0}; write it to a file instead: --video-output FILE.y4m"
+    )]
+    NoDisplay(String),
     /// A codec name the command line could not parse.
     #[error("unknown video codec {0:?}: use vp8 or h264")]
     BadCodec(String),

@@ -70,7 +70,8 @@ pub struct CallArgs {
     /// a callee sends the other one when the caller offers only that.
     #[arg(long, value_name = "CODEC", default_value = "vp8")]
     pub video_codec: VideoCodec,
-    /// Where the peer's video goes: a .y4m file (the first picture's size), or `null`.
+    /// Where the peer's video goes: a .y4m file (the first picture's size), `window` (a
+    /// build with the `window` feature, on a desktop), or `null`.
     /// Without it the peer's video is received only when we send video, and dropped.
     #[arg(long, value_name = "FILE.y4m")]
     pub video_output: Option<String>,
@@ -115,10 +116,14 @@ impl CallArgs {
             hang_up_after_input,
             video: self.video.clone(),
             video_codec: self.video_codec,
-            video_output: self.video_output.as_deref().map(|out| match out {
-                "null" => VideoOutput::Null,
-                path => VideoOutput::Y4m(path.into()),
-            }),
+            video_output: match self.video_output.as_deref() {
+                None => None,
+                Some("null") => Some(VideoOutput::Null),
+                Some("window") => Some(VideoOutput::Sink(
+                    sotto_engine::video::window::window_output()?,
+                )),
+                Some(path) => Some(VideoOutput::Y4m(path.into())),
+            },
             ..CallConfig::default()
         })
     }

@@ -26,6 +26,10 @@ pub struct RoomArgs {
     /// DIR/<participant>.y4m.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// Show each participant's video in a window (a build with the `window` feature, on
+    /// a desktop).
+    #[arg(long)]
+    pub window: bool,
     /// What to show: none, test-pattern (test-pattern:WxH@FPS for another size or rate),
     /// a FILE.y4m played in a loop, or camera / camera:DEVICE. Others' video is received
     /// either way.
@@ -87,6 +91,11 @@ async fn call(
         video_layers: usize::from(args.video_layers),
         video_codec: args.video_codec,
         max_quality: args.max_layer,
+        video_sink: if args.window {
+            Some(sotto_engine::video::window::window_output()?)
+        } else {
+            None
+        },
         ..GroupConfig::new(input)
     };
     let phone = Phone::new(client);
