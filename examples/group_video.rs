@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sotto_engine::video::VideoSpec;
+use sotto_engine::video::{VideoCodec, VideoSpec};
 use sotto_examples::group_demo::{self, Options};
 
 /// A group video call through the SFU between engines in this process.
@@ -24,6 +24,10 @@ struct Args {
     /// is scored).
     #[arg(long, default_value = "test-pattern")]
     video: VideoSpec,
+    /// The codec everyone sends in: vp8 (one multi-resolution encoder) or h264 (one
+    /// OpenH264 encoder per layer).
+    #[arg(long, default_value = "vp8")]
+    video_codec: VideoCodec,
     /// How long the call lasts, s.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let options = Options {
         video: args.video,
+        video_codec: args.video_codec,
         record_video: args.record_video,
         e2ee: !args.no_e2ee,
         duration: Some(Duration::from_secs(args.seconds)),

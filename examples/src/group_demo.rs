@@ -24,7 +24,7 @@ use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::messaging::messenger::Messenger;
 use sotto_engine::signaling::{ClientConfig, KeyAuthenticator, SignalingClient};
 use sotto_engine::video::quality::{QualityMeter, QualitySink, QualitySummary};
-use sotto_engine::video::{SinkFactory, VideoSink, VideoSpec};
+use sotto_engine::video::{SinkFactory, VideoCodec, VideoSink, VideoSpec};
 use sotto_engine::{Identity, audio::SAMPLE_RATE};
 use sotto_signaling::server::{Config, start};
 
@@ -108,6 +108,8 @@ pub struct Options {
     pub out: PathBuf,
     /// What every participant shows ([`VideoSpec::None`]: an audio call).
     pub video: VideoSpec,
+    /// The codec everyone sends video in.
+    pub video_codec: VideoCodec,
     /// Whether video is recorded too (large: about 10 MB a second a stream at 360p).
     pub record_video: bool,
     /// End-to-end encryption: the participants form an MLS group first and key SFrame
@@ -126,6 +128,7 @@ impl Options {
             inputs,
             out,
             video: VideoSpec::None,
+            video_codec: VideoCodec::default(),
             record_video: false,
             e2ee: true,
             duration: None,
@@ -291,6 +294,7 @@ pub async fn run_with(options: &Options) -> anyhow::Result<Vec<Heard>> {
                 .then_some(Duration::from_millis(1500)),
             e2ee,
             video: options.video.clone(),
+            video_codec: options.video_codec,
             record_video: options.record_video,
             video_sink,
             ..GroupConfig::new(InputSpec::Wav(input.clone()))
