@@ -182,6 +182,9 @@ pub struct Sim {
     links: BTreeMap<(SocketAddr, SocketAddr), Path>,
     /// Probability that an SRTP or SRTCP datagram is lost, each way.
     pub loss: f64,
+    /// Probability that any other datagram (STUN, DTLS) is lost, each way: set before
+    /// anyone joins for loss from the first packet.
+    pub control_loss: f64,
     delay: Duration,
     /// Datagrams the network dropped at random.
     pub lost: u64,
@@ -225,6 +228,7 @@ impl Sim {
             seed,
             links: BTreeMap::new(),
             loss,
+            control_loss: 0.0,
             delay,
             lost: 0,
             queue_drops: 0,
@@ -287,6 +291,7 @@ impl Sim {
     /// The link from `from` to `to`, made on first use.
     fn path(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Path {
         let (seed, loss, delay_ms) = (self.seed, self.loss, self.delay.as_secs_f64() * 1000.0);
+        let control_loss = self.control_loss;
         self.links.entry((from, to)).or_insert_with(|| {
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&(seed, from, to), &mut hasher);
@@ -303,7 +308,13 @@ impl Sim {
                     },
                     seed,
                 ),
-                control: Link::new(delay_only, seed),
+                control: Link::new(
+                    Impairment {
+                        loss: Loss::Uniform { rate: control_loss },
+                        ..delay_only
+                    },
+                    seed.wrapping_add(1),
+                ),
             }
         })
     }
