@@ -340,8 +340,10 @@ impl Measured {
     /// What two Sotto engines' summaries say.
     pub fn from_summaries(caller: &CallSummary, callee: &CallSummary) -> Measured {
         // The recording starts when the callee's media clock does, the reference when the
-        // caller's does (one process, one clock).
-        let recording_offset_ms = match (caller.media_started, callee.media_started) {
+        // caller's input does (one process, one clock; a file input waits until media goes
+        // both ways).
+        let input_started = caller.input_started.or(caller.media_started);
+        let recording_offset_ms = match (input_started, callee.media_started) {
             (Some(a), Some(b)) if b >= a => (b - a).as_secs_f64() * 1000.0,
             (Some(a), Some(b)) => -((a - b).as_secs_f64() * 1000.0),
             _ => 0.0,

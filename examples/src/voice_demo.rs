@@ -169,7 +169,10 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
     let sent = read_wav(input)?;
     let received = read_wav(output)?;
     let alignment = align(&sent, &received, SAMPLE_RATE as usize * 2);
-    let clock_offset_ms = match (caller.media_started, callee.media_started) {
+    // Alice's input waits until media flows both ways; Bob's recording starts with his
+    // media clock.
+    let input_started = caller.input_started.or(caller.media_started);
+    let clock_offset_ms = match (input_started, callee.media_started) {
         (Some(a), Some(b)) => {
             // Bob's recording starts at b, Alice's input at a: a lag of L samples in the
             // recording is L/48 ms after b, i.e. L/48 + (b - a) after Alice sent it.

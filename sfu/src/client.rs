@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -188,7 +189,13 @@ impl Client {
         now: Instant,
     ) -> Result<Client, LegError> {
         let (media_engine, registry, _) = media_engine()?;
+        // Checks every 100 ms for 20 s, as the engine does (rtc's default gives a pair up
+        // after 7 checks in 1.4 s, which loss from the first packet can exhaust).
+        let setting_engine = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(std::time::Duration::from_millis(100)), Some(200))
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
+            .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .build(now)

@@ -32,6 +32,7 @@ fn setups(loss: f64, seeds: std::ops::Range<u64>) -> Vec<Option<Duration>> {
 }
 
 fn report(loss: f64, setups: &[Option<Duration>]) -> (usize, Duration, Duration) {
+    let failed_at: Vec<usize> = (0..setups.len()).filter(|&i| setups[i].is_none()).collect();
     let mut times: Vec<Duration> = setups.iter().flatten().copied().collect();
     times.sort();
     let failed = setups.len() - times.len();
@@ -44,7 +45,7 @@ fn report(loss: f64, setups: &[Option<Duration>]) -> (usize, Duration, Duration)
     let (p50, p95) = (pick(0.5), pick(0.95));
     eprintln!(
         "{:.0} % loss both ways from the first packet: {failed} of {} failed to connect; \
-         setup p50 {p50:?}, p95 {p95:?}",
+         setup p50 {p50:?}, p95 {p95:?} (failed: {failed_at:?}, by index in the seed range)",
         loss * 100.0,
         setups.len()
     );
@@ -60,16 +61,26 @@ fn a_hundred_setups_at_10_percent_loss_all_connect() {
     assert_eq!(failed, 0);
 }
 
-/// Issue 18's setup targets; run with `--ignored --nocapture`. Fails today: 1 of 100 at
-/// 20 % loss does not connect, and setup p95 at 10 % is about 2.5 s (retransmission
-/// every second).
+/// Issue 18's setup targets: all of 100 setups connect at 20 % loss both ways from the
+/// first packet, and setup p95 at 10 % is under 1.5 s (simulated time). Before the DTLS
+/// backoff (100 ms doubling instead of a fixed second) and the longer ICE checks, 1 of
+/// these 100 failed and p95 at 10 % was 2.5 s.
 #[test]
-#[ignore = "issue 18's targets, not met yet"]
 fn a_hundred_setups_at_20_percent_loss_all_connect() {
     let (failed, _, _) = report(0.2, &setups(0.2, 0..100));
     let (failed10, _, p95) = report(0.1, &setups(0.1, 100..200));
     assert_eq!((failed, failed10), (0, 0));
     assert!(p95 < Duration::from_millis(1500), "p95 {p95:?} at 10 %");
+}
+
+/// Beyond the targets: `SOTTO_LOSS=0.3 SOTTO_SEEDS=1000 cargo test -p sotto-sfu --test
+/// handshake_loss many_seeds -- --ignored --nocapture`.
+#[test]
+#[ignore = "an exploration aid"]
+fn many_seeds() {
+    let loss: f64 = std::env::var("SOTTO_LOSS").map_or(0.2, |s| s.parse().unwrap());
+    let seeds: u64 = std::env::var("SOTTO_SEEDS").map_or(1000, |s| s.parse().unwrap());
+    report(loss, &setups(loss, 1000..1000 + seeds));
 }
 
 /// One seed with logs: `SOTTO_SEED=N RUST_LOG=rtc_dtls=debug cargo test -p sotto-sfu

@@ -21,7 +21,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 
-use super::media::{CaptureEnd, PayloadTypes};
+use super::media::{CaptureEnd, InputGate, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, PeerEvent};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
 use super::reports::SendFeedback;
@@ -492,6 +492,8 @@ impl GroupCall {
                     payload_types: OPUS_ONLY,
                     source,
                     encoder: self.config.encoder.clone(),
+                    // A group call starts its input when the SFU leg is up.
+                    gate: Arc::new(InputGate::opened()),
                 })
                 .map_err(CallError::Media)?;
         }

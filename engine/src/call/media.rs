@@ -125,6 +125,50 @@ pub struct OutFrame {
     pub level: u8,
 }
 
+/// Holds an input that has no clock of its own (a file, a tone, silence) at its start
+/// until the call says media flows both ways, so that nothing of it is lost to a setup
+/// that one end finished before the other: the capture thread sends encoded silence until
+/// then. A device input runs from the first frame (what it captured is gone anyway).
+#[derive(Debug, Default)]
+pub struct InputGate {
+    open: AtomicBool,
+    /// When the input's first frame was due (set once, by the capture thread).
+    started: std::sync::Mutex<Option<Instant>>,
+}
+
+impl InputGate {
+    /// A gate that is open from the start.
+    pub fn opened() -> Self {
+        let gate = InputGate::default();
+        gate.open();
+        gate
+    }
+
+    /// Lets the input start.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// When the input's first frame was due, once it has started.
+    pub fn started(&self) -> Option<Instant> {
+        *self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_started(&self, at: Instant) {
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(at);
+    }
+}
+
 /// Why the capture side stopped.
 #[derive(Debug)]
 pub enum CaptureEnd {
@@ -155,6 +199,8 @@ pub struct Capture {
     pub frames: mpsc::Sender<OutFrame>,
     /// Told why capture stopped.
     pub ended: mpsc::UnboundedSender<CaptureEnd>,
+    /// Holds a file input at its start until the call opens it.
+    pub gate: Arc<InputGate>,
 }
 
 /// Runs the capture loop on its own thread: read a frame, encode, hand it to the sender.
@@ -171,6 +217,7 @@ pub fn spawn_capture(capture: Capture) -> std::io::Result<thread::JoinHandle<()>
                 started,
                 frames,
                 ended,
+                gate,
             } = capture;
             let end = match capture_loop(
                 source.as_mut(),
@@ -180,6 +227,7 @@ pub fn spawn_capture(capture: Capture) -> std::io::Result<thread::JoinHandle<()>
                 &stop,
                 started,
                 &frames,
+                &gate,
             ) {
                 Ok(end) => end,
                 Err(err) => CaptureEnd::Failed(err.to_string()),
@@ -188,6 +236,7 @@ pub fn spawn_capture(capture: Capture) -> std::io::Result<thread::JoinHandle<()>
         })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     source: &mut dyn AudioSource,
     config: &EncoderConfig,
@@ -196,6 +245,7 @@ fn capture_loop(
     stop: &AtomicBool,
     started: Instant,
     frames: &mpsc::Sender<OutFrame>,
+    gate: &InputGate,
 ) -> Result<CaptureEnd, AudioError> {
     let mut encoder = OpusEncoder::new(config)?;
     let mut frame = config.frame;
@@ -219,6 +269,7 @@ fn capture_loop(
             frame = want_frame;
             pcm.resize(encoder.frame_samples(), 0);
         }
+        let frame_due = due;
         if !source.is_realtime() {
             // Files, tones and silence have no clock of their own: one frame per period.
             let now = Instant::now();
@@ -227,8 +278,17 @@ fn capture_loop(
             }
             due += frame.duration();
         }
-        if !source.read(&mut pcm)? {
-            return Ok(CaptureEnd::InputEnded);
+        if source.is_realtime() || gate.is_open() {
+            gate.mark_started(if source.is_realtime() {
+                Instant::now()
+            } else {
+                frame_due
+            });
+            if !source.read(&mut pcm)? {
+                return Ok(CaptureEnd::InputEnded);
+            }
+        } else {
+            pcm.fill(0);
         }
         let frame_position = position;
         position += pcm.len() as u64;

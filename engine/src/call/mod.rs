@@ -3,6 +3,7 @@
 //! connection ([`peer`]) and the audio pipeline ([`media`]), and reports its state as
 //! [`CallEvent`]s and, at the end, a [`CallSummary`].
 
+mod flow;
 pub mod group;
 pub mod keyframes;
 pub mod media;
@@ -166,11 +167,12 @@ impl Default for CallConfig {
 pub enum CallState {
     /// The offer reached the peer (caller) or is waiting to be answered (callee).
     Ringing,
-    /// Answered; ICE and DTLS are setting up the media path.
+    /// Answered; ICE and DTLS are setting up the media path, then the first media has to
+    /// go both ways.
     Connecting,
-    /// Media flows.
+    /// Media flows both ways.
     Connected,
-    /// The media path was lost; ICE is restarting.
+    /// The media path was lost or media stopped arriving; ICE is restarting.
     Reconnecting,
     /// Over; see the summary.
     Ended,
@@ -338,6 +340,9 @@ pub struct CallSummary {
     pub duration_s: f64,
     /// ICE restarts done.
     pub ice_restarts: u32,
+    /// Times media stopped arriving for 2 s while connected (each one repaired with an
+    /// ICE restart by the caller; see `CallState::Reconnecting`).
+    pub media_stalls: u32,
     /// Sending.
     pub sent: SentSummary,
     /// Receiving.
@@ -356,6 +361,10 @@ pub struct CallSummary {
     /// recordings of two ends in one process.
     #[serde(skip)]
     pub media_started: Option<std::time::Instant>,
+    /// When our input's first frame was due: a file input waits until media flows both
+    /// ways, a device starts with the media clock.
+    #[serde(skip)]
+    pub input_started: Option<std::time::Instant>,
 }
 
 /// What can stop a call from starting.

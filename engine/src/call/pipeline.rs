@@ -19,7 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 
 use super::media::{
-    self, CaptureEnd, EncoderControl, MediaCounters, OutFrame, PayloadTypes, Receive,
+    self, CaptureEnd, EncoderControl, InputGate, MediaCounters, OutFrame, PayloadTypes, Receive,
 };
 use super::peer::VideoTrack;
 use super::video::{
@@ -49,6 +49,8 @@ pub(super) struct SendParams {
     /// Opus settings at the start (the rate controller changes them through
     /// [`Pipeline::control`]).
     pub encoder: EncoderConfig,
+    /// Holds a file input at its start until the call opens it.
+    pub gate: Arc<InputGate>,
 }
 
 /// Our video before it starts: how the pipeline's video send side will run.
@@ -101,6 +103,8 @@ pub(super) struct Pipeline {
     capture_end: mpsc::UnboundedSender<CaptureEnd>,
     /// The media clock's origin: capture and every playout count time from here.
     started: Option<Instant>,
+    /// When our input began (after the gate opened), once sending has started.
+    input: Option<Arc<InputGate>>,
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     inbound: BTreeMap<String, Inbound>,
@@ -122,6 +126,7 @@ impl Pipeline {
             e2ee,
             capture_end,
             started: None,
+            input: None,
             threads: Vec::new(),
             tasks: Vec::new(),
             inbound: BTreeMap::new(),
@@ -134,6 +139,12 @@ impl Pipeline {
     /// The media clock's origin, once started.
     pub fn started(&self) -> Option<Instant> {
         self.started
+    }
+
+    /// When our input's first frame was due: the media clock's origin for a device, later
+    /// for a file held until the call opened its gate.
+    pub fn input_started(&self) -> Option<Instant> {
+        self.input.as_ref().and_then(|gate| gate.started())
     }
 
     /// Starts the media clock now (once; later calls return the first instant).
@@ -163,9 +174,11 @@ impl Pipeline {
             started,
             frames: frames_tx,
             ended: self.capture_end.clone(),
+            gate: send.gate.clone(),
         })
         .map_err(|err| format!("starting the capture thread: {err}"))?;
         self.threads.push(capture);
+        self.input = Some(send.gate);
         Ok(())
     }
 

@@ -30,6 +30,10 @@ pub struct ReportedLoss {
     latest: AtomicU32,
     /// The latest report block's timing about our SSRC, and how many have come.
     timing: std::sync::Mutex<Option<(BlockTiming, u32)>>,
+    /// What the peer's sender reports say it has sent: the latest packet count of each of
+    /// its SSRCs, and the sum of their increases (how a call tells a peer that stopped
+    /// sending from media that stopped arriving).
+    peer_sent: std::sync::Mutex<(std::collections::HashMap<u32, u32>, u64)>,
 }
 
 /// What a round trip is computed from.
@@ -103,6 +107,40 @@ impl ReportedLoss {
             },
             count,
         ));
+    }
+
+    /// Packets the peer's sender reports say it sent since they began (all its streams).
+    pub fn peer_sent(&self) -> u64 {
+        self.peer_sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+    }
+
+    /// How many report blocks about our stream have come: each says the peer receives it.
+    pub fn blocks(&self) -> u32 {
+        self.latest.load(Ordering::Relaxed) >> 8
+    }
+
+    fn record_sender(&self, report: &SenderReport) {
+        let mut peer_sent = self
+            .peer_sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (counts, total) = &mut *peer_sent;
+        // A map of the peer's SSRCs; a flood of forged ones is bounded by SRTCP's
+        // authentication, and the map by this cap.
+        if counts.len() >= 64 && !counts.contains_key(&report.ssrc) {
+            return;
+        }
+        let before = counts.insert(report.ssrc, report.packet_count);
+        let increase = before.map_or(report.packet_count, |before| {
+            report.packet_count.wrapping_sub(before)
+        });
+        // A count that went backwards (wrapped past 2^31 the wrong way) adds nothing.
+        if increase < 1 << 31 {
+            *total += u64::from(increase);
+        }
     }
 
     fn record(&self, block: &ReceptionReport) {
@@ -189,13 +227,16 @@ impl SendFeedback {
 }
 
 /// The interceptor (see the module documentation): records the report blocks about
-/// `ssrc` (our audio stream) in `loss`.
+/// `ssrc` (our audio stream) in `loss`, and what the peer's sender reports say it sent.
 pub fn report_tap(ssrc: u32, loss: Arc<ReportedLoss>) -> RtcpTap<impl OnRtcp> {
     RtcpTap::new(
         move |packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant| {
             for packet in packets {
                 let any = packet.as_any();
                 let blocks = if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                    if sr.ssrc != ssrc {
+                        loss.record_sender(sr);
+                    }
                     &sr.reports
                 } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                     &rr.reports

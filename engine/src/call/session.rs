@@ -18,10 +18,11 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::media::{CaptureEnd, PayloadTypes};
+use super::flow::{FlowSample, FlowWatch};
+use super::media::{CaptureEnd, InputGate, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
 use super::pipeline::{Pipeline, SendParams, VideoParams, round};
-use super::reports::SendFeedback;
+use super::reports::{ReportedLoss, SendFeedback};
 use super::video::plan_layers;
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
@@ -108,6 +109,9 @@ pub(super) const TICK: Duration = Duration::from_secs(1);
 pub(super) const VIDEO_TICK: Duration = Duration::from_millis(100);
 /// Least time between two ICE restarts the caller starts on its own.
 const RESTART_SPACING: Duration = Duration::from_secs(3);
+/// While the connection is up and media has not gone both ways yet (or is coming back
+/// after a stall), the counters are looked at this often.
+const FLOW_CHECK: Duration = Duration::from_millis(20);
 
 struct Session {
     role: Role,
@@ -126,8 +130,20 @@ struct Session {
     remote_description_set: bool,
     pending_candidates: Vec<RTCIceCandidateInit>,
     created: Instant,
+    /// When the connection (ICE and DTLS) first came up: media starts, a file input held
+    /// at its start (`gate`) until media goes both ways.
+    transport_up_at: Option<Instant>,
+    /// When media first went both ways: the call is connected from then.
     connected_at: Option<Instant>,
     setup_ms: Option<f64>,
+    gate: Arc<InputGate>,
+    /// Transport feedback batches from the peer that acknowledge our packets.
+    heard: Arc<AtomicU64>,
+    /// The peer's report blocks about our stream, and what its sender reports say it sent.
+    reported: Arc<ReportedLoss>,
+    /// Whether media keeps flowing, from when the call connected.
+    flow: Option<FlowWatch>,
+    media_stalls: u32,
     deadline: Option<Instant>,
     input_ended_at: Option<Instant>,
     last_restart: Option<Instant>,
@@ -233,6 +249,7 @@ pub async fn run(
         ssrc,
         estimate_bps,
         reported_loss,
+        heard,
         events: mut peer_events,
         video: _,
     } = peer;
@@ -266,8 +283,14 @@ pub async fn run(
         remote_description_set: false,
         pending_candidates: Vec::new(),
         created: Instant::now(),
+        transport_up_at: None,
         connected_at: None,
         setup_ms: None,
+        gate: Arc::new(InputGate::default()),
+        heard,
+        reported: reported_loss.clone(),
+        flow: None,
+        media_stalls: 0,
         deadline: None,
         input_ended_at: None,
         last_restart: None,
@@ -313,7 +336,12 @@ pub async fn run(
         let deadline = session
             .deadline
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let checking_flow = session.checking_flow();
         ended = tokio::select! {
+            _ = tokio::time::sleep(FLOW_CHECK), if checking_flow => {
+                session.check_flow();
+                None
+            }
             signal = signals.recv() => match signal {
                 Some(signal) => session.on_signal(signal).await.err(),
                 None => Some(local_failure("the signaling connection was closed")),
@@ -346,7 +374,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(deadline.into()) => session.on_deadline(),
             _ = tick.tick() => {
                 session.on_tick().await;
-                None
+                session.watch_flow().await.err()
             }
             _ = video_tick.tick() => {
                 session.share_video_bandwidth();
@@ -444,6 +472,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         setup_ms: None,
         duration_s: 0.0,
         ice_restarts: 0,
+        media_stalls: 0,
         sent: SentSummary::default(),
         received: ReceivedSummary::default(),
         e2ee: None,
@@ -452,6 +481,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         end,
         timeline: Vec::new(),
         media_started: None,
+        input_started: None,
     }
 }
 
@@ -742,14 +772,21 @@ impl Session {
     ) -> Result<(), EndReason> {
         match state {
             RTCPeerConnectionState::Connected => {
-                if self.connected_at.is_none() {
-                    let now = Instant::now();
-                    self.connected_at = Some(now);
-                    self.setup_ms = Some(ms(now - self.created));
+                if self.transport_up_at.is_none() {
+                    // Media starts now, a file input held at its start: the call is
+                    // connected once media has gone both ways (`check_flow`).
+                    self.transport_up_at = Some(Instant::now());
                     self.start_media().await?;
+                    if self.state == CallState::Ringing {
+                        self.set_state(CallState::Connecting);
+                    }
+                    self.check_flow();
+                } else if self.connected_at.is_some()
+                    && self.flow.as_ref().is_none_or(FlowWatch::recovered)
+                {
+                    self.set_state(CallState::Connected);
+                    self.refresh_deadline();
                 }
-                self.set_state(CallState::Connected);
-                self.refresh_deadline();
                 Ok(())
             }
             RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Failed => {
@@ -840,11 +877,97 @@ impl Session {
                 payload_types: self.payload_types(),
                 source,
                 encoder: self.config.encoder.clone(),
+                gate: self.gate.clone(),
             })
             .map_err(|err| local_failure(&err))?;
         self.pipeline
             .play(PEER_STREAM, sink, self.config.decoder_complexity)
             .map_err(|err| local_failure(&err))
+    }
+
+    /// The counters media flow is judged by.
+    fn flow_sample(&mut self) -> FlowSample {
+        let received = if self.pipeline.has_inbound(PEER_STREAM) {
+            self.pipeline
+                .inbound(PEER_STREAM)
+                .counters
+                .packets_received
+                .load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        FlowSample {
+            received,
+            heard: self.heard.load(Ordering::Relaxed) + u64::from(self.reported.blocks()),
+            sent: self.pipeline.counters.packets_sent.load(Ordering::Relaxed),
+            peer_sent: self.reported.peer_sent(),
+        }
+    }
+
+    /// Whether the counters need watching closely: the connection is up and media has not
+    /// gone both ways yet, or is coming back after a stall.
+    fn checking_flow(&self) -> bool {
+        self.transport_up_at.is_some()
+            && (self.connected_at.is_none()
+                || self.flow.as_ref().is_some_and(|flow| !flow.recovered()))
+    }
+
+    /// Connects the call once media has gone both ways (and opens the input); leaves
+    /// `Reconnecting` once media moves both ways again after a stall.
+    fn check_flow(&mut self) {
+        let now = Instant::now();
+        let sample = self.flow_sample();
+        if self.connected_at.is_none() {
+            if !sample.both_ways() {
+                return;
+            }
+            self.connected_at = Some(now);
+            self.setup_ms = Some(ms(now - self.created));
+            self.gate.open();
+            self.flow = Some(FlowWatch::new(now, sample));
+            tracing::debug!(
+                setup_ms = self.setup_ms,
+                transport_ms = self.transport_up_at.map(|at| ms(at - self.created)),
+                "media goes both ways"
+            );
+            self.set_state(CallState::Connected);
+            self.refresh_deadline();
+            return;
+        }
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        flow.update(now, sample);
+        if flow.recovered() && self.state == CallState::Reconnecting {
+            tracing::info!("media flows both ways again");
+            self.set_state(CallState::Connected);
+            self.refresh_deadline();
+        }
+    }
+
+    /// Once a tick while connected: media that stopped arriving is reported (the state
+    /// goes to `Reconnecting`, with its deadline) and the caller restarts ICE; the callee
+    /// waits for that restart, which the caller starts on the same signs (what one end
+    /// stops receiving, the other stops hearing acknowledged).
+    async fn watch_flow(&mut self) -> Result<(), EndReason> {
+        if self.state != CallState::Connected {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let sample = self.flow_sample();
+        let Some(stall) = self.flow.as_mut().and_then(|flow| flow.update(now, sample)) else {
+            return Ok(());
+        };
+        self.media_stalls += 1;
+        tracing::info!(
+            stall = stall.describe(),
+            received = sample.received,
+            sent = sample.sent,
+            "media stalled; repairing the path"
+        );
+        self.set_state(CallState::Reconnecting);
+        self.deadline = Some(now + self.config.reconnect_timeout);
+        self.restart_ice(false).await
     }
 
     /// The deadline while connected: the end of `--duration`, or the tail after the input
@@ -873,10 +996,7 @@ impl Session {
                 HangupReason::NoAnswer,
                 format!("no answer within {:?}", self.config.ring_timeout),
             ),
-            CallState::Connecting => (
-                HangupReason::Failed,
-                format!("no media path within {:?}", self.config.connect_timeout),
-            ),
+            CallState::Connecting => (HangupReason::Failed, self.not_connected()),
             CallState::Reconnecting => (
                 HangupReason::Failed,
                 format!(
@@ -899,6 +1019,21 @@ impl Session {
             reason,
             detail,
         })
+    }
+
+    /// Why a call that was not connected in time was not.
+    fn not_connected(&mut self) -> String {
+        let within = self.config.connect_timeout;
+        if self.transport_up_at.is_none() {
+            return format!("no media path within {within:?}");
+        }
+        let sample = self.flow_sample();
+        format!(
+            "the connection came up but media did not go both ways within {within:?} \
+             ({} packets received from the peer, {} of ours acknowledged by it)",
+            sample.received,
+            if sample.heard > 0 { "some" } else { "none" }
+        )
     }
 
     /// Divides the send-side estimate between audio and our video layers.
@@ -954,6 +1089,8 @@ impl Session {
         let duration = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
         summary.connected = self.connected_at.is_some();
         summary.media_started = self.pipeline.started();
+        summary.input_started = self.pipeline.input_started();
+        summary.media_stalls = self.media_stalls;
         summary.timeline = std::mem::take(&mut self.timeline);
         summary.setup_ms = self.setup_ms;
         summary.duration_s = round(duration.as_secs_f64(), 3);

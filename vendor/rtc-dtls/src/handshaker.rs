@@ -4,7 +4,7 @@ use shared::error::*;
 
 use log::*;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 //use std::io::BufWriter;
 
@@ -181,10 +181,20 @@ impl DTLSConn {
         if self.current_flight.is_last_send_flight() || self.is_handshake_completed() {
             Ok(HandshakeState::Finished)
         } else {
-            self.current_retransmit_timer = Some(now + self.handshake_config.retransmit_interval);
+            self.current_retransmit_timer = Some(now + self.retransmit_wait());
             Ok(HandshakeState::Waiting)
         }
     }
+    /// Sotto's patch: how long to wait for the peer's answer to the flight just sent, the
+    /// configured interval doubled with each retransmission of this flight, at most
+    /// `MAXIMUM_TICKER_INTERVAL` (or the configured interval when that is longer).
+    fn retransmit_wait(&self) -> Duration {
+        let base = self.handshake_config.retransmit_interval;
+        let doublings = self.current_retransmit_count.min(16) as u32;
+        base.saturating_mul(1 << doublings)
+            .min(MAXIMUM_TICKER_INTERVAL.max(base))
+    }
+
     fn wait(&mut self) -> Result<HandshakeState> {
         if self.handshake_rx.take().is_some() {
             debug!(

@@ -39,7 +39,13 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) const INITIAL_TICKER_INTERVAL: Duration = Duration::from_secs(1);
+// Sotto's patch: the first retransmission of a flight after 100 ms, doubling with every
+// retransmission up to `MAXIMUM_TICKER_INTERVAL` (RFC 9147 §5.8.2 recommends a 100 ms
+// initial timer with doubling). Released rtc-dtls waits a fixed second between
+// retransmissions, so every lost flight cost a second of call setup.
+pub(crate) const INITIAL_TICKER_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest wait between two retransmissions of a flight (Sotto's patch; see above).
+pub(crate) const MAXIMUM_TICKER_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const COOKIE_LENGTH: usize = 20;
 pub(crate) const DEFAULT_NAMED_CURVE: NamedCurve = NamedCurve::X25519;
 pub(crate) const INBOUND_BUFFER_SIZE: usize = 8192;
@@ -51,7 +57,11 @@ pub(crate) const DEFAULT_REPLAY_PROTECTION_WINDOW: usize = 64;
 /// so any reply slower than one `retransmit_interval` is fatal. That is almost never what a
 /// caller wants, and it is what `ConfigBuilder::build` accidentally used between P7 and this
 /// constant being introduced.
-pub(crate) const DEFAULT_MAXIMUM_RETRANSMIT_NUMBER: usize = 7;
+///
+/// Sotto's patch: 15 instead of 7, so that with the backoff above a flight is retried for
+/// about 13 s (0.1 + 0.2 + 0.4 + 0.8 + 11 × 1 s) before the handshake gives up, where 7
+/// fixed one-second waits gave 7 s.
+pub(crate) const DEFAULT_MAXIMUM_RETRANSMIT_NUMBER: usize = 15;
 
 pub(crate) static INVALID_KEYING_LABELS: &[&str] = &[
     "client finished",
