@@ -116,3 +116,104 @@ async fn a_call_goes_through_the_relay_and_feels_its_loss() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Media that stops one way while the connection stays up (the held-out check's silent
+/// call, issue 18): for 4 s nothing of the caller's reaches the callee. The callee sees
+/// nothing arrive while the caller's sender reports count on, the caller sees nothing of
+/// its own acknowledged; both report the stall (`Reconnecting`, `media_stalls`), the
+/// caller restarts ICE, and media flows both ways again before the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_stops_one_way_is_noticed_and_the_call_recovers() {
+    use sotto_netsim::{Change, ChangeKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
+        .await
+        .unwrap();
+    let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", unused_port(Proto::Udp).unwrap())
+        .parse()
+        .unwrap();
+    let clean = Impairment {
+        delay_ms: 10.0,
+        ..Default::default()
+    };
+    // The relay starts before the call; at 3 s the call has been up for about 2 s.
+    let blackout = Impairment {
+        schedule: vec![Change {
+            at_ms: 3000.0,
+            what: ChangeKind::Outage {
+                duration_ms: 4000.0,
+            },
+        }],
+        ..clean.clone()
+    };
+    let relay = Relay::bind(RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        target: bob_addr,
+        via: "127.0.0.1:0".parse().unwrap(),
+        forward: blackout,
+        backward: clean,
+        seed: 5,
+        duration: Duration::from_secs(16),
+    })
+    .await
+    .unwrap();
+    let relay_addr = relay.listen_addr().unwrap();
+    let relay_task = tokio::spawn(relay.run());
+
+    let config = ClientConfig::new(server.ws_url());
+    let alice_id = Arc::new(Identity::generate(None).unwrap());
+    let bob_id = Arc::new(Identity::generate(None).unwrap());
+    let alice = Phone::new(
+        SignalingClient::connect(config.clone(), alice_id)
+            .await
+            .unwrap(),
+    );
+    let mut bob = Phone::new(
+        SignalingClient::connect(config, bob_id.clone())
+            .await
+            .unwrap(),
+    );
+    let call_config = |bind: &str, advertise| CallConfig {
+        input: InputSpec::Tone(440.0),
+        output: OutputSpec::Null,
+        ice: IceConfig {
+            bind: vec![bind.into()],
+            advertise,
+            ..IceConfig::default()
+        },
+        max_duration: Some(Duration::from_secs(12)),
+        ..CallConfig::default()
+    };
+    let call = alice
+        .call(
+            bob_id.public(),
+            call_config("127.0.0.1:0", Advertise::Nothing),
+        )
+        .unwrap();
+    let incoming = bob.next_incoming().await.unwrap();
+    let answered = incoming
+        .answer(call_config(
+            &bob_addr.to_string(),
+            Advertise::Address(relay_addr),
+        ))
+        .await
+        .unwrap();
+    let (alice_summary, bob_summary) = tokio::join!(call.finished(), answered.finished());
+    let (alice_summary, bob_summary) = (alice_summary.unwrap(), bob_summary.unwrap());
+    relay_task.await.unwrap().unwrap();
+    for summary in [&alice_summary, &bob_summary] {
+        assert!(summary.connected, "{summary:?}");
+        assert!(summary.media_stalls >= 1, "{summary:?}");
+        // It ended at its duration, not in Reconnecting.
+        assert_eq!(
+            summary.end.detail, "the call reached its duration",
+            "{summary:?}"
+        );
+    }
+    assert!(alice_summary.ice_restarts >= 1, "{alice_summary:?}");
+    // Before and after the blackout Bob heard Alice: 12 s of 20 ms frames less the 4 s
+    // and the repair.
+    assert!(bob_summary.received.packets > 250, "{bob_summary:?}");
+    server.shutdown().await.unwrap();
+}

@@ -172,7 +172,9 @@ async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // rtc's ICE agent warns when it has no candidate pair yet, which is
+                // every call's first moment while candidates trickle: not for users.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_ice=error")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -34,6 +34,10 @@ pub struct ReportedLoss {
     /// its SSRCs, and the sum of their increases (how a call tells a peer that stopped
     /// sending from media that stopped arriving).
     peer_sent: std::sync::Mutex<(std::collections::HashMap<u32, u32>, u64)>,
+    /// The highest extended sequence number of ours a report block acknowledged, and
+    /// how many blocks moved it (a block that repeats the last one says nothing new
+    /// arrived: a peer keeps reporting while our packets stop reaching it).
+    acknowledged: std::sync::Mutex<(Option<u32>, u64)>,
 }
 
 /// What a round trip is computed from.
@@ -117,9 +121,29 @@ impl ReportedLoss {
             .1
     }
 
-    /// How many report blocks about our stream have come: each says the peer receives it.
-    pub fn blocks(&self) -> u32 {
-        self.latest.load(Ordering::Relaxed) >> 8
+    /// How many report blocks about our stream said that more of it had arrived.
+    pub fn acknowledgements(&self) -> u64 {
+        self.acknowledged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+    }
+
+    fn record_acknowledged(&self, block: &ReceptionReport) {
+        let mut acknowledged = self
+            .acknowledged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (highest, count) = &mut *acknowledged;
+        // Extended sequence numbers only grow; one more than 2^31 behind is a wrap.
+        let newer = highest.is_none_or(|before| {
+            let ahead = block.last_sequence_number.wrapping_sub(before);
+            ahead != 0 && ahead < 1 << 31
+        });
+        if newer {
+            *highest = Some(block.last_sequence_number);
+            *count += 1;
+        }
     }
 
     fn record_sender(&self, report: &SenderReport) {
@@ -246,6 +270,7 @@ pub fn report_tap(ssrc: u32, loss: Arc<ReportedLoss>) -> RtcpTap<impl OnRtcp> {
                 for block in blocks.iter().filter(|b| b.ssrc == ssrc) {
                     loss.record(block);
                     loss.record_timing(block, now);
+                    loss.record_acknowledged(block);
                 }
             }
         },
@@ -255,6 +280,41 @@ pub fn report_tap(ssrc: u32, loss: Arc<ReportedLoss>) -> RtcpTap<impl OnRtcp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_block_that_moved_acknowledges_anything() {
+        let shared = ReportedLoss::default();
+        let block = |last_sequence_number| ReceptionReport {
+            last_sequence_number,
+            ..Default::default()
+        };
+        shared.record_acknowledged(&block(100));
+        shared.record_acknowledged(&block(100));
+        assert_eq!(shared.acknowledgements(), 1);
+        shared.record_acknowledged(&block(150));
+        // Older (reordered) and repeated blocks add nothing; across the wrap counts.
+        shared.record_acknowledged(&block(120));
+        assert_eq!(shared.acknowledgements(), 2);
+        let shared = ReportedLoss::default();
+        shared.record_acknowledged(&block(u32::MAX));
+        shared.record_acknowledged(&block(3));
+        assert_eq!(shared.acknowledgements(), 2);
+    }
+
+    #[test]
+    fn what_the_peer_says_it_sent_adds_up_per_stream() {
+        let shared = ReportedLoss::default();
+        let report = |ssrc, packet_count| SenderReport {
+            ssrc,
+            packet_count,
+            ..Default::default()
+        };
+        shared.record_sender(&report(1, 50));
+        shared.record_sender(&report(2, 10));
+        shared.record_sender(&report(1, 80));
+        shared.record_sender(&report(1, 80));
+        assert_eq!(shared.peer_sent(), 90);
+    }
 
     #[test]
     fn round_trip_is_arrival_minus_lsr_minus_dlsr() {

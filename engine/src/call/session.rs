@@ -898,7 +898,7 @@ impl Session {
         };
         FlowSample {
             received,
-            heard: self.heard.load(Ordering::Relaxed) + u64::from(self.reported.blocks()),
+            heard: self.heard.load(Ordering::Relaxed) + self.reported.acknowledgements(),
             sent: self.pipeline.counters.packets_sent.load(Ordering::Relaxed),
             peer_sent: self.reported.peer_sent(),
         }
