@@ -15,8 +15,25 @@ use sotto_engine::{ClientConfig, Identity, SignalingClient};
 use sotto_netsim::{Impairment, Loss};
 use sotto_signaling::server::{Config, start};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_goes_through_the_relay_and_feels_its_loss() {
+/// A signaling server, Alice and Bob on it, and the relay in front of Bob's address with
+/// `forward` (Alice to Bob) and `backward` impairments.
+struct ThroughRelay {
+    _dir: tempfile::TempDir,
+    server: sotto_signaling::server::RunningServer,
+    alice: Phone,
+    bob: Phone,
+    bob_key: sotto_signaling::protocol::IdentityKey,
+    bob_addr: std::net::SocketAddr,
+    relay_addr: std::net::SocketAddr,
+    relay_task: tokio::task::JoinHandle<std::io::Result<sotto_bench::relay::RelayReport>>,
+}
+
+async fn through_relay(
+    forward: Impairment,
+    backward: Impairment,
+    seed: u64,
+    duration: Duration,
+) -> ThroughRelay {
     let dir = tempfile::tempdir().unwrap();
     let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
         .await
@@ -24,43 +41,59 @@ async fn a_call_goes_through_the_relay_and_feels_its_loss() {
     let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", unused_port(Proto::Udp).unwrap())
         .parse()
         .unwrap();
-    let lossy = Impairment {
-        loss: Loss::Uniform { rate: 0.1 },
-        delay_ms: 20.0,
-        ..Default::default()
-    };
     let relay = Relay::bind(RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         target: bob_addr,
         via: "127.0.0.1:0".parse().unwrap(),
-        forward: lossy.clone(),
-        backward: lossy,
-        seed: 3,
-        // The call (about 4.5 s) and a margin; the relay's report is read at the end.
-        duration: Duration::from_secs(7),
+        forward,
+        backward,
+        seed,
+        duration,
     })
     .await
     .unwrap();
     let relay_addr = relay.listen_addr().unwrap();
     let relay_task = tokio::spawn(relay.run());
-
     let config = ClientConfig::new(server.ws_url());
-    let alice_id = Arc::new(Identity::generate(None).unwrap());
+    let phone = |identity: Arc<Identity>| {
+        let config = config.clone();
+        async move { Phone::new(SignalingClient::connect(config, identity).await.unwrap()) }
+    };
     let bob_id = Arc::new(Identity::generate(None).unwrap());
-    let alice = Phone::new(
-        SignalingClient::connect(config.clone(), alice_id)
-            .await
-            .unwrap(),
-    );
-    let mut bob = Phone::new(
-        SignalingClient::connect(config, bob_id.clone())
-            .await
-            .unwrap(),
-    );
+    ThroughRelay {
+        alice: phone(Arc::new(Identity::generate(None).unwrap())).await,
+        bob: phone(bob_id.clone()).await,
+        bob_key: bob_id.public(),
+        _dir: dir,
+        server,
+        bob_addr,
+        relay_addr,
+        relay_task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_goes_through_the_relay_and_feels_its_loss() {
+    let lossy = Impairment {
+        loss: Loss::Uniform { rate: 0.1 },
+        delay_ms: 20.0,
+        ..Default::default()
+    };
+    // The call (about 4.5 s) and a margin; the relay's report is read at the end.
+    let ThroughRelay {
+        _dir,
+        server,
+        alice,
+        mut bob,
+        bob_key,
+        bob_addr,
+        relay_addr,
+        relay_task,
+    } = through_relay(lossy.clone(), lossy, 3, Duration::from_secs(7)).await;
 
     let call = alice
         .call(
-            bob_id.public(),
+            bob_key,
             CallConfig {
                 input: InputSpec::Tone(440.0),
                 output: OutputSpec::Null,
@@ -126,13 +159,6 @@ async fn a_call_goes_through_the_relay_and_feels_its_loss() {
 async fn media_that_stops_one_way_is_noticed_and_the_call_recovers() {
     use sotto_netsim::{Change, ChangeKind};
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
-        .await
-        .unwrap();
-    let bob_addr: std::net::SocketAddr = format!("127.0.0.1:{}", unused_port(Proto::Udp).unwrap())
-        .parse()
-        .unwrap();
     let clean = Impairment {
         delay_ms: 10.0,
         ..Default::default()
@@ -147,33 +173,16 @@ async fn media_that_stops_one_way_is_noticed_and_the_call_recovers() {
         }],
         ..clean.clone()
     };
-    let relay = Relay::bind(RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        target: bob_addr,
-        via: "127.0.0.1:0".parse().unwrap(),
-        forward: blackout,
-        backward: clean,
-        seed: 5,
-        duration: Duration::from_secs(16),
-    })
-    .await
-    .unwrap();
-    let relay_addr = relay.listen_addr().unwrap();
-    let relay_task = tokio::spawn(relay.run());
-
-    let config = ClientConfig::new(server.ws_url());
-    let alice_id = Arc::new(Identity::generate(None).unwrap());
-    let bob_id = Arc::new(Identity::generate(None).unwrap());
-    let alice = Phone::new(
-        SignalingClient::connect(config.clone(), alice_id)
-            .await
-            .unwrap(),
-    );
-    let mut bob = Phone::new(
-        SignalingClient::connect(config, bob_id.clone())
-            .await
-            .unwrap(),
-    );
+    let ThroughRelay {
+        _dir,
+        server,
+        alice,
+        mut bob,
+        bob_key,
+        bob_addr,
+        relay_addr,
+        relay_task,
+    } = through_relay(blackout, clean, 5, Duration::from_secs(16)).await;
     let call_config = |bind: &str, advertise| CallConfig {
         input: InputSpec::Tone(440.0),
         output: OutputSpec::Null,
@@ -186,10 +195,7 @@ async fn media_that_stops_one_way_is_noticed_and_the_call_recovers() {
         ..CallConfig::default()
     };
     let call = alice
-        .call(
-            bob_id.public(),
-            call_config("127.0.0.1:0", Advertise::Nothing),
-        )
+        .call(bob_key, call_config("127.0.0.1:0", Advertise::Nothing))
         .unwrap();
     let incoming = bob.next_incoming().await.unwrap();
     let answered = incoming

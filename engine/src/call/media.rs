@@ -256,6 +256,8 @@ fn capture_loop(
     let mut loss = config.loss_percent;
     let mut fec = config.fec;
     counters.bitrate_bps.store(bitrate, Ordering::Relaxed);
+    // Once the input has started, the gate is not looked at again.
+    let mut input_started = false;
     for index in 0u64.. {
         if stop.load(Ordering::Relaxed) {
             return Ok(CaptureEnd::Stopped);
@@ -278,12 +280,15 @@ fn capture_loop(
             }
             due += frame.duration();
         }
-        if source.is_realtime() || gate.is_open() {
-            gate.mark_started(if source.is_realtime() {
-                Instant::now()
-            } else {
-                frame_due
-            });
+        if input_started || source.is_realtime() || gate.is_open() {
+            if !input_started {
+                input_started = true;
+                gate.mark_started(if source.is_realtime() {
+                    Instant::now()
+                } else {
+                    frame_due
+                });
+            }
             if !source.read(&mut pcm)? {
                 return Ok(CaptureEnd::InputEnded);
             }

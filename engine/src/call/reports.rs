@@ -40,6 +40,14 @@ pub struct ReportedLoss {
     acknowledged: std::sync::Mutex<(Option<u32>, u64)>,
 }
 
+/// A lock that a panicking holder cannot poison for the rest of the call (every value
+/// here is whole after any single store).
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What a round trip is computed from.
 #[derive(Debug, Clone, Copy)]
 struct BlockTiming {
@@ -86,7 +94,7 @@ impl ReportedLoss {
     /// the wall clock `wall` at the monotonic `now`; `None` before the first block, or
     /// while the peer has had no sender report from us.
     pub fn latest_rtt(&self, wall: SystemTime, now: Instant) -> Option<(Duration, u32)> {
-        let (timing, count) = (*self.lock())?;
+        let (timing, count) = (*locked(&self.timing))?;
         let arrival = wall
             .checked_sub(now.saturating_duration_since(timing.arrival))?
             .duration_since(UNIX_EPOCH)
@@ -94,14 +102,8 @@ impl ReportedLoss {
         round_trip(timing.lsr, timing.dlsr, ntp_middle(arrival)).map(|rtt| (rtt, count))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(BlockTiming, u32)>> {
-        self.timing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn record_timing(&self, block: &ReceptionReport, arrival: Instant) {
-        let mut timing = self.lock();
+        let mut timing = locked(&self.timing);
         let count = timing.map_or(0, |(_, count)| count).wrapping_add(1);
         *timing = Some((
             BlockTiming {
@@ -115,25 +117,16 @@ impl ReportedLoss {
 
     /// Packets the peer's sender reports say it sent since they began (all its streams).
     pub fn peer_sent(&self) -> u64 {
-        self.peer_sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1
+        locked(&self.peer_sent).1
     }
 
     /// How many report blocks about our stream said that more of it had arrived.
     pub fn acknowledgements(&self) -> u64 {
-        self.acknowledged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1
+        locked(&self.acknowledged).1
     }
 
     fn record_acknowledged(&self, block: &ReceptionReport) {
-        let mut acknowledged = self
-            .acknowledged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut acknowledged = locked(&self.acknowledged);
         let (highest, count) = &mut *acknowledged;
         // Extended sequence numbers only grow; one more than 2^31 behind is a wrap.
         let newer = highest.is_none_or(|before| {
@@ -147,10 +140,7 @@ impl ReportedLoss {
     }
 
     fn record_sender(&self, report: &SenderReport) {
-        let mut peer_sent = self
-            .peer_sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut peer_sent = locked(&self.peer_sent);
         let (counts, total) = &mut *peer_sent;
         // A map of the peer's SSRCs; a flood of forged ones is bounded by SRTCP's
         // authentication, and the map by this cap.
