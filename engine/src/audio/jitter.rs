@@ -2,14 +2,21 @@
 //! playout clock pulls one decision per frame with the current time. No tokio, no clock.
 //!
 //! In the spirit of WebRTC's NetEq (not its code): the target delay comes from a high
-//! percentile of the observed relative arrival delay; it grows at once when packets
-//! arrive late and shrinks slowly; the buffer reorders, drops duplicates and late packets,
-//! and keeps its delay near the target by dropping frames (accelerate) when it holds too
-//! much — preferring quiet frames — and by concealment when it runs dry. Decoding (Opus,
-//! FEC, DRED, PLC) is the caller's: this module only says which one to do.
+//! percentile of the observed relative arrival delay, plus one frame per redundant copy
+//! while frames go missing (so a copy is there when it is needed); it grows at once when
+//! packets arrive late and shrinks slowly; the buffer reorders, drops duplicates and late
+//! packets. It keeps its delay near the target by asking the playout to stretch time
+//! ([`JitterBuffer::time_scale`], done by [`super::stretch`]): shorter in pauses, in
+//! speech a pitch period at a time only when well over, longer whenever short. Whole
+//! frames are dropped only when far over (after an outage), and concealed while waiting
+//! only when it runs dry. Decoding (Opus, FEC, DRED, PLC) is the caller's: this module
+//! only says which one to do.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use super::SAMPLES_PER_MS;
+use super::stretch::Want;
 
 /// RTP clock rate of the audio (Opus always uses 48 kHz).
 pub const CLOCK_RATE: u32 = 48_000;
@@ -131,8 +138,12 @@ pub struct JitterStats {
     /// Concealment frames played while waiting for a packet that may still come
     /// (stretching time: underrun, or building up delay after the target grew).
     pub expanded: u64,
-    /// Frames dropped to bring the delay down.
+    /// Frames dropped whole to bring the delay down (far over target, after an outage).
     pub accelerated: u64,
+    /// Audio cut out by time-stretching to bring the delay down, in ms.
+    pub shortened_ms: f64,
+    /// Audio added by time-stretching to bring the delay up, in ms.
+    pub lengthened_ms: f64,
     /// Comfort-noise frames played while the sender was silent (DTX).
     pub comfort_noise: u64,
     /// Frames that came only as a redundant copy in a later packet (RFC 2198), in time.
@@ -156,6 +167,8 @@ pub struct JitterBuffer {
     last_pull: Option<Instant>,
     /// Whether the last packet played was quiet (a DTX gap may follow).
     last_played_quiet: bool,
+    /// Whether playout is in a DTX gap (comfort noise since the last packet played).
+    in_dtx: bool,
     /// The sender's redundancy depth (RFC 2198 copies per packet) and when it was last
     /// seen: the target waits that many frames longer, so that a copy can arrive in time.
     redundancy: Option<(usize, Instant)>,
@@ -164,6 +177,10 @@ pub struct JitterBuffer {
     /// Frames played (expansion, comfort noise) since playout last moved on: time the
     /// sender's clock went on without ours.
     stretched: u64,
+    /// The playout delay, ms: how long after the fastest path would have brought it the
+    /// last packet played, plus one frame (the unit of the target). Set by each packet
+    /// played, moved by each stretch.
+    level_ms: Option<f64>,
     stats: JitterStats,
 }
 
@@ -183,6 +200,18 @@ pub const SKIP_AFTER_STRETCH: u64 = 5;
 /// How long the target keeps waiting for redundant copies after the last one came.
 pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
 
+/// The playout delay aims this far over the target (ms): at the target itself, a packet
+/// as late as the target covers arrives just as its turn comes, and any wobble of the
+/// playout clock makes it miss.
+pub const AIM_OVER_TARGET_MS: f64 = 5.0;
+
+/// Over the aim by more than this (ms), the playout is made shorter in pauses.
+pub const SHORTEN_OVER_MS: f64 = 10.0;
+
+/// Over the aim by more than this (ms), the playout is made shorter in speech too, a pitch
+/// period at a time.
+pub const SHORTEN_IN_SPEECH_OVER_MS: f64 = 20.0;
+
 impl JitterBuffer {
     /// An empty buffer.
     pub fn new(config: JitterConfig) -> Self {
@@ -197,9 +226,11 @@ impl JitterBuffer {
             target_ms,
             last_pull: None,
             last_played_quiet: false,
+            in_dtx: false,
             redundancy: None,
             last_gap: None,
             stretched: 0,
+            level_ms: None,
             stats: JitterStats::default(),
         }
     }
@@ -311,17 +342,78 @@ impl JitterBuffer {
     }
 
     /// The extra wait for redundant copies, in ms: only while they come and frames go
-    /// missing (a clean path with redundancy on pays no delay for it).
+    /// missing (a clean path with redundancy on pays no delay for it). The base target
+    /// (jitter + one frame) has the frame due in hand; a copy of it rides in the next
+    /// packet, a frame later, so each packet of depth is one more frame.
     fn redundancy_wait_ms(&self, now: Instant) -> f64 {
         let recent = |at: Instant| now.saturating_duration_since(at) <= REDUNDANCY_HOLD;
         match (self.redundancy, self.last_gap) {
-            // The base target (jitter + one frame) already covers a copy one packet
-            // later; each further packet of depth is one more frame.
             (Some((depth, seen)), Some(gap)) if recent(seen) && recent(gap) => {
-                depth.saturating_sub(1) as f64 * ms(self.config.frame)
+                depth as f64 * ms(self.config.frame)
             }
             _ => 0.0,
         }
+    }
+
+    /// The lowest transit (arrival − send time) seen in the window: the fastest path.
+    fn fastest_transit_ms(&self) -> Option<f64> {
+        self.arrivals.iter().map(|(_, t)| *t).reduce(f64::min)
+    }
+
+    /// Records the playout delay of a packet played at `now`.
+    fn measure_level(&mut self, timestamp: u32, now: Instant) {
+        let (Some((origin_at, origin_ts)), Some(fastest)) =
+            (self.origin, self.fastest_transit_ms())
+        else {
+            return;
+        };
+        let sent_ms =
+            f64::from(timestamp.wrapping_sub(origin_ts) as i32) * 1000.0 / f64::from(CLOCK_RATE);
+        let now_ms = ms(now.saturating_duration_since(origin_at));
+        self.level_ms = Some(now_ms - sent_ms - fastest + ms(self.config.frame));
+    }
+
+    /// How the playout should stretch the frame it is about to play, to bring the delay
+    /// to its aim, [`AIM_OVER_TARGET_MS`] over the target: longer (in speech or not)
+    /// when under the target, shorter in pauses when over the aim by
+    /// [`SHORTEN_OVER_MS`], in speech too when by [`SHORTEN_IN_SPEECH_OVER_MS`].
+    pub fn time_scale(&self) -> Want {
+        let Some(level) = self.level_ms else {
+            return Want::Keep;
+        };
+        let over = level - (self.target_ms + AIM_OVER_TARGET_MS);
+        let samples = |ms: f64| (ms * SAMPLES_PER_MS as f64).round() as usize;
+        if over > SHORTEN_OVER_MS {
+            Want::Shorter {
+                samples: samples(over),
+                in_speech: over > SHORTEN_IN_SPEECH_OVER_MS,
+            }
+        } else if level < self.target_ms {
+            Want::Longer {
+                samples: samples(-over),
+            }
+        } else {
+            Want::Keep
+        }
+    }
+
+    /// The playout stretched the last frame by `samples` (positive: longer).
+    pub fn stretched(&mut self, samples: isize) {
+        let change = samples as f64 / SAMPLES_PER_MS as f64;
+        if let Some(level) = self.level_ms.as_mut() {
+            *level += change;
+        }
+        if change > 0.0 {
+            self.stats.lengthened_ms += change;
+        } else {
+            self.stats.shortened_ms -= change;
+        }
+    }
+
+    /// The playout delay now (see [`time_scale`](Self::time_scale)), in ms; `None` before
+    /// the first packet plays.
+    pub fn level_ms(&self) -> Option<f64> {
+        self.level_ms
     }
 
     /// Update the delay estimate with one arrival.
@@ -420,40 +512,58 @@ impl JitterBuffer {
             self.stretched -= skip;
             self.last_gap = Some(now);
         }
-        // Too much buffered: drop frames, quiet ones first, to come back to the target.
-        while self.current_delay_ms_from(next) > self.target_ms + 2.0 * ms(self.config.frame) {
+        // Far too much buffered (an outage's backlog, a spike that passed): drop frames
+        // to come back towards the target. Nearer the target, the playout's stretching
+        // does it without cutting whole frames.
+        let frame = ms(self.config.frame);
+        let far_over = (2.0 * self.target_ms).max(self.target_ms + 4.0 * frame);
+        while self.current_delay_ms_from(next) > far_over {
             // Only frames that are here are dropped; a missing one is the loss logic's.
-            let Some(quiet) = self.packets.get(&next).map(|held| held.packet.quiet) else {
-                break;
-            };
-            let far_over = self.current_delay_ms_from(next) > 2.0 * self.target_ms;
-            if !(quiet || far_over) {
+            if self.packets.remove(&next).is_none() {
                 break;
             }
-            self.packets.remove(&next);
             self.stats.accelerated += 1;
+            if let Some(level) = self.level_ms.as_mut() {
+                *level -= frame;
+            }
             next += 1;
+        }
+        if self.in_dtx && self.current_delay_ms_from(next) < self.target_ms {
+            // Speech resumes after a DTX gap: go on with comfort noise until the target's
+            // worth is buffered, so that the delay is rebuilt in the pause, not in speech.
+            self.next = Some(next);
+            self.stretched += 1;
+            self.stats.comfort_noise += 1;
+            return Decision::ComfortNoise;
         }
         if let Some(Held { packet, .. }) = self.packets.remove(&next) {
             self.next = Some(next + 1);
+            self.in_dtx = false;
             self.stretched = 0;
             self.stats.played += 1;
             self.last_played_quiet = packet.quiet;
+            self.measure_level(packet.timestamp, now);
             return Decision::Play(packet);
         }
         if self.packets.is_empty() && self.last_played_quiet {
             // DTX: the sender stopped after a quiet frame. Its next packet carries the next
             // sequence number whenever it comes, so playout just waits, in comfort noise.
             self.next = Some(next);
+            self.in_dtx = true;
             self.stretched += 1;
             self.stats.comfort_noise += 1;
             return Decision::ComfortNoise;
         }
+        self.in_dtx = false;
         self.stats.concealed_ms += ms(self.config.frame);
-        if self.current_delay_ms_from(next) < self.target_ms {
-            // The packet may still come: stretch time with concealment and wait for it,
-            // which also builds the delay up to a target that just grew.
+        if self.current_delay_ms_from(next) < self.target_ms - wait {
+            // The packet may still come: stretch time with concealment and wait for it.
+            // (Not for a copy: once the packets that would carry one are here, the frame
+            // is overdue; and a target that grew is reached by stretching, not here.)
             self.next = Some(next);
+            if let Some(level) = self.level_ms.as_mut() {
+                *level += frame;
+            }
             self.stretched += 1;
             self.stats.expanded += 1;
             return Decision::Conceal;

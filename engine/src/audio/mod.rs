@@ -10,9 +10,11 @@ pub mod codec;
 pub mod device;
 pub mod jitter;
 pub mod level;
+pub mod playout;
 pub mod rate;
 pub mod red;
 pub mod resample;
+pub mod stretch;
 pub mod synth;
 pub mod wav;
 

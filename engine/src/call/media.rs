@@ -19,12 +19,14 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::audio::codec::{
-    EncoderConfig, FrameDuration, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder, packet_samples,
+    EncoderConfig, FrameDuration, MAX_FRAME_SAMPLES, OpusEncoder, packet_samples,
     without_extensions,
 };
 use crate::audio::jitter::{Decision, JitterBuffer, JitterConfig, JitterStats, Packet};
 use crate::audio::level::{QUIET_LEVEL, audio_level_dbov};
+use crate::audio::playout::Playout;
 use crate::audio::red::{self, Block, RedHistory};
+use crate::audio::stretch::Want;
 use crate::audio::{AudioError, AudioSink, AudioSource, SAMPLES_PER_MS};
 use crate::e2ee::media::MediaCrypto;
 
@@ -670,63 +672,51 @@ fn playout_loop(
     started: Instant,
     decoder_complexity: u8,
 ) -> Result<(), AudioError> {
-    let mut decoder = OpusDecoder::with_complexity(decoder_complexity)?;
+    let mut playout = Playout::new(decoder_complexity)?;
     let mut due = started;
-    let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if due > now {
             thread::sleep(due - now);
         }
         let now = Instant::now();
-        let (decision, frame, delay_ms) = {
+        let (decision, frame, delay_ms, want) = {
             let mut guard = receive.lock();
             match guard.as_mut() {
-                None => (Decision::Waiting, Duration::from_millis(20), 0.0),
+                None => (
+                    Decision::Waiting,
+                    Duration::from_millis(20),
+                    0.0,
+                    Want::Keep,
+                ),
                 Some(buffer) => {
                     // The audio buffered ahead of the playout point, this frame included.
                     let delay_ms = buffer.stats().current_delay_ms;
-                    (buffer.pull(now), buffer.frame(), delay_ms)
+                    let decision = buffer.pull(now);
+                    (decision, buffer.frame(), delay_ms, buffer.time_scale())
                 }
             }
         };
-        // A rebuild covers several frames at once; every other decision one. A packet plays
-        // as long as it is: around a change of frame duration the buffer still holds some
-        // of the old length.
-        let frames = match &decision {
-            Decision::Rebuild { frames, .. } => (*frames).max(1),
-            _ => 1,
-        };
-        let frame_samples = (frame.as_micros() as usize * SAMPLES_PER_MS) / 1000;
-        let samples = match &decision {
-            Decision::Play(packet) => packet_samples(&packet.payload).unwrap_or(frame_samples),
-            _ => frame_samples * frames,
-        };
-        out.clear();
-        out.resize(samples, 0);
-        let decoded = match &decision {
-            Decision::Waiting => Ok(samples),
-            Decision::Play(packet) => decoder.decode(&packet.payload, &mut out),
-            Decision::Fec { next } => decoder.decode_fec(&next.payload, &mut out),
-            Decision::Rebuild { later, .. } => decoder.decode_dred(&later.payload, &mut out),
-            Decision::Conceal | Decision::ComfortNoise => decoder.conceal(&mut out),
-        };
-        if decoded.is_err() {
+        let rendered = playout.render(&decision, frame, want);
+        if rendered.stretched.samples != 0
+            && let Some(buffer) = receive.lock().as_mut()
+        {
+            buffer.stretched(rendered.stretched.samples);
+        }
+        if rendered.decode_error {
             counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-            out.iter_mut().for_each(|s| *s = 0);
-            let _ = decoder.conceal(&mut out);
         }
         if !matches!(decision, Decision::Waiting | Decision::ComfortNoise) {
             counters
                 .frames_played
-                .fetch_add(frames as u64, Ordering::Relaxed);
+                .fetch_add(rendered.frames as u64, Ordering::Relaxed);
             counters
                 .delay_sum_us
                 .fetch_add((delay_ms * 1000.0) as u64, Ordering::Relaxed);
             counters.delay_samples.fetch_add(1, Ordering::Relaxed);
         }
-        sink.write(&out)?;
-        due += samples_duration(samples);
+        sink.write(rendered.samples)?;
+        due += samples_duration(rendered.samples.len());
     }
     Ok(())
 }
