@@ -174,9 +174,14 @@ pub struct JitterBuffer {
     redundancy: Option<(usize, Instant)>,
     /// When a frame last went missing (lost, or saved only by a redundant copy).
     last_gap: Option<Instant>,
+    /// When a frame last came only as a copy two or more packets later (a run of missing
+    /// frames): only then does the target wait for the deeper copies too.
+    last_deep_gap: Option<Instant>,
     /// Frames played (expansion, comfort noise) since playout last moved on: time the
     /// sender's clock went on without ours.
     stretched: u64,
+    /// Of those, the frames of concealment played while waiting for a packet.
+    waited: u64,
     /// The playout delay, ms: how long after the fastest path would have brought it the
     /// last packet played, plus one frame (the unit of the target). Set by each packet
     /// played, moved by each stretch.
@@ -190,12 +195,19 @@ pub struct JitterBuffer {
 struct Held {
     packet: Packet,
     ms: f64,
+    /// It came only as a redundant copy in a later packet.
+    copy: bool,
 }
 
-/// Frames of stretch (expansion while nothing came) after which the missing frames are
-/// skipped rather than concealed again: 100 ms, more than a loss burst, less than an
-/// outage.
+/// Frames of stretch (expansion while nothing came, or comfort noise) after which the
+/// missing frames are skipped rather than concealed again (their time was played): 100
+/// ms, more than a loss burst, less than an outage. After a shorter stretch the packet
+/// that came carries the missing frame's FEC or DRED, worth a frame of delay.
 pub const SKIP_AFTER_STRETCH: u64 = 5;
+
+/// The same while redundant copies come: then the packet that came has no FEC, and its
+/// copies, had they covered the missing frame, would already have filled it.
+pub const SKIP_AFTER_STRETCH_WITH_COPIES: u64 = 1;
 
 /// How long the target keeps waiting for redundant copies after the last one came.
 pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
@@ -210,7 +222,7 @@ pub const SHORTEN_OVER_MS: f64 = 10.0;
 
 /// Over the aim by more than this (ms), the playout is made shorter in speech too, a pitch
 /// period at a time.
-pub const SHORTEN_IN_SPEECH_OVER_MS: f64 = 20.0;
+pub const SHORTEN_IN_SPEECH_OVER_MS: f64 = 40.0;
 
 impl JitterBuffer {
     /// An empty buffer.
@@ -229,7 +241,9 @@ impl JitterBuffer {
             in_dtx: false,
             redundancy: None,
             last_gap: None,
+            last_deep_gap: None,
             stretched: 0,
+            waited: 0,
             level_ms: None,
             stats: JitterStats::default(),
         }
@@ -294,7 +308,14 @@ impl JitterBuffer {
             return Inserted::Duplicate;
         }
         let length = ms(self.config.frame);
-        self.packets.insert(ext, Held { packet, ms: length });
+        self.packets.insert(
+            ext,
+            Held {
+                packet,
+                ms: length,
+                copy: false,
+            },
+        );
         // Never hold more than the maximum delay: drop the oldest beyond it.
         while self.packets.len() > 1
             && self.packets.values().map(|held| held.ms).sum::<f64>() > ms(self.config.max_delay)
@@ -328,8 +349,18 @@ impl JitterBuffer {
             return false;
         }
         let ext = self.extend(packet.seq);
+        if self.highest.is_some_and(|highest| highest >= ext + 2) {
+            self.last_deep_gap = Some(now);
+        }
         let length = ms(self.config.frame);
-        self.packets.insert(ext, Held { packet, ms: length });
+        self.packets.insert(
+            ext,
+            Held {
+                packet,
+                ms: length,
+                copy: true,
+            },
+        );
         self.stats.recovered += 1;
         self.last_gap = Some(now);
         true
@@ -339,20 +370,36 @@ impl JitterBuffer {
     /// packets) ends the wait for copies at once: none will come.
     pub fn note_redundancy(&mut self, depth: usize, now: Instant) {
         self.redundancy = (depth > 0).then_some((depth, now));
+        if depth > 0 && self.last_gap.is_none() {
+            // A sender that starts with copies does not know the path yet, nor do we:
+            // loss from the first packet on must not cost a delay step. Until the hold
+            // passes without a gap, wait for the next packet's copy as if one was seen.
+            self.last_gap = Some(now);
+        }
     }
 
-    /// The extra wait for redundant copies, in ms: only while they come and frames go
-    /// missing (a clean path with redundancy on pays no delay for it). The base target
-    /// (jitter + one frame) has the frame due in hand; a copy of it rides in the next
-    /// packet, a frame later, so each packet of depth is one more frame.
-    fn redundancy_wait_ms(&self, now: Instant) -> f64 {
+    /// The extra wait for what repairs a missing frame, in ms: only while frames go
+    /// missing (a clean path pays no delay for it). The base target (jitter + one frame)
+    /// has the frame due in hand; its repair (a redundant copy, or the in-band FEC) rides
+    /// in the next packet, a frame later: one frame more. Copies further back are waited
+    /// for only while runs of missing frames need them.
+    fn repair_wait_ms(&self, now: Instant) -> f64 {
         let recent = |at: Instant| now.saturating_duration_since(at) <= REDUNDANCY_HOLD;
-        match (self.redundancy, self.last_gap) {
-            (Some((depth, seen)), Some(gap)) if recent(seen) && recent(gap) => {
-                depth as f64 * ms(self.config.frame)
-            }
-            _ => 0.0,
+        if !self.last_gap.is_some_and(recent) {
+            return 0.0;
         }
+        let frames = match self.copies_coming(now) {
+            Some(depth) if self.last_deep_gap.is_some_and(recent) => depth,
+            _ => 1,
+        };
+        frames as f64 * ms(self.config.frame)
+    }
+
+    /// The depth of the redundant copies, while they come.
+    fn copies_coming(&self, now: Instant) -> Option<usize> {
+        self.redundancy
+            .filter(|(_, seen)| now.saturating_duration_since(*seen) <= REDUNDANCY_HOLD)
+            .map(|(depth, _)| depth)
     }
 
     /// The lowest transit (arrival − send time) seen in the window: the fastest path.
@@ -467,7 +514,7 @@ impl JitterBuffer {
 
     /// The playout clock asks what to play for the next frame.
     pub fn pull(&mut self, now: Instant) -> Decision {
-        let wait = self.redundancy_wait_ms(now);
+        let wait = self.repair_wait_ms(now);
         if let Some(last) = self.last_pull {
             let elapsed = ms(now.saturating_duration_since(last)) / 1000.0;
             let estimate = (self.estimate_ms() + wait).min(ms(self.config.max_delay));
@@ -494,15 +541,19 @@ impl JitterBuffer {
             }
         };
         let mut next = next;
-        // After a long stretch (an outage) the packets that come back are later ones: the
-        // missing frames' time was already played as expansion, so they are skipped
-        // (lost), not concealed a second time behind the audio that is here. Only when
-        // enough is buffered that the missing one is not just late. (After a short
-        // stretch, a loss or two, the old way is better: the next packet's FEC rebuilds
-        // the missing frame, and the frame of delay is shed later.)
-        if self.stretched >= SKIP_AFTER_STRETCH
+        // After a stretch (a run of lost frames, an outage) the packets that come back are
+        // later ones: the missing frames' time was already played as expansion, so they
+        // are skipped (lost), not concealed a second time behind the audio that is here,
+        // which would step the delay up by a frame mid-speech. Only when enough is
+        // buffered that the missing one is not just late (nor a copy still to come).
+        let skip_after = if self.copies_coming(now).is_some() {
+            SKIP_AFTER_STRETCH_WITH_COPIES
+        } else {
+            SKIP_AFTER_STRETCH
+        };
+        if self.stretched >= skip_after
             && !self.packets.contains_key(&next)
-            && self.current_delay_ms_from(next) >= self.target_ms
+            && self.current_delay_ms_from(next) >= self.target_ms - wait
             && let Some((&first, _)) = self.packets.first_key_value()
             && first > next
         {
@@ -510,7 +561,23 @@ impl JitterBuffer {
             next += skip;
             self.stats.lost += skip;
             self.stretched -= skip;
+            self.waited = self.waited.saturating_sub(skip);
             self.last_gap = Some(now);
+        }
+        // A frame whose time was already played as concealment while waiting for it, and
+        // that then came only as a copy (so it was lost, not late): playing it now would
+        // step the delay up a whole frame mid-speech. Its concealment stands; playout goes
+        // on with the frame after it, and a target that grew is reached by stretching.
+        while self.waited > 0
+            && self.packets.get(&next).is_some_and(|held| held.copy)
+            && self.packets.contains_key(&(next + 1))
+        {
+            self.packets.remove(&next);
+            self.stats.recovered = self.stats.recovered.saturating_sub(1);
+            self.stats.lost += 1;
+            self.waited -= 1;
+            self.stretched = self.stretched.saturating_sub(1);
+            next += 1;
         }
         // Far too much buffered (an outage's backlog, a spike that passed): drop frames
         // to come back towards the target. Nearer the target, the playout's stretching
@@ -528,7 +595,7 @@ impl JitterBuffer {
             }
             next += 1;
         }
-        if self.in_dtx && self.current_delay_ms_from(next) < self.target_ms {
+        if self.in_dtx && self.current_delay_ms_from(next) + 0.5 < self.target_ms {
             // Speech resumes after a DTX gap: go on with comfort noise until the target's
             // worth is buffered, so that the delay is rebuilt in the pause, not in speech.
             self.next = Some(next);
@@ -540,6 +607,7 @@ impl JitterBuffer {
             self.next = Some(next + 1);
             self.in_dtx = false;
             self.stretched = 0;
+            self.waited = 0;
             self.stats.played += 1;
             self.last_played_quiet = packet.quiet;
             self.measure_level(packet.timestamp, now);
@@ -565,12 +633,14 @@ impl JitterBuffer {
                 *level += frame;
             }
             self.stretched += 1;
+            self.waited += 1;
             self.stats.expanded += 1;
             return Decision::Conceal;
         }
         // Enough is buffered behind it that it is overdue: count it lost and move on.
         self.next = Some(next + 1);
         self.stretched = 0;
+        self.waited = 0;
         self.stats.lost += 1;
         self.last_gap = Some(now);
         if let Some(following) = self.packets.get(&(next + 1)) {

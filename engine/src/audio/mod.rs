@@ -13,6 +13,7 @@ pub mod level;
 pub mod playout;
 pub mod rate;
 pub mod red;
+pub mod replay;
 pub mod resample;
 pub mod stretch;
 pub mod synth;

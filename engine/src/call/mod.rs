@@ -277,10 +277,14 @@ pub struct ReceivedSummary {
     pub fec_frames: u64,
     /// Frames concealed by PLC.
     pub plc_frames: u64,
-    /// Frames dropped to bring the delay down.
+    /// Frames dropped whole to bring the delay down (far over target).
     pub accelerated: u64,
-    /// Frames stretched while waiting for late packets.
+    /// Frames of concealment played while waiting for late packets.
     pub expanded: u64,
+    /// Audio cut out by time-stretching to bring the delay down, ms.
+    pub shortened_ms: f64,
+    /// Audio added by time-stretching to bring the delay up, ms.
+    pub lengthened_ms: f64,
     /// Comfort-noise frames played while the peer was silent (DTX), not counted as
     /// concealment.
     pub comfort_noise_frames: u64,

@@ -543,6 +543,8 @@ impl Inbound {
             fec_frames: jitter.fec,
             plc_frames: jitter.concealed,
             accelerated: jitter.accelerated,
+            shortened_ms: round(jitter.shortened_ms, 1),
+            lengthened_ms: round(jitter.lengthened_ms, 1),
             expanded: jitter.expanded,
             comfort_noise_frames: jitter.comfort_noise,
             red_recovered: jitter.recovered,
