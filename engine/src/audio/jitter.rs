@@ -169,6 +169,12 @@ pub struct JitterBuffer {
     last_played_quiet: bool,
     /// Whether playout is in a DTX gap (comfort noise since the last packet played).
     in_dtx: bool,
+    /// The part of the target that waits for repairs (copies, FEC), ms, as of the last
+    /// pull: the delay grows by it only in pauses...
+    pause_only_growth_ms: f64,
+    /// ...unless a repair came too late since this (its frame had been concealed while
+    /// waiting): then the wait is needed now, in speech too.
+    last_late_repair: Option<Instant>,
     /// The sender's redundancy depth (RFC 2198 copies per packet) and when it was last
     /// seen: the target waits that many frames longer, so that a copy can arrive in time.
     redundancy: Option<(usize, Instant)>,
@@ -239,6 +245,8 @@ impl JitterBuffer {
             last_pull: None,
             last_played_quiet: false,
             in_dtx: false,
+            pause_only_growth_ms: 0.0,
+            last_late_repair: None,
             redundancy: None,
             last_gap: None,
             last_deep_gap: None,
@@ -421,8 +429,9 @@ impl JitterBuffer {
     }
 
     /// How the playout should stretch the frame it is about to play, to bring the delay
-    /// to its aim, [`AIM_OVER_TARGET_MS`] over the target: longer (in speech or not)
-    /// when under the target, shorter in pauses when over the aim by
+    /// to its aim, [`AIM_OVER_TARGET_MS`] over the target: longer when under the target
+    /// (in speech too only when under what the network's jitter alone needs: the wait
+    /// for repairs is built in pauses), shorter in pauses when over the aim by
     /// [`SHORTEN_OVER_MS`], in speech too when by [`SHORTEN_IN_SPEECH_OVER_MS`].
     pub fn time_scale(&self) -> Want {
         let Some(level) = self.level_ms else {
@@ -438,6 +447,7 @@ impl JitterBuffer {
         } else if level < self.target_ms {
             Want::Longer {
                 samples: samples(-over),
+                in_speech: level < self.target_ms - self.pause_only_growth_ms,
             }
         } else {
             Want::Keep
@@ -515,6 +525,14 @@ impl JitterBuffer {
     /// The playout clock asks what to play for the next frame.
     pub fn pull(&mut self, now: Instant) -> Decision {
         let wait = self.repair_wait_ms(now);
+        self.pause_only_growth_ms = if self
+            .last_late_repair
+            .is_some_and(|at| now.saturating_duration_since(at) <= REDUNDANCY_HOLD)
+        {
+            0.0
+        } else {
+            wait
+        };
         if let Some(last) = self.last_pull {
             let elapsed = ms(now.saturating_duration_since(last)) / 1000.0;
             let estimate = (self.estimate_ms() + wait).min(ms(self.config.max_delay));
@@ -573,6 +591,7 @@ impl JitterBuffer {
             && self.packets.contains_key(&(next + 1))
         {
             self.packets.remove(&next);
+            self.last_late_repair = Some(now);
             self.stats.recovered = self.stats.recovered.saturating_sub(1);
             self.stats.lost += 1;
             self.waited -= 1;

@@ -90,8 +90,12 @@ fn model_stretch(decision: &Decision, want: Want) -> isize {
             in_speech: true, ..
         } => -(period as isize),
         Want::Shorter { .. } => 0,
-        Want::Longer { samples } if samples < shortest => 0,
-        Want::Longer { .. } => period as isize,
+        Want::Longer { samples, .. } if samples < shortest => 0,
+        Want::Longer { samples, .. } if quiet => samples.min(15 * SAMPLES_PER_MS) as isize,
+        Want::Longer {
+            in_speech: true, ..
+        } => period as isize,
+        Want::Longer { .. } => 0,
     }
 }
 

@@ -60,10 +60,14 @@ pub enum Want {
         /// Whether voiced speech may be cut too.
         in_speech: bool,
     },
-    /// Make the playout up to `samples` longer (in speech or in a pause).
+    /// Make the playout up to `samples` longer. In speech only when `in_speech` (the
+    /// delay is short of what the network's jitter needs); otherwise the repeat waits for
+    /// a pause.
     Longer {
         /// The most to add.
         samples: usize,
+        /// Whether voiced speech may be lengthened too.
+        in_speech: bool,
     },
 }
 
@@ -143,9 +147,9 @@ impl Stretcher {
             Want::Keep => None,
             Want::Shorter { samples, in_speech } => self.shorten(samples, pause, in_speech, out),
             // A repeat in a pause repeats what was just played: that must be the pause too.
-            Want::Longer { samples } => {
+            Want::Longer { samples, in_speech } => {
                 let pause = pause && self.is_pause(rms(&self.history));
-                self.lengthen(samples, pause, out)
+                self.lengthen(samples, pause, in_speech, out)
             }
         };
         let stretched = done.unwrap_or_else(|| {
@@ -238,7 +242,13 @@ impl Stretcher {
         })
     }
 
-    fn lengthen(&self, samples: usize, pause: bool, out: &mut Vec<i16>) -> Option<Stretched> {
+    fn lengthen(
+        &self,
+        samples: usize,
+        pause: bool,
+        in_speech: bool,
+        out: &mut Vec<i16>,
+    ) -> Option<Stretched> {
         let frame = self.joined.len() - HISTORY;
         if pause {
             let added = samples.min(HISTORY).min(frame);
@@ -250,6 +260,9 @@ impl Stretcher {
                 samples: added as isize,
                 splice: Splice::Pause,
             });
+        }
+        if !in_speech {
+            return None;
         }
         // A period a little longer than asked is fine (the buffer's margins absorb it); a
         // much longer one would overshoot, so the search stops there.

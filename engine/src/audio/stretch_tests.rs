@@ -149,6 +149,7 @@ fn voiced_speech_is_lengthened_by_one_pitch_period_without_a_click() {
     let signal = voiced(50 * FRAME, 110.0, 180.0);
     let ask = Want::Longer {
         samples: 5 * SAMPLES_PER_MS,
+        in_speech: true,
     };
     let (output, outcomes) = play(&signal, |i| if i % 4 == 1 { ask } else { Want::Keep });
     let added: Vec<isize> = outcomes
@@ -183,11 +184,17 @@ fn unvoiced_sound_is_left_alone_and_a_pause_is_not_waited_for_when_not_in_speech
     assert_eq!(output, loud_noise, "noise has no period to cut");
     let (_, lengthened) = play(&loud_noise, |_| Want::Longer {
         samples: 10 * SAMPLES_PER_MS,
+        in_speech: true,
     });
     assert!(lengthened.iter().all(|(_, s)| s.samples == 0));
-    // Voiced speech when cutting is only allowed in pauses: untouched.
+    // Voiced speech when stretching is only allowed in pauses: untouched.
     let vowel = voiced(20 * FRAME, 120.0, 130.0);
     let (output, _) = play(&vowel, |_| Want::Shorter {
+        samples: 20 * SAMPLES_PER_MS,
+        in_speech: false,
+    });
+    assert_eq!(output, vowel);
+    let (output, _) = play(&vowel, |_| Want::Longer {
         samples: 20 * SAMPLES_PER_MS,
         in_speech: false,
     });
@@ -226,6 +233,7 @@ fn a_pause_after_speech_is_cut_and_stretched_in_large_steps() {
 
     let (output, outcomes) = play(&signal, |_| Want::Longer {
         samples: 30 * SAMPLES_PER_MS,
+        in_speech: true,
     });
     // The first pause frame is not lengthened: that would repeat the vowel's end.
     assert_eq!(outcomes[25].1, Stretched::NONE);
@@ -262,6 +270,7 @@ fn recorded_speech_takes_many_splices_without_a_click() {
         } else {
             Want::Longer {
                 samples: 10 * SAMPLES_PER_MS,
+                in_speech: true,
             }
         }
     });
