@@ -169,6 +169,8 @@ pub struct JitterBuffer {
     last_played_quiet: bool,
     /// Whether playout is in a DTX gap (comfort noise since the last packet played).
     in_dtx: bool,
+    /// The RTP timestamp playout has reached: the next frame's, had the sender gone on.
+    expected_ts: Option<u32>,
     /// The part of the target that waits for repairs (copies, FEC), ms, as of the last
     /// pull: the delay grows by it only in pauses...
     pause_only_growth_ms: f64,
@@ -245,6 +247,7 @@ impl JitterBuffer {
             last_pull: None,
             last_played_quiet: false,
             in_dtx: false,
+            expected_ts: None,
             pause_only_growth_ms: 0.0,
             last_late_repair: None,
             redundancy: None,
@@ -577,6 +580,7 @@ impl JitterBuffer {
         {
             let skip = (first - next).min(self.stretched);
             next += skip;
+            self.advance_expected(skip);
             self.stats.lost += skip;
             self.stretched -= skip;
             self.waited = self.waited.saturating_sub(skip);
@@ -591,6 +595,7 @@ impl JitterBuffer {
             && self.packets.contains_key(&(next + 1))
         {
             self.packets.remove(&next);
+            self.advance_expected(1);
             self.last_late_repair = Some(now);
             self.stats.recovered = self.stats.recovered.saturating_sub(1);
             self.stats.lost += 1;
@@ -609,21 +614,25 @@ impl JitterBuffer {
                 break;
             }
             self.stats.accelerated += 1;
+            self.advance_expected(1);
             if let Some(level) = self.level_ms.as_mut() {
                 *level -= frame;
             }
             next += 1;
         }
-        if self.in_dtx && self.current_delay_ms_from(next) + 0.5 < self.target_ms {
-            // Speech resumes after a DTX gap: go on with comfort noise until the target's
-            // worth is buffered, so that the delay is rebuilt in the pause, not in speech.
-            self.next = Some(next);
-            self.stretched += 1;
-            self.stats.comfort_noise += 1;
-            return Decision::ComfortNoise;
+        if self.dtx_goes_on(next) {
+            return self.comfort_noise(next);
         }
-        if let Some(Held { packet, .. }) = self.packets.remove(&next) {
+        if let Some(Held {
+            packet, ms: length, ..
+        }) = self.packets.remove(&next)
+        {
             self.next = Some(next + 1);
+            self.expected_ts = Some(
+                packet
+                    .timestamp
+                    .wrapping_add((length * SAMPLES_PER_MS as f64).round() as u32),
+            );
             self.in_dtx = false;
             self.stretched = 0;
             self.waited = 0;
@@ -635,13 +644,10 @@ impl JitterBuffer {
         if self.packets.is_empty() && self.last_played_quiet {
             // DTX: the sender stopped after a quiet frame. Its next packet carries the next
             // sequence number whenever it comes, so playout just waits, in comfort noise.
-            self.next = Some(next);
-            self.in_dtx = true;
-            self.stretched += 1;
-            self.stats.comfort_noise += 1;
-            return Decision::ComfortNoise;
+            return self.comfort_noise(next);
         }
         self.in_dtx = false;
+        self.advance_expected(1);
         self.stats.concealed_ms += ms(self.config.frame);
         if self.current_delay_ms_from(next) < self.target_ms - wait {
             // The packet may still come: stretch time with concealment and wait for it.
@@ -676,17 +682,65 @@ impl JitterBuffer {
             // only late it would still have its turn): all of them are rebuilt now.
             let frames = (later - next) as usize;
             let extra = frames as u64 - 1;
+            let later_packet = packet.clone();
+            self.advance_expected(extra);
             self.next = Some(later);
             self.stats.lost += extra;
             self.stats.rebuilt += frames as u64;
             self.stats.concealed_ms += extra as f64 * ms(self.config.frame);
             return Decision::Rebuild {
-                later: packet.clone(),
+                later: later_packet,
                 frames,
             };
         }
         self.stats.concealed += 1;
         Decision::Conceal
+    }
+
+    /// Whether the sender's silence (DTX after a quiet frame) still has time to play before
+    /// frame `next`: its packet keeps the sequence number but its timestamp moved on by
+    /// the silence, which is played as comfort noise of its own length, so the delay holds
+    /// through the pause. The pause also takes the delay to the target: it ends early by
+    /// what the delay is over the aim, late by what it is under the target.
+    fn dtx_goes_on(&self, next: u64) -> bool {
+        let (Some(expected), Some(held)) = (self.expected_ts, self.packets.get(&next)) else {
+            return false;
+        };
+        if !self.last_played_quiet {
+            return false;
+        }
+        let gap_ms =
+            f64::from(held.packet.timestamp.wrapping_sub(expected) as i32) / SAMPLES_PER_MS as f64;
+        if gap_ms <= 0.0 && !self.in_dtx {
+            return false;
+        }
+        let level = self.level_ms.unwrap_or(self.target_ms);
+        let slack_ms = if level > self.target_ms + AIM_OVER_TARGET_MS {
+            level - (self.target_ms + AIM_OVER_TARGET_MS)
+        } else if level < self.target_ms {
+            level - self.target_ms
+        } else {
+            0.0
+        };
+        gap_ms - slack_ms > ms(self.config.frame) / 2.0
+    }
+
+    /// One frame of comfort noise in a DTX gap before frame `next`.
+    fn comfort_noise(&mut self, next: u64) -> Decision {
+        self.next = Some(next);
+        self.in_dtx = true;
+        self.advance_expected(1);
+        self.stretched += 1;
+        self.stats.comfort_noise += 1;
+        Decision::ComfortNoise
+    }
+
+    /// Playout moved on by `frames` frames that were not played from their packets.
+    fn advance_expected(&mut self, frames: u64) {
+        let samples = (ms(self.config.frame) * SAMPLES_PER_MS as f64).round() as u32;
+        if let Some(expected) = self.expected_ts.as_mut() {
+            *expected = expected.wrapping_add(samples.wrapping_mul(frames as u32));
+        }
     }
 
     /// Audio from frame `from` to the last buffered one, ms: each buffered packet at its own

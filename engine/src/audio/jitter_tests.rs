@@ -477,6 +477,23 @@ fn a_dtx_gap_after_quiet_frames_is_comfort_noise_not_loss() {
     );
     assert_eq!(stats.comfort_noise, comfort as u64);
     assert!(stats.expanded <= 2, "{stats:?}");
+    // The silence plays as long as it was: speech resumes at the delay it paused at (the
+    // timestamp moved on by the gap while the sequence number did not).
+    let played_at = |seq: u64| {
+        run.decisions
+            .iter()
+            .find_map(|(at, d)| match d {
+                Decision::Play(p) if p.seq == (65_500 + seq) as u16 => Some(*at as f64),
+                _ => None,
+            })
+            .expect("played")
+    };
+    let before = played_at(49) - arrivals[49].sent_ms;
+    let after = played_at(50) - arrivals[50].sent_ms;
+    assert!(
+        (after - before).abs() <= 1.0,
+        "{before} ms before the gap, {after} after"
+    );
 }
 
 /// Like [`run`], but each arriving packet also carries copies of the `depth` frames before
