@@ -16,6 +16,12 @@
 //! target/release/sotto-bench run benches/scenarios/*.toml --seeds 3 --out DIR [--peer chromium]
 //! target/release/sotto-bench relay --listen A --target B --scenario F --seed N --duration T
 //! ```
+//!
+//! And our jitter buffer against the `neteq` crate on the same packet traces:
+//!
+//! ```text
+//! target/release/sotto-bench jitter-compare --out DIR [--speech FILE ...] [--seeds 2]
+//! ```
 
 mod sfu_load;
 mod signaling;
@@ -56,6 +62,32 @@ enum Command {
     /// (PESQ, STOI, mouth-to-ear delay, E-model, jitter buffer); DIR/results.json and
     /// DIR/report.md.
     Run(RunArgs),
+    /// Our jitter buffer against the crates.io `neteq` crate: the same packet traces
+    /// (speech x paths x seeds) through both receive sides, each output scored by
+    /// benches/userstyle/score.py; DIR/jitter-compare.json and DIR/jitter-compare.md. The
+    /// neteq side runs in real time (it reads the wall clock): minutes.
+    JitterCompare(JitterCompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct JitterCompareArgs {
+    /// Where the WAV files, jitter-compare.json and jitter-compare.md go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Speech files, 48 kHz mono 16-bit WAV (default: benches/data/speech-*.wav).
+    #[arg(long, num_args = 1..)]
+    speech: Vec<PathBuf>,
+    /// Seeds per speech file and path (1, 2, ... N).
+    #[arg(long, default_value_t = 2)]
+    seeds: u64,
+    /// A Python with pesq (`bash benches/setup-scoring.sh` makes one).
+    #[arg(long, default_value = "target/bench-venv/bin/python")]
+    python: PathBuf,
+    /// How the neteq side gets the RFC 2198 copies: `all` (every copy as a packet of its
+    /// own, as WebRTC's RED splitter does), `unseen` (only frames not inserted before);
+    /// repeat or comma-separate for one neteq run per policy.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    neteq_copies: Vec<sotto_bench::jitter_compare::CopyPolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +366,26 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run_quality(args).await?,
+        Command::JitterCompare(args) => {
+            let speech = if args.speech.is_empty() {
+                default_speech()?
+            } else {
+                args.speech
+            };
+            let options = sotto_bench::jitter_compare::Options {
+                out: args.out,
+                speech,
+                seeds: args.seeds,
+                python: args.python,
+                neteq_copies: args.neteq_copies,
+            };
+            // Blocking and long (real time); nothing else runs on the runtime meanwhile.
+            let report =
+                tokio::task::spawn_blocking(move || sotto_bench::jitter_compare::run(&options))
+                    .await
+                    .context("the jitter comparison panicked")??;
+            println!("{report}");
+        }
         Command::Relay(args) => {
             let (forward, backward) = match &args.scenario {
                 Some(path) => Scenario::load(path)?.directions(),
@@ -525,6 +577,23 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// benches/data/speech-*.wav, sorted.
+fn default_speech() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("speech-") && n.ends_with(".wav")) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// `10s`, `1500ms`, `250us`, `2m`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -579,5 +648,23 @@ mod tests {
         };
         assert_eq!(args.server.server_args, ["--ping-interval=5s"]);
         assert_eq!(args.rate, 5000);
+        let cli = Cli::try_parse_from([
+            "sotto-bench",
+            "jitter-compare",
+            "--out",
+            "/tmp/jc",
+            "--speech",
+            "a.wav",
+            "b.wav",
+            "--neteq-copies",
+            "all,unseen",
+        ])
+        .unwrap();
+        let Command::JitterCompare(args) = cli.command else {
+            panic!("wrong subcommand");
+        };
+        assert_eq!(args.speech.len(), 2);
+        assert_eq!(args.seeds, 2);
+        assert_eq!(args.neteq_copies.len(), 2);
     }
 }
