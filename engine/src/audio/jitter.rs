@@ -2,15 +2,16 @@
 //! playout clock pulls one decision per frame with the current time. No tokio, no clock.
 //!
 //! In the spirit of WebRTC's NetEq (not its code): the target delay comes from a high
-//! percentile of the observed relative arrival delay, plus one frame per redundant copy
-//! while frames go missing (so a copy is there when it is needed); it grows at once when
-//! packets arrive late and shrinks slowly; the buffer reorders, drops duplicates and late
-//! packets. It keeps its delay near the target by asking the playout to stretch time
-//! ([`JitterBuffer::time_scale`], done by [`super::stretch`]): shorter in pauses, in
-//! speech a pitch period at a time only when well over, longer whenever short. Whole
-//! frames are dropped only when far over (after an outage), and concealed while waiting
-//! only when it runs dry. Decoding (Opus, FEC, DRED, PLC) is the caller's: this module
-//! only says which one to do.
+//! percentile of the observed relative arrival delay, plus, while frames go missing, one
+//! frame for the packet that carries the repair (a RED copy or in-band FEC; more for deeper
+//! copies only after runs of missing frames needed them); it grows at once when packets
+//! arrive late and shrinks slowly; the buffer reorders, drops duplicates and late packets.
+//! It keeps its delay near the target by asking the playout to stretch time
+//! ([`JitterBuffer::time_scale`], done by [`super::stretch`]), in pauses first and in
+//! speech a pitch period at a time only when it must; a DTX gap plays as long as it was
+//! (from the timestamps) and is where the delay moves most. Whole frames are dropped only
+//! when far over (after an outage), and concealed while waiting only when it runs dry.
+//! Decoding (Opus, FEC, DRED, PLC) is the caller's: this module only says which one to do.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
