@@ -510,7 +510,10 @@ impl Session {
             .create_offer(None)
             .await
             .map_err(|err| local_failure(&format!("creating the offer: {err}")))?;
-        let sdp = offer.sdp.clone();
+        let sdp = self.outgoing_sdp(&offer.sdp);
+        // A new round of gathering (an ICE restart): `Advertise::Address` sends its one
+        // candidate again, or the restarted path would bypass the relay.
+        self.advertised_once = false;
         self.pc
             .set_local_description(offer)
             .await
@@ -568,7 +571,8 @@ impl Session {
             .create_answer(None)
             .await
             .map_err(|err| local_failure(&format!("creating the answer: {err}")))?;
-        let sdp = answer.sdp.clone();
+        let sdp = self.outgoing_sdp(&answer.sdp);
+        self.advertised_once = false;
         self.pc
             .set_local_description(answer)
             .await
@@ -665,6 +669,20 @@ impl Session {
                 },
             }),
         }
+    }
+
+    /// Our description as the peer should see it: unless every gathered candidate is
+    /// advertised, without the candidates webrtc-rs writes into a description made after
+    /// gathering (an ICE restart's), which would tell the peer our real addresses.
+    fn outgoing_sdp(&self, sdp: &str) -> String {
+        if self.config.ice.advertise == Advertise::Gathered {
+            return sdp.to_owned();
+        }
+        sdp.split_inclusive('\n')
+            .filter(|line| {
+                !line.starts_with("a=candidate:") && !line.starts_with("a=end-of-candidates")
+            })
+            .collect()
     }
 
     /// The candidate as the peer should see it (see [`super::Advertise`]); `None`: not
