@@ -671,16 +671,38 @@ impl Session {
         }
     }
 
-    /// Our description as the peer should see it: unless every gathered candidate is
-    /// advertised, without the candidates webrtc-rs writes into a description made after
-    /// gathering (an ICE restart's), which would tell the peer our real addresses.
+    /// Our description as the peer should see it. webrtc-rs writes the candidates
+    /// gathered so far into a description (an ICE restart's has them all, and no new
+    /// candidate events follow), so unless every candidate is advertised they are
+    /// rewritten as [`advertised`](Self::advertised) would: none, or the one host
+    /// candidate at the relay's address. Left in, they told the peer our real address
+    /// and the path went around the relay.
     fn outgoing_sdp(&self, sdp: &str) -> String {
-        if self.config.ice.advertise == Advertise::Gathered {
-            return sdp.to_owned();
-        }
+        let relay = match self.config.ice.advertise {
+            Advertise::Gathered => return sdp.to_owned(),
+            Advertise::Nothing => None,
+            Advertise::Address(addr) => Some(addr),
+        };
+        let mut placed = false;
         sdp.split_inclusive('\n')
-            .filter(|line| {
-                !line.starts_with("a=candidate:") && !line.starts_with("a=end-of-candidates")
+            .filter_map(|line| {
+                if line.starts_with("a=end-of-candidates") {
+                    return None;
+                }
+                let Some(candidate) = line.strip_prefix("a=") else {
+                    return Some(line.to_owned());
+                };
+                if !candidate.starts_with("candidate:") {
+                    return Some(line.to_owned());
+                }
+                let rewritten = relay.and_then(|addr| at_address(candidate.trim_end(), addr));
+                match rewritten {
+                    Some(candidate) if !placed => {
+                        placed = true;
+                        Some(format!("a={candidate}\r\n"))
+                    }
+                    _ => None,
+                }
             })
             .collect()
     }
@@ -693,17 +715,12 @@ impl Session {
             Advertise::Nothing => None,
             Advertise::Address(addr) => {
                 // One candidate only: the first host one, at the relay's address.
-                // candidate:<foundation> <component> <transport> <priority> <ip> <port> typ host
-                let mut fields: Vec<String> =
-                    candidate.split_whitespace().map(str::to_owned).collect();
-                let host = fields.get(7).is_some_and(|t| t == "host");
-                if self.advertised_once || !host || fields.len() < 8 {
+                if self.advertised_once {
                     return None;
                 }
+                let rewritten = at_address(candidate, addr)?;
                 self.advertised_once = true;
-                fields[4] = addr.ip().to_string();
-                fields[5] = addr.port().to_string();
-                Some(fields.join(" "))
+                Some(rewritten)
             }
         }
     }
@@ -1151,4 +1168,16 @@ pub(super) fn send_rate_controller(
         rate.set_overhead_bytes(PACKET_OVERHEAD_BYTES + SFRAME_OVERHEAD_BYTES);
     }
     rate
+}
+
+/// A host candidate moved to `addr` (the relay's), or `None` for any other kind:
+/// `candidate:<foundation> <component> <transport> <priority> <ip> <port> typ host ...`.
+fn at_address(candidate: &str, addr: std::net::SocketAddr) -> Option<String> {
+    let mut fields: Vec<String> = candidate.split_whitespace().map(str::to_owned).collect();
+    if fields.len() < 8 || fields[7] != "host" {
+        return None;
+    }
+    fields[4] = addr.ip().to_string();
+    fields[5] = addr.port().to_string();
+    Some(fields.join(" "))
 }
