@@ -678,33 +678,7 @@ impl Session {
     /// candidate at the relay's address. Left in, they told the peer our real address
     /// and the path went around the relay.
     fn outgoing_sdp(&self, sdp: &str) -> String {
-        let relay = match self.config.ice.advertise {
-            Advertise::Gathered => return sdp.to_owned(),
-            Advertise::Nothing => None,
-            Advertise::Address(addr) => Some(addr),
-        };
-        let mut placed = false;
-        sdp.split_inclusive('\n')
-            .filter_map(|line| {
-                if line.starts_with("a=end-of-candidates") {
-                    return None;
-                }
-                let Some(candidate) = line.strip_prefix("a=") else {
-                    return Some(line.to_owned());
-                };
-                if !candidate.starts_with("candidate:") {
-                    return Some(line.to_owned());
-                }
-                let rewritten = relay.and_then(|addr| at_address(candidate.trim_end(), addr));
-                match rewritten {
-                    Some(candidate) if !placed => {
-                        placed = true;
-                        Some(format!("a={candidate}\r\n"))
-                    }
-                    _ => None,
-                }
-            })
-            .collect()
+        advertised_description(sdp, self.config.ice.advertise)
     }
 
     /// The candidate as the peer should see it (see [`super::Advertise`]); `None`: not
@@ -1180,4 +1154,83 @@ fn at_address(candidate: &str, addr: std::net::SocketAddr) -> Option<String> {
     fields[4] = addr.ip().to_string();
     fields[5] = addr.port().to_string();
     Some(fields.join(" "))
+}
+
+/// `sdp` as the peer should see it with `advertise` (see [`Session::outgoing_sdp`]).
+fn advertised_description(sdp: &str, advertise: Advertise) -> String {
+    let relay = match advertise {
+        Advertise::Gathered => return sdp.to_owned(),
+        Advertise::Nothing => None,
+        Advertise::Address(addr) => Some(addr),
+    };
+    let mut placed = false;
+    sdp.split_inclusive('\n')
+        .filter_map(|line| {
+            if line.starts_with("a=end-of-candidates") {
+                return None;
+            }
+            let Some(candidate) = line.strip_prefix("a=") else {
+                return Some(line.to_owned());
+            };
+            if !candidate.starts_with("candidate:") {
+                return Some(line.to_owned());
+            }
+            let rewritten = relay.and_then(|addr| at_address(candidate.trim_end(), addr));
+            match rewritten {
+                Some(candidate) if !placed => {
+                    placed = true;
+                    Some(format!("a={candidate}\r\n"))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SDP: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+        a=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n\
+        a=candidate:2 1 udp 2130706431 192.168.1.9 50002 typ host\r\n\
+        a=candidate:3 1 udp 1694498815 203.0.113.7 40000 typ srflx raddr 10.0.0.5 rport 50000\r\n\
+        a=end-of-candidates\r\na=mid:0\r\n";
+
+    #[test]
+    fn descriptions_carry_only_the_advertised_candidate() {
+        assert_eq!(advertised_description(SDP, Advertise::Gathered), SDP);
+        let none = advertised_description(SDP, Advertise::Nothing);
+        assert!(!none.contains("candidate"), "{none}");
+        assert!(
+            none.contains("a=mid:0\r\n") && none.starts_with("v=0\r\n"),
+            "{none}"
+        );
+        let relay: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let one = advertised_description(SDP, Advertise::Address(relay));
+        let candidates: Vec<&str> = one.lines().filter(|l| l.contains("candidate")).collect();
+        assert_eq!(
+            candidates,
+            ["a=candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host"],
+            "{one}"
+        );
+        assert!(
+            !one.contains("10.0.0.5") && !one.contains("203.0.113.7"),
+            "{one}"
+        );
+    }
+
+    #[test]
+    fn only_host_candidates_move_to_the_relay() {
+        let relay: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            at_address("candidate:1 1 udp 1 10.0.0.5 5 typ host", relay).as_deref(),
+            Some("candidate:1 1 udp 1 127.0.0.1 4000 typ host")
+        );
+        assert_eq!(
+            at_address("candidate:3 1 udp 1 1.2.3.4 5 typ srflx", relay),
+            None
+        );
+        assert_eq!(at_address("candidate:garbage", relay), None);
+    }
 }
