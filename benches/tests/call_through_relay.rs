@@ -28,6 +28,22 @@ struct ThroughRelay {
     relay_task: tokio::task::JoinHandle<std::io::Result<sotto_bench::relay::RelayReport>>,
 }
 
+/// A call that plays a tone and discards what it hears, gathering on `bind` and telling
+/// the peer `advertise`, for at most `seconds`.
+fn tone_call(hz: f32, bind: &str, advertise: Advertise, seconds: u64) -> CallConfig {
+    CallConfig {
+        input: InputSpec::Tone(hz),
+        output: OutputSpec::Null,
+        ice: IceConfig {
+            bind: vec![bind.into()],
+            advertise,
+            ..IceConfig::default()
+        },
+        max_duration: Some(Duration::from_secs(seconds)),
+        ..CallConfig::default()
+    }
+}
+
 async fn through_relay(
     forward: Impairment,
     backward: Impairment,
@@ -94,32 +110,17 @@ async fn a_call_goes_through_the_relay_and_feels_its_loss() {
     let call = alice
         .call(
             bob_key,
-            CallConfig {
-                input: InputSpec::Tone(440.0),
-                output: OutputSpec::Null,
-                ice: IceConfig {
-                    bind: vec!["127.0.0.1:0".into()],
-                    advertise: Advertise::Nothing,
-                    ..IceConfig::default()
-                },
-                max_duration: Some(Duration::from_secs(4)),
-                ..CallConfig::default()
-            },
+            tone_call(440.0, "127.0.0.1:0", Advertise::Nothing, 4),
         )
         .unwrap();
     let incoming = bob.next_incoming().await.unwrap();
     let answered = incoming
-        .answer(CallConfig {
-            input: InputSpec::Tone(660.0),
-            output: OutputSpec::Null,
-            ice: IceConfig {
-                bind: vec![bob_addr.to_string()],
-                advertise: Advertise::Address(relay_addr),
-                ..IceConfig::default()
-            },
-            max_duration: Some(Duration::from_secs(4)),
-            ..CallConfig::default()
-        })
+        .answer(tone_call(
+            660.0,
+            &bob_addr.to_string(),
+            Advertise::Address(relay_addr),
+            4,
+        ))
         .await
         .unwrap();
     let (alice_summary, bob_summary) = tokio::join!(call.finished(), answered.finished());
@@ -187,25 +188,19 @@ async fn media_that_stops_one_way_is_noticed_and_the_call_recovers() {
         relay_addr,
         relay_task,
     } = through_relay(blackout, clean, 5, Duration::from_secs(16)).await;
-    let call_config = |bind: &str, advertise| CallConfig {
-        input: InputSpec::Tone(440.0),
-        output: OutputSpec::Null,
-        ice: IceConfig {
-            bind: vec![bind.into()],
-            advertise,
-            ..IceConfig::default()
-        },
-        max_duration: Some(Duration::from_secs(12)),
-        ..CallConfig::default()
-    };
     let call = alice
-        .call(bob_key, call_config("127.0.0.1:0", Advertise::Nothing))
+        .call(
+            bob_key,
+            tone_call(440.0, "127.0.0.1:0", Advertise::Nothing, 12),
+        )
         .unwrap();
     let incoming = bob.next_incoming().await.unwrap();
     let answered = incoming
-        .answer(call_config(
+        .answer(tone_call(
+            440.0,
             &bob_addr.to_string(),
             Advertise::Address(relay_addr),
+            12,
         ))
         .await
         .unwrap();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Held-out speech for the user-style calls: two espeak-ng voices (a female en-gb+f2 and a
-# low male en-us+m3) saying sentences that are not in benches/data, 48 kHz mono 16-bit,
-# 0.5 s of silence at each end, -3 dBFS, no dither (-D: the same bytes every run). Usage: make-speech.sh OUTDIR (writes f2.wav, m3.wav).
+# Held-out speech for the user-style calls (needs Debian's espeak-ng and sox): two
+# espeak-ng voices, a female en-gb+f2 and a low male en-us+m3, saying sentences that are
+# not in benches/data; 48 kHz mono 16-bit, 0.5 s of silence at each end, -3 dBFS, no
+# dither (-D: the same bytes every run). Usage: make-speech.sh OUTDIR (writes f2.wav, m3.wav).
 set -euo pipefail
 out=${1:?usage: make-speech.sh OUTDIR}
 mkdir -p "$out"

@@ -103,6 +103,16 @@ pub fn segmental_correlation(
     (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
 }
 
+/// The largest step between neighbouring samples: a click at a splice shows as a step
+/// larger than any the speech itself takes.
+pub fn largest_step(signal: &[i16]) -> i32 {
+    signal
+        .windows(2)
+        .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Pearson correlation of `a` and `b` over their common length; `None` when either is
 /// constant there.
 pub fn pearson(a: &[i16], b: &[i16]) -> Option<f64> {

@@ -2,7 +2,7 @@
 //! delay holds still during speech, the output matches the source, and no splice clicks.
 
 use super::*;
-use crate::audio::analysis::{align, segmental_correlation};
+use crate::audio::analysis::{align, largest_step, segmental_correlation};
 use crate::audio::wav::read_48k_mono;
 
 const FRAME: usize = 20 * SAMPLES_PER_MS;
@@ -34,15 +34,6 @@ fn run(source: &[i16], loss: f64, jitter_ms: f64, seed: u64) -> Replayed {
     let arrivals = arrivals(&sent, &path);
     let duration = source.len() as f64 / SAMPLES_PER_MS as f64 + 500.0;
     replay(&sent, &arrivals, JitterConfig::default(), 7, duration).expect("replay")
-}
-
-/// The largest step between neighbouring samples.
-fn largest_step(signal: &[i16]) -> i32 {
-    signal
-        .windows(2)
-        .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
-        .max()
-        .unwrap_or(0)
 }
 
 #[test]

@@ -140,9 +140,12 @@ impl Stretcher {
         let pause = quiet || self.is_pause(frame_rms);
         self.peak_rms =
             (self.peak_rms * PEAK_DECAY_PER_SAMPLE.powi(frame.len() as i32)).max(frame_rms);
-        self.joined.clear();
-        self.joined.extend_from_slice(&self.history);
-        self.joined.extend_from_slice(frame);
+        if want != Want::Keep {
+            // Played history and the new frame end to end: what a splice works on.
+            self.joined.clear();
+            self.joined.extend_from_slice(&self.history);
+            self.joined.extend_from_slice(frame);
+        }
         let done = match want {
             Want::Keep => None,
             Want::Shorter { samples, in_speech } => self.shorten(samples, pause, in_speech, out),

@@ -1,7 +1,7 @@
 //! Time-stretching on synthetic voiced sound, noise and pauses, and on recorded speech.
 
 use super::*;
-use crate::audio::analysis::align;
+use crate::audio::analysis::{align, largest_step};
 
 const FRAME: usize = 20 * SAMPLES_PER_MS;
 
@@ -53,15 +53,6 @@ fn play(signal: &[i16], want: impl Fn(usize) -> Want) -> (Vec<i16>, Vec<(usize, 
         output.extend_from_slice(&out);
     }
     (output, outcomes)
-}
-
-/// The largest step between neighbouring samples of `signal`.
-fn largest_step(signal: &[i16]) -> i32 {
-    signal
-        .windows(2)
-        .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
-        .max()
-        .unwrap_or(0)
 }
 
 /// No click: around every splice (from the sample before it to the end of its cross-fade),
