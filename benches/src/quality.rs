@@ -499,7 +499,7 @@ impl CallResult {
     /// The result as one record per metric.
     pub fn records(&self) -> Vec<Record> {
         let counted = |n: u64| Some(n as f64);
-        let metrics: [(&'static str, Option<f64>); 20] = [
+        let metrics: [(&'static str, Option<f64>); 21] = [
             ("pesq_wb", self.pesq_wb),
             ("pesq_nb", self.pesq_nb),
             ("stoi", self.stoi),
@@ -518,6 +518,7 @@ impl CallResult {
             ("accelerated_frames", counted(self.received.accelerated)),
             ("shortened_ms", Some(self.received.shortened_ms)),
             ("lengthened_ms", Some(self.received.lengthened_ms)),
+            ("path_changes", counted(self.received.path_changes)),
             ("red_recovered_frames", counted(self.received.red_recovered)),
             ("dred_rebuilt_frames", counted(self.received.dred_rebuilt)),
         ];

@@ -259,6 +259,7 @@ pub fn run(options: &Options) -> anyhow::Result<String> {
                             delay_ms: PATH_DELAY_MS,
                             jitter_ms: path.jitter_ms,
                             seed,
+                            change: None,
                         },
                     ),
                     frame_ms,

@@ -149,6 +149,8 @@ pub struct JitterStats {
     pub comfort_noise: u64,
     /// Frames that came only as a redundant copy in a later packet (RFC 2198), in time.
     pub recovered: u64,
+    /// Times the path became lastingly slower or faster and the buffer followed it.
+    pub path_changes: u64,
 }
 
 /// The buffer.
@@ -225,6 +227,16 @@ pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
 /// as late as the target covers arrives just as its turn comes, and any wobble of the
 /// playout clock makes it miss.
 pub const AIM_OVER_TARGET_MS: f64 = 5.0;
+
+/// How long a new path must hold before the buffer takes it for the path (see
+/// `follow_path_change`).
+pub const PATH_SETTLE: Duration = Duration::from_millis(500);
+
+/// The fewest packets in [`PATH_SETTLE`] to judge a path by (a sender in DTX sends few).
+pub const PATH_SETTLE_PACKETS: usize = 10;
+
+/// The smallest change of the fastest path taken for a new path, ms.
+pub const PATH_STEP_MS: f64 = 20.0;
 
 /// Over the aim by more than this (ms), the playout is made shorter in pauses.
 pub const SHORTEN_OVER_MS: f64 = 10.0;
@@ -492,6 +504,7 @@ impl JitterBuffer {
         {
             self.arrivals.pop_front();
         }
+        self.follow_path_change(now);
         // Grow at once: the target covers this packet's delay, however rare. The
         // percentile only decides how far the target may shrink back.
         let min = self
@@ -504,6 +517,53 @@ impl JitterBuffer {
         if needed > self.target_ms {
             self.target_ms = needed;
         }
+    }
+
+    /// A path that became slower or faster for good (a new network, a route change, a
+    /// standing queue) is not jitter. Each packet's delay counts above the fastest path,
+    /// so after a step up every packet of the new path would look late by the step: the
+    /// target would hold it on top of the jitter, and (worse) the buffered audio, which
+    /// only holds the jitter's share, would look short of the target, so each lost packet
+    /// would be waited for as if late, a frame of concealment at a time. After a step down
+    /// the old path's packets look late instead. Once the whole last [`PATH_SETTLE`] sat
+    /// at least [`PATH_STEP_MS`] above (or below) every packet before it, and further than
+    /// its own spread (a jittery path is not a stepped one), the earlier packets' delays
+    /// move by the step: they keep their jitter, told against the new path. The target
+    /// and the playout delay, measured against the fastest path, move with it, so the
+    /// audio buffered keeps its meaning (NetEq forgets the old path the same way, by
+    /// timing arrivals against the fastest of the last two seconds only).
+    fn follow_path_change(&mut self, now: Instant) {
+        let recent_from = self
+            .arrivals
+            .partition_point(|(at, _)| now.saturating_duration_since(*at) > PATH_SETTLE);
+        if recent_from == 0 || self.arrivals.len() - recent_from < PATH_SETTLE_PACKETS {
+            return;
+        }
+        let (mut before_low, mut recent_low, mut recent_high) =
+            (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (i, (_, transit)) in self.arrivals.iter().enumerate() {
+            if i < recent_from {
+                before_low = before_low.min(*transit);
+            } else {
+                recent_low = recent_low.min(*transit);
+                recent_high = recent_high.max(*transit);
+            }
+        }
+        let step = recent_low - before_low;
+        if step.abs() < PATH_STEP_MS.max(recent_high - recent_low) {
+            return;
+        }
+        let fastest = before_low.min(recent_low);
+        for (_, transit) in self.arrivals.range_mut(..recent_from) {
+            *transit += step;
+        }
+        // The fastest path is now the recent one: the playout delay, told against it,
+        // moves by what it moved.
+        if let Some(level) = self.level_ms.as_mut() {
+            *level -= recent_low - fastest;
+        }
+        self.target_ms = (self.target_ms - step.abs()).max(self.estimate_ms());
+        self.stats.path_changes += 1;
     }
 
     /// The delay that covers `percentile` of recent arrivals, plus one frame.

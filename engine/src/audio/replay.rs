@@ -75,7 +75,7 @@ pub fn encode(
 
 /// A path: each packet is lost with probability `loss` (independently, from the first
 /// packet on), else delayed by `delay_ms` plus up to `jitter_ms` more (uniform, so packets
-/// may be reordered).
+/// may be reordered); a `change` may move it to another network mid-call.
 #[derive(Debug, Clone, Copy)]
 pub struct Path {
     /// Share of packets lost, 0..1.
@@ -86,6 +86,20 @@ pub struct Path {
     pub jitter_ms: f64,
     /// The seed of the path's randomness.
     pub seed: u64,
+    /// A change of network during the call.
+    pub change: Option<PathChange>,
+}
+
+/// A change of network (Wi-Fi to mobile): nothing gets through for a while, then the
+/// fixed delay is another.
+#[derive(Debug, Clone, Copy)]
+pub struct PathChange {
+    /// When, ms of send time.
+    pub at_ms: f64,
+    /// How long nothing gets through, ms.
+    pub outage_ms: f64,
+    /// The fixed delay after it, ms.
+    pub delay_ms: f64,
 }
 
 /// When each packet that gets through arrives, ms, with its index in `sent`, in order of
@@ -98,7 +112,16 @@ pub fn arrivals(sent: &[Sent], path: &Path) -> Vec<(f64, usize)> {
         .filter_map(|(i, packet)| {
             let lost = random.unit() < path.loss;
             let extra = random.unit() * path.jitter_ms;
-            (!lost).then_some((packet.sent_ms + path.delay_ms + extra, i))
+            let mut delay_ms = path.delay_ms;
+            if let Some(change) = path.change
+                && packet.sent_ms >= change.at_ms
+            {
+                if packet.sent_ms < change.at_ms + change.outage_ms {
+                    return None;
+                }
+                delay_ms = change.delay_ms;
+            }
+            (!lost).then_some((packet.sent_ms + delay_ms + extra, i))
         })
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -30,6 +30,7 @@ fn run(source: &[i16], loss: f64, jitter_ms: f64, seed: u64) -> Replayed {
         delay_ms: 30.0,
         jitter_ms,
         seed,
+        change: None,
     };
     let arrivals = arrivals(&sent, &path);
     let duration = source.len() as f64 / SAMPLES_PER_MS as f64 + 500.0;
@@ -65,6 +66,8 @@ fn loss_with_redundancy_never_steps_the_delay_a_whole_frame_in_speech() {
             "{what}"
         );
         assert_eq!(lossy.stats.accelerated, 0, "{what}");
+        // Jitter is not a change of path.
+        assert_eq!(lossy.stats.path_changes, 0, "{what}");
         // Every 20 ms of speech matches the source about as well as the clean call does.
         let c = correlation(&lossy);
         assert!(
@@ -93,6 +96,7 @@ fn a_clean_path_plays_every_frame_and_keeps_its_delay() {
         delay_ms: 30.0,
         jitter_ms: 0.0,
         seed: 1,
+        change: None,
     };
     let duration = source.len() as f64 / SAMPLES_PER_MS as f64 + 500.0;
     let clean = replay(
@@ -112,4 +116,60 @@ fn a_clean_path_plays_every_frame_and_keeps_its_delay() {
         (0, 0, 0),
         "{stats:?}"
     );
+}
+
+#[test]
+fn a_change_of_network_costs_one_step_and_the_buffer_then_keeps_to_the_new_path() {
+    // Wi-Fi to mobile, 4 s in: 300 ms with nothing through, then 60 ms more delay, with
+    // some loss throughout. The buffer must take the step once (it cannot play what has
+    // not come) and then treat the slower path as the path: neither hold the step on top
+    // of the jitter nor wait for each lost packet as if it were only late.
+    let source = speech("speech-en-us-1.wav");
+    let sent = encode(&source, &EncoderConfig::default(), 0).expect("encoding");
+    let duration = source.len() as f64 / SAMPLES_PER_MS as f64 + 500.0;
+    for seed in 1..=3 {
+        let path = Path {
+            loss: 0.03,
+            delay_ms: 20.0,
+            jitter_ms: 0.0,
+            seed,
+            change: Some(PathChange {
+                at_ms: 4000.0,
+                outage_ms: 300.0,
+                delay_ms: 80.0,
+            }),
+        };
+        let played = replay(
+            &sent,
+            &arrivals(&sent, &path),
+            JitterConfig::default(),
+            7,
+            duration,
+        )
+        .expect("replay");
+        let stats = played.stats;
+        let what = format!("seed {seed}: {stats:?}");
+        assert_eq!(stats.path_changes, 1, "{what}");
+        // The target ends near where a path without the step would have it.
+        let unchanged = Path {
+            change: None,
+            ..path
+        };
+        let before = replay(
+            &sent,
+            &arrivals(&sent, &unchanged),
+            JitterConfig::default(),
+            7,
+            duration,
+        )
+        .expect("replay")
+        .stats;
+        assert!(
+            (stats.target_delay_ms - before.target_delay_ms).abs() <= 20.0,
+            "{what}; without the change {before:?}"
+        );
+        // The outage and the step are waited through once (15 + 3 frames); lost packets
+        // after it are not waited for.
+        assert!(stats.expanded <= 15 + 3 + 2, "{what}");
+    }
 }

@@ -698,6 +698,22 @@ fn playout_loop(
             }
         };
         let rendered = playout.render(&decision, frame, want);
+        if tracing::enabled!(target: "sotto::playout", tracing::Level::TRACE) {
+            let (level, target) = receive.lock().as_ref().map_or((None, 0.0), |buffer| {
+                (buffer.level_ms(), buffer.stats().target_delay_ms)
+            });
+            let kind = match &decision {
+                Decision::Waiting => "wait",
+                Decision::Play(p) if p.quiet => "quiet",
+                Decision::Play(_) => "play",
+                Decision::Fec { .. } => "fec",
+                Decision::Rebuild { .. } => "rebuild",
+                Decision::Conceal => "conceal",
+                Decision::ComfortNoise => "cn",
+            };
+            tracing::trace!(target: "sotto::playout", kind, ?level, target, ?want,
+                stretched = rendered.stretched.samples, "frame");
+        }
         if rendered.stretched.samples != 0
             && let Some(buffer) = receive.lock().as_mut()
         {

@@ -285,6 +285,9 @@ pub struct ReceivedSummary {
     pub shortened_ms: f64,
     /// Audio added by time-stretching to bring the delay up, ms.
     pub lengthened_ms: f64,
+    /// Times the path became lastingly slower or faster and the jitter buffer took the
+    /// new path's delay as its base (not as jitter).
+    pub path_changes: u64,
     /// Comfort-noise frames played while the peer was silent (DTX), not counted as
     /// concealment.
     pub comfort_noise_frames: u64,

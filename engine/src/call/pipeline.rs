@@ -545,6 +545,7 @@ impl Inbound {
             accelerated: jitter.accelerated,
             shortened_ms: round(jitter.shortened_ms, 1),
             lengthened_ms: round(jitter.lengthened_ms, 1),
+            path_changes: jitter.path_changes,
             expanded: jitter.expanded,
             comfort_noise_frames: jitter.comfort_noise,
             red_recovered: jitter.recovered,
