@@ -84,8 +84,9 @@ async fn on_call_signal(
             }
         }
         // ICE-lite: the participant's address is learned from its connectivity checks;
-        // `layers` goes from SFUs to publishers, never to an SFU.
-        CallSignal::Candidate(_) | CallSignal::Layers(_) => {}
+        // `layers` goes from SFUs to publishers, never to an SFU; a participant's ICE
+        // restart is its own offer (an ICE-lite SFU never starts one).
+        CallSignal::Candidate(_) | CallSignal::Layers(_) | CallSignal::RestartRequest(_) => {}
         CallSignal::Hangup(hangup) => {
             sfu.with(|s| s.end_leg(&hangup.call_id, &who, Instant::now()));
         }

@@ -437,7 +437,10 @@ impl GroupCall {
                 None
             }
             // ICE-lite SFU candidates come in its SDP; subscription wishes go to SFUs.
-            CallSignal::Candidate(_) | CallSignal::Subscription(_) => None,
+            // and restart requests go to callers (the SFU restarts nothing).
+            CallSignal::Candidate(_)
+            | CallSignal::Subscription(_)
+            | CallSignal::RestartRequest(_) => None,
         }
     }
 

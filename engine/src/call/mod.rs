@@ -3,6 +3,7 @@
 //! connection ([`peer`]) and the audio pipeline ([`media`]), and reports its state as
 //! [`CallEvent`]s and, at the end, a [`CallSummary`].
 
+mod addresses;
 mod flow;
 pub mod group;
 pub mod keyframes;
@@ -347,6 +348,9 @@ pub struct CallSummary {
     pub duration_s: f64,
     /// ICE restarts done.
     pub ice_restarts: u32,
+    /// Times our local addresses changed during the call (each one repaired with an ICE
+    /// restart: the caller starts it, the callee asks the caller for it).
+    pub address_changes: u32,
     /// Times media stopped arriving for 2 s while connected (each one repaired with an
     /// ICE restart by the caller; see `CallState::Reconnecting`).
     pub media_stalls: u32,

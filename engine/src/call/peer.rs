@@ -486,6 +486,14 @@ pub async fn build(
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(mdns)
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
+        // An ICE restart binds afresh on the addresses there are then (a wildcard is
+        // expanded again), so a call follows its host to another network. Not when the
+        // peer is told one fixed address (`Advertise::Address`, a relay in front of
+        // us): a new socket would have another port than the one the relay sends to.
+        .with_discard_local_candidates_during_ice_restart(matches!(
+            ice.advertise,
+            super::Advertise::Gathered
+        ))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)

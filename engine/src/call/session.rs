@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sotto_signaling::protocol::{
-    Answer, Candidate, Hangup, HangupReason, IdentityKey, MediaE2ee, Offer,
+    Answer, Candidate, Hangup, HangupReason, IdentityKey, MediaE2ee, Offer, RestartRequest,
 };
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
@@ -18,6 +18,7 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
+use super::addresses::{ADDRESS_CHECK, AddressWatch};
 use super::flow::{FlowSample, FlowWatch};
 use super::media::{CaptureEnd, InputGate, PayloadTypes};
 use super::peer::{self, OPUS_PAYLOAD_TYPE, Peer, PeerEvent, RemoteAudio};
@@ -32,7 +33,7 @@ use crate::audio::rate::{PACKET_OVERHEAD_BYTES, RateController};
 use crate::audio::{AudioSink, AudioSource};
 use crate::e2ee::media::SFRAME_OVERHEAD_BYTES;
 use crate::messaging::GroupId;
-use crate::signaling::{CallSignal, SignalingSender};
+use crate::signaling::{CallSignal, ClientError, SignalingSender};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
 /// Calls by (peer, call id), shared with the [`super::Phone`] that routes signals to them.
@@ -103,6 +104,9 @@ const PEER_STREAM: &str = "peer";
 
 /// Rate control and stats run this often.
 pub(super) const TICK: Duration = Duration::from_secs(1);
+
+/// The most call signals kept while the signaling connection is down (the oldest go).
+const MAX_UNSENT: usize = 64;
 /// The video layers follow the bandwidth estimate this often: a second was long enough
 /// for a sender whose link fell from 2.5 to 0.5 Mbit/s to fill the queue and freeze every
 /// subscriber for 2.6-3.5 s (`sotto-bench run video-drop.toml --group 3 --video`).
@@ -148,6 +152,11 @@ struct Session {
     input_ended_at: Option<Instant>,
     last_restart: Option<Instant>,
     ice_restarts: u32,
+    /// Our local addresses, when the call binds a wildcard.
+    addresses: Option<AddressWatch>,
+    address_changes: u32,
+    /// Call signals waiting for the signaling connection (see [`Session::send`]).
+    unsent: std::collections::VecDeque<CallSignal>,
     /// The opened input and output until media starts (behind a lock only so that the
     /// session is `Sync` across awaits; nothing contends for it).
     media: Mutex<Option<OpenedAudio>>,
@@ -295,6 +304,9 @@ pub async fn run(
         input_ended_at: None,
         last_restart: None,
         ice_restarts: 0,
+        addresses: AddressWatch::new(&config.ice.bind, Instant::now()),
+        address_changes: 0,
+        unsent: std::collections::VecDeque::new(),
         media: Mutex::new(Some((source, sink))),
         video: Mutex::new(pending_video),
         estimate_bps: estimate_bps.clone(),
@@ -331,6 +343,7 @@ pub async fn run(
     }
 
     let mut tick = tokio::time::interval(TICK);
+    let mut network_tick = tokio::time::interval(ADDRESS_CHECK);
     let mut video_tick = tokio::time::interval(VIDEO_TICK);
     while ended.is_none() {
         let deadline = session
@@ -375,6 +388,10 @@ pub async fn run(
             _ = tick.tick() => {
                 session.on_tick().await;
                 session.watch_flow().await.err()
+            }
+            _ = network_tick.tick() => {
+                session.flush_unsent().await;
+                session.watch_addresses().await.err()
             }
             _ = video_tick.tick() => {
                 session.share_video_bandwidth();
@@ -472,6 +489,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         setup_ms: None,
         duration_s: 0.0,
         ice_restarts: 0,
+        address_changes: 0,
         media_stalls: 0,
         sent: SentSummary::default(),
         received: ReceivedSummary::default(),
@@ -493,15 +511,58 @@ impl Session {
         }
     }
 
-    async fn send(&self, signal: CallSignal) -> Result<(), EndReason> {
-        self.signaling
-            .send_call_signal(self.peer_key, signal)
+    /// Sends a call signal to the peer. Before the call has a media path, one that does
+    /// not get through ends the call (the peer cannot be reached). After, it does not: the
+    /// signaling connection may be reconnecting (a network change takes it down too), so
+    /// the signal waits in [`unsent`](Self::unsent), in order, and goes again each tick
+    /// until it gets through or the reconnect deadline ends the call.
+    async fn send(&mut self, signal: CallSignal) -> Result<(), EndReason> {
+        let call_up = self.transport_up_at.is_some();
+        if call_up && !self.unsent.is_empty() {
+            self.keep_unsent(signal);
+            return Ok(());
+        }
+        match self
+            .signaling
+            .send_call_signal(self.peer_key, signal.clone())
             .await
-            .map_err(|err| EndReason {
+        {
+            Ok(()) => Ok(()),
+            Err(err) if call_up && connection_trouble(&err) => {
+                tracing::debug!(%err, "a call signal waits for the signaling connection");
+                self.keep_unsent(signal);
+                Ok(())
+            }
+            Err(err) => Err(EndReason {
                 by: Side::Local,
                 reason: HangupReason::Failed,
                 detail: format!("the peer could not be reached: {err}"),
-            })
+            }),
+        }
+    }
+
+    fn keep_unsent(&mut self, signal: CallSignal) {
+        if self.unsent.len() >= MAX_UNSENT {
+            self.unsent.pop_front();
+        }
+        self.unsent.push_back(signal);
+    }
+
+    /// Sends what waits in [`unsent`](Self::unsent), oldest first, until one fails again
+    /// (each [`ADDRESS_CHECK`]: the signaling client reconnects within about that).
+    async fn flush_unsent(&mut self) {
+        while let Some(signal) = self.unsent.front().cloned() {
+            match self.signaling.send_call_signal(self.peer_key, signal).await {
+                Err(err) if connection_trouble(&err) => {
+                    tracing::debug!(%err, waiting = self.unsent.len(), "call signals still wait");
+                    return;
+                }
+                // Refused (an older server, a peer gone): trying again will not help.
+                Err(err) => tracing::debug!(%err, "a call signal was refused"),
+                Ok(()) => {}
+            }
+            self.unsent.pop_front();
+        }
     }
 
     async fn send_offer(&mut self, ice_restart: bool) -> Result<(), EndReason> {
@@ -654,6 +715,15 @@ impl Session {
                 }
                 Ok(())
             }
+            // The callee's network changed: only the caller restarts.
+            CallSignal::RestartRequest(_) => {
+                if self.role == Role::Caller && self.transport_up_at.is_some() {
+                    tracing::info!("the peer's network changed; restarting ICE");
+                    self.restart_ice(true).await
+                } else {
+                    Ok(())
+                }
+            }
             // Meant for an SFU; a peer in a one-to-one call has nothing to do with it.
             CallSignal::Subscription(_) | CallSignal::Layers(_) => Ok(()),
             CallSignal::Hangup(Hangup { reason, .. }) => Err(EndReason {
@@ -725,13 +795,10 @@ impl Session {
                         sdp_mline_index: None,
                     },
                 };
-                // A lost candidate is not fatal while others get through.
-                if let Err(err) = self
-                    .signaling
-                    .send_call_signal(self.peer_key, CallSignal::Candidate(candidate))
-                    .await
-                {
-                    tracing::debug!(%err, "a local candidate did not reach the peer");
+                // A lost candidate is not fatal while others get through (once the call is
+                // up, one that does not get through waits for the next try).
+                if let Err(err) = self.send(CallSignal::Candidate(candidate)).await {
+                    tracing::debug!(detail = %err.detail, "a local candidate did not reach the peer");
                 }
                 Ok(())
             }
@@ -979,6 +1046,46 @@ impl Session {
         self.restart_ice(false).await
     }
 
+    /// Once a tick: when our local addresses changed (another network), the path the call
+    /// uses may be gone with them, so ICE restarts at once (webrtc-rs binds afresh on a
+    /// restart) rather than after the media has stalled. The caller restarts; the callee
+    /// asks the caller to.
+    async fn watch_addresses(&mut self) -> Result<(), EndReason> {
+        let Some(change) = self
+            .addresses
+            .as_mut()
+            .and_then(|watch| watch.poll(Instant::now()))
+        else {
+            return Ok(());
+        };
+        if self.transport_up_at.is_none() {
+            // Still setting up: gathering binds on what there is now.
+            return Ok(());
+        }
+        self.address_changes += 1;
+        tracing::info!(
+            added = change.added.len(),
+            removed = change.removed.len(),
+            "our network changed; restarting ICE"
+        );
+        tracing::debug!(?change, "local addresses");
+        if self.connected_at.is_some() && self.state != CallState::Reconnecting {
+            self.set_state(CallState::Reconnecting);
+            self.deadline = Some(Instant::now() + self.config.reconnect_timeout);
+        }
+        // The signaling connection went out from an address that may be gone too.
+        self.signaling.reconnect().await;
+        match self.role {
+            Role::Caller => self.restart_ice(true).await,
+            Role::Callee => {
+                let request = RestartRequest {
+                    call_id: self.call_id.clone(),
+                };
+                self.send(CallSignal::RestartRequest(request)).await
+            }
+        }
+    }
+
     /// The deadline while connected: the end of `--duration`, or the tail after the input
     /// ended, whichever is first.
     fn refresh_deadline(&mut self) {
@@ -1104,6 +1211,7 @@ impl Session {
         summary.setup_ms = self.setup_ms;
         summary.duration_s = round(duration.as_secs_f64(), 3);
         summary.ice_restarts = self.ice_restarts;
+        summary.address_changes = self.address_changes;
         summary.sent = self.pipeline.sent_summary(duration);
         summary.received = self.pipeline.inbound(PEER_STREAM).summary(duration);
         summary.video_sent = self.pipeline.video_sent_summary(duration);
@@ -1118,6 +1226,15 @@ impl Session {
         });
         summary
     }
+}
+
+/// Whether a signal failed for want of a connection (worth sending again once the client
+/// has reconnected), not because the server refused it.
+fn connection_trouble(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Disconnected | ClientError::Timeout | ClientError::Connect { .. }
+    )
 }
 
 fn ms(duration: Duration) -> f64 {

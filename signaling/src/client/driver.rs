@@ -31,6 +31,8 @@ pub(crate) enum Command {
         message: ClientMessage,
         reply: Reply,
     },
+    /// Drop the connection and open a new one now.
+    Reconnect,
     Close,
 }
 
@@ -304,6 +306,8 @@ impl Driver {
                         Some(Command::Request { reply, .. }) => {
                             let _ = reply.send(Err(ClientError::Disconnected));
                         }
+                        // Already reconnecting: try now rather than after the backoff.
+                        Some(Command::Reconnect) => break,
                     },
                 }
             }
@@ -378,6 +382,9 @@ impl Driver {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     None | Some(Command::Close) => return End::ClientClosed,
+                    Some(Command::Reconnect) => {
+                        return End::Lost("asked to reconnect (the network changed)".into());
+                    }
                     Some(Command::Request { message, reply }) => {
                         let id = self.take_id();
                         let pending = match &message {
@@ -457,6 +464,7 @@ impl Driver {
             ServerMessage::Answer(m) => call(m.from, CallSignal::Answer(m.body)),
             ServerMessage::Candidate(m) => call(m.from, CallSignal::Candidate(m.body)),
             ServerMessage::Hangup(m) => call(m.from, CallSignal::Hangup(m.body)),
+            ServerMessage::RestartRequest(m) => call(m.from, CallSignal::RestartRequest(m.body)),
             ServerMessage::Subscription(m) => call(m.from, CallSignal::Subscription(m.body)),
             ServerMessage::Layers(m) => call(m.from, CallSignal::Layers(m.body)),
             ServerMessage::Envelope {

@@ -97,6 +97,15 @@ impl SignalingClient {
 }
 
 impl SignalingSender {
+    /// Drops the connection and opens a new one at once (what happens anyway, with
+    /// backoff, when it drops). For a host whose network changed: the connection's local
+    /// address may be gone, and a dead TCP connection would only be noticed once the
+    /// server had been silent for longer than its idle timeout. Requests in flight fail
+    /// with `Disconnected`.
+    pub async fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect).await;
+    }
+
     /// This client's identity.
     pub fn identity(&self) -> IdentityKey {
         self.identity

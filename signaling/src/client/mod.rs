@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::protocol::{
     Answer, Candidate, ClientMessage, ErrorCode, Hangup, IdentityKey, InviteToken, Layers, Offer,
-    Outgoing, Participant, PresenceState, RoomId, Subscription,
+    Outgoing, Participant, PresenceState, RestartRequest, RoomId, Subscription,
 };
 
 pub use backoff::Backoff;
@@ -174,6 +174,8 @@ pub enum CallSignal {
     Candidate(Candidate),
     /// The end of the call.
     Hangup(Hangup),
+    /// The callee asks the caller to restart ICE.
+    RestartRequest(RestartRequest),
     /// A participant's wishes about a stream the SFU forwards it (to the SFU).
     Subscription(Subscription),
     /// Which of our simulcast layers anyone receives (from the SFU).
@@ -188,6 +190,7 @@ impl CallSignal {
             CallSignal::Answer(m) => &m.call_id,
             CallSignal::Candidate(m) => &m.call_id,
             CallSignal::Hangup(m) => &m.call_id,
+            CallSignal::RestartRequest(m) => &m.call_id,
             CallSignal::Subscription(m) => &m.call_id,
             CallSignal::Layers(m) => &m.call_id,
         }
@@ -199,6 +202,9 @@ impl CallSignal {
             CallSignal::Answer(body) => ClientMessage::Answer(Outgoing { to, body }),
             CallSignal::Candidate(body) => ClientMessage::Candidate(Outgoing { to, body }),
             CallSignal::Hangup(body) => ClientMessage::Hangup(Outgoing { to, body }),
+            CallSignal::RestartRequest(body) => {
+                ClientMessage::RestartRequest(Outgoing { to, body })
+            }
             CallSignal::Subscription(body) => ClientMessage::Subscription(Outgoing { to, body }),
             CallSignal::Layers(body) => ClientMessage::Layers(Outgoing { to, body }),
         }

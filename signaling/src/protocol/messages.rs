@@ -87,6 +87,9 @@ pub enum ClientMessage {
     Candidate(Outgoing<Candidate>),
     /// End a call with `to`.
     Hangup(Outgoing<Hangup>),
+    /// Ask the caller `to` to restart ICE (the callee's network changed; only the caller
+    /// sends restart offers).
+    RestartRequest(Outgoing<RestartRequest>),
     /// A participant's wishes about one stream an SFU forwards it (pause, resume, the
     /// largest simulcast layer), for the SFU `to`.
     Subscription(Outgoing<Subscription>),
@@ -154,6 +157,7 @@ impl ClientMessage {
         "answer",
         "candidate",
         "hangup",
+        "restart_request",
         "subscription",
         "layers",
         "key_packages_publish",
@@ -177,6 +181,7 @@ impl ClientMessage {
             ClientMessage::Answer(_) => "answer",
             ClientMessage::Candidate(_) => "candidate",
             ClientMessage::Hangup(_) => "hangup",
+            ClientMessage::RestartRequest(_) => "restart_request",
             ClientMessage::Subscription(_) => "subscription",
             ClientMessage::Layers(_) => "layers",
             ClientMessage::KeyPackagesPublish { .. } => "key_packages_publish",
@@ -312,6 +317,15 @@ pub struct Hangup {
     pub call_id: String,
     /// Why.
     pub reason: HangupReason,
+}
+
+/// The callee's request that the caller restart ICE: its local addresses changed, so
+/// the path the call uses may be gone, and a restart offer from the caller (who alone
+/// sends offers) rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    /// The call.
+    pub call_id: String,
 }
 
 /// What a participant wants of one forwarded stream, for the SFU. The stream is named by
@@ -470,6 +484,8 @@ pub enum ServerMessage {
     Candidate(Incoming<Candidate>),
     /// A relayed hang-up.
     Hangup(Incoming<Hangup>),
+    /// A relayed request to restart ICE.
+    RestartRequest(Incoming<RestartRequest>),
     /// A relayed subscription request (an SFU receives these).
     Subscription(Incoming<Subscription>),
     /// A relayed `layers` message (publishers receive these from their SFU).

@@ -20,8 +20,8 @@ pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;
 pub use messages::{
     Answer, Auth, Candidate, ClientFrame, ClientMessage, GroupCommit, Hangup, HangupReason,
-    Incoming, Layers, Limits, MediaE2ee, Offer, Outgoing, Participant, PresenceState, RoomId,
-    ServerFrame, ServerMessage, Subscription,
+    Incoming, Layers, Limits, MediaE2ee, Offer, Outgoing, Participant, PresenceState,
+    RestartRequest, RoomId, ServerFrame, ServerMessage, Subscription,
 };
 
 /// The protocol version this crate speaks.

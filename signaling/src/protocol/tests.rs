@@ -176,6 +176,7 @@ fn protocol_md_examples_are_valid() {
         "answer",
         "candidate",
         "hangup",
+        "restart_request",
         "subscription",
         "relayed",
         "key_packages_stored",

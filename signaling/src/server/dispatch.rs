@@ -65,6 +65,13 @@ impl Conn {
                     body: m.body,
                 }),
             ),
+            ClientMessage::RestartRequest(m) => self.relay(
+                m.to,
+                ServerMessage::RestartRequest(Incoming {
+                    from: me,
+                    body: m.body,
+                }),
+            ),
             ClientMessage::Subscription(m) => self.relay(
                 m.to,
                 ServerMessage::Subscription(Incoming {
@@ -370,6 +377,7 @@ impl Conn {
             ServerMessage::Answer(m) => m.body.call_id.as_str(),
             ServerMessage::Candidate(m) => m.body.call_id.as_str(),
             ServerMessage::Hangup(m) => m.body.call_id.as_str(),
+            ServerMessage::RestartRequest(m) => m.body.call_id.as_str(),
             ServerMessage::Subscription(m) => m.body.call_id.as_str(),
             ServerMessage::Layers(m) => m.body.call_id.as_str(),
             _ => "",
