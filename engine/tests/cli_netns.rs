@@ -1,6 +1,7 @@
 //! `sotto answer` and `sotto call` as a user runs them on two hosts: each in its own
 //! network namespace with no default route (so no multicast DNS either), joined by a
-//! bridge on which the test's signaling server listens. The call connects on the default
+//! bridge on which the test's signaling server listens; the caller's host has a second
+//! interface that leads nowhere. The call connects on the default
 //! wildcard bind; then each end in turn moves to another network mid-call (a new address
 //! comes, the one the call used goes), and the call restarts ICE and goes on: the caller
 //! on its own, the callee by asking the caller.
@@ -86,6 +87,22 @@ impl Hosts {
             ]);
             ip(&["-n", ns, "link", "set", "e0", "up"]);
         }
+        // The caller's host has a second interface that leads nowhere (a VPN that is down,
+        // a docker bridge): its candidates fail their checks and the call goes on the other.
+        ip(&[
+            "-n", &hosts.a, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ]);
+        ip(&["-n", &hosts.a, "link", "set", "d1", "up"]);
+        ip(&[
+            "-n",
+            &hosts.a,
+            "addr",
+            "add",
+            &format!("10.95.{}.2/24", pid % 250 + 1),
+            "dev",
+            "d0",
+        ]);
+        ip(&["-n", &hosts.a, "link", "set", "d0", "up"]);
         hosts
     }
 

@@ -1046,10 +1046,10 @@ impl Session {
         self.restart_ice(false).await
     }
 
-    /// Once a tick: when our local addresses changed (another network), the path the call
-    /// uses may be gone with them, so ICE restarts at once (webrtc-rs binds afresh on a
-    /// restart) rather than after the media has stalled. The caller restarts; the callee
-    /// asks the caller to.
+    /// Each [`ADDRESS_CHECK`]: when one of our local addresses went (another network), the
+    /// path the call uses may be gone with it, so ICE restarts at once (webrtc-rs binds
+    /// afresh on a restart) rather than after the media has stalled. The caller restarts;
+    /// the callee asks the caller to.
     async fn watch_addresses(&mut self) -> Result<(), EndReason> {
         let Some(change) = self
             .addresses
@@ -1060,6 +1060,13 @@ impl Session {
         };
         if self.transport_up_at.is_none() {
             // Still setting up: gathering binds on what there is now.
+            return Ok(());
+        }
+        if change.removed.is_empty() && self.state != CallState::Reconnecting {
+            // Only a new address (a cable plugged in beside the Wi-Fi): the path in use is
+            // still there, and a restart would cost a moment of audio for nothing. A call
+            // whose media has stopped restarts anyway (the new one may be the way out).
+            tracing::debug!(?change, "a local address came; the call's path stays");
             return Ok(());
         }
         self.address_changes += 1;
