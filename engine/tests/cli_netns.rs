@@ -40,13 +40,15 @@ struct Hosts {
 }
 
 impl Hosts {
-    fn up() -> Hosts {
+    /// `test` (one lower-case letter) keeps the names and subnets of tests that run at
+    /// once apart.
+    fn up(test: char) -> Hosts {
         let pid = std::process::id();
         let hosts = Hosts {
-            bridge: format!("smv{}", pid % 1_000_000),
-            a: format!("sotto-move-a-{pid}"),
-            b: format!("sotto-move-b-{pid}"),
-            net: format!("10.93.{}", pid % 250 + 1),
+            bridge: format!("sn{test}{}", pid % 1_000_000),
+            a: format!("sotto-{test}-a-{pid}"),
+            b: format!("sotto-{test}-b-{pid}"),
+            net: format!("10.{}.{}", 90 + u32::from(test) % 8, pid % 250 + 1),
         };
         hosts.down();
         ip(&["link", "add", &hosts.bridge, "type", "bridge"]);
@@ -58,8 +60,8 @@ impl Hosts {
             &hosts.bridge,
         ]);
         ip(&["link", "set", &hosts.bridge, "up"]);
-        for (ns, last) in [(&hosts.a, 2), (&hosts.b, 3)] {
-            let outer = format!("{}{}", hosts.bridge, &ns[11..12]);
+        for (ns, last, side) in [(&hosts.a, 2, 'a'), (&hosts.b, 3, 'b')] {
+            let outer = format!("{}{side}", hosts.bridge);
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             // The old address goes after the new one came: the new one, a secondary, must
@@ -98,7 +100,7 @@ impl Hosts {
             &hosts.a,
             "addr",
             "add",
-            &format!("10.95.{}.2/24", pid % 250 + 1),
+            &format!("10.{}.{}.2/24", 98 + u32::from(test) % 8, pid % 250 + 1),
             "dev",
             "d0",
         ]);
@@ -216,7 +218,7 @@ async fn a_call_between_hosts_with_no_default_route_survives_each_end_changing_n
     if let Some(missing) = missing_prerequisites() {
         panic!("{missing}");
     }
-    let hosts = Hosts::up();
+    let hosts = Hosts::up('m');
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("{}.1:0", hosts.net).parse().unwrap();
     let server = start(Config::new(listen, dir.path().join("server")))
@@ -319,5 +321,116 @@ async fn a_call_between_hosts_with_no_default_route_survives_each_end_changing_n
         assert!(packets >= 500, "{packets} packets: {what}");
     }
     assert!(loudness_at_end(&heard, 3.0) > 1000.0, "{what}");
+    server.shutdown().await.unwrap();
+}
+
+/// `nft` inside namespace `ns`, reading the ruleset from `rules`.
+fn nft_in(ns: &str, rules: &str) {
+    use std::io::Write as _;
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    let out = nft.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_direct_path_blocked_the_call_goes_through_the_servers_turn_relay() {
+    if std::env::var_os("SOTTO_SKIP_NETNS").is_some() {
+        println!("skipped: SOTTO_SKIP_NETNS is set (network namespace test not run)");
+        return;
+    }
+    if let Some(missing) = missing_prerequisites() {
+        panic!("{missing}");
+    }
+    let hosts = Hosts::up('t');
+    // Each host drops everything it would send the other: only the server's address
+    // (signaling and its TURN relay) is reachable from both.
+    for (ns, other) in [(&hosts.a, 3), (&hosts.b, 2)] {
+        nft_in(
+            ns,
+            &format!(
+                "table inet no_direct {{\n chain out {{\n type filter hook output priority 0; policy accept;\n ip daddr {}.{other} drop\n }}\n}}\n",
+                hosts.net
+            ),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(
+        format!("{}.1:0", hosts.net).parse().unwrap(),
+        dir.path().join("server"),
+    );
+    config.turn_listen = Some(format!("{}.1:0", hosts.net).parse().unwrap());
+    config.turn_ports = (42_000, 42_999);
+    let server = start(config).await.unwrap();
+    let url = server.ws_url();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    new_identity(&alice);
+    let bob_id = new_identity(&bob);
+    // No --stun or --turn: the relay comes from the signaling server.
+    let answer = sotto_in(&hosts.b, &bob)
+        .args(["answer", "--server", &url, "--input", "tone:660"])
+        .args(["--wait", "60s", "--json", "--output", "null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let caller = loop {
+        let out = tokio::task::spawn_blocking({
+            let (alice, url, bob_id, ns) =
+                (alice.clone(), url.clone(), bob_id.clone(), hosts.a.clone());
+            move || {
+                sotto_in(&ns, &alice)
+                    .args(["call", &bob_id, "--server", &url, "--output", "null"])
+                    .args(["--input", "tone:440", "--duration", "4s", "--json"])
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        // The answerer listens once its signaling connection is up: try again until then.
+        if out.status.success()
+            || !String::from_utf8_lossy(&out.stderr).contains("could not be reached")
+        {
+            break out;
+        }
+        assert!(started.elapsed() < WAIT, "the answerer never listened");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let answer = tokio::task::spawn_blocking(move || answer.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (caller_summary, callee_summary) = (summary(&caller), summary(&answer));
+    let what = format!(
+        "caller {caller_summary}\n{}\ncallee {callee_summary}\n{}",
+        String::from_utf8_lossy(&caller.stderr),
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    assert_eq!(caller_summary["connected"], true, "{what}");
+    assert_eq!(
+        caller_summary["end"]["detail"], "the call reached its duration",
+        "{what}"
+    );
+    // Both ends say the media went through the relay, and it went.
+    assert_eq!(caller_summary["media_path"], "relay", "{what}");
+    assert_eq!(callee_summary["media_path"], "relay", "{what}");
+    for side in [&caller_summary, &callee_summary] {
+        let packets = side["received"]["packets"].as_u64().unwrap();
+        assert!(packets >= 150, "{packets} packets: {what}");
+    }
     server.shutdown().await.unwrap();
 }

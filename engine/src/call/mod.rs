@@ -348,6 +348,9 @@ pub struct CallSummary {
     pub duration_s: f64,
     /// ICE restarts done.
     pub ice_restarts: u32,
+    /// How the media went at the end (or when it last went): `relay` through a TURN
+    /// server, `direct` otherwise; `None` if no path was ever chosen.
+    pub media_path: Option<&'static str>,
     /// Times our local addresses changed during the call (each one repaired with an ICE
     /// restart: the caller starts it, the callee asks the caller for it).
     pub address_changes: u32,

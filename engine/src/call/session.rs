@@ -27,7 +27,7 @@ use super::reports::{ReportedLoss, SendFeedback};
 use super::video::plan_layers;
 use super::{
     Advertise, CallConfig, CallError, CallEvent, CallState, CallSummary, E2eeSummary, EndReason,
-    ReceivedSummary, SentSummary, Side, TimelinePoint,
+    IceConfig, IceServer, ReceivedSummary, SentSummary, Side, TimelinePoint,
 };
 use crate::audio::rate::{PACKET_OVERHEAD_BYTES, RateController};
 use crate::audio::{AudioSink, AudioSource};
@@ -155,6 +155,8 @@ struct Session {
     /// Our local addresses, when the call binds a wildcard.
     addresses: Option<AddressWatch>,
     address_changes: u32,
+    /// How the media goes (see [`CallSummary::media_path`]), as of the last check.
+    media_path: Option<&'static str>,
     /// Call signals waiting for the signaling connection (see [`Session::send`]).
     unsent: std::collections::VecDeque<CallSignal>,
     /// The opened input and output until media starts (behind a lock only so that the
@@ -221,7 +223,8 @@ pub async fn run(
             let codec = offer.as_ref().map_or(config.video_codec, |offer| {
                 peer::answer_video_codec(&offer.sdp, config.video_codec)
             });
-            peer::build(&config.ice, config.red, layers, codec)
+            let ice = with_relay(&config.ice, &sender).await;
+            peer::build(&ice, config.red, layers, codec)
                 .await
                 .map(|peer| (peer, video))
         }
@@ -306,6 +309,7 @@ pub async fn run(
         ice_restarts: 0,
         addresses: AddressWatch::new(&config.ice.bind, Instant::now()),
         address_changes: 0,
+        media_path: None,
         unsent: std::collections::VecDeque::new(),
         media: Mutex::new(Some((source, sink))),
         video: Mutex::new(pending_video),
@@ -490,6 +494,7 @@ fn empty_summary(role: Role, call_id: &str, peer: IdentityKey, end: EndReason) -
         duration_s: 0.0,
         ice_restarts: 0,
         address_changes: 0,
+        media_path: None,
         media_stalls: 0,
         sent: SentSummary::default(),
         received: ReceivedSummary::default(),
@@ -1173,6 +1178,12 @@ impl Session {
         if self.connected_at.is_none() {
             return;
         }
+        if let Some(path) = self.current_media_path().await {
+            if self.media_path != Some(path) {
+                tracing::info!(path, "the media path");
+            }
+            self.media_path = Some(path);
+        }
         let now = Instant::now();
         let red = self.payload_types().red.is_some();
         let tick = self.feedback.tick(now, red, &self.pipeline.control);
@@ -1219,6 +1230,7 @@ impl Session {
         summary.duration_s = round(duration.as_secs_f64(), 3);
         summary.ice_restarts = self.ice_restarts;
         summary.address_changes = self.address_changes;
+        summary.media_path = self.media_path;
         summary.sent = self.pipeline.sent_summary(duration);
         summary.received = self.pipeline.inbound(PEER_STREAM).summary(duration);
         summary.video_sent = self.pipeline.video_sent_summary(duration);
@@ -1233,6 +1245,81 @@ impl Session {
         });
         summary
     }
+}
+
+impl Session {
+    /// `relay` when either end of the selected candidate pair is a TURN relay, `direct`
+    /// otherwise; `None` while no pair is selected.
+    async fn current_media_path(&self) -> Option<&'static str> {
+        use rtc::peer_connection::transport::RTCIceCandidateType;
+        use rtc::statistics::StatsSelector;
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let selected = &report.transport()?.selected_candidate_pair_id;
+        let pair = report
+            .candidate_pairs()
+            .find(|pair| &pair.stats.id == selected)?;
+        // rtc names the candidates `RTCLocalIceCandidate_<id>` and `RTCRemoteIceCandidate_<id>`
+        // but the pair only `<id>`.
+        let relayed = report.iter().any(|entry| match entry {
+            RTCStatsReportEntry::LocalCandidate(candidate)
+            | RTCStatsReportEntry::RemoteCandidate(candidate) => {
+                candidate.candidate_type == RTCIceCandidateType::Relay
+                    && [&pair.local_candidate_id, &pair.remote_candidate_id]
+                        .into_iter()
+                        .any(|id| {
+                            candidate.stats.id == *id
+                                || candidate
+                                    .stats
+                                    .id
+                                    .strip_suffix(id.as_str())
+                                    .is_some_and(|prefix| prefix.ends_with('_'))
+                        })
+            }
+            _ => false,
+        });
+        Some(if relayed { "relay" } else { "direct" })
+    }
+}
+
+/// How long a call waits for the signaling server's TURN credentials before it goes on
+/// without its relay.
+const RELAY_ASK: Duration = Duration::from_secs(2);
+
+/// The call's ICE servers and, unless a TURN server is named already, the signaling
+/// server's TURN relay with fresh credentials (none when it runs none or does not answer
+/// within [`RELAY_ASK`]). Only the relay's UDP URLs: webrtc-rs's client speaks TURN over
+/// UDP only (webrtc-rs/webrtc#848).
+async fn with_relay(ice: &IceConfig, signaling: &SignalingSender) -> IceConfig {
+    let mut ice = ice.clone();
+    let has_turn = ice
+        .servers
+        .iter()
+        .any(|server| server.urls.iter().any(|url| url.starts_with("turn")));
+    if has_turn {
+        return ice;
+    }
+    match tokio::time::timeout(RELAY_ASK, signaling.turn_credentials()).await {
+        Ok(Ok(servers)) => {
+            for server in servers {
+                let urls: Vec<String> = server
+                    .urls
+                    .into_iter()
+                    .filter(|url| url.starts_with("turn:") && !url.contains("transport=tcp"))
+                    .collect();
+                if !urls.is_empty() {
+                    ice.servers.push(IceServer {
+                        urls,
+                        username: Some(server.username),
+                        credential: Some(server.credential),
+                    });
+                }
+            }
+        }
+        Ok(Err(err)) => tracing::debug!(%err, "no TURN credentials from signaling"),
+        Err(_) => tracing::debug!("signaling did not answer for TURN credentials in time"),
+    }
+    ice
 }
 
 /// Whether a signal failed for want of a connection (worth sending again once the client

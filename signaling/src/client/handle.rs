@@ -331,6 +331,14 @@ impl SignalingSender {
             other => Err(unexpected(other)),
         }
     }
+
+    /// Short-lived credentials for the server's TURN relay (none when it runs none).
+    pub async fn turn_credentials(&self) -> Result<Vec<crate::protocol::IceServer>, ClientError> {
+        match self.request(ClientMessage::TurnCredentials {}).await? {
+            ServerMessage::TurnCredentials { servers, .. } => Ok(servers),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 fn stock(message: ServerMessage) -> Result<(u32, bool), ClientError> {

@@ -144,6 +144,8 @@ pub enum ClientMessage {
         /// Number of chunks: at least 1, at most one per started 256 KiB of `size`.
         chunks: u32,
     },
+    /// Ask for short-lived credentials for the server's TURN relay.
+    TurnCredentials {},
 }
 
 impl ClientMessage {
@@ -168,6 +170,7 @@ impl ClientMessage {
         "group_commit",
         "sfu_register",
         "blob_create",
+        "turn_credentials",
     ];
 
     /// This message's `type` tag.
@@ -192,6 +195,7 @@ impl ClientMessage {
             ClientMessage::GroupCommit(_) => "group_commit",
             ClientMessage::SfuRegister { .. } => "sfu_register",
             ClientMessage::BlobCreate { .. } => "blob_create",
+            ClientMessage::TurnCredentials {} => "turn_credentials",
         }
     }
 }
@@ -255,6 +259,17 @@ pub struct GroupCommit {
     /// Who gets the welcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub welcome_to: Vec<IdentityKey>,
+}
+
+/// A TURN (or STUN) server and the credentials to use it with, as WebRTC configures one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:host:port?transport=udp` and the like.
+    pub urls: Vec<String>,
+    /// The TURN user name.
+    pub username: String,
+    /// The TURN password.
+    pub credential: String,
 }
 
 /// An SDP offer.
@@ -543,6 +558,14 @@ pub enum ServerMessage {
         blob_id: BlobId,
         /// 256 random bits, base64url: `Authorization: Bearer <upload_token>` on uploads.
         upload_token: UploadToken,
+    },
+    /// Credentials for the server's TURN relay, for this identity; `servers` is empty
+    /// when the server runs none.
+    TurnCredentials {
+        /// Where to use them.
+        servers: Vec<IceServer>,
+        /// Seconds since the Unix epoch after which the relay refuses them (0: none).
+        expires: u64,
     },
     /// A rejected message (or the reason the connection is about to close).
     Error {

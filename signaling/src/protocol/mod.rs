@@ -20,7 +20,7 @@ pub use codes::{ErrorCode, close};
 pub use messages::InviteToken;
 pub use messages::{
     Answer, Auth, Candidate, ClientFrame, ClientMessage, GroupCommit, Hangup, HangupReason,
-    Incoming, Layers, Limits, MediaE2ee, Offer, Outgoing, Participant, PresenceState,
+    IceServer, Incoming, Layers, Limits, MediaE2ee, Offer, Outgoing, Participant, PresenceState,
     RestartRequest, RoomId, ServerFrame, ServerMessage, Subscription,
 };
 

@@ -186,6 +186,7 @@ fn protocol_md_examples_are_valid() {
         "mailbox_acked",
         "sfu_registered",
         "blob_created",
+        "turn_credentials",
         "error",
     ] {
         assert!(

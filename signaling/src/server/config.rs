@@ -125,6 +125,38 @@ pub struct Config {
     /// of this process, not yet complete).
     #[arg(long, env = "SOTTO_SIGNALING_MAX_OPEN_BLOBS", default_value_t = 16)]
     pub max_open_blobs_per_identity: usize,
+
+    /// Run a TURN relay on this address (UDP and TCP, e.g. `0.0.0.0:3478`), for peers
+    /// that cannot reach each other directly. Clients get short-lived credentials for it
+    /// from this server (`turn_credentials`); nothing else is needed on their side.
+    #[arg(long, env = "SOTTO_SIGNALING_TURN_LISTEN", value_name = "ADDR")]
+    pub turn_listen: Option<SocketAddr>,
+
+    /// The address clients reach the TURN relay at (its relayed addresses are on it too).
+    /// Needed when --turn-listen names a wildcard; otherwise that address.
+    #[arg(long, env = "SOTTO_SIGNALING_TURN_PUBLIC_IP", value_name = "IP")]
+    pub turn_public_ip: Option<std::net::IpAddr>,
+
+    /// The UDP ports the TURN relay allocates relayed addresses on, `MIN-MAX`.
+    #[arg(long, env = "SOTTO_SIGNALING_TURN_PORTS", default_value = "49152-65535", value_parser = parse_port_range)]
+    pub turn_ports: (u16, u16),
+}
+
+/// `MIN-MAX`, both ports, MIN at most MAX.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not MIN-MAX"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("`{p}` is not a port: {e}"))
+    };
+    let (min, max) = (port(min)?, port(max)?);
+    if min == 0 || min > max {
+        return Err(format!("`{text}`: need 0 < MIN <= MAX"));
+    }
+    Ok((min, max))
 }
 
 impl Config {
@@ -151,6 +183,9 @@ impl Config {
             sfu_secret_file: None,
             max_blob_bytes: crate::protocol::DEFAULT_MAX_BLOB_BYTES,
             max_open_blobs_per_identity: 16,
+            turn_listen: None,
+            turn_public_ip: None,
+            turn_ports: (49152, 65535),
         }
     }
 

@@ -8,8 +8,8 @@ use super::connection::{Conn, Flow, encode};
 use super::hub::PushError;
 use super::{MailboxFull, TooManyKeyPackages, current_hour};
 use crate::protocol::{
-    ClientMessage, ErrorCode, IdentityKey, Incoming, InviteToken, Participant, PresenceState,
-    RoomId, ServerMessage, encode_b64, validate_call_id, verify_sfu_proof,
+    ClientMessage, ErrorCode, IceServer, IdentityKey, Incoming, InviteToken, Participant,
+    PresenceState, RoomId, ServerMessage, encode_b64, validate_call_id, verify_sfu_proof,
 };
 
 impl Conn {
@@ -125,6 +125,23 @@ impl Conn {
                 Err(flow) => return flow,
                 Ok(reply) => reply,
             },
+            ClientMessage::TurnCredentials {} => Ok(match &self.shared.turn {
+                Some(relay) => {
+                    let minted = relay.mint(me.as_bytes(), std::time::SystemTime::now());
+                    ServerMessage::TurnCredentials {
+                        servers: vec![IceServer {
+                            urls: minted.urls,
+                            username: minted.username,
+                            credential: minted.credential,
+                        }],
+                        expires: minted.expires,
+                    }
+                }
+                None => ServerMessage::TurnCredentials {
+                    servers: Vec::new(),
+                    expires: 0,
+                },
+            }),
             ClientMessage::BlobCreate { size, chunks } => {
                 match self.blob_create(me, size, chunks).await {
                     Err(flow) => return flow,

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub blob_bytes_out: Counter,
     /// Blobs deleted at the end of the retention period.
     pub blobs_expired: Counter,
+    /// The TURN relay's drops, refusals and minted credentials.
+    pub turn: super::turn::TurnMetrics,
 }
 
 impl Metrics {
@@ -117,6 +119,22 @@ impl Metrics {
             "Blobs deleted at the end of the retention period",
             blobs_expired.clone(),
         );
+        let turn = super::turn::TurnMetrics::default();
+        registry.register(
+            "turn_dropped",
+            "Datagrams dropped before the TURN relay saw them, by reason",
+            turn.dropped.clone(),
+        );
+        registry.register(
+            "turn_refused",
+            "Requests the TURN relay refused, by reason",
+            turn.refused.clone(),
+        );
+        registry.register(
+            "turn_credentials_minted",
+            "TURN credentials handed to clients",
+            turn.minted.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -132,6 +150,7 @@ impl Metrics {
             blob_bytes_in,
             blob_bytes_out,
             blobs_expired,
+            turn,
         }
     }
 

@@ -13,6 +13,7 @@ mod limiter;
 mod metrics;
 mod rooms;
 mod store;
+pub mod turn;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -47,6 +48,9 @@ pub enum ServerError {
     /// The listener could not be bound.
     #[error("binding the listener: {0}")]
     Bind(#[from] std::io::Error),
+    /// The TURN relay's options do not fit together.
+    #[error("the TURN relay: {0}")]
+    Turn(String),
 }
 
 /// State shared by every connection task.
@@ -63,6 +67,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Encrypted files' ciphertext chunks (see [`blobs`]).
     pub blobs: blobs::Blobs,
+    /// The TURN relay, with `--turn-listen`.
+    pub turn: Option<turn::TurnRelay>,
 }
 
 /// How long [`RunningServer::shutdown`] waits for open connections to say goodbye.
@@ -127,6 +133,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .set(i64::try_from(store.mailbox_total()?).unwrap_or(i64::MAX));
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let max_connections = config.max_connections;
+    let turn = match config.turn_listen {
+        Some(listen) => Some(start_turn(&config, listen, metrics.turn.clone()).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         rooms: Mutex::new(Rooms::new(
             config.max_room_participants,
@@ -141,6 +151,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         next_conn_id: AtomicU64::new(1),
         shutdown: shutdown_rx.clone(),
         blobs,
+        turn,
     });
     tokio::spawn(expire_mailboxes(shared.clone()));
     tokio::spawn(blobs::expire_blobs(shared.clone()));
@@ -248,6 +259,41 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// The shortest SFU secret accepted.
 pub const MIN_SFU_SECRET_BYTES: usize = 16;
+
+/// Starts the TURN relay with a fresh secret (it and signaling share this process, so the
+/// secret never leaves it).
+async fn start_turn(
+    config: &Config,
+    listen: SocketAddr,
+    metrics: turn::TurnMetrics,
+) -> Result<turn::TurnRelay, ServerError> {
+    let public_ip = match (config.turn_public_ip, listen.ip()) {
+        (Some(ip), _) => ip,
+        (None, ip) if !ip.is_unspecified() => ip,
+        (None, _) => {
+            return Err(ServerError::Turn(
+                "--turn-listen names a wildcard: say with --turn-public-ip where clients reach it"
+                    .into(),
+            ));
+        }
+    };
+    let secret: [u8; 32] = rand::random();
+    let relay = turn::TurnRelay::start(
+        turn::TurnOptions {
+            listen,
+            public_ip,
+            relay_ports: config.turn_ports,
+            secret: secret.to_vec(),
+        },
+        metrics,
+    )
+    .await?;
+    tracing::info!(
+        port = relay.udp_addr().port(),
+        "TURN relay listening (UDP and TCP)"
+    );
+    Ok(relay)
+}
 
 fn read_sfu_secret(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
     let raw = std::fs::read(path)?;
