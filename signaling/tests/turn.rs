@@ -96,6 +96,29 @@ async fn exchange(
         .unwrap()
 }
 
+/// The same over TCP (STUN messages back to back on the stream, RFC 8656 §3.1).
+async fn exchange_tcp(
+    stream: &mut tokio::net::TcpStream,
+    message: Message<Attribute>,
+) -> Message<Attribute> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let bytes = MessageEncoder::new().encode_into_bytes(message).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut header = [0; 20];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut header))
+        .await
+        .expect("the relay answers")
+        .unwrap();
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut whole = header.to_vec();
+    whole.resize(20 + length, 0);
+    stream.read_exact(&mut whole[20..]).await.unwrap();
+    MessageDecoder::<Attribute>::new()
+        .decode_from_bytes(&whole)
+        .unwrap()
+        .unwrap()
+}
+
 fn error_code(message: &Message<Attribute>) -> Option<u16> {
     message.get_attribute::<ErrorCode>().map(ErrorCode::code)
 }
@@ -130,6 +153,17 @@ async fn minted_credentials_allocate_and_bad_ones_are_refused_and_counted() {
     let relayed = answer.get_attribute::<XorRelayAddress>().unwrap().address();
     assert_eq!(relayed.ip(), relay.ip());
     assert!((43_000..=43_999).contains(&relayed.port()));
+
+    // Over TCP too (for clients behind firewalls that pass no UDP).
+    let mut stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let challenged = exchange_tcp(&mut stream, allocate()).await;
+    let nonce = challenged
+        .get_attribute::<Nonce>()
+        .unwrap()
+        .value()
+        .to_owned();
+    let answer = exchange_tcp(&mut stream, signed(&username, &password, &nonce)).await;
+    assert_eq!(answer.class(), MessageClass::SuccessResponse, "{answer:?}");
 
     // A wrong password, an expired user name and one that is not ours: each refused.
     let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -6,11 +6,20 @@ use sotto_signaling::server::{Config, start};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The TURN relay (medea-turn) logs clients' addresses at info, warn and error: it is
+    // silent unless RUST_LOG names it (an operator's explicit choice, for debugging).
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !asked.contains("medea_turn") {
+        filter = filter.add_directive(
+            "medea_turn=off"
+                .parse()
+                .context("the TURN relay's log directive")?,
+        );
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
