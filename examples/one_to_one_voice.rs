@@ -23,6 +23,9 @@ struct Args {
     /// Opus encoder complexity, 0-10 (see BENCHMARKS.md for its cost and quality).
     #[arg(long)]
     complexity: Option<u8>,
+    /// Opus decoder complexity, 0-10 (5: deep PLC, 6: + LACE, 7: + NoLACE).
+    #[arg(long)]
+    decoder_complexity: Option<u8>,
 }
 
 #[tokio::main]
@@ -35,7 +38,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(complexity) = args.complexity {
         encoder.complexity = complexity;
     }
-    let call = sotto_examples::voice_demo::run(&args.input, &args.output, encoder).await?;
+    let call = sotto_examples::voice_demo::run(
+        &args.input,
+        &args.output,
+        encoder,
+        args.decoder_complexity,
+    )
+    .await?;
     println!("{}", call.to_json());
     Ok(())
 }

@@ -52,6 +52,10 @@ pub struct VoiceCall {
     /// jitter buffer, playout; and the in-process signaling server, which is idle then),
     /// as a percentage of one core. Linux only.
     pub cpu_percent_of_one_core: Option<f64>,
+    /// The same by thread name (both ends' `sotto-capture` threads together, and so on;
+    /// `tokio-rt-worker` carries WebRTC, SRTP, SFrame and signaling), from the threads'
+    /// own counters read every 200 ms while the call was up. Linux only.
+    pub cpu_by_thread: std::collections::BTreeMap<String, f64>,
 }
 
 impl VoiceCall {
@@ -66,6 +70,7 @@ impl VoiceCall {
             "sent_speech_s": self.sent_speech_s,
             "received_speech_s": self.received_speech_s,
             "cpu_percent_of_one_core": self.cpu_percent_of_one_core,
+            "cpu_by_thread": self.cpu_by_thread,
             "caller": self.caller,
             "callee": self.callee,
         })
@@ -100,9 +105,17 @@ async fn direct_conversation(
     Ok((alice_keys, bob_keys))
 }
 
-/// Runs a call that plays `input` from Alice to Bob with these Opus settings (both ends)
-/// and records what Bob hears to `output`.
-pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow::Result<VoiceCall> {
+/// Runs a call that plays `input` from Alice to Bob with these Opus settings (both ends;
+/// the engine's default decoder complexity unless one is given) and records what Bob
+/// hears to `output`.
+pub async fn run(
+    input: &Path,
+    output: &Path,
+    encoder: EncoderConfig,
+    decoder_complexity: Option<u8>,
+) -> anyhow::Result<VoiceCall> {
+    let decoder_complexity =
+        decoder_complexity.unwrap_or(sotto_engine::audio::codec::DEFAULT_DECODER_COMPLEXITY);
     let data_dir = tempfile::tempdir().context("creating a temporary data dir")?;
     let server = start(Config::new("127.0.0.1:0".parse()?, data_dir.path()))
         .await
@@ -122,6 +135,7 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         ice: IceConfig::loopback(),
         hang_up_after_input: Some(Duration::from_secs(1)),
         max_duration: Some(Duration::from_secs(600)),
+        decoder_complexity,
         e2ee: Some(Arc::new(MediaCrypto::new(
             &alice_keys,
             std::time::Instant::now(),
@@ -134,6 +148,7 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         encoder,
         ice: IceConfig::loopback(),
         max_duration: Some(Duration::from_secs(600)),
+        decoder_complexity,
         e2ee: Some(Arc::new(MediaCrypto::new(
             &bob_keys,
             std::time::Instant::now(),
@@ -149,7 +164,9 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
     let answered = incoming.answer(callee_config).await?;
     let cpu_before = process_cpu_seconds();
     let wall_before = std::time::Instant::now();
+    let threads = ThreadCpu::watch();
     let (caller, callee) = tokio::join!(call.finished(), answered.finished());
+    let cpu_by_thread = threads.stop(wall_before.elapsed());
     let cpu_percent_of_one_core = cpu_before
         .zip(process_cpu_seconds())
         .map(|(before, after)| {
@@ -198,6 +215,7 @@ pub async fn run(input: &Path, output: &Path, encoder: EncoderConfig) -> anyhow:
         sent_speech_s: speech_s(&sent),
         received_speech_s: alignment.and_then(|a| speech_s(&received[a.lag..])),
         cpu_percent_of_one_core,
+        cpu_by_thread,
         caller,
         callee,
     })
@@ -210,6 +228,78 @@ pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
 
 /// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14
 /// and 15, in clock ticks of 1/100 s on Linux).
+/// Per-thread CPU while a call is up: a thread that reads `/proc/self/task/*/stat` every
+/// 200 ms and keeps each thread's first and last count (a call's capture and playout
+/// threads end with it, so a reading at the end alone would miss them).
+struct ThreadCpu {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<std::collections::HashMap<u64, (String, u64, u64)>>,
+}
+
+impl ThreadCpu {
+    fn watch() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut seen: std::collections::HashMap<u64, (String, u64, u64)> =
+                    std::collections::HashMap::new();
+                let mut first_round = true;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (tid, comm, ticks) in thread_ticks() {
+                        // Threads born during the call count from zero.
+                        let start = if first_round { ticks } else { 0 };
+                        seen.entry(tid)
+                            .or_insert((comm, start, ticks))
+                            .2 = ticks;
+                    }
+                    first_round = false;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                seen
+            }
+        });
+        ThreadCpu { stop, handle }
+    }
+
+    /// Percent of one core by thread name over `wall`.
+    fn stop(self, wall: Duration) -> std::collections::BTreeMap<String, f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = self.handle.join().unwrap_or_default();
+        let mut by_name = std::collections::BTreeMap::new();
+        for (comm, first, last) in seen.into_values() {
+            *by_name.entry(comm).or_insert(0.0) += last.saturating_sub(first) as f64 / 100.0;
+        }
+        by_name
+            .into_iter()
+            .map(|(name, seconds)| {
+                let percent = seconds / wall.as_secs_f64().max(1e-3) * 100.0;
+                (name, (percent * 100.0).round() / 100.0)
+            })
+            .filter(|(_, percent)| *percent > 0.0)
+            .collect()
+    }
+}
+
+/// (thread id, name, utime + stime in clock ticks) of this process's threads.
+fn thread_ticks() -> Vec<(u64, String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let tid: u64 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let comm = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
+            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((tid, comm, utime + stime))
+        })
+        .collect()
+}
+
 fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name may contain spaces; the fields after it do not.

@@ -23,6 +23,7 @@ async fn speech_crosses_a_loopback_call_intact() {
         &reference("speech-en-us-1.wav"),
         &output,
         Default::default(),
+        None,
     )
     .await
     .unwrap();

@@ -560,3 +560,45 @@ fn dtx_payload_helper() {
     assert!(is_dtx_payload(&[0x08, 0x00]));
     assert!(!is_dtx_payload(&[0x08, 0x00, 0x00]));
 }
+
+#[test]
+fn pauses_are_encoded_at_low_complexity_and_speech_at_the_configured_one() {
+    let config = EncoderConfig::default();
+    let mut encoder = OpusEncoder::new(&config).unwrap();
+    let loud = tone(300.0, 8_000.0, 960);
+    let quiet = vec![3i16; 960];
+    encoder.encode(&loud).unwrap();
+    assert_eq!(encoder.running_complexity(), config.complexity);
+    // A pause shorter than PAUSE_AFTER_MS (a gap between words) keeps the complexity.
+    for _ in 0..(PAUSE_AFTER_MS / 20) {
+        encoder.encode(&quiet).unwrap();
+        assert_eq!(encoder.running_complexity(), config.complexity);
+    }
+    encoder.encode(&quiet).unwrap();
+    assert_eq!(encoder.running_complexity(), PAUSE_COMPLEXITY);
+    // The first loud frame is coded in full again, and decodes like speech.
+    let packet = encoder.encode(&loud).unwrap();
+    assert_eq!(encoder.running_complexity(), config.complexity);
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut out = [0i16; 960];
+    assert_eq!(decoder.decode(&packet.payload, &mut out).unwrap(), 960);
+}
+
+#[test]
+fn comfort_noise_is_quiet_and_leaves_the_decoder_at_its_complexity() {
+    let silence = vec![0i16; SAMPLE_RATE as usize];
+    let packets = encode_all(&EncoderConfig::default(), &silence);
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut out = [0i16; 960];
+    for packet in &packets[..10] {
+        decoder.decode(&packet.payload, &mut out).unwrap();
+    }
+    for _ in 0..20 {
+        assert_eq!(decoder.comfort_noise(&mut out).unwrap(), 960);
+        assert!(audio_level_dbov(&out) >= PAUSE_LEVEL, "{:?}", &out[..8]);
+    }
+    assert_eq!(
+        decoder.libopus_complexity().unwrap(),
+        DEFAULT_DECODER_COMPLEXITY
+    );
+}

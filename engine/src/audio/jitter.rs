@@ -572,9 +572,13 @@ impl JitterBuffer {
             return self.target_ms;
         };
         let mut relative: Vec<f64> = self.arrivals.iter().map(|(_, t)| t - min).collect();
-        relative.sort_by(f64::total_cmp);
         let index = ((relative.len() - 1) as f64 * self.config.percentile).round() as usize;
-        let jitter = relative.get(index).copied().unwrap_or(0.0);
+        // The percentile only (a full sort on every pull was a visible part of playout).
+        let jitter = if index < relative.len() {
+            *relative.select_nth_unstable_by(index, f64::total_cmp).1
+        } else {
+            0.0
+        };
         (jitter + ms(self.config.frame)).clamp(ms(self.config.min_delay), ms(self.config.max_delay))
     }
 

@@ -63,7 +63,8 @@ impl Playout {
             Decision::Play(packet) => decoder.decode(&packet.payload, out),
             Decision::Fec { next } => decoder.decode_fec(&next.payload, out),
             Decision::Rebuild { later, .. } => decoder.decode_dred(&later.payload, out),
-            Decision::Conceal | Decision::ComfortNoise => decoder.conceal(out),
+            Decision::Conceal => decoder.conceal(out),
+            Decision::ComfortNoise => decoder.comfort_noise(out),
         };
         let decode_error = decoded.is_err();
         if decode_error {
