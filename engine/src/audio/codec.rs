@@ -58,8 +58,9 @@ pub const DEFAULT_DECODER_COMPLEXITY: u8 = 7;
 /// through a microphone around 50–70.
 pub const PAUSE_LEVEL: u8 = 50;
 
-/// How long a pause lasts before the encoder lowers its complexity, ms.
-pub const PAUSE_AFTER_MS: u32 = 100;
+/// How long a pause lasts before the encoder lowers its complexity, ms: longer than the
+/// pauses between a speaker's sentences.
+pub const PAUSE_AFTER_MS: u32 = 2000;
 
 /// The encoder's complexity in pauses.
 pub const PAUSE_COMPLEXITY: u8 = 0;
@@ -315,12 +316,14 @@ impl OpusEncoder {
         Ok(Encoded { payload, dtx })
     }
 
-    /// Pauses are encoded at [`PAUSE_COMPLEXITY`]: once the input has been at
-    /// [`PAUSE_LEVEL`] or quieter for [`PAUSE_AFTER_MS`] (a word's tail is coded in full),
-    /// until the first louder frame, which is coded at the configured complexity. The
-    /// encoder was most of a call's CPU, and at complexity 9 it spent as much on a
-    /// silent microphone as on speech (165 against 169 µs a 20 ms frame; 83 at 0); what a
-    /// pause holds, room noise and comfort noise, is coded as well either way.
+    /// Long pauses are encoded at [`PAUSE_COMPLEXITY`]: once the input has been at
+    /// [`PAUSE_LEVEL`] or quieter for [`PAUSE_AFTER_MS`] (the other side is talking, or
+    /// the microphone is muted), until the first louder frame, which is coded at the
+    /// configured complexity. The encoder was most of a call's CPU, and at complexity 9
+    /// it spent as much on a silent microphone as on speech (165 against 169 µs a 20 ms
+    /// frame; 83 at 0). Not in the short pauses of someone talking: the speech after a
+    /// pause coded at 0 came out worse (PESQ-WB 4.14 to 4.04 on the bench's clean call
+    /// with 100 ms; see BENCHMARKS.md).
     fn follow_pauses(&mut self, pcm: &[i16]) -> Result<(), AudioError> {
         if audio_level_dbov(pcm) >= PAUSE_LEVEL {
             self.pause_ms = self.pause_ms.saturating_add(self.config.frame.millis());

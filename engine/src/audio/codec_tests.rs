@@ -569,7 +569,7 @@ fn pauses_are_encoded_at_low_complexity_and_speech_at_the_configured_one() {
     let quiet = vec![3i16; 960];
     encoder.encode(&loud).unwrap();
     assert_eq!(encoder.running_complexity(), config.complexity);
-    // A pause shorter than PAUSE_AFTER_MS (a gap between words) keeps the complexity.
+    // A pause shorter than PAUSE_AFTER_MS (between sentences) keeps the complexity.
     for _ in 0..(PAUSE_AFTER_MS / 20) {
         encoder.encode(&quiet).unwrap();
         assert_eq!(encoder.running_complexity(), config.complexity);
