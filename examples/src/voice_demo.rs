@@ -249,9 +249,7 @@ impl ThreadCpu {
                     for (tid, comm, ticks) in thread_ticks() {
                         // Threads born during the call count from zero.
                         let start = if first_round { ticks } else { 0 };
-                        seen.entry(tid)
-                            .or_insert((comm, start, ticks))
-                            .2 = ticks;
+                        seen.entry(tid).or_insert((comm, start, ticks)).2 = ticks;
                     }
                     first_round = false;
                     std::thread::sleep(Duration::from_millis(200));
@@ -292,7 +290,10 @@ fn thread_ticks() -> Vec<(u64, String, u64)> {
             let tid: u64 = task.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             let comm = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
-            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            let fields: Vec<&str> = stat
+                .get(stat.rfind(')')? + 2..)?
+                .split_whitespace()
+                .collect();
             let utime: u64 = fields.get(11)?.parse().ok()?;
             let stime: u64 = fields.get(12)?.parse().ok()?;
             Some((tid, comm, utime + stime))

@@ -331,7 +331,7 @@ impl OpusEncoder {
             self.pause_ms = 0;
         }
         let wanted = if self.pause_ms > PAUSE_AFTER_MS {
-            PAUSE_COMPLEXITY.min(self.config.complexity)
+            PAUSE_COMPLEXITY
         } else {
             self.config.complexity
         };
