@@ -117,6 +117,12 @@ impl Hosts {
     }
 
     fn down(&self) {
+        // Our ends of the pairs first: a namespace whose TCP connections lost their
+        // address lingers until they time out, and with it the pairs, unless cut here.
+        for side in ['a', 'b'] {
+            let outer = format!("{}{side}", self.bridge);
+            let _ = Command::new("ip").args(["link", "del", &outer]).output();
+        }
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
