@@ -4,8 +4,10 @@
 //! `sotto room create` / `sotto room join` through a real SFU started in the test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,22 +18,7 @@ use sotto_engine::video::{FrameTime, VideoSource as _};
 use sotto_signaling::server::{Config, start};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-fn sotto(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    cmd.env_remove("SOTTO_DATA_DIR")
-        .env_remove("SOTTO_SERVER")
-        .arg("--data-dir")
-        .arg(data);
-    cmd
-}
-
-fn new_identity(data: &Path) -> String {
-    let out = sotto(data).args(["id", "new"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let shown = sotto(data).args(["id", "show", "--json"]).output().unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    json["id"].as_str().unwrap().to_owned()
-}
+use common::{new_identity, sotto};
 
 fn speech(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

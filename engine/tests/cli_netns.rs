@@ -10,11 +10,14 @@
 //! available.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::new_identity;
 use sotto_signaling::server::{Config, start};
 
 /// Failure guard for waits, never a speed assertion.
@@ -138,15 +141,23 @@ impl Drop for Hosts {
     }
 }
 
-fn missing_prerequisites() -> Option<String> {
+/// The hosts for test `test` (see [`Hosts::up`]); `None` when SOTTO_SKIP_NETNS is set.
+/// Without root or iproute2 the test fails and says why.
+fn hosts_unless_skipped(test: char) -> Option<Hosts> {
+    if std::env::var_os("SOTTO_SKIP_NETNS").is_some() {
+        println!("skipped: SOTTO_SKIP_NETNS is set (network namespace test not run)");
+        return None;
+    }
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
     let iproute = Command::new("ip").arg("-V").output().is_ok();
-    (!root || !iproute).then(|| {
-        "network namespaces need root and iproute2 (set SOTTO_SKIP_NETNS=1 to skip)".to_owned()
-    })
+    assert!(
+        root && iproute,
+        "network namespaces need root and iproute2 (set SOTTO_SKIP_NETNS=1 to skip)"
+    );
+    Some(Hosts::up(test))
 }
 
 /// `sotto` inside namespace `ns`.
@@ -159,19 +170,6 @@ fn sotto_in(ns: &str, data: &Path) -> Command {
         .arg("--data-dir")
         .arg(data);
     cmd
-}
-
-fn new_identity(data: &Path) -> String {
-    let sotto = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sotto"));
-        cmd.arg("--data-dir").arg(data);
-        cmd
-    };
-    let out = sotto().args(["id", "new"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let shown = sotto().args(["id", "show", "--json"]).output().unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    json["id"].as_str().unwrap().to_owned()
 }
 
 /// Reads the caller's JSON state lines until it is connected; the rest of its stderr is
@@ -217,14 +215,9 @@ fn loudness_at_end(wav: &PathBuf, seconds: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_between_hosts_with_no_default_route_survives_each_end_changing_network() {
-    if std::env::var_os("SOTTO_SKIP_NETNS").is_some() {
-        println!("skipped: SOTTO_SKIP_NETNS is set (network namespace test not run)");
+    let Some(hosts) = hosts_unless_skipped('m') else {
         return;
-    }
-    if let Some(missing) = missing_prerequisites() {
-        panic!("{missing}");
-    }
-    let hosts = Hosts::up('m');
+    };
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("{}.1:0", hosts.net).parse().unwrap();
     let server = start(Config::new(listen, dir.path().join("server")))
@@ -354,14 +347,9 @@ fn nft_in(ns: &str, rules: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_direct_path_blocked_the_call_goes_through_the_servers_turn_relay() {
-    if std::env::var_os("SOTTO_SKIP_NETNS").is_some() {
-        println!("skipped: SOTTO_SKIP_NETNS is set (network namespace test not run)");
+    let Some(hosts) = hosts_unless_skipped('t') else {
         return;
-    }
-    if let Some(missing) = missing_prerequisites() {
-        panic!("{missing}");
-    }
-    let hosts = Hosts::up('t');
+    };
     // Each host drops everything it would send the other: only the server's address
     // (signaling and its TURN relay) is reachable from both.
     for (ns, other) in [(&hosts.a, 3), (&hosts.b, 2)] {
