@@ -30,6 +30,9 @@ use crate::quality::{
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
 
+/// How long the speaker waits for the listeners' media paths before it joins.
+const LISTENERS_WAIT: Duration = Duration::from_secs(10);
+
 /// Runs one group call of `participants` (at least 2) under `scenario` with `seed`; one
 /// result per listener, named `<scenario>/group<N>`.
 pub async fn run_group_call(
@@ -112,10 +115,32 @@ pub async fn run_group_call(
     let speaker = clients[0].0.public().to_string();
     let mut calls = Vec::new();
     let mut meters = Vec::new();
-    for (i, (_, client)) in clients.into_iter().enumerate() {
+    // Listeners first: the speaker joins a room whose listeners are connected, as in a
+    // call someone speaks into (its file input then waits only for the SFU to forward
+    // it). A listener that cannot connect within the wait is scored as it comes.
+    let mut clients: Vec<_> = clients.into_iter().map(Some).collect();
+    for i in (1..participants).chain([0]) {
+        if i == 0 {
+            let room = invite.room_id.0.clone();
+            let wanted = participants - 1;
+            let waited = tokio::time::timeout(LISTENERS_WAIT, async {
+                while sfu.handle.with(|s| s.connected_legs_in(&room)) < wanted {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            if waited.is_err() {
+                eprintln!(
+                    "{name} seed {seed}: not every listener connected within {LISTENERS_WAIT:?}"
+                );
+            }
+        }
+        let Some((_, client)) = clients[i].take() else {
+            continue;
+        };
         let listener = i > 0;
         let meter = QualityMeter::default();
-        meters.push(meter.clone());
+        meters.push((i, meter.clone()));
         let video_sink = (tuning.video && listener).then(|| scoring_sinks(&meter));
         let config = GroupConfig {
             input: if listener {
@@ -131,7 +156,16 @@ pub async fn run_group_call(
             },
             jitter: Default::default(),
             ice: IceConfig::loopback(),
-            max_duration: Some(speech + Duration::from_secs(if listener { 6 } else { 4 })),
+            // Listeners stay through the speaker's setup (waited for above, then its own)
+            // and its speech; the speaker leaves after its input.
+            max_duration: Some(
+                speech
+                    + if listener {
+                        LISTENERS_WAIT + Duration::from_secs(6)
+                    } else {
+                        Duration::from_secs(4)
+                    },
+            ),
             leave_after_input: Some(Duration::from_millis(1500)),
             e2ee: None,
             decoder_complexity: tuning.decoder_complexity,
@@ -145,12 +179,17 @@ pub async fn run_group_call(
         };
         let phone = Phone::new(client);
         let room = invite.room_id.clone();
-        calls.push(tokio::spawn(async move {
-            phone.group_call(room, sfu_identity, config).await
-        }));
+        calls.push((
+            i,
+            tokio::spawn(async move { phone.group_call(room, sfu_identity, config).await }),
+        ));
     }
+    // Back in participant order: the speaker first.
+    calls.sort_by_key(|(i, _)| *i);
+    meters.sort_by_key(|(i, _)| *i);
+    let meters: Vec<QualityMeter> = meters.into_iter().map(|(_, meter)| meter).collect();
     let mut summaries = Vec::new();
-    for call in calls {
+    for (_, call) in calls {
         summaries.push(call.await.context("a participant's task")??);
     }
     let relay = relay.stop().await;

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtp_transceiver::SSRC;
 
 use crate::demux::{DatagramKind, classify, stun_local_ufrag};
@@ -24,7 +25,7 @@ use crate::layers::{
     Ceiling, DEPENDENCY_DESCRIPTOR_URI, LAYER_SILENT, LOSS_GRACE, LossMeter, RateMeter,
     choose_layer, dd_keyframe_start, loss_bound, rid_quality,
 };
-use crate::leg::{Codec, Leg, LegError, LegOutput, SendTrack, Transmit};
+use crate::leg::{Codec, Leg, LegError, LegOutput, RED_PAYLOAD_TYPE, SendTrack, Transmit};
 use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
@@ -56,6 +57,10 @@ pub const CLIMB_STEP: Duration = Duration::from_secs(2);
 
 /// The budget assumed for a subscriber before its estimate arrives, bit/s.
 const DEFAULT_BUDGET_BPS: u64 = 2_000_000;
+
+/// How long a listener's report of its audio loss counts towards what its publisher hears
+/// (reports come about once a second; a listener that left stops counting after this).
+pub const LISTENER_LOSS_HOLD: Duration = Duration::from_secs(5);
 
 /// The best simulcast layer (layers are ranked 0, 1, 2).
 pub const TOP_QUALITY: u8 = 2;
@@ -207,6 +212,12 @@ struct Participant {
     audio_level_id: Option<u8>,
     /// The header-extension id this participant gave the dependency descriptor.
     dd_id: Option<u8>,
+    /// The payload type this participant sends RED (RFC 2198) over Opus with.
+    red_payload_type: Option<u8>,
+    /// Per audio subscription: the share of its packets this participant last reported
+    /// lost (RTCP `fraction_lost`, end to end: the SFU's rewriting keeps the publisher's
+    /// losses as gaps), and when.
+    audio_loss: HashMap<(LegId, SourceId), (u8, Instant)>,
     last_heard: Instant,
     /// The layers last announced for each of its video sources (`layers`).
     announced: HashMap<SourceId, Vec<u8>>,
@@ -298,6 +309,14 @@ impl Sfu {
         self.participants
             .values()
             .filter(|p| p.room == room)
+            .count()
+    }
+
+    /// Participants whose leg is up (ICE and DTLS), per room.
+    pub fn connected_legs_in(&self, room: &str) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.room == room && p.leg.is_connected())
             .count()
     }
 
@@ -419,6 +438,8 @@ impl Sfu {
                 offer_outstanding: false,
                 audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
                 dd_id: extmap_id(sdp, DEPENDENCY_DESCRIPTOR_URI),
+                red_payload_type: rtpmap_payload_type(sdp, "red/48000"),
+                audio_loss: HashMap::new(),
                 last_heard: now,
                 announced: HashMap::new(),
             },
@@ -527,10 +548,11 @@ impl Sfu {
         Ok(())
     }
 
-    /// Tells each video publisher of `room` which of its layers anyone receives, where
-    /// that changed: the ranks up to the largest any unpaused subscriber wants (whether
-    /// or not the SFU has seen that layer yet; the estimate may still choose a lower
-    /// one), none without a subscriber.
+    /// Tells each publisher of `room` which layers of its tracks anyone receives, where
+    /// that changed: for video, the ranks up to the largest any unpaused subscriber wants
+    /// (whether or not the SFU has seen that layer yet; the estimate may still choose a
+    /// lower one); for audio, its one layer (0) once anyone receives it; none without a
+    /// subscriber.
     fn announce_layers(&mut self, room: &str) {
         let publishers: Vec<LegId> = self
             .participants
@@ -544,7 +566,7 @@ impl Sfu {
             };
             let mut changes = Vec::new();
             for (source, s) in &p.sources {
-                let Some(mid) = s.mid.as_deref().filter(|_| s.codec != Codec::Opus) else {
+                let Some(mid) = s.mid.as_deref() else {
                     continue;
                 };
                 let wanted = self
@@ -559,7 +581,14 @@ impl Sfu {
                         None => Some(TOP_QUALITY),
                     })
                     .max();
-                let active: Vec<u8> = wanted.map_or_else(Vec::new, |w| (0..=w).collect());
+                // Audio has one layer: active while anyone receives it (a publisher's file
+                // input waits for that).
+                let top = if s.codec == Codec::Opus {
+                    Some(0)
+                } else {
+                    wanted
+                };
+                let active: Vec<u8> = wanted.and(top).map_or_else(Vec::new, |w| (0..=w).collect());
                 if p.announced.get(source) != Some(&active) {
                     changes.push((*source, mid.to_owned(), active));
                 }
@@ -769,6 +798,8 @@ impl Sfu {
     ) {
         use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
         use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        use rtc::rtcp::receiver_report::ReceiverReport;
+        use rtc::rtcp::sender_report::SenderReport;
         use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
         let mut wanted: Vec<SSRC> = Vec::new();
         for packet in packets {
@@ -777,6 +808,10 @@ impl Sfu {
                 wanted.push(pli.media_ssrc);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 wanted.extend(fir.fir.iter().map(|entry| entry.ssrc));
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                self.note_audio_loss(subscriber, &report.reports, now);
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                self.note_audio_loss(subscriber, &report.reports, now);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.counters.nacks += 1;
                 if let Some(participant) = self.participants.get_mut(&subscriber) {
@@ -810,6 +845,46 @@ impl Sfu {
         self.counters.keyframe_requests += wanted.len() as u64;
         for (publisher, ssrc) in sources {
             self.request_keyframe(publisher, ssrc, now);
+        }
+    }
+
+    /// A subscriber's report blocks: what it lost of the audio it receives. Each
+    /// publisher hears, in the receiver reports the SFU sends it, the worst loss among the
+    /// listeners of its audio (and its own uplink's, when that is worse), so that its
+    /// encoder sizes FEC and RED for the path its audio really takes. The SFU forwards
+    /// RED as it came, so the publisher's redundancy repairs both hops.
+    fn note_audio_loss(&mut self, subscriber: LegId, blocks: &[ReceptionReport], now: Instant) {
+        let Some(participant) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for block in blocks {
+            let Some((key, _)) = participant
+                .subscriptions
+                .iter()
+                .find(|(_, track)| track.ssrc == block.ssrc && track.codec() == Codec::Opus)
+            else {
+                continue;
+            };
+            participant
+                .audio_loss
+                .insert(*key, (block.fraction_lost, now));
+            changed.push(*key);
+        }
+        for (publisher, source) in changed {
+            let worst = self
+                .participants
+                .values()
+                .filter_map(|p| p.audio_loss.get(&(publisher, source)))
+                .filter(|(_, at)| now.saturating_duration_since(*at) < LISTENER_LOSS_HOLD)
+                .map(|(fraction, _)| *fraction)
+                .max()
+                .unwrap_or(0);
+            if let Some(publisher) = self.participants.get_mut(&publisher) {
+                publisher
+                    .leg
+                    .set_listener_loss(source, worst, now + LISTENER_LOSS_HOLD);
+            }
         }
     }
 
@@ -1004,6 +1079,9 @@ impl Sfu {
         let Some(&(codec, source, _)) = publisher.published.get(&ssrc) else {
             return;
         };
+        // The SFU's own payload types from here on: RED or the codec's.
+        let red =
+            codec == Codec::Opus && Some(packet.header.payload_type) == publisher.red_payload_type;
         if let Some(tap) = self.payload_tap.as_mut() {
             tap(&publisher.room, &packet);
         }
@@ -1123,6 +1201,11 @@ impl Sfu {
             let mut outgoing = packet.clone();
             outgoing.header.sequence_number = seq;
             outgoing.header.timestamp = ts;
+            outgoing.header.payload_type = if red {
+                RED_PAYLOAD_TYPE
+            } else {
+                codec.payload_type()
+            };
             // Header extensions are per leg: the publisher's ids mean nothing on the
             // subscriber's leg, and its transport-wide sequence numbers belong to the
             // publisher's leg. Drop them all and carry the audio level over under the
@@ -1253,6 +1336,23 @@ pub(crate) fn extmap_id(sdp: &str, wanted: &str) -> Option<u8> {
         let (id, uri) = rest.split_once(' ')?;
         let id: u8 = id.split('/').next()?.parse().ok()?;
         (uri.split_whitespace().next()? == wanted && (1..=14).contains(&id)).then_some(id)
+    })
+}
+
+/// The payload type a participant's SDP gives an encoding (`a=rtpmap:N <encoding>/...`,
+/// `encoding` as `name/rate`, case-insensitive), the first if several.
+pub(crate) fn rtpmap_payload_type(sdp: &str, encoding: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=rtpmap:")?;
+        let (pt, format) = rest.split_once(' ')?;
+        let format = format.trim();
+        let matches = format.len() >= encoding.len()
+            && format[..encoding.len()].eq_ignore_ascii_case(encoding)
+            && matches!(format.as_bytes().get(encoding.len()), None | Some(b'/'));
+        matches
+            .then(|| pt.parse::<u8>().ok())
+            .flatten()
+            .filter(|pt| *pt < 128)
     })
 }
 

@@ -84,6 +84,10 @@ pub const H264_PAYLOAD_TYPE: u8 = 102;
 pub const VP8_RTX_PAYLOAD_TYPE: u8 = 97;
 /// RTX (RFC 4588) for H.264: `apt=102`.
 pub const H264_RTX_PAYLOAD_TYPE: u8 = 103;
+/// RED (RFC 2198) over Opus: `111/111` (Chrome's number, and the engine's).
+pub const RED_PAYLOAD_TYPE: u8 = 63;
+/// RED's MIME type.
+pub const MIME_TYPE_RED: &str = "audio/red";
 
 /// Opus parameters, exactly as the engine offers them.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
@@ -102,6 +106,9 @@ pub enum LegError {
     /// No such send track.
     #[error("no send track {0}")]
     NoSuchTrack(u32),
+    /// A RED packet to strip for a participant without RED does not parse.
+    #[error("a malformed RED payload")]
+    MalformedRed,
 }
 
 pub(crate) fn rtc_err(err: impl std::fmt::Display) -> LegError {
@@ -180,8 +187,12 @@ impl Codec {
     }
 
     /// The codec of a negotiated MIME type (`audio/opus`, `video/VP8`, `video/H264`), if
-    /// the SFU forwards it.
+    /// the SFU forwards it. RED is Opus with copies of earlier frames: an audio stream
+    /// whose first packet is RED is an Opus stream.
     pub fn from_mime(mime: &str) -> Option<Codec> {
+        if mime.eq_ignore_ascii_case(MIME_TYPE_RED) {
+            return Some(Codec::Opus);
+        }
         Codec::ALL
             .into_iter()
             .find(|codec| codec.mime_type().eq_ignore_ascii_case(mime))
@@ -256,6 +267,15 @@ impl Codec {
                 rtcp_feedback: video_feedback,
             },
         }
+    }
+}
+
+/// RED over Opus, every block Opus (RFC 2198 §5's `<pt>/<pt>`), with Opus's feedback.
+fn red_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RED.to_owned(),
+        sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+        ..Codec::Opus.rtp_codec()
     }
 }
 
@@ -376,6 +396,8 @@ pub(crate) struct LegGauges {
     pub(crate) estimate_bps: Arc<AtomicU64>,
     /// Retransmissions the budget dropped (too old, or over budget).
     pub(crate) retransmissions_dropped: Arc<AtomicU64>,
+    /// What the listeners of each received audio stream lose (see [`loss_proxy`]).
+    pub(crate) listener_loss: loss_proxy::ListenerLoss,
 }
 
 /// The send-side estimate's bounds and starting point, bit/s: a subscriber starts as if it
@@ -401,6 +423,17 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegEr
             )
             .map_err(rtc_err)?;
     }
+    // RED over Opus, forwarded as it came to subscribers that take it and stripped to its
+    // primary for those that do not (`Leg::write_rtp`).
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: red_codec(),
+                payload_type: RED_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err)?;
     // Retransmissions of video go on their own SSRC (RFC 4588): rtc's NACK responder
     // wraps a cached packet in RTX when the send track has an RTX SSRC and the
     // participant accepted the RTX codec, and unwraps a publisher's RTX on receipt.
@@ -479,6 +512,10 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry, LegGauges), LegEr
         .with(
             Slot::from(feedback::SLOT),
             feedback::FeedbackTap::new(gauges.estimate_bps.clone()),
+        )
+        .with(
+            Slot::from(loss_proxy::SLOT),
+            loss_proxy::LossProxy::new(gauges.listener_loss.clone()),
         );
     let registry = configure_rtcp_reports(registry);
     // Feedback and the transport-cc extension, audio and video.
@@ -657,8 +694,10 @@ impl Leg {
     /// track's, and the payload type the participant's answer gave the codec. That is
     /// usually the SFU's own, but a browser keeps the numbers it chose for a codec for the
     /// whole session (Chromium answers H.264 with its 108 where the SFU offered 102, and
-    /// rtc refuses a packet whose type is not negotiated). Header extensions go out as
-    /// given, and rtc refuses the packet if an extension id is not negotiated on this leg.
+    /// rtc refuses a packet whose type is not negotiated). An audio packet that comes with
+    /// [`RED_PAYLOAD_TYPE`] is RED: it goes out as RED where the participant took RED,
+    /// else as its primary block alone. Header extensions go out as given, and rtc refuses
+    /// the packet if an extension id is not negotiated on this leg.
     pub fn write_rtp(
         &mut self,
         track: SendTrack,
@@ -670,14 +709,25 @@ impl Leg {
             .pc
             .rtp_sender(track.sender)
             .ok_or(LegError::NoSuchTrack(track.ssrc))?;
-        let mime = track.codec.mime_type();
-        packet.header.payload_type = sender
-            .get_parameters()
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-            .map_or(track.codec.payload_type(), |c| c.payload_type);
+        let codecs = &sender.get_parameters().rtp_parameters.codecs;
+        let negotiated = |mime: &str| {
+            codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                .map(|c| c.payload_type)
+        };
+        let red = track.codec == Codec::Opus && packet.header.payload_type == RED_PAYLOAD_TYPE;
+        packet.header.payload_type = match red.then(|| negotiated(MIME_TYPE_RED)).flatten() {
+            Some(payload_type) => payload_type,
+            None => {
+                if red {
+                    let (_, primary) =
+                        crate::red::primary(&packet.payload).ok_or(LegError::MalformedRed)?;
+                    packet.payload = packet.payload.slice(primary);
+                }
+                negotiated(track.codec.mime_type()).unwrap_or(track.codec.payload_type())
+            }
+        };
         sender.write_rtp(now, packet).map_err(rtc_err)
     }
 
@@ -728,6 +778,17 @@ impl Leg {
     /// once its first transport-wide feedback has arrived.
     pub fn estimate_bps(&self) -> Option<u64> {
         Some(self.gauges.estimate_bps.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+    }
+
+    /// The worst loss the listeners of the received stream `ssrc` report (RTCP
+    /// `fraction_lost`), until `until`: the leg's own reports about that stream say at
+    /// least that much from now on.
+    pub fn set_listener_loss(&mut self, ssrc: SSRC, fraction_lost: u8, until: Instant) {
+        self.gauges
+            .listener_loss
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ssrc, (fraction_lost, until));
     }
 
     /// Retransmissions dropped so far: too old to be played, or over the budget.
@@ -814,6 +875,7 @@ impl Leg {
 }
 
 mod feedback;
+mod loss_proxy;
 mod rtx;
 #[cfg(test)]
 mod tests;

@@ -15,5 +15,6 @@ pub mod driver;
 pub mod http;
 pub mod layers;
 pub mod leg;
+pub mod red;
 pub mod rewrite;
 pub mod speaker;

@@ -35,7 +35,8 @@ use crate::e2ee::media::MediaCrypto;
 use crate::signaling::{CallSignal, SignalingSender};
 use crate::video::{self, SinkFactory, VideoCodec, VideoOutput, VideoSpec};
 
-/// Through the SFU: plain Opus on our payload type, no RED.
+/// Plain Opus on our payload type: what goes to and comes from the SFU until its SDP
+/// says that it takes RED too.
 const OPUS_ONLY: PayloadTypes = PayloadTypes {
     opus: OPUS_PAYLOAD_TYPE,
     red: None,
@@ -192,6 +193,11 @@ pub struct GroupSummary {
 /// How long the media path to the SFU may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A file input waits at its start until the SFU says someone receives our audio (a
+/// `layers` message for its media section), but no longer than this after the media
+/// path is up: a room may be empty, and an SFU may not say.
+const HEARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs a group call in room `room` through `sfu` until it ends; returns its summary.
 /// `signals` carries what the SFU sends for this room. Whatever ends the call (an error
 /// included), the SFU is told, the peer connection closed and every media thread joined.
@@ -216,9 +222,11 @@ pub async fn run(
         let (width, height) = source.size();
         plan_layers(width, height, config.video_layers.clamp(1, 3))
     });
-    // The SFU forwards plain Opus (no RED); VP8 always, so that we see the others.
+    // RED offered: the SFU forwards it as it comes, so our copies repair the loss on
+    // both hops (and the SFU reports our listeners' loss to our encoder). VP8 always, so
+    // that we see the others.
     let layers = video_plan.as_ref().map_or(0, Vec::len);
-    let mut peer = peer::build(&config.ice, false, Some(layers), config.video_codec).await?;
+    let mut peer = peer::build(&config.ice, true, Some(layers), config.video_codec).await?;
     let (pipeline, capture_end) = Pipeline::new(&config.encoder, config.e2ee.clone());
     let mut call = GroupCall {
         call_id: room.0.clone(),
@@ -244,6 +252,10 @@ pub async fn run(
         video_recordings: BTreeMap::new(),
         video_tracks: BTreeMap::new(),
         audio_level_id: None,
+        audio_mid: None,
+        gate: Arc::new(InputGate::default()),
+        send_types: OPUS_ONLY,
+        receive_types: OPUS_ONLY,
         connected_at: None,
         deadline: Instant::now() + CONNECT_TIMEOUT,
         config,
@@ -287,6 +299,14 @@ struct GroupCall {
     video_tracks: BTreeMap<String, String>,
     /// The extension id of the RFC 6464 level in the SFU's SDP.
     audio_level_id: Option<u8>,
+    /// Our audio's MID (which `layers` messages name).
+    audio_mid: Option<String>,
+    /// Holds a file input at its start until someone hears it ([`HEARD_TIMEOUT`]).
+    gate: Arc<InputGate>,
+    /// What we send in: Opus, and RED once the SFU's answer takes it.
+    send_types: PayloadTypes,
+    /// What the SFU sends others' audio in, from its last offer.
+    receive_types: PayloadTypes,
     connected_at: Option<Instant>,
     deadline: Instant,
     config: GroupConfig,
@@ -327,7 +347,7 @@ impl GroupCall {
                     None => return Ok("the signaling connection was closed".into()),
                 },
                 event = peer_events.recv() => match event {
-                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => self.on_connected().await?,
+                    Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => self.on_connected(&mut feedback).await?,
                     Some(PeerEvent::State(RTCPeerConnectionState::Failed)) => {
                         return Ok("the media path to the SFU failed".into());
                     }
@@ -345,8 +365,12 @@ impl GroupCall {
                     Some(CaptureEnd::Stopped) | None => {}
                 },
                 _ = tick.tick() => {
-                    if self.connected_at.is_some() {
-                        feedback.tick(Instant::now(), false, &self.pipeline.control);
+                    if let Some(at) = self.connected_at {
+                        if at.elapsed() >= HEARD_TIMEOUT {
+                            self.gate.open();
+                        }
+                        let red = self.send_types.red.is_some();
+                        feedback.tick(Instant::now(), red, &self.pipeline.control);
                     }
                 }
                 _ = video_tick.tick() => {
@@ -377,6 +401,9 @@ impl GroupCall {
             .await
             .map_err(|e| CallError::Media(format!("applying our offer: {e}")))?;
         self.video_mid = ExtensionIds::from_sdp(&sdp).map(|ids| ids.mid);
+        self.audio_mid = peer::check_remote_sdp(&sdp)
+            .ok()
+            .and_then(|audio| audio.mid);
         self.send(CallSignal::Offer(Offer {
             call_id: self.call_id.clone(),
             sdp,
@@ -399,6 +426,8 @@ impl GroupCall {
             CallSignal::Answer(answer) => {
                 if let Ok(remote) = peer::check_remote_sdp(&answer.sdp) {
                     self.audio_level_id = remote.audio_level_id;
+                    // Our offer's numbers, as the SFU's answer echoes them.
+                    self.send_types.red = remote.red_payload_type;
                 }
                 let applied = match RTCSessionDescription::answer(answer.sdp) {
                     Ok(desc) => self
@@ -413,7 +442,13 @@ impl GroupCall {
                     .map(|err| format!("the SFU's answer was refused: {err}"))
             }
             CallSignal::Offer(offer) => {
-                // The SFU adds streams: answer its renegotiation.
+                // The SFU adds streams: answer its renegotiation (in the SFU's numbers).
+                if let Ok(remote) = peer::check_remote_sdp(&offer.sdp) {
+                    self.receive_types = PayloadTypes {
+                        opus: remote.opus_payload_type,
+                        red: remote.red_payload_type,
+                    };
+                }
                 let sdp = match self.answer(offer.sdp).await {
                     Ok(sdp) => sdp,
                     Err(err) => return Some(format!("the SFU's offer was refused: {err}")),
@@ -427,6 +462,12 @@ impl GroupCall {
             }
             CallSignal::Hangup(Hangup { .. }) => Some("the SFU ended the call".into()),
             CallSignal::Layers(layers) => {
+                // Someone receives our audio: a file input may start.
+                if self.audio_mid.as_deref() == Some(layers.mid.as_str())
+                    && !layers.active.is_empty()
+                {
+                    self.gate.open();
+                }
                 // Dynacast: the SFU says which of our layers anyone receives.
                 if self.video_mid.as_deref() == Some(layers.mid.as_str()) {
                     for (rank, wanted) in self.layers_wanted.iter_mut().enumerate() {
@@ -472,7 +513,7 @@ impl GroupCall {
     }
 
     /// The media path is up: start the clock and send.
-    async fn on_connected(&mut self) -> Result<(), CallError> {
+    async fn on_connected(&mut self, feedback: &mut SendFeedback) -> Result<(), CallError> {
         if self.connected_at.is_some() {
             return Ok(());
         }
@@ -488,15 +529,15 @@ impl GroupCall {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(source) = source {
+            feedback.start(self.send_types.red.is_some(), &self.pipeline.control);
             self.pipeline
                 .start_sending(SendParams {
                     track: self.track.clone(),
                     ssrc: self.ssrc,
-                    payload_types: OPUS_ONLY,
+                    payload_types: self.send_types,
                     source,
                     encoder: self.config.encoder.clone(),
-                    // A group call starts its input when the SFU leg is up.
-                    gate: Arc::new(InputGate::opened()),
+                    gate: self.gate.clone(),
                 })
                 .map_err(CallError::Media)?;
         }
@@ -544,7 +585,7 @@ impl GroupCall {
         self.pipeline.receive(
             &participant,
             remote,
-            OPUS_ONLY,
+            self.receive_types,
             self.audio_level_id,
             self.config.jitter.clone(),
         );

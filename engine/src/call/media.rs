@@ -139,13 +139,6 @@ pub struct InputGate {
 }
 
 impl InputGate {
-    /// A gate that is open from the start.
-    pub fn opened() -> Self {
-        let gate = InputGate::default();
-        gate.open();
-        gate
-    }
-
     /// Lets the input start.
     pub fn open(&self) {
         self.open.store(true, Ordering::Relaxed);

@@ -608,6 +608,8 @@ pub struct RemoteAudio {
     pub red_payload_type: Option<u8>,
     /// The extension id the peer gave the RFC 6464 audio level, if any.
     pub audio_level_id: Option<u8>,
+    /// The audio section's `mid`, if it has one.
+    pub mid: Option<String>,
 }
 
 /// Checks a peer's SDP before it reaches the connection: it must parse, have an audio
@@ -626,6 +628,7 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
     let mut red = Vec::new();
     let mut fmtp = Vec::new();
     let mut audio_level_id = None;
+    let mut mid = None;
     for attribute in &audio.attributes {
         let Some(value) = attribute.value.as_deref() else {
             continue;
@@ -663,6 +666,7 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
                     fmtp.push((pt, parameters.trim().to_owned()));
                 }
             }
+            "mid" => mid = Some(value.to_owned()),
             "extmap" => {
                 // "<id>[/<direction>] <uri> ..."
                 let mut parts = value.split_whitespace();
@@ -690,6 +694,7 @@ pub fn check_remote_sdp(sdp: &str) -> Result<RemoteAudio, CallError> {
                 })
             }),
             audio_level_id,
+            mid,
         }),
         None => Err(CallError::NoCommonCodec(if offered.is_empty() {
             "the peer offered no audio codec".into()

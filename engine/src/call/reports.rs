@@ -206,6 +206,16 @@ impl SendFeedback {
         }
     }
 
+    /// Before the first packet goes out: a call with RED starts with copies on (see
+    /// `RateController::set_red_available`), so that the receiver's buffer plans for
+    /// them from its first packet instead of growing in the middle of speech.
+    pub fn start(&mut self, red_available: bool, control: &EncoderControl) {
+        self.rate.set_red_available(red_available);
+        control
+            .red_depth
+            .store(self.rate.red_depth(), Ordering::Relaxed);
+    }
+
     /// One tick at `now`; `red_available` says whether the peer takes RED. The decision is
     /// stored in `control`.
     pub fn tick(&mut self, now: Instant, red_available: bool, control: &EncoderControl) -> Tick {

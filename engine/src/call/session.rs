@@ -943,14 +943,8 @@ impl Session {
         let Some((source, sink)) = taken else {
             return Ok(());
         };
-        // A call with RED starts with it on (see `RateController::set_red_available`).
         self.feedback
-            .rate
-            .set_red_available(self.payload_types().red.is_some());
-        self.pipeline
-            .control
-            .red_depth
-            .store(self.feedback.rate.red_depth(), Ordering::Relaxed);
+            .start(self.payload_types().red.is_some(), &self.pipeline.control);
         self.pipeline
             .start_sending(SendParams {
                 track: self.track.clone(),

@@ -1,8 +1,9 @@
 //! rtc's interceptor chain ends inbound RTCP at its terminus unless an interceptor marks a
 //! packet for the application (`Attribute::DeliverToApplication`): by default an SFU never
 //! hears a subscriber's keyframe request. This interceptor, the last before the terminus,
-//! marks the feedback the core acts on or counts (PLI, FIR, NACK) and leaves reports,
-//! which the chain consumes itself, alone. It also keeps the congestion controller's
+//! marks the feedback the core acts on or counts: PLI, FIR, NACK, and the report blocks of
+//! receiver and sender reports (what a subscriber loses of the audio it receives; the
+//! chain has read them by then). It also keeps the congestion controller's
 //! latest estimate where the leg can read it: the chain owns the estimator and announces a
 //! new target only as an attribute on the feedback packet that moved it.
 
@@ -14,6 +15,8 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -21,7 +24,7 @@ use rtc::shared::error::Error;
 /// Its slot: above every named one, so it sees what the whole chain has seen.
 pub(crate) const SLOT: usize = 14_000;
 
-/// Marks inbound PLI, FIR and NACK for the application; publishes the send-side estimate.
+/// Marks inbound PLI, FIR, NACK and reports for the application; publishes the send-side estimate.
 pub(crate) struct FeedbackTap {
     /// The congestion controller's target, bit/s (0 until the first feedback).
     estimate_bps: Arc<AtomicU64>,
@@ -45,6 +48,8 @@ fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>()
         || any.is::<FullIntraRequest>()
         || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverReport>()
+        || any.is::<SenderReport>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
