@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sotto_engine::audio::codec::packet_samples;
+use sotto_engine::audio::red;
 use sotto_engine::audio::{InputSpec, OutputSpec};
 use sotto_engine::call::group::{GroupConfig, GroupControl, GroupSummary, Wish};
+use sotto_engine::call::peer::RED_PAYLOAD_TYPE;
 use sotto_engine::call::{CallConfig, CallEvent, IceConfig, Phone};
 use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
 use sotto_engine::e2ee::sframe_keys::{MediaReceiver, ReceiverConfig};
@@ -514,10 +516,8 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
     // What the SFU saw: every payload is SFrame that opens under the epoch's key (a
     // receiver standing in for a fourth member index), and no plaintext Opus frame that
     // came out of it appears in any payload the SFU saw.
-    let seen: Vec<Vec<u8>> = std::mem::take(&mut *sfu.payloads.lock().unwrap())
-        .into_iter()
-        .map(|tapped| tapped.payload)
-        .collect();
+    let tapped = std::mem::take(&mut *sfu.payloads.lock().unwrap());
+    let seen: Vec<Vec<u8>> = tapped.iter().map(|t| t.payload.clone()).collect();
     assert!(
         seen.len() > 300,
         "the SFU forwarded {} payloads",
@@ -535,14 +535,29 @@ async fn the_sfu_forwards_only_sframe_and_a_removed_member_is_shut_out() {
     let mut plain = Vec::new();
     let mut frames = Vec::new();
     let mut senders = HashMap::new();
-    for payload in &seen {
-        let got = witness
-            .decrypt(payload, Instant::now(), &mut plain)
-            .expect("every forwarded payload is SFrame under the group's key");
-        *senders.entry(got.sender_index).or_insert(0) += 1;
-        assert!(packet_samples(&plain).is_ok(), "an Opus frame inside");
-        frames.push(plain.clone());
+    // A RED packet (RFC 2198) is a clear container of blocks each sealed on its own: a
+    // call starts with copies on, so the first packets of each stream are RED.
+    let mut copies = 0;
+    let mut distinct = std::collections::HashSet::new();
+    for packet in &tapped {
+        let blocks: Vec<&[u8]> = if packet.payload_type == RED_PAYLOAD_TYPE {
+            let blocks = red::unpack(&packet.payload).expect("a RED payload that unpacks");
+            copies += blocks.len() - 1;
+            blocks.iter().map(|block| block.data).collect()
+        } else {
+            vec![&packet.payload[..]]
+        };
+        // A copy repeats in the next packets as it was sealed: opened once.
+        for block in blocks.into_iter().filter(|b| distinct.insert(b.to_vec())) {
+            let got = witness
+                .decrypt(block, Instant::now(), &mut plain)
+                .expect("every forwarded frame is SFrame under the group's key");
+            *senders.entry(got.sender_index).or_insert(0) += 1;
+            assert!(packet_samples(&plain).is_ok(), "an Opus frame inside");
+            frames.push(plain.clone());
+        }
     }
+    assert!(copies > 0, "no RED copies crossed the SFU");
     assert_eq!(senders.len(), 3, "{senders:?}");
     for frame in frames.iter().filter(|f| f.len() >= 8) {
         assert!(

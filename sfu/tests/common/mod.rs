@@ -21,7 +21,12 @@ pub const ROOM: &str = "room-1";
 
 /// An engine peer connection (loopback ICE) that has made and applied its offer.
 pub async fn offering_participant() -> (Peer, String) {
-    let participant = peer::build(&IceConfig::loopback(), false, None, Default::default())
+    offering_participant_with(false).await
+}
+
+/// The same, offering RED over Opus too with `red`.
+pub async fn offering_participant_with(red: bool) -> (Peer, String) {
+    let participant = peer::build(&IceConfig::loopback(), red, None, Default::default())
         .await
         .unwrap();
     let offer = participant.pc.create_offer(None).await.unwrap();
@@ -36,8 +41,13 @@ pub async fn offering_participant() -> (Peer, String) {
 /// Joins `who` to [`ROOM`]: signaling membership, its offer, the SFU's answer (returned
 /// too, for its ICE credentials).
 pub async fn join_with_answer(sfu: &SfuHandle, who: &str) -> (Peer, String) {
+    join_offering(sfu, who, false).await
+}
+
+/// Joins `who` to [`ROOM`], offering RED with `red`; returns the SFU's answer too.
+pub async fn join_offering(sfu: &SfuHandle, who: &str, red: bool) -> (Peer, String) {
     sfu.with(|s| s.participant_joined(ROOM, who));
-    let (participant, offer) = offering_participant().await;
+    let (participant, offer) = offering_participant_with(red).await;
     let answer = sfu
         .with(|s| s.handle_offer(ROOM, who, &offer, Instant::now()))
         .unwrap();
