@@ -26,6 +26,7 @@ use crate::layers::{
     choose_layer, dd_keyframe_start, loss_bound, rid_quality,
 };
 use crate::leg::{Codec, Leg, LegError, LegOutput, RED_PAYLOAD_TYPE, SendTrack, Transmit};
+use crate::red::{Arrival, Repair};
 use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
@@ -135,6 +136,11 @@ pub struct Counters {
     /// Retransmissions not sent: too old to be played, or over a quarter of the
     /// subscriber's estimate.
     pub retransmissions_dropped: u64,
+    /// Audio packets lost on a publisher's uplink and rebuilt from the RED copies in a
+    /// later packet.
+    pub red_rebuilt: u64,
+    /// Late originals of rebuilt packets, dropped.
+    pub red_superseded: u64,
 }
 
 type LegId = u64;
@@ -214,6 +220,8 @@ struct Participant {
     dd_id: Option<u8>,
     /// The payload type this participant sends RED (RFC 2198) over Opus with.
     red_payload_type: Option<u8>,
+    /// Per published audio stream: what rebuilds its lost packets from RED copies.
+    repairs: HashMap<SSRC, Repair>,
     /// Per audio subscription: the share of its packets this participant last reported
     /// lost (RTCP `fraction_lost`, end to end: the SFU's rewriting keeps the publisher's
     /// losses as gaps), and when.
@@ -439,6 +447,7 @@ impl Sfu {
                 audio_level_id: extmap_id(sdp, rtc::sdp::extmap::AUDIO_LEVEL_URI),
                 dd_id: extmap_id(sdp, DEPENDENCY_DESCRIPTOR_URI),
                 red_payload_type: rtpmap_payload_type(sdp, "red/48000"),
+                repairs: HashMap::new(),
                 audio_loss: HashMap::new(),
                 last_heard: now,
                 announced: HashMap::new(),
@@ -1071,7 +1080,51 @@ impl Sfu {
         self.flush_pulls(id);
     }
 
+    /// A publisher's RTP packet, then the packets its RED copies rebuild (audio lost on
+    /// the publisher's uplink; see [`crate::red`]), each forwarded to the room.
     fn forward(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
+        let ssrc = packet.header.ssrc;
+        let Some(publisher) = self.participants.get_mut(&from) else {
+            return;
+        };
+        if publisher
+            .published
+            .get(&ssrc)
+            .is_some_and(|(codec, _, _)| *codec == Codec::Opus)
+        {
+            let red = Some(packet.header.payload_type) == publisher.red_payload_type;
+            let arrival = publisher.repairs.entry(ssrc).or_default().on_packet(
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                red.then_some(&packet.payload[..]),
+            );
+            match arrival {
+                Arrival::Superseded => {
+                    self.counters.red_superseded += 1;
+                    return;
+                }
+                Arrival::Forward(rebuilt) => {
+                    // The packet first, then what its copies rebuilt: a receiver with RED
+                    // has the copies already, and times its buffer by in-order arrivals.
+                    self.counters.red_rebuilt += rebuilt.len() as u64;
+                    let header = packet.header.clone();
+                    self.forward_packet(from, packet, now);
+                    for rebuilt in rebuilt {
+                        let mut header = header.clone();
+                        header.sequence_number = rebuilt.seq;
+                        header.timestamp = rebuilt.timestamp;
+                        header.marker = false;
+                        let payload = bytes::Bytes::from(rebuilt.payload);
+                        self.forward_packet(from, rtc::rtp::Packet { header, payload }, now);
+                    }
+                    return;
+                }
+            }
+        }
+        self.forward_packet(from, packet, now);
+    }
+
+    fn forward_packet(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
         let ssrc = packet.header.ssrc;
         let Some(publisher) = self.participants.get_mut(&from) else {
             return;

@@ -72,6 +72,16 @@ async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
         counter(counters.retransmissions_dropped),
     );
     registry.register(
+        "red_rebuilt",
+        "Audio packets lost on a publisher's uplink, rebuilt from the RED copies in later ones",
+        counter(counters.red_rebuilt),
+    );
+    registry.register(
+        "red_superseded",
+        "Late originals of rebuilt audio packets, dropped",
+        counter(counters.red_superseded),
+    );
+    registry.register(
         "keyframe_requests",
         "Keyframe requests (PLI, FIR) received from subscribers",
         counter(counters.keyframe_requests),

@@ -322,7 +322,13 @@ impl JitterBuffer {
     /// Take in a packet that arrived at `now`.
     pub fn insert(&mut self, packet: Packet, now: Instant) -> Inserted {
         let ext = self.extend(packet.seq);
-        self.observe_arrival(packet.timestamp, now);
+        // A packet that comes after a newer one while RED copies come: the newer one
+        // carried its copy, so its own delay is nothing the target must cover. (An SFU
+        // sends a packet it rebuilt from a copy right after the packet that carried it.)
+        let overtaken = self.highest.is_some_and(|highest| highest > ext);
+        if !(overtaken && self.copies_coming(now).is_some()) {
+            self.observe_arrival(packet.timestamp, now);
+        }
         if self.next.is_some_and(|next| ext < next) {
             self.stats.late += 1;
             return Inserted::Late;
