@@ -220,6 +220,12 @@ pub const SKIP_AFTER_STRETCH: u64 = 5;
 /// copies, had they covered the missing frame, would already have filled it.
 pub const SKIP_AFTER_STRETCH_WITH_COPIES: u64 = 1;
 
+/// With nothing buffered and nothing arrived for this long, the sender has stopped (a
+/// participant left without the stream ending, a path went down): playout gives comfort
+/// noise instead of concealment, and the time is not counted as concealed. Longer than a
+/// burst of loss, shorter than the tail a listener stays after a speaker left.
+pub const STREAM_STOPPED: Duration = Duration::from_secs(1);
+
 /// How long the target keeps waiting for redundant copies after the last one came.
 pub const REDUNDANCY_HOLD: Duration = Duration::from_secs(10);
 
@@ -711,6 +717,17 @@ impl JitterBuffer {
             self.last_played_quiet = packet.quiet;
             self.measure_level(packet.timestamp, now);
             return Decision::Play(packet);
+        }
+        if self.packets.is_empty()
+            && self
+                .arrivals
+                .back()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= STREAM_STOPPED)
+        {
+            // Nothing has come for so long that the sender has stopped (it left, or its
+            // path is down): neither a loss to conceal nor a packet to wait for. Comfort
+            // noise until packets come again (concealment would have faded to it).
+            return self.comfort_noise(next);
         }
         if self.packets.is_empty() && self.last_played_quiet {
             // DTX: the sender stopped after a quiet frame. Its next packet carries the next

@@ -680,3 +680,22 @@ fn a_deep_buffer_of_short_frames_is_not_mistaken_for_long_ones() {
     // The late packet did build the buffer up (by expansion).
     assert!(stats.expanded >= 10, "{stats:?}");
 }
+
+#[test]
+fn a_stream_that_stops_goes_quiet_instead_of_concealing_for_ever() {
+    // Speech for 2 s, then nothing: the sender left without the stream ending.
+    let arrivals = trace(100, 20.0, |_| Some(20.0));
+    let run = run(&arrivals, 10_000, |_| false);
+    assert_eq!(run.played().len(), 100);
+    // The first second of silence is concealed or waited through; then comfort noise.
+    let after_stop = |d: &Decision| matches!(d, Decision::Conceal);
+    assert!(
+        run.count(after_stop) <= (STREAM_STOPPED.as_millis() as u64 / FRAME_MS + 2) as usize,
+        "{} frames concealed after the stream stopped",
+        run.count(after_stop)
+    );
+    let stats = run.buffer.stats();
+    assert!(stats.expanded <= 60, "{stats:?}");
+    assert!(stats.comfort_noise >= 350, "{stats:?}");
+    assert!(stats.concealed_ms <= 1_100.0, "{stats:?}");
+}
