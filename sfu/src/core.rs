@@ -1209,7 +1209,7 @@ impl Sfu {
             let Some(participant) = self.participants.get_mut(&id) else {
                 continue;
             };
-            if !participant.leg.is_connected() {
+            if !participant.leg.can_send() {
                 continue;
             }
             let forwarder = participant

@@ -801,6 +801,17 @@ impl Leg {
         self.state == RTCPeerConnectionState::Connected
     }
 
+    /// Whether media may go out on the leg: it connected and has not failed or closed.
+    /// A leg whose consent checks paused is `Disconnected` but still the participant's
+    /// (RFC 7675 lets consent run 30 s): under heavy loss a few lost checks in a row made
+    /// a listener miss half a second of audio when forwarding stopped there.
+    pub fn can_send(&self) -> bool {
+        matches!(
+            self.state,
+            RTCPeerConnectionState::Connected | RTCPeerConnectionState::Disconnected
+        )
+    }
+
     /// The mid of the m-line a received SSRC arrived on, once its track opened.
     pub fn mid_of(&self, ssrc: SSRC) -> Option<&str> {
         self.ssrc_mids.get(&ssrc).map(|mid| &**mid)

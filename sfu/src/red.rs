@@ -194,8 +194,14 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].data, b"eleven");
         let blocks = red::unpack(&rebuilt[1].payload).expect("RED");
-        assert_eq!((blocks[0].timestamp_offset, blocks[0].data), (960, &b"eleven"[..]));
-        assert_eq!((blocks[1].timestamp_offset, blocks[1].data), (0, &b"twelve"[..]));
+        assert_eq!(
+            (blocks[0].timestamp_offset, blocks[0].data),
+            (960, &b"eleven"[..])
+        );
+        assert_eq!(
+            (blocks[1].timestamp_offset, blocks[1].data),
+            (0, &b"twelve"[..])
+        );
         // The originals, late: dropped, as is a duplicate of what came.
         assert_eq!(repair.on_packet(12, 9600 + 1920, None), Arrival::Superseded);
         assert!(forwarded(repair.on_packet(10, 9600, None)).is_empty());
@@ -212,7 +218,8 @@ mod tests {
         assert!(forwarded(repair.on_packet(14, 960 + 50_000 + 1920, None)).is_empty());
         // 15, 16 lost; 17's copy is only one back: 16 comes back, 15 does not.
         let payload = red_payload(&[(960, b"sixteen")], b"seventeen");
-        let rebuilt = forwarded(repair.on_packet(17, 960 + 50_000 + 1920 * 2 + 960, Some(&payload)));
+        let rebuilt =
+            forwarded(repair.on_packet(17, 960 + 50_000 + 1920 * 2 + 960, Some(&payload)));
         assert_eq!(rebuilt.len(), 1);
         assert_eq!(rebuilt[0].seq, 16);
         // A gap too long to be worth it.

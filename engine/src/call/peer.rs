@@ -88,6 +88,13 @@ pub const VIDEO_MAX_BPS: u32 = 4_000_000;
 pub const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// See [`ICE_CHECK_INTERVAL`].
 pub const ICE_CHECKS_PER_PAIR: u16 = 200;
+/// How often a connected pair's consent is checked (rtc's default: 2 s). rtc's ICE agent
+/// calls a pair disconnected after 5 s without a check getting through; at 2 s, two or
+/// three lost in a row do it, which 20 % loss each way brought about in about one call
+/// leg in three over 15 s (`RUST_LOG=rtc_ice=info sotto-bench run loss-20.toml --group
+/// 3`), and an SFU stopped forwarding to the leg until the next check came. At 1 s it
+/// takes five. A binding request is about 100 bytes.
+pub const ICE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the connection's event handler reports to the call task.
 #[derive(Clone)]
@@ -486,6 +493,7 @@ pub async fn build(
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(mdns)
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
+        .with_ice_timeouts(None, None, Some(ICE_KEEPALIVE))
         // An ICE restart binds afresh on the addresses there are then (a wildcard is
         // expanded again), so a call follows its host to another network. Not when the
         // peer is told one fixed address (`Advertise::Address`, a relay in front of
