@@ -6,6 +6,8 @@
 //!
 //! What a leg negotiates (the engine's `call::peer` offers a subset of it, browsers more):
 //! - Opus, PT 111, 48000/2, `minptime=10;useinbandfec=1;usedtx=1`, transport-cc feedback;
+//!   RED over it (RFC 2198, PT 63, `111/111`), forwarded as it came to participants that
+//!   took it and stripped to its primary for those that did not ([`Leg::write_rtp`]);
 //! - VP8 (PT 96) and H.264 (PT 102, `packetization-mode=1;profile-level-id=42e01f`), each
 //!   with `nack`, `nack pli` and `transport-cc` feedback;
 //! - header extensions: RFC 6464 audio level (audio), transport-wide cc and `sdes:mid`
@@ -17,8 +19,10 @@
 //!   trip), sender and receiver reports, TWCC receiver (feedback to the publisher; the
 //!   SFU's own send-side estimate comes later), and two more of our own: `rtx` unwraps inbound
 //!   RTX before the NACK generator sees it, `rtx_budget` drops retransmissions that are
-//!   too old or over a quarter of the estimate, and `feedback` lets PLI, FIR and NACK
-//!   through to the core (rtc ends inbound RTCP inside the chain otherwise).
+//!   too old or over a quarter of the estimate, `feedback` lets PLI, FIR, NACK and
+//!   report blocks through to the core (rtc ends inbound RTCP inside the chain
+//!   otherwise), and `loss_proxy` raises the loss the leg's own reports give a publisher
+//!   to what its listeners lose.
 //!
 //! Notes on rtc 0.21.1:
 //! - `nack::configure` and `configure_twcc_receiver_only` add their feedback only to codecs
@@ -321,8 +325,9 @@ pub enum LegOutput {
         packet: rtc::rtp::Packet,
     },
     /// RTCP from the participant about one of this leg's streams, received or sent (PLI,
-    /// FIR and NACK about a forwarded stream; NACKs are answered by the leg itself). rtc
-    /// routes a compound packet by the first media SSRC in it.
+    /// FIR and NACK about a forwarded stream, NACKs answered by the leg itself; receiver
+    /// and sender reports, for their report blocks). rtc routes a compound packet by the
+    /// first media SSRC in it.
     Rtcp {
         /// The packets of one compound RTCP datagram.
         packets: Vec<Box<dyn rtc::rtcp::Packet>>,
