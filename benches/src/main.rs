@@ -101,9 +101,11 @@ struct RunArgs {
     /// Seeds per scenario (1, 2, ... N).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// The reference speech the caller plays (48 kHz mono 16-bit WAV).
-    #[arg(long, default_value = "benches/data/speech-en-us-1.wav")]
-    input: PathBuf,
+    /// The reference speech the caller plays (48 kHz mono 16-bit WAV). With several
+    /// (`--input A B ...`, e.g. the report set of benches/speech/make-report-set.sh), seed
+    /// k plays the k-th, cycling: `--seeds` a multiple of their number plays each equally.
+    #[arg(long, num_args = 1.., default_value = "benches/data/speech-en-us-1.wav")]
+    input: Vec<PathBuf>,
     /// A Python with pesq and pystoi (`bash benches/setup-scoring.sh` makes one and prints
     /// its path); without it, no PESQ or STOI.
     #[arg(long, default_value = "target/bench-venv/bin/python")]
@@ -488,12 +490,13 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for scenario in &scenarios {
         for seed in 1..=args.seeds {
+            let input = &args.input[(seed as usize - 1) % args.input.len()];
             for &peer in peers {
                 let name = format!("{} {} seed {seed}", scenario.name, peer.name());
                 bar.set_message(name.clone());
                 let result = match (peer, &chromium, args.group) {
                     (Peer::Chromium, Some(browser), _) => browser
-                        .run_call(scenario, seed, &args.input, &args.out, &scoring)
+                        .run_call(scenario, seed, input, &args.out, &scoring)
                         .await
                         .map(|result| vec![result]),
                     (_, _, Some(n)) => {
@@ -501,7 +504,7 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                             scenario,
                             seed,
                             n as usize,
-                            &args.input,
+                            input,
                             &args.out,
                             &scoring,
                             &tuning,
@@ -512,7 +515,7 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                         &server,
                         scenario,
                         seed,
-                        &args.input,
+                        input,
                         &args.out,
                         &scoring,
                         &tuning,
@@ -560,6 +563,12 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(&calls, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", calls.display()))?;
     let mut report = quality::report_markdown(&results);
+    if args.input.len() > 1 {
+        report.push_str("\nSpeech by seed (cycling):\n\n");
+        for (i, input) in args.input.iter().enumerate() {
+            report.push_str(&format!("- seed {}: {}\n", i + 1, input.display()));
+        }
+    }
     if !failures.is_empty() {
         report.push_str("\nCalls that failed:\n\n");
         for failure in &failures {
