@@ -2,9 +2,9 @@
 //! in-process signaling server and SFU; the first speaks the reference speech, the others
 //! listen and record. The listeners join first; the speaker joins once their media paths
 //! are up (at most [`LISTENERS_WAIT`]), and its file input starts when the SFU forwards
-//! it to someone, as in the engine. The SFU advertises the relay's address instead of its own, so every
-//! participant's every datagram, both ways, crosses the relay, each on its own leg with its
-//! own seeded links ([`crate::relay`]). Each listener's recording is scored like a
+//! it to someone, as in the engine. The SFU advertises the relay's address instead of its
+//! own, so every participant's every datagram, both ways, crosses the relay, each on its
+//! own leg with its own seeded links ([`crate::relay`]). Each listener's recording is scored like a
 //! one-to-one call's; the mouth-to-ear delay is not (the engine does not report when a
 //! group stream's playout started against the speaker's capture). With `--video` the
 //! speaker also sends the test pattern in three simulcast layers, and each listener scores

@@ -501,24 +501,12 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                         .map(|result| vec![result]),
                     (_, _, Some(n)) => {
                         sotto_bench::group::run_group_call(
-                            scenario,
-                            seed,
-                            n as usize,
-                            input,
-                            &args.out,
-                            &scoring,
-                            &tuning,
+                            scenario, seed, n as usize, input, &args.out, &scoring, &tuning,
                         )
                         .await
                     }
                     _ => quality::run_call(
-                        &server,
-                        scenario,
-                        seed,
-                        input,
-                        &args.out,
-                        &scoring,
-                        &tuning,
+                        &server, scenario, seed, input, &args.out, &scoring, &tuning,
                     )
                     .await
                     .map(|result| vec![result]),

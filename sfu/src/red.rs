@@ -30,6 +30,9 @@ pub const MAX_REBUILT: u16 = 4;
 /// placed.
 pub const MAX_STEP: u32 = 5_760;
 
+/// A packet further behind the newest than this is no late packet but a new numbering.
+const MAX_LATE: u16 = 1_000;
+
 /// Rebuilt sequence numbers remembered, to drop their originals if they come late.
 const REBUILT_MEMORY: usize = 32;
 
@@ -84,6 +87,12 @@ impl Repair {
             return Arrival::Forward(Vec::new());
         };
         let ahead = seq.wrapping_sub(last_seq);
+        if ahead >= 0x8000 && ahead.wrapping_neg() > MAX_LATE {
+            // Too far behind to be late: the sender started its numbering again.
+            self.last = Some((seq, timestamp));
+            self.rebuilt.clear();
+            return Arrival::Forward(Vec::new());
+        }
         if ahead == 0 || ahead >= 0x8000 {
             // A duplicate or a late packet.
             return if self.rebuilt.contains(&seq) {
@@ -225,6 +234,18 @@ mod tests {
         // A gap too long to be worth it.
         let payload = red_payload(&[(960, b"x")], b"y");
         assert!(forwarded(repair.on_packet(27, 960 * 100, Some(&payload))).is_empty());
+    }
+
+    #[test]
+    fn a_new_numbering_starts_over() {
+        let mut repair = Repair::default();
+        repair.on_packet(30_000, 0, None);
+        // Far behind: a restart, not a late packet; the gap after it is repaired again.
+        assert!(forwarded(repair.on_packet(100, 0, None)).is_empty());
+        let payload = red_payload(&[(960, b"hundred-one")], b"hundred-two");
+        let rebuilt = forwarded(repair.on_packet(102, 1920, Some(&payload)));
+        assert_eq!(rebuilt.len(), 1);
+        assert_eq!(rebuilt[0].seq, 101);
     }
 
     #[test]

@@ -401,6 +401,7 @@ impl GroupCall {
             .await
             .map_err(|e| CallError::Media(format!("applying our offer: {e}")))?;
         self.video_mid = ExtensionIds::from_sdp(&sdp).map(|ids| ids.mid);
+        // Our own offer, read with the parser for the SFU's: the first audio section's mid.
         self.audio_mid = peer::check_remote_sdp(&sdp)
             .ok()
             .and_then(|audio| audio.mid);
