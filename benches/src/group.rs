@@ -1,8 +1,8 @@
 //! `sotto-bench run --group N`: a scenario through the SFU. N engines join one room of an
 //! in-process signaling server and SFU; the first speaks the reference speech, the others
 //! listen and record. The listeners join first; the speaker joins once their media paths
-//! are up (at most [`LISTENERS_WAIT`]), and its file input starts when the SFU forwards
-//! it to someone, as in the engine. The SFU advertises the relay's address instead of its
+//! are up (at most [`LISTENERS_WAIT`]), and its file input starts when the SFU says
+//! someone receives it (`layers`, or after 5 s), as in any group call of the engine. The SFU advertises the relay's address instead of its
 //! own, so every participant's every datagram, both ways, crosses the relay, each on its
 //! own leg with its own seeded links ([`crate::relay`]). Each listener's recording is scored like a
 //! one-to-one call's; the mouth-to-ear delay is not (the engine does not report when a

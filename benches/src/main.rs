@@ -102,8 +102,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 3)]
     seeds: u64,
     /// The reference speech the caller plays (48 kHz mono 16-bit WAV). With several
-    /// (`--input A B ...`, e.g. the report set of benches/speech/make-report-set.sh), seed
-    /// k plays the k-th, cycling: `--seeds` a multiple of their number plays each equally.
+    /// (`--input A B ...` after the scenarios, since it takes every file that follows; e.g.
+    /// the report set of benches/speech/make-report-set.sh), seed k plays the k-th,
+    /// cycling: `--seeds` a multiple of their number plays each equally.
     #[arg(long, num_args = 1.., default_value = "benches/data/speech-en-us-1.wav")]
     input: Vec<PathBuf>,
     /// A Python with pesq and pystoi (`bash benches/setup-scoring.sh` makes one and prints

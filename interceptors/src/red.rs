@@ -9,6 +9,12 @@
 //! type, 14-bit timestamp offset, 10-bit length), then a 1-byte header for the primary
 //! (`F`=0, payload type), then the redundant blocks' data oldest first, then the primary's.
 
+/// The payload type Sotto's engine and SFU give RED over Opus (Chrome's choice as well).
+pub const RED_PAYLOAD_TYPE: u8 = 63;
+
+/// RED's MIME type.
+pub const MIME_TYPE_RED: &str = "audio/red";
+
 /// Largest timestamp offset a block header can carry (14 bits).
 pub const MAX_TIMESTAMP_OFFSET: u32 = (1 << 14) - 1;
 

@@ -223,8 +223,8 @@ struct Participant {
     /// Per published audio stream: what rebuilds its lost packets from RED copies.
     repairs: HashMap<SSRC, Repair>,
     /// Per audio subscription: the share of its packets this participant last reported
-    /// lost (RTCP `fraction_lost`, end to end: the SFU's rewriting keeps the publisher's
-    /// losses as gaps), and when.
+    /// lost (RTCP `fraction_lost`: what the listener still misses of both hops, since the
+    /// rewriting keeps the uplink losses the SFU could not rebuild as gaps), and when.
     audio_loss: HashMap<(LegId, SourceId), (u8, Instant)>,
     last_heard: Instant,
     /// The layers last announced for each of its video sources (`layers`).
@@ -860,8 +860,9 @@ impl Sfu {
     /// A subscriber's report blocks: what it lost of the audio it receives. Each
     /// publisher hears, in the receiver reports the SFU sends it, the worst loss among the
     /// listeners of its audio (and its own uplink's, when that is worse), so that its
-    /// encoder sizes FEC and RED for the path its audio really takes. The SFU forwards
-    /// RED as it came, so the publisher's redundancy repairs both hops.
+    /// encoder sizes FEC and RED for the path its audio really takes. The SFU rebuilds
+    /// uplink losses from the copies and forwards RED as it came, so the publisher's
+    /// redundancy covers both hops.
     fn note_audio_loss(&mut self, subscriber: LegId, blocks: &[ReceptionReport], now: Instant) {
         let Some(participant) = self.participants.get_mut(&subscriber) else {
             return;
@@ -881,18 +882,20 @@ impl Sfu {
             changed.push(*key);
         }
         for (publisher, source) in changed {
+            // The worst current report holds for as long as that report counts.
             let worst = self
                 .participants
                 .values()
                 .filter_map(|p| p.audio_loss.get(&(publisher, source)))
                 .filter(|(_, at)| now.saturating_duration_since(*at) < LISTENER_LOSS_HOLD)
-                .map(|(fraction, _)| *fraction)
-                .max()
-                .unwrap_or(0);
-            if let Some(publisher) = self.participants.get_mut(&publisher) {
+                .max_by_key(|(fraction, at)| (*fraction, *at))
+                .copied();
+            if let (Some((fraction, at)), Some(publisher)) =
+                (worst, self.participants.get_mut(&publisher))
+            {
                 publisher
                     .leg
-                    .set_listener_loss(source, worst, now + LISTENER_LOSS_HOLD);
+                    .set_listener_loss(source, fraction, at + LISTENER_LOSS_HOLD);
             }
         }
     }
@@ -1115,7 +1118,7 @@ impl Sfu {
                         header.timestamp = rebuilt.timestamp;
                         header.marker = false;
                         let payload = bytes::Bytes::from(rebuilt.payload);
-                        self.forward_packet(from, rtc::rtp::Packet { header, payload }, now);
+                        self.forward_rebuilt(from, rtc::rtp::Packet { header, payload }, now);
                     }
                     return;
                 }
@@ -1124,7 +1127,36 @@ impl Sfu {
         self.forward_packet(from, packet, now);
     }
 
+    /// A packet the SFU rebuilt, older than the one just forwarded: to the same
+    /// subscribers, unless last-N just withheld that one (a withheld packet shifts the
+    /// subscriber's numbering, which only a packet newer than all before may do), and
+    /// without counting towards loudness or rate (the newer packet did).
+    fn forward_rebuilt(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
+        let Some(room) = self.participants.get(&from).map(|p| p.room.clone()) else {
+            return;
+        };
+        if let Some(speakers) = self.speakers.get(&room)
+            && self.publishers_in(&room) > self.last_n
+            && !speakers.loudest(self.last_n, now).contains(&from)
+        {
+            return;
+        }
+        self.forward_packet_as(from, packet, now, false);
+    }
+
     fn forward_packet(&mut self, from: LegId, packet: rtc::rtp::Packet, now: Instant) {
+        self.forward_packet_as(from, packet, now, true);
+    }
+
+    /// Forwards one packet; `original`: it came from the publisher (it is tapped, counted
+    /// in the stream's rate and its audio level heard).
+    fn forward_packet_as(
+        &mut self,
+        from: LegId,
+        packet: rtc::rtp::Packet,
+        now: Instant,
+        original: bool,
+    ) {
         let ssrc = packet.header.ssrc;
         let Some(publisher) = self.participants.get_mut(&from) else {
             return;
@@ -1135,13 +1167,16 @@ impl Sfu {
         // The SFU's own payload types from here on: RED or the codec's.
         let red =
             codec == Codec::Opus && Some(packet.header.payload_type) == publisher.red_payload_type;
-        if let Some(tap) = self.payload_tap.as_mut() {
-            tap(&publisher.room, &packet);
+        if original {
+            if let Some(tap) = self.payload_tap.as_mut() {
+                tap(&publisher.room, &packet);
+            }
+            publisher.rates.entry(ssrc).or_default().add(
+                now,
+                packet.payload.len()
+                    + rtc::shared::marshal::MarshalSize::marshal_size(&packet.header),
+            );
         }
-        publisher.rates.entry(ssrc).or_default().add(
-            now,
-            packet.payload.len() + rtc::shared::marshal::MarshalSize::marshal_size(&packet.header),
-        );
         // Where decoding can start, from the dependency descriptor; `None` when the
         // publisher does not send one (then layers switch at once, and the subscriber's
         // decoder waits for the keyframe its switch asked for).
@@ -1155,7 +1190,7 @@ impl Sfu {
         let level_ext = publisher
             .audio_level_id
             .and_then(|id| packet.header.get_extension(id));
-        if let Some(level) = level_ext.as_ref().and_then(|ext| ext.first().copied()) {
+        if original && let Some(level) = level_ext.as_ref().and_then(|ext| ext.first().copied()) {
             self.speakers
                 .entry(room.clone())
                 .or_default()
@@ -1398,10 +1433,11 @@ pub(crate) fn rtpmap_payload_type(sdp: &str, encoding: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("a=rtpmap:")?;
         let (pt, format) = rest.split_once(' ')?;
-        let format = format.trim();
-        let matches = format.len() >= encoding.len()
-            && format[..encoding.len()].eq_ignore_ascii_case(encoding)
-            && matches!(format.as_bytes().get(encoding.len()), None | Some(b'/'));
+        let format = format.trim().as_bytes();
+        let matches = format
+            .get(..encoding.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(encoding.as_bytes()))
+            && matches!(format.get(encoding.len()), None | Some(b'/'));
         matches
             .then(|| pt.parse::<u8>().ok())
             .flatten()
@@ -1412,4 +1448,28 @@ pub(crate) fn rtpmap_payload_type(sdp: &str, encoding: &str) -> Option<u8> {
 /// The track id of a forwarded source in subscribers' SDP (`a=msid:<publisher> <this>`).
 fn track_id(publisher: &str, source: SourceId) -> String {
     format!("{publisher}-{source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtpmap_payload_types_are_read_from_any_bytes() {
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=rtpmap:111 opus/48000/2\r\n\
+                   a=rtpmap:63 RED/48000/2\r\n";
+        assert_eq!(rtpmap_payload_type(sdp, "red/48000"), Some(63));
+        assert_eq!(rtpmap_payload_type(sdp, "opus/48000"), Some(111));
+        assert_eq!(rtpmap_payload_type(sdp, "red/4800"), None);
+        // Multi-byte characters where the name would end: no panic, no match.
+        assert_eq!(
+            rtpmap_payload_type("a=rtpmap:63 red/4800é/2\r\n", "red/48000"),
+            None
+        );
+        assert_eq!(rtpmap_payload_type("a=rtpmap:63 ré\r\n", "red/48000"), None);
+        assert_eq!(
+            rtpmap_payload_type("a=rtpmap:200 red/48000\r\n", "red/48000"),
+            None
+        );
+    }
 }

@@ -88,10 +88,8 @@ pub const H264_PAYLOAD_TYPE: u8 = 102;
 pub const VP8_RTX_PAYLOAD_TYPE: u8 = 97;
 /// RTX (RFC 4588) for H.264: `apt=102`.
 pub const H264_RTX_PAYLOAD_TYPE: u8 = 103;
-/// RED (RFC 2198) over Opus: `111/111` (Chrome's number, and the engine's).
-pub const RED_PAYLOAD_TYPE: u8 = 63;
-/// RED's MIME type.
-pub const MIME_TYPE_RED: &str = "audio/red";
+/// RED (RFC 2198) over Opus, `111/111`: the engine's payload type, and its MIME type.
+pub use sotto_interceptors::red::{MIME_TYPE_RED, RED_PAYLOAD_TYPE};
 
 /// Opus parameters, exactly as the engine offers them.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";

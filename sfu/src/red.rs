@@ -33,8 +33,14 @@ pub const MAX_STEP: u32 = 5_760;
 /// A packet further behind the newest than this is no late packet but a new numbering.
 const MAX_LATE: u16 = 1_000;
 
-/// Rebuilt sequence numbers remembered, to drop their originals if they come late.
-const REBUILT_MEMORY: usize = 32;
+/// A late packet further behind the newest than this (a second of 20 ms frames) is
+/// dropped: too late to be played, and older than the memory below is sure to cover.
+const MAX_FORWARDED_LATE: u16 = 50;
+
+/// Rebuilt sequence numbers remembered, to drop their originals if they come late: more
+/// than can fall within [`MAX_FORWARDED_LATE`] ([`MAX_REBUILT`] per packet, but at most one
+/// per number).
+const REBUILT_MEMORY: usize = 64;
 
 /// The primary block of a RED payload: its payload type and where its data lies in
 /// `payload` (always its tail). `None` when the payload does not unpack.
@@ -63,7 +69,8 @@ pub struct Rebuilt {
 pub enum Arrival {
     /// Forward it, then the packets rebuilt from its copies (oldest first).
     Forward(Vec<Rebuilt>),
-    /// Drop it: a packet with its sequence number was rebuilt and forwarded already.
+    /// Drop it: a packet with its sequence number was rebuilt and forwarded already (or
+    /// it is over a second late).
     Superseded,
 }
 
@@ -94,8 +101,11 @@ impl Repair {
             return Arrival::Forward(Vec::new());
         }
         if ahead == 0 || ahead >= 0x8000 {
-            // A duplicate or a late packet.
-            return if self.rebuilt.contains(&seq) {
+            // A duplicate or a late packet: dropped when its number was rebuilt, or when
+            // it is so late that the memory of rebuilt numbers may no longer cover it
+            // (nor would anyone play it).
+            let behind = ahead.wrapping_neg();
+            return if self.rebuilt.contains(&seq) || behind > MAX_FORWARDED_LATE {
                 Arrival::Superseded
             } else {
                 Arrival::Forward(Vec::new())
@@ -122,7 +132,10 @@ impl Repair {
         for k in (1..=missing).rev() {
             // The packet k before this one.
             let offset = u32::from(k) * step;
-            let Some(copy) = copies.iter().find(|b| b.timestamp_offset == offset) else {
+            let Some(copy) = copies
+                .iter()
+                .find(|b| b.timestamp_offset == offset && !b.data.is_empty())
+            else {
                 continue;
             };
             let older: Vec<Block<'_>> = copies
@@ -234,6 +247,14 @@ mod tests {
         // A gap too long to be worth it.
         let payload = red_payload(&[(960, b"x")], b"y");
         assert!(forwarded(repair.on_packet(27, 960 * 100, Some(&payload))).is_empty());
+    }
+
+    #[test]
+    fn a_packet_over_a_second_late_is_dropped() {
+        let mut repair = Repair::default();
+        repair.on_packet(1_000, 0, None);
+        assert!(forwarded(repair.on_packet(960, 0, None)).is_empty());
+        assert_eq!(repair.on_packet(940, 0, None), Arrival::Superseded);
     }
 
     #[test]

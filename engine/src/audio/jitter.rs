@@ -328,11 +328,15 @@ impl JitterBuffer {
     /// Take in a packet that arrived at `now`.
     pub fn insert(&mut self, packet: Packet, now: Instant) -> Inserted {
         let ext = self.extend(packet.seq);
-        // A packet that comes after a newer one while RED copies come: the newer one
-        // carried its copy, so its own delay is nothing the target must cover. (An SFU
-        // sends a packet it rebuilt from a copy right after the packet that carried it.)
-        let overtaken = self.highest.is_some_and(|highest| highest > ext);
-        if !(overtaken && self.copies_coming(now).is_some()) {
+        // A packet that comes after a newer one that carried its copy (no further ahead
+        // than the copies reach): its own delay is nothing the target must cover. (An
+        // SFU sends a packet it rebuilt from a copy right after the packet that carried
+        // it.)
+        let covered = match (self.highest, self.copies_coming(now)) {
+            (Some(highest), Some(depth)) => highest > ext && highest - ext <= depth as u64,
+            _ => false,
+        };
+        if !covered {
             self.observe_arrival(packet.timestamp, now);
         }
         if self.next.is_some_and(|next| ext < next) {
@@ -364,6 +368,12 @@ impl JitterBuffer {
             }
         }
         Inserted::Accepted
+    }
+
+    /// Whether the frame `seq` is in the buffer.
+    pub fn holds(&mut self, seq: u16) -> bool {
+        let ext = self.extend(seq);
+        self.packets.contains_key(&ext)
     }
 
     /// Whether the frame `seq` is still wanted: not buffered and not yet played. A

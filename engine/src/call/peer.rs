@@ -48,11 +48,8 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// The Opus format parameters we offer: in-band FEC and DTX on, 10 ms minimum packet.
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;usedtx=1";
 
-/// The payload type we offer RED (RFC 2198) over Opus on (Chrome's choice as well).
-pub const RED_PAYLOAD_TYPE: u8 = 63;
-
-/// RED's MIME type.
-const MIME_TYPE_RED: &str = "audio/red";
+/// The payload type we offer RED (RFC 2198) over Opus on, and its MIME type.
+pub use sotto_interceptors::red::{MIME_TYPE_RED, RED_PAYLOAD_TYPE};
 
 /// The payload type we offer VP8 on (the SFU's and browsers' choice).
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
