@@ -728,12 +728,11 @@ impl JitterBuffer {
             self.measure_level(packet.timestamp, now);
             return Decision::Play(packet);
         }
-        if self.packets.is_empty()
-            && self
-                .arrivals
-                .back()
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= STREAM_STOPPED)
-        {
+        let stopped = self
+            .arrivals
+            .back()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= STREAM_STOPPED);
+        if self.packets.is_empty() && stopped {
             // Nothing has come for so long that the sender has stopped (it left, or its
             // path is down): neither a loss to conceal nor a packet to wait for. Comfort
             // noise until packets come again (concealment would have faded to it).
@@ -747,8 +746,9 @@ impl JitterBuffer {
         self.in_dtx = false;
         self.advance_expected(1);
         self.stats.concealed_ms += ms(self.config.frame);
-        if self.current_delay_ms_from(next) < self.target_ms - wait {
+        if !stopped && self.current_delay_ms_from(next) < self.target_ms - wait {
             // The packet may still come: stretch time with concealment and wait for it.
+            // (Not once the sender has stopped: what is buffered plays out instead.)
             // (Not for a copy: once the packets that would carry one are here, the frame
             // is overdue; and a target that grew is reached by stretching, not here.)
             self.next = Some(next);

@@ -699,3 +699,21 @@ fn a_stream_that_stops_goes_quiet_instead_of_concealing_for_ever() {
     assert!(stats.comfort_noise >= 350, "{stats:?}");
     assert!(stats.concealed_ms <= 1_100.0, "{stats:?}");
 }
+
+#[test]
+fn a_stream_that_stops_after_a_gap_plays_out_what_it_holds() {
+    // The last packet but one is lost, then nothing: the last one must not wait behind
+    // the gap for ever.
+    // Jitter keeps the target well above one frame.
+    let arrivals = trace(100, 20.0, |seq| {
+        (seq != 98).then_some(if seq % 3 == 0 { 80.0 } else { 20.0 })
+    });
+    let run = run(&arrivals, 10_000, |_| false);
+    assert!(
+        run.played().contains(&((65_500u64 + 99) as u16)),
+        "the last packet plays"
+    );
+    let stats = run.buffer.stats();
+    assert!(stats.expanded <= 60, "{stats:?}");
+    assert!(stats.concealed_ms <= 1_200.0, "{stats:?}");
+}
