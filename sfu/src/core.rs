@@ -1205,7 +1205,7 @@ impl Sfu {
                     && let Some(forwarder) = participant.forwarders.get_mut(&(from, source))
                     && forwarder.current == Some(ssrc)
                 {
-                    forwarder.rewriter.withhold();
+                    forwarder.rewriter.withhold(packet.header.sequence_number);
                 }
             }
             return;

@@ -26,12 +26,22 @@ pub struct Rewriter {
     floor: Option<u16>,
     /// The highest outgoing sequence number and its timestamp, and when it was sent.
     last: Option<(u16, u32, Instant)>,
+    /// The highest incoming sequence number of the current layer, forwarded or withheld.
+    newest: Option<u16>,
 }
 
 impl Rewriter {
-    /// The SFU withholds this packet of the current layer: later ones close up over it.
-    pub fn withhold(&mut self) {
-        self.seq_offset = self.seq_offset.wrapping_sub(1);
+    /// The SFU withholds the packet `seq` of the current layer: later ones close up over
+    /// it. Only a packet newer than all before shifts the numbering; and from then on a
+    /// late packet from before it is stale (the shifted numbering would give it an
+    /// outgoing number already sent, and SRTP would encrypt a second payload under that
+    /// index). A late packet withheld changes nothing: it was a gap already.
+    pub fn withhold(&mut self, seq: u16) {
+        if self.newest.is_none_or(|newest| seq_after(seq, newest)) {
+            self.seq_offset = self.seq_offset.wrapping_sub(1);
+            self.newest = Some(seq);
+            self.floor = Some(seq.wrapping_add(1));
+        }
     }
 
     /// The next packet forwarded comes from a new layer (or the first layer), starting at
@@ -39,6 +49,7 @@ impl Rewriter {
     /// continues from the last packet sent.
     pub fn switch(&mut self, seq: u16, ts: u32, now: Instant, clock_rate: u32) {
         self.floor = Some(seq);
+        self.newest = None;
         let Some((last_seq, last_ts, at)) = self.last else {
             // The first layer: its own numbering.
             self.seq_offset = 0;
@@ -59,6 +70,9 @@ impl Rewriter {
             && seq_after(floor, seq)
         {
             return None;
+        }
+        if self.newest.is_none_or(|newest| seq_after(seq, newest)) {
+            self.newest = Some(seq);
         }
         let out = (
             seq.wrapping_add(self.seq_offset),
@@ -92,8 +106,8 @@ mod tests {
             out.push(r.rewrite(seq, 0, now).unwrap().0);
         }
         // 0..=4 withheld (last-N), 5 lost upstream (never seen), 6.. forwarded again.
-        for _ in 0u16..=4 {
-            r.withhold();
+        for seq in 0u16..=4 {
+            r.withhold(seq);
         }
         for seq in 6u16..9 {
             out.push(r.rewrite(seq, 0, now).unwrap().0);
@@ -103,6 +117,27 @@ mod tests {
             vec![65_530, 65_531, 65_532, 65_533, 65_534, 65_535, 1, 2, 3]
         );
         // The upstream loss of 5 shows as the gap 65535 -> 1 (0 is missing).
+    }
+
+    #[test]
+    fn no_outgoing_number_is_used_twice_around_withheld_packets() {
+        let now = Instant::now();
+        let mut r = Rewriter::default();
+        r.switch(100, 0, now, 48_000);
+        let mut sent = vec![r.rewrite(100, 0, now).unwrap().0];
+        sent.push(r.rewrite(102, 0, now).unwrap().0);
+        // 103 withheld; then 101 comes late, and is withheld too: no shift for it.
+        r.withhold(103);
+        r.withhold(101);
+        sent.push(r.rewrite(104, 0, now).unwrap().0);
+        // 101 or 103 forwarded late now would take a number already sent.
+        assert_eq!(r.rewrite(101, 0, now), None);
+        assert_eq!(r.rewrite(103, 0, now), None);
+        sent.push(r.rewrite(105, 0, now).unwrap().0);
+        let mut distinct = sent.clone();
+        distinct.dedup();
+        assert_eq!(sent, distinct);
+        assert_eq!(sent, vec![100, 102, 103, 104]);
     }
 
     #[test]
