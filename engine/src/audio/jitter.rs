@@ -370,12 +370,6 @@ impl JitterBuffer {
         Inserted::Accepted
     }
 
-    /// Whether the frame `seq` is in the buffer.
-    pub fn holds(&mut self, seq: u16) -> bool {
-        let ext = self.extend(seq);
-        self.packets.contains_key(&ext)
-    }
-
     /// Whether the frame `seq` is still wanted: not buffered and not yet played. A
     /// receiver asks before it decrypts or decodes a redundant copy.
     pub fn wants(&mut self, seq: u16) -> bool {

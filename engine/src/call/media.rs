@@ -525,13 +525,6 @@ pub async fn run_receiver(
             counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        // A frame already buffered from a copy in a newer packet is not opened again (an
-        // SFU sends the packet it rebuilt from that copy right after it): its SFrame
-        // ciphertext is the copy's, and would count as a replay.
-        let seq = packet.header.sequence_number;
-        if crypto.is_some() && receive.lock().as_mut().is_some_and(|b| b.holds(seq)) {
-            continue;
-        }
         if !open(&crypto, primary.data, now, &mut opened) {
             continue;
         }
@@ -549,6 +542,7 @@ pub async fn run_receiver(
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|mut raw| AudioLevelExtension::unmarshal(&mut raw).ok())
             .is_some_and(|ext| ext.level >= QUIET_LEVEL);
+        let seq = packet.header.sequence_number;
         let timestamp = packet.header.timestamp;
         let mut guard = receive.lock();
         let frame = samples_duration(samples);
