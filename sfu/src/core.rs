@@ -592,12 +592,8 @@ impl Sfu {
                     .max();
                 // Audio has one layer: active while anyone receives it (a publisher's file
                 // input waits for that).
-                let top = if s.codec == Codec::Opus {
-                    Some(0)
-                } else {
-                    wanted
-                };
-                let active: Vec<u8> = wanted.and(top).map_or_else(Vec::new, |w| (0..=w).collect());
+                let top = wanted.map(|w| if s.codec == Codec::Opus { 0 } else { w });
+                let active: Vec<u8> = top.map_or_else(Vec::new, |w| (0..=w).collect());
                 if p.announced.get(source) != Some(&active) {
                     changes.push((*source, mid.to_owned(), active));
                 }
@@ -1135,10 +1131,7 @@ impl Sfu {
         let Some(room) = self.participants.get(&from).map(|p| p.room.clone()) else {
             return;
         };
-        if let Some(speakers) = self.speakers.get(&room)
-            && self.publishers_in(&room) > self.last_n
-            && !speakers.loudest(self.last_n, now).contains(&from)
-        {
+        if self.withheld_by_last_n(&room, from, now) {
             return;
         }
         self.forward_packet_as(from, packet, now, false);
@@ -1196,10 +1189,7 @@ impl Sfu {
                 .or_default()
                 .update(&from, level & 0x7f, now);
         }
-        if let Some(speakers) = self.speakers.get(&room)
-            && self.publishers_in(&room) > self.last_n
-            && !speakers.loudest(self.last_n, now).contains(&from)
-        {
+        if self.withheld_by_last_n(&room, from, now) {
             for participant in self.participants.values_mut() {
                 if participant.active.contains(&(from, source))
                     && let Some(forwarder) = participant.forwarders.get_mut(&(from, source))
@@ -1319,6 +1309,15 @@ impl Sfu {
             }
             self.flush_pulls(id);
         }
+    }
+
+    /// Whether last-N keeps `from`'s audio back now: the room has more publishers than
+    /// that, and `from` is not among the loudest.
+    fn withheld_by_last_n(&self, room: &str, from: LegId, now: Instant) -> bool {
+        self.speakers.get(room).is_some_and(|speakers| {
+            self.publishers_in(room) > self.last_n
+                && !speakers.loudest(self.last_n, now).contains(&from)
+        })
     }
 
     fn publishers_in(&self, room: &str) -> usize {
