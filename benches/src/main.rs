@@ -289,7 +289,9 @@ struct RelayArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs of the in-process engines and SFU, to stderr: RUST_LOG, warnings by default.
+    // Thread ids tell the engines apart (each call's playout has its own thread).
     tracing_subscriber::fmt()
+        .with_thread_ids(true)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -1097,6 +1097,11 @@ impl Sfu {
                 packet.header.timestamp,
                 red.then_some(&packet.payload[..]),
             );
+            tracing::trace!(target: "sotto_sfu::forward", ssrc, seq = packet.header.sequence_number,
+                red, rebuilt = ?match &arrival {
+                    Arrival::Forward(rebuilt) => rebuilt.iter().map(|r| r.seq).collect(),
+                    Arrival::Superseded => Vec::new(),
+                }, superseded = matches!(arrival, Arrival::Superseded), "audio from a publisher");
             match arrival {
                 Arrival::Superseded => {
                     self.counters.red_superseded += 1;
@@ -1274,6 +1279,8 @@ impl Sfu {
                 packet.header.timestamp,
                 now,
             ) else {
+                tracing::trace!(target: "sotto_sfu::forward", ssrc, seq = packet.header.sequence_number,
+                    to = ?id, "not rewritten");
                 continue;
             };
             let mut outgoing = packet.clone();

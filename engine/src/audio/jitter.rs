@@ -188,6 +188,10 @@ pub struct JitterBuffer {
     /// When a frame last came only as a copy two or more packets later (a run of missing
     /// frames): only then does the target wait for the deeper copies too.
     last_deep_gap: Option<Instant>,
+    /// When a copy last came later than the deepest copy plus the jitter would: through
+    /// an SFU, a packet lost on the uplink is rebuilt only when the next one reaches it,
+    /// so its copies of a frame the downlink lost come a frame or more late.
+    last_late_copy: Option<Instant>,
     /// Frames played (expansion, comfort noise) since playout last moved on: time the
     /// sender's clock went on without ours.
     stretched: u64,
@@ -272,6 +276,7 @@ impl JitterBuffer {
             redundancy: None,
             last_gap: None,
             last_deep_gap: None,
+            last_late_copy: None,
             stretched: 0,
             waited: 0,
             level_ms: None,
@@ -392,6 +397,13 @@ impl JitterBuffer {
         if self.highest.is_some_and(|highest| highest >= ext + 2) {
             self.last_deep_gap = Some(now);
         }
+        if let Some(lateness) = self.transit_over_fastest_ms(packet.timestamp, now) {
+            let frame = ms(self.config.frame);
+            let jitter = self.estimate_ms() - frame;
+            if lateness > depth as f64 * frame + jitter + frame / 2.0 {
+                self.last_late_copy = Some(now);
+            }
+        }
         let length = ms(self.config.frame);
         self.packets.insert(
             ext,
@@ -432,7 +444,9 @@ impl JitterBuffer {
             Some(depth) if self.last_deep_gap.is_some_and(recent) => depth,
             _ => 1,
         };
-        frames as f64 * ms(self.config.frame)
+        // Copies came later than their depth and the jitter account for: wait a frame more.
+        let late = usize::from(self.last_late_copy.is_some_and(recent));
+        (frames + late) as f64 * ms(self.config.frame)
     }
 
     /// The depth of the redundant copies, while they come.
@@ -445,6 +459,15 @@ impl JitterBuffer {
     /// The lowest transit (arrival − send time) seen in the window: the fastest path.
     fn fastest_transit_ms(&self) -> Option<f64> {
         self.arrivals.iter().map(|(_, t)| *t).reduce(f64::min)
+    }
+
+    /// How much later than the fastest path would have brought it the frame sent at
+    /// `timestamp` arrives at `now`, ms.
+    fn transit_over_fastest_ms(&self, timestamp: u32, now: Instant) -> Option<f64> {
+        let (origin_at, origin_ts) = self.origin?;
+        let sent_ms =
+            f64::from(timestamp.wrapping_sub(origin_ts) as i32) * 1000.0 / f64::from(CLOCK_RATE);
+        Some(ms(now.saturating_duration_since(origin_at)) - sent_ms - self.fastest_transit_ms()?)
     }
 
     /// Records the playout delay of a packet played at `now`.

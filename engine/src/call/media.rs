@@ -544,6 +544,8 @@ pub async fn run_receiver(
             .is_some_and(|ext| ext.level >= QUIET_LEVEL);
         let seq = packet.header.sequence_number;
         let timestamp = packet.header.timestamp;
+        tracing::trace!(target: "sotto::receive", buffer = ?Arc::as_ptr(&receive), seq, timestamp,
+            copies = redundant.len(), "audio packet");
         let mut guard = receive.lock();
         let frame = samples_duration(samples);
         // One rebuild is one decoder call, which covers at most 120 ms.
@@ -604,6 +606,10 @@ pub async fn run_receiver(
         }
     }
 }
+
+/// Behind the media clock by this much before anything played, playout writes silence
+/// to catch up instead of pulling from the buffer.
+const CATCH_UP: Duration = Duration::from_millis(40);
 
 /// How long `samples` samples at 48 kHz last.
 fn samples_duration(samples: usize) -> Duration {
@@ -667,12 +673,25 @@ fn playout_loop(
 ) -> Result<(), AudioError> {
     let mut playout = Playout::new(decoder_complexity)?;
     let mut due = started;
+    let mut playing = false;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if due > now {
             thread::sleep(due - now);
         }
         let now = Instant::now();
+        if !playing && now.saturating_duration_since(due) >= CATCH_UP {
+            // A stream that joins a call under way plays on the call's clock, from its
+            // start: the time until now is silence, written at once and without asking
+            // the buffer. (Pulled while catching up, a first packet that came meanwhile
+            // played at once and then every frame after it was waited for as missing,
+            // hundreds of frames of concealment in a few milliseconds.)
+            let rendered =
+                playout.render(&Decision::Waiting, Duration::from_millis(20), Want::Keep);
+            sink.write(rendered.samples)?;
+            due += samples_duration(rendered.samples.len());
+            continue;
+        }
         let (decision, frame, delay_ms, want) = {
             let mut guard = receive.lock();
             match guard.as_mut() {
@@ -690,6 +709,7 @@ fn playout_loop(
                 }
             }
         };
+        playing |= !matches!(decision, Decision::Waiting);
         let rendered = playout.render(&decision, frame, want);
         if tracing::enabled!(target: "sotto::playout", tracing::Level::TRACE) {
             let (level, target) = receive.lock().as_ref().map_or((None, 0.0), |buffer| {
@@ -704,7 +724,7 @@ fn playout_loop(
                 Decision::Conceal => "conceal",
                 Decision::ComfortNoise => "cn",
             };
-            tracing::trace!(target: "sotto::playout", kind, ?level, target, ?want,
+            tracing::trace!(target: "sotto::playout", buffer = ?std::ptr::from_ref(receive), kind, ?level, target, ?want,
                 stretched = rendered.stretched.samples, "frame");
         }
         if rendered.stretched.samples != 0
