@@ -161,7 +161,7 @@ impl Repair {
         let span = timestamp.wrapping_sub(last_ts);
         let packets = u32::from(ahead);
         if !(1..=MAX_REBUILT).contains(&missing)
-            || span % packets != 0
+            || !span.is_multiple_of(packets)
             || span / packets == 0
             || span / packets > MAX_STEP
         {
