@@ -13,6 +13,7 @@ pub mod e2ee;
 pub mod files;
 pub mod identity;
 pub mod messaging;
+pub mod procstat;
 pub mod signaling;
 pub mod store;
 pub mod video;

@@ -21,6 +21,7 @@ use sotto_engine::audio::{InputSpec, OutputSpec, SAMPLE_RATE};
 use sotto_engine::call::{CallConfig, CallSummary, IceConfig, Phone};
 use sotto_engine::e2ee::media::{MediaCrypto, MediaEpoch};
 use sotto_engine::messaging::messenger::Messenger;
+use sotto_engine::procstat::process_cpu_seconds;
 use sotto_engine::{Identity, SignalingClient};
 use sotto_signaling::server::{Config, start};
 
@@ -226,8 +227,6 @@ pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
     Ok(sotto_engine::audio::wav::read_48k_mono(path)?)
 }
 
-/// User plus system CPU time of this process so far, from `/proc/self/stat` (fields 14
-/// and 15, in clock ticks of 1/100 s on Linux).
 /// Per-thread CPU while a call is up: a thread that reads `/proc/self/task/*/stat` every
 /// 200 ms and keeps each thread's first and last count (a call's capture and playout
 /// threads end with it, so a reading at the end alone would miss them).
@@ -299,15 +298,4 @@ fn thread_ticks() -> Vec<(u64, String, u64)> {
             Some((tid, comm, utime + stime))
         })
         .collect()
-}
-
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may contain spaces; the fields after it do not.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }

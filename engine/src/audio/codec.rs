@@ -65,6 +65,12 @@ pub const PAUSE_AFTER_MS: u32 = 2000;
 /// The encoder's complexity in pauses.
 pub const PAUSE_COMPLEXITY: u8 = 0;
 
+/// In digital silence (every sample zero: a muted or absent microphone, a silent file),
+/// once libopus has gone to DTX the frames are not encoded at all, and one frame every
+/// this many ms is, as the refresh libopus sends in DTX (its own interval is 400 ms): the
+/// peer keeps receiving now and then, as with DTX, at a 20th of the encoding.
+pub const SILENCE_REFRESH_MS: u32 = 400;
+
 /// The decoder complexity from which libopus conceals with its neural PLC.
 pub const DEEP_PLC_COMPLEXITY: u8 = 5;
 
@@ -242,6 +248,11 @@ pub struct OpusEncoder {
     /// The complexity libopus runs at now: the configured one, or
     /// [`PAUSE_COMPLEXITY`] in a pause.
     running_complexity: u8,
+    /// Digital silence that libopus already answered with DTX: ms since the last frame it
+    /// was given (see [`SILENCE_REFRESH_MS`]); `None` otherwise.
+    silence_ms: Option<u32>,
+    /// Frames of digital silence not given to libopus.
+    skipped: u64,
     /// Output buffer, reused for every frame.
     scratch: Vec<u8>,
     /// The frame as opusic-c takes it (`u16` holding the `i16` bits), reused.
@@ -267,6 +278,8 @@ impl OpusEncoder {
             config: config.clone(),
             pause_ms: 0,
             running_complexity: config.complexity.min(10),
+            silence_ms: None,
+            skipped: 0,
             scratch: vec![0; MAX_PAYLOAD_BYTES],
             pcm: Vec::with_capacity(MAX_FRAME_SAMPLES),
         };
@@ -284,10 +297,7 @@ impl OpusEncoder {
             .set_vbr_constraint(true)
             .map_err(|e| codec_error("constraining VBR", e))?;
         encoder.set_fec(config.fec)?;
-        encoder
-            .inner
-            .set_dtx(config.dtx)
-            .map_err(|e| codec_error("setting DTX", e))?;
+        encoder.set_dtx(config.dtx)?;
         encoder.set_bitrate(config.bitrate_bps)?;
         encoder.set_loss_percent(config.loss_percent)?;
         encoder.set_dred_units(config.dred_units)?;
@@ -305,15 +315,57 @@ impl OpusEncoder {
             )));
         }
         self.follow_pauses(pcm)?;
+        let zeros = pcm.iter().all(|&s| s == 0);
+        if !zeros {
+            self.silence_ms = None;
+        } else if let Some(silent) = self.silence_ms.as_mut() {
+            *silent += self.config.frame.millis();
+            if *silent < SILENCE_REFRESH_MS {
+                self.skipped += 1;
+                return Ok(Encoded {
+                    payload: Vec::new(),
+                    dtx: true,
+                });
+            }
+            // The refresh: DTX is off for this frame, so libopus codes it in full (it
+            // has seen only every 20th frame and would not send one of its own).
+            *silent = 0;
+            self.set_dtx(false)?;
+            let refresh = self.encode_frame(pcm);
+            self.set_dtx(true)?;
+            let payload = refresh?;
+            return Ok(Encoded {
+                dtx: payload.len() <= DTX_MAX_BYTES,
+                payload,
+            });
+        }
+        let payload = self.encode_frame(pcm)?;
+        let dtx = self.config.dtx && payload.len() <= DTX_MAX_BYTES;
+        if dtx && zeros {
+            self.silence_ms = Some(0);
+        }
+        Ok(Encoded { payload, dtx })
+    }
+
+    /// Frames of digital silence that were not encoded (see [`SILENCE_REFRESH_MS`]).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped
+    }
+
+    fn encode_frame(&mut self, pcm: &[i16]) -> Result<Vec<u8>, AudioError> {
         self.pcm.clear();
         self.pcm.extend(pcm.iter().map(|s| s.cast_unsigned()));
         let len = self
             .inner
             .encode_to_slice(&self.pcm, &mut self.scratch)
             .map_err(|e| codec_error("encoding", e))?;
-        let payload = self.scratch.get(..len).unwrap_or_default().to_vec();
-        let dtx = self.config.dtx && payload.len() <= DTX_MAX_BYTES;
-        Ok(Encoded { payload, dtx })
+        Ok(self.scratch.get(..len).unwrap_or_default().to_vec())
+    }
+
+    fn set_dtx(&mut self, on: bool) -> Result<(), AudioError> {
+        self.inner
+            .set_dtx(on)
+            .map_err(|e| codec_error("setting DTX", e))
     }
 
     /// Long pauses are encoded at [`PAUSE_COMPLEXITY`]: once the input has been at

@@ -602,3 +602,64 @@ fn comfort_noise_is_quiet_and_leaves_the_decoder_at_its_complexity() {
         DEFAULT_DECODER_COMPLEXITY
     );
 }
+
+#[test]
+fn digital_silence_is_not_encoded_but_refreshed_as_dtx_would() {
+    let mut encoder = OpusEncoder::new(&EncoderConfig::default()).unwrap();
+    let loud = tone(300.0, 8_000.0, 960);
+    let zeros = vec![0i16; 960];
+    for _ in 0..10 {
+        assert!(!encoder.encode(&loud).unwrap().dtx);
+    }
+    // 5 s of a muted microphone.
+    let packets: Vec<Encoded> = (0..250).map(|_| encoder.encode(&zeros).unwrap()).collect();
+    let sent: Vec<usize> = (0..packets.len()).filter(|&i| !packets[i].dtx).collect();
+    let skipped = encoder.skipped_frames();
+    eprintln!("frames sent in 5 s of digital silence: {sent:?}; {skipped} not encoded");
+    // libopus goes to DTX within its first 25 frames; from then on one frame in 20 is
+    // encoded, and sent, as libopus's own refresh would be.
+    assert!(skipped >= 200, "{skipped}");
+    let settled: Vec<usize> = sent.iter().copied().filter(|&i| i >= 40).collect();
+    assert!(settled.len() >= 9, "{sent:?}");
+    assert!(settled.windows(2).all(|w| w[1] - w[0] == 20), "{sent:?}");
+    assert!(
+        packets
+            .iter()
+            .filter(|p| p.dtx)
+            .all(|p| is_dtx_payload(&p.payload))
+    );
+    // A refresh decodes to silence, and the first frame of speech after it like speech.
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut out = [0i16; 960];
+    assert_eq!(
+        decoder
+            .decode(&packets[settled[0]].payload, &mut out)
+            .unwrap(),
+        960
+    );
+    assert!(
+        out.iter().all(|s| s.unsigned_abs() < 64),
+        "{:?}",
+        &out[..16]
+    );
+    let mut played = Vec::new();
+    for _ in 0..5 {
+        let speech = encoder.encode(&loud).unwrap();
+        assert!(!speech.dtx);
+        assert_eq!(decoder.decode(&speech.payload, &mut out).unwrap(), 960);
+        played.extend_from_slice(&out);
+    }
+    let rms =
+        (played.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / played.len() as f64).sqrt();
+    assert!(
+        rms > 2_000.0,
+        "speech after the silence plays at RMS {rms:.0}"
+    );
+
+    // Quiet but not zero (a microphone in a quiet room) is always given to libopus.
+    let mut quiet_encoder = OpusEncoder::new(&EncoderConfig::default()).unwrap();
+    for _ in 0..100 {
+        quiet_encoder.encode(&vec![3i16; 960]).unwrap();
+    }
+    assert_eq!(quiet_encoder.skipped_frames(), 0);
+}

@@ -157,7 +157,11 @@ enum IdCommand {
     },
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// One runtime worker, as WebRTC has one network thread: every packet's work (SRTP, RTCP,
+// the peer connection's driver) is small, and the codecs and the media clock have threads
+// of their own. A second worker mostly woke the first and cost CPU for nothing
+// (BENCHMARKS.md, "CPU": interleaved calls with one and two workers).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,10 +11,13 @@ use clap::Args;
 use sotto_engine::Identity;
 use sotto_engine::audio::OutputSpec;
 use sotto_engine::audio::codec::{EncoderConfig, FrameDuration};
-use sotto_engine::call::{CallConfig, CallEvent, CallHandle, CallSummary, IceServer, Phone};
+use sotto_engine::call::{
+    CallConfig, CallEvent, CallHandle, CallState, CallSummary, IceServer, Phone,
+};
 use sotto_engine::e2ee::media::MediaCrypto;
 use sotto_engine::identity::fingerprint;
 use sotto_engine::messaging::{Body, Conversations, GroupId, Received};
+use sotto_engine::procstat::process_cpu_seconds;
 use sotto_engine::store::STORE_FILE;
 use sotto_engine::video::{VideoCodec, VideoOutput, VideoSpec};
 
@@ -259,6 +262,8 @@ async fn report(
     chat: Option<Conversations>,
 ) -> anyhow::Result<()> {
     let mut hung_up = false;
+    // This process's CPU from the first time the call is connected to its end.
+    let mut cpu_from: Option<(Instant, f64)> = None;
     let summary: CallSummary = loop {
         let event = tokio::select! {
             event = handle.next_event() => event,
@@ -270,6 +275,9 @@ async fn report(
         };
         match event {
             Some(CallEvent::State(state)) => {
+                if state == CallState::Connected && cpu_from.is_none() {
+                    cpu_from = process_cpu_seconds().map(|cpu| (Instant::now(), cpu));
+                }
                 if json {
                     eprintln!("{}", serde_json::json!({ "state": state }));
                 } else {
@@ -300,7 +308,16 @@ async fn report(
             summary.call_id, summary.end.by, summary.end.detail
         );
     }
-    println!("{}", serde_json::to_string(&summary)?);
+    let mut printed = serde_json::to_value(&summary)?;
+    if let (Some((since, before)), Some(after), Some(fields)) =
+        (cpu_from, process_cpu_seconds(), printed.as_object_mut())
+    {
+        // Whole process (engine, signaling client, file I/O), one core = 100.
+        let wall = since.elapsed().as_secs_f64().max(1e-3);
+        let percent = ((after - before) / wall * 100.0 * 100.0).round() / 100.0;
+        fields.insert("cpu_percent_of_one_core".into(), percent.into());
+    }
+    println!("{}", serde_json::to_string(&printed)?);
     if !summary.connected {
         bail!("the call did not connect: {}", summary.end.detail);
     }
