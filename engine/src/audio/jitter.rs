@@ -151,6 +151,10 @@ pub struct JitterStats {
     pub recovered: u64,
     /// Times the path became lastingly slower or faster and the buffer followed it.
     pub path_changes: u64,
+    /// Redundant copies that came after their frame's turn, when it had not been played
+    /// from a packet (it was concealed or taken from FEC): repairs the buffer did not
+    /// wait long enough for.
+    pub late_copies: u64,
 }
 
 /// The buffer.
@@ -201,8 +205,14 @@ pub struct JitterBuffer {
     /// last packet played, plus one frame (the unit of the target). Set by each packet
     /// played, moved by each stretch.
     level_ms: Option<f64>,
+    /// The last [`PLAYED_MEMORY`] frames played from a packet (extended sequence numbers):
+    /// a copy behind the playout point of a frame not among them came too late.
+    played: VecDeque<u64>,
     stats: JitterStats,
 }
+
+/// How many frames played from packets the buffer remembers (see `late_copies`).
+const PLAYED_MEMORY: usize = 64;
 
 /// A buffered packet and how much audio it holds, ms: the frame duration when it came (a
 /// sender may change it mid-call; until the older packets have played, the buffer holds
@@ -280,6 +290,7 @@ impl JitterBuffer {
             stretched: 0,
             waited: 0,
             level_ms: None,
+            played: VecDeque::new(),
             stats: JitterStats::default(),
         }
     }
@@ -391,6 +402,13 @@ impl JitterBuffer {
     pub fn insert_redundant(&mut self, packet: Packet, depth: usize, now: Instant) -> bool {
         self.note_redundancy(depth, now);
         if !self.wants(packet.seq) {
+            let ext = self.extend(packet.seq);
+            let passed = self
+                .next
+                .is_some_and(|next| ext < next && next - ext <= PLAYED_MEMORY as u64);
+            if passed && !self.played.contains(&ext) {
+                self.stats.late_copies += 1;
+            }
             return false;
         }
         let ext = self.extend(packet.seq);
@@ -741,6 +759,10 @@ impl JitterBuffer {
             self.stretched = 0;
             self.waited = 0;
             self.stats.played += 1;
+            if self.played.len() == PLAYED_MEMORY {
+                self.played.pop_front();
+            }
+            self.played.push_back(next);
             self.last_played_quiet = packet.quiet;
             self.measure_level(packet.timestamp, now);
             return Decision::Play(packet);

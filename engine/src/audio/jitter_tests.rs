@@ -589,6 +589,11 @@ fn copies_of_frames_played_or_buffered_are_not_wanted() {
     assert!(!buffer.insert_redundant(packet(11), 1, later));
     let stats = buffer.stats();
     assert_eq!((stats.late, stats.duplicate, stats.recovered), (0, 0, 0));
+    // 11 had its turn without a packet: its copy came too late, and is counted as such.
+    assert_eq!(stats.late_copies, 1);
+    // A copy of 12, which played, is no news.
+    assert!(!buffer.insert_redundant(packet(12), 1, later));
+    assert_eq!(buffer.stats().late_copies, 1);
 }
 
 #[test]

@@ -331,8 +331,6 @@ impl GroupCall {
                 .take()
         });
         loop {
-            // Audio-only members do not wake for a video share they have not got.
-            let sends_video = self.pipeline.sends_video();
             tokio::select! {
                 Some(wish) = async {
                     match wishes.as_mut() {
@@ -375,7 +373,7 @@ impl GroupCall {
                         feedback.tick(Instant::now(), red, &self.pipeline.control);
                     }
                 }
-                _ = video_tick.tick(), if sends_video => {
+                _ = video_tick.tick() => {
                     if self.connected_at.is_some() {
                         self.share_bandwidth();
                     }

@@ -296,6 +296,9 @@ pub struct ReceivedSummary {
     pub decode_errors: u64,
     /// Frames played from a redundant copy in a later packet (RFC 2198).
     pub red_recovered: u64,
+    /// Redundant copies that came after their frame had been concealed or taken from FEC:
+    /// repairs the jitter buffer did not wait long enough for.
+    pub late_copies: u64,
     /// Frames rebuilt from a later packet's deep redundancy (DRED), in runs of 2 or more.
     pub dred_rebuilt: u64,
 }

@@ -234,11 +234,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Whether this end sends video (the video bandwidth share has anything to do).
-    pub fn sends_video(&self) -> bool {
-        self.video_out.is_some()
-    }
-
     /// Divides the send-side estimate between audio (first, at the rate its controller
     /// chose) and our video layers ([`video_media::allocate_layers`]: the top layer is
     /// the first to stop); a layer with `wanted[rank]` false (nobody receives it) is not
@@ -554,6 +549,7 @@ impl Inbound {
             expanded: jitter.expanded,
             comfort_noise_frames: jitter.comfort_noise,
             red_recovered: jitter.recovered,
+            late_copies: jitter.late_copies,
             dred_rebuilt: jitter.rebuilt,
             decode_errors: load(&c.decode_errors),
         }

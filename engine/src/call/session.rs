@@ -350,8 +350,6 @@ pub async fn run(
     let mut network_tick = tokio::time::interval(ADDRESS_CHECK);
     let mut video_tick = tokio::time::interval(VIDEO_TICK);
     while ended.is_none() {
-        // An audio call does not wake ten times a second for a video share it has not got.
-        let sends_video = session.pipeline.sends_video();
         let deadline = session
             .deadline
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -399,7 +397,7 @@ pub async fn run(
                 session.flush_unsent().await;
                 session.watch_addresses().await.err()
             }
-            _ = video_tick.tick(), if sends_video => {
+            _ = video_tick.tick() => {
                 session.share_video_bandwidth();
                 None
             }
