@@ -402,13 +402,7 @@ impl JitterBuffer {
     pub fn insert_redundant(&mut self, packet: Packet, depth: usize, now: Instant) -> bool {
         self.note_redundancy(depth, now);
         if !self.wants(packet.seq) {
-            let ext = self.extend(packet.seq);
-            let passed = self
-                .next
-                .is_some_and(|next| ext < next && next - ext <= PLAYED_MEMORY as u64);
-            if passed && !self.played.contains(&ext) {
-                self.stats.late_copies += 1;
-            }
+            self.drop_copy(packet.seq);
             return false;
         }
         let ext = self.extend(packet.seq);
@@ -434,6 +428,18 @@ impl JitterBuffer {
         self.stats.recovered += 1;
         self.last_gap = Some(now);
         true
+    }
+
+    /// A redundant copy of frame `seq` that is not [wanted](Self::wants) is dropped; it
+    /// counts in `late_copies` when the frame's turn passed without it being played.
+    pub fn drop_copy(&mut self, seq: u16) {
+        let ext = self.extend(seq);
+        let passed = self
+            .next
+            .is_some_and(|next| ext < next && next - ext <= PLAYED_MEMORY as u64);
+        if passed && !self.played.contains(&ext) {
+            self.stats.late_copies += 1;
+        }
     }
 
     /// The packet that arrived at `now` repeats `depth` earlier frames. Depth 0 (plain

@@ -587,7 +587,11 @@ pub async fn run_receiver(
                 continue;
             }
             let copy_seq = seq.wrapping_sub(frames_back as u16);
-            if !buffer.wants(copy_seq) || !open(&crypto, block.data, now, &mut opened) {
+            if !buffer.wants(copy_seq) {
+                buffer.drop_copy(copy_seq);
+                continue;
+            }
+            if !open(&crypto, block.data, now, &mut opened) {
                 continue;
             }
             if packet_samples(&opened).ok() != Some(samples) {
