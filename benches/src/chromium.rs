@@ -30,7 +30,8 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::netns::Netns;
 use crate::quality::{
-    CallResult, Measured, Peer, Scoring, VIDEO_FPS, VIDEO_SIZE, VideoResult, read_wav, score,
+    CallResult, Measured, NotConnected, Peer, Scoring, VIDEO_FPS, VIDEO_SIZE, VideoResult,
+    read_wav, score,
 };
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
@@ -165,13 +166,29 @@ impl ChromiumPeer {
         let done = next_event(&mut lines, speech + Duration::from_secs(90), "done").await;
         let relay = relay.stop().await;
         finish(child).await;
-        let done = done.with_context(|| {
-            format!(
-                "{}: the Chromium call failed (see {})",
-                scenario.name,
-                out.join(format!("{stem}.log")).display()
-            )
-        })?;
+        let log = out.join(format!("{stem}.log"));
+        let done = match done {
+            Ok(done) => done,
+            // page.js's wait for `connectionState == "connected"` ran out.
+            Err(err)
+                if std::fs::read_to_string(&log)
+                    .is_ok_and(|text| text.contains("timed out waiting for the connection")) =>
+            {
+                return Err(NotConnected(format!(
+                    "{}: {err:#} (see {})",
+                    scenario.name,
+                    log.display()
+                ))
+                .into());
+            }
+            Err(err) => {
+                return Err(err.context(format!(
+                    "{}: the Chromium call failed (see {})",
+                    scenario.name,
+                    log.display()
+                )));
+            }
+        };
         let mut result = score(
             scenario,
             seed,
@@ -305,6 +322,8 @@ fn measured(done: &Value) -> Measured {
         } else {
             0.0
         },
+        // pair.mjs: from the caller taking the answer until both pages say connected.
+        setup_ms: done["setup_ms"].as_f64(),
         bitrate_kbps: (number(&outbound["bytes_sent"]) * 8.0 / speaking / 10.0).round() / 100.0,
         final_bitrate_bps: number(&outbound["target_bitrate"]) as u32,
         fec_loss_percent: 0,

@@ -26,8 +26,8 @@ use sotto_signaling::server::{Config, start};
 use sotto_engine::video::quality::QualityMeter;
 
 use crate::quality::{
-    CallResult, Measured, Peer, Scoring, Tuning, VideoResult, read_wav, score, scoring_sinks,
-    test_pattern,
+    CallResult, Measured, NotConnected, Peer, Scoring, Tuning, VideoResult, read_wav, score,
+    scoring_sinks, test_pattern,
 };
 use crate::relay::{Relay, RelayConfig};
 use crate::scenario::Scenario;
@@ -202,10 +202,11 @@ pub async fn run_group_call(
     let mut results = Vec::new();
     for (summary, meter) in summaries.iter().zip(&meters).skip(1) {
         let Some(stream) = summary.received.iter().find(|s| s.participant == speaker) else {
-            bail!(
+            return Err(NotConnected(format!(
                 "{name}: a listener never heard the speaker ({})",
                 summary.end
-            );
+            ))
+            .into());
         };
         let Some(recording) = stream.recording.clone() else {
             bail!("{name}: no recording of the speaker");
@@ -224,6 +225,7 @@ pub async fn run_group_call(
             loss_percent: percent(got.lost as f64),
             concealed_percent: percent(got.concealed_ms / 20.0),
             jitter_buffer_ms: got.jitter_buffer_mean_ms,
+            setup_ms: None,
             bitrate_kbps: summaries[0].sent.payload_kbps,
             final_bitrate_bps: summaries[0].sent.final_bitrate_bps,
             fec_loss_percent: summaries[0].sent.final_loss_percent,

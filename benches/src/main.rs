@@ -491,6 +491,7 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let mut attempts = Vec::new();
     for scenario in &scenarios {
         for seed in 1..=args.seeds {
             let input = &args.input[(seed as usize - 1) % args.input.len()];
@@ -515,6 +516,16 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                     .map(|result| vec![result]),
                 };
                 bar.inc(1);
+                let tried = match args.group {
+                    Some(n) if peer == Peer::Sotto => format!("{}/group{n}", scenario.name),
+                    _ => scenario.name.clone(),
+                };
+                attempts.push(quality::Attempt::new(
+                    &tried,
+                    peer,
+                    seed,
+                    result.as_ref().err(),
+                ));
                 match result {
                     Ok(calls) => {
                         for result in calls {
@@ -553,7 +564,14 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
     let calls = args.out.join("calls.json");
     std::fs::write(&calls, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", calls.display()))?;
+    let tried = args.out.join("attempts.json");
+    std::fs::write(&tried, serde_json::to_string_pretty(&attempts)?)
+        .with_context(|| format!("writing {}", tried.display()))?;
     let mut report = quality::report_markdown(&results);
+    // Every datagram crosses the relay, impaired from the first (STUN and DTLS included)
+    // in both directions, as a kernel drop rule would: setup is part of what is measured.
+    report.push_str("\nSetup (every call tried; setup over the calls scored):\n\n");
+    report.push_str(&quality::setup_markdown(&attempts, &results));
     if args.input.len() > 1 {
         report.push_str("\nSpeech by seed (cycling):\n\n");
         for (i, input) in args.input.iter().enumerate() {

@@ -87,6 +87,10 @@ pub struct CallResult {
     pub concealed_percent: f64,
     /// Mean jitter-buffer delay, ms.
     pub jitter_buffer_ms: f64,
+    /// From placing the call until both ends called it connected, ms (`None` where the
+    /// stack does not say: group calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_ms: Option<f64>,
     /// Opus payload bitrate received, kbit/s.
     pub bitrate_kbps: f64,
     /// The caller's encoder bitrate at the end, bit/s.
@@ -279,11 +283,7 @@ pub async fn run_call(
     let (caller, callee) = (caller?, callee?);
     let relay = relay.stop().await;
     if !caller.connected || !callee.connected {
-        bail!(
-            "{}: the call did not connect: {}",
-            scenario.name,
-            callee.end.detail
-        );
+        return Err(NotConnected(format!("{}: {}", scenario.name, callee.end.detail)).into());
     }
     let mut result = score(
         scenario,
@@ -322,6 +322,8 @@ pub struct Measured {
     pub concealed_percent: f64,
     /// Mean jitter-buffer delay, ms.
     pub jitter_buffer_ms: f64,
+    /// From placing the call until both ends called it connected, ms.
+    pub setup_ms: Option<f64>,
     /// Payload bitrate received, kbit/s.
     pub bitrate_kbps: f64,
     /// The caller's encoder bitrate at the end, bit/s.
@@ -359,6 +361,12 @@ impl Measured {
                 0.0
             },
             jitter_buffer_ms: got.jitter_buffer_mean_ms,
+            // Each end counts from its own start (the caller's offer, the callee's
+            // answer); the call is up for both when the later of the two says so.
+            setup_ms: match (caller.setup_ms, callee.setup_ms) {
+                (Some(a), Some(b)) => Some(round(a.max(b), 1)),
+                _ => None,
+            },
             bitrate_kbps: got.payload_kbps,
             final_bitrate_bps: caller.sent.final_bitrate_bps,
             fec_loss_percent: caller.sent.final_loss_percent,
@@ -427,6 +435,7 @@ pub fn score(
         loss_percent: measured.loss_percent,
         concealed_percent: measured.concealed_percent,
         jitter_buffer_ms: measured.jitter_buffer_ms,
+        setup_ms: measured.setup_ms,
         bitrate_kbps: measured.bitrate_kbps,
         final_bitrate_bps: measured.final_bitrate_bps,
         fec_loss_percent: measured.fec_loss_percent,
@@ -504,7 +513,7 @@ impl CallResult {
     /// The result as one record per metric.
     pub fn records(&self) -> Vec<Record> {
         let counted = |n: u64| Some(n as f64);
-        let metrics: [(&'static str, Option<f64>); 21] = [
+        let metrics: [(&'static str, Option<f64>); 22] = [
             ("pesq_wb", self.pesq_wb),
             ("pesq_nb", self.pesq_nb),
             ("stoi", self.stoi),
@@ -515,6 +524,7 @@ impl CallResult {
             ("loss_percent", Some(self.loss_percent)),
             ("concealed_percent", Some(self.concealed_percent)),
             ("jitter_buffer_ms", Some(self.jitter_buffer_ms)),
+            ("setup_ms", self.setup_ms),
             ("bitrate_kbps", Some(self.bitrate_kbps)),
             ("correlation", self.correlation),
             ("fec_frames", counted(self.received.fec_frames)),
@@ -557,6 +567,89 @@ impl CallResult {
             })
             .collect()
     }
+}
+
+/// A call that never connected (as against one that connected and then failed), so the
+/// report can count setup failures apart from other errors.
+#[derive(Debug, thiserror::Error)]
+#[error("the call did not connect: {0}")]
+pub struct NotConnected(pub String);
+
+/// One call the bench tried, scored or not: the rows of the setup table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The scenario (with the group suffix for group calls).
+    pub scenario: String,
+    /// Whose stack.
+    pub peer: Peer,
+    /// The seed.
+    pub seed: u64,
+    /// Whether it connected (a call that connected and then failed counts as connected).
+    pub connected: bool,
+    /// What went wrong, if anything did.
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// What became of one try: `error` is `None` for a scored call.
+    pub fn new(scenario: &str, peer: Peer, seed: u64, error: Option<&anyhow::Error>) -> Attempt {
+        Attempt {
+            scenario: scenario.to_owned(),
+            peer,
+            seed,
+            connected: error.is_none_or(|e| e.downcast_ref::<NotConnected>().is_none()),
+            error: error.map(|e| format!("{e:#}")),
+        }
+    }
+}
+
+/// The setup table: per scenario and peer, the calls tried, those that never connected,
+/// those that failed later, and the setup time (placing the call until both ends say
+/// connected) over the calls that were scored.
+pub fn setup_markdown(attempts: &[Attempt], results: &[CallResult]) -> String {
+    let mut text = String::from(
+        "| scenario | peer | calls | never connected | failed after connecting | \
+         setup p50 ms | setup p95 ms | setup max ms |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut rows: Vec<(&str, Peer)> = Vec::new();
+    for a in attempts {
+        if !rows.contains(&(a.scenario.as_str(), a.peer)) {
+            rows.push((&a.scenario, a.peer));
+        }
+    }
+    for (name, peer) in rows {
+        let tried: Vec<&Attempt> = attempts
+            .iter()
+            .filter(|a| a.scenario == name && a.peer == peer)
+            .collect();
+        let never = tried.iter().filter(|a| !a.connected).count();
+        let later = tried
+            .iter()
+            .filter(|a| a.connected && a.error.is_some())
+            .count();
+        let mut setups: Vec<f64> = results
+            .iter()
+            .filter(|r| r.scenario == name && r.peer == peer)
+            .filter_map(|r| r.setup_ms)
+            .collect();
+        setups.sort_by(f64::total_cmp);
+        let at = |q: f64| nearest_rank(&setups, q).map_or("–".into(), |v| format!("{v:.0}"));
+        text.push_str(&format!(
+            "| {name} | {} | {} | {never} | {later} | {} | {} | {} |\n",
+            peer.name(),
+            tried.len(),
+            at(0.5),
+            at(0.95),
+            at(1.0),
+        ));
+    }
+    text
+}
+
+/// The `q` quantile of `sorted` by nearest rank (`None` when empty).
+fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
 }
 
 /// The report: per scenario and peer, the mean of each metric over the seeds (and a
@@ -635,4 +728,42 @@ fn table(results: &[CallResult], columns: &[(&str, &str)]) -> String {
         text.push('\n');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_rows_count_calls_that_never_connected_apart_from_later_failures() {
+        let never: anyhow::Error = NotConnected("loss-20: no media path within 20s".into()).into();
+        let later = anyhow::anyhow!("loss-20: no recording");
+        let attempts = [
+            Attempt::new("loss-20", Peer::Sotto, 1, None),
+            Attempt::new("loss-20", Peer::Sotto, 2, Some(&never)),
+            Attempt::new("loss-20", Peer::Sotto, 3, Some(&later)),
+            Attempt::new("loss-20", Peer::Chromium, 1, None),
+        ];
+        assert!(!attempts[1].connected);
+        assert!(attempts[2].connected);
+        let table = setup_markdown(&attempts, &[]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| loss-20 | sotto | 3 | 1 | 1 | – | – | – |",
+                "| loss-20 | chromium | 1 | 0 | 0 | – | – | – |",
+            ]
+        );
+    }
+
+    #[test]
+    fn setup_quantiles_are_nearest_rank() {
+        let sorted: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(nearest_rank(&sorted, 0.5), Some(10.0));
+        assert_eq!(nearest_rank(&sorted, 0.95), Some(19.0));
+        assert_eq!(nearest_rank(&sorted, 1.0), Some(20.0));
+        assert_eq!(nearest_rank(&[7.0], 0.95), Some(7.0));
+        assert_eq!(nearest_rank(&[], 0.5), None);
+    }
 }
