@@ -20,3 +20,4 @@ pub mod leg;
 pub mod red;
 pub mod rewrite;
 pub mod speaker;
+pub mod srtp;
