@@ -103,7 +103,8 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     );
     // ... its reports of it reached the caller (in its sender reports, which rtc's own
     // statistics ignore), and the caller sent redundancy (RED) for it, which brought most
-    // frames back. The clean call ends without redundancy.
+    // frames back. The clean call's reports said nothing was lost, and it ends without
+    // redundancy (its starting copies stop RED_START_HOLD after the first report).
     assert!(
         lossy
             .caller_timeline
@@ -114,6 +115,13 @@ async fn a_clean_call_scores_better_than_a_lossy_one() {
     let last_depth =
         |r: &sotto_bench::quality::CallResult| r.caller_timeline.last().map_or(0, |p| p.red_depth);
     assert!(last_depth(lossy) > 0, "{lossy:?}");
+    assert!(
+        clean
+            .caller_timeline
+            .iter()
+            .all(|p| p.reported_loss_percent.is_none_or(|l| l == 0.0)),
+        "{clean:?}"
+    );
     assert_eq!(last_depth(clean), 0, "{clean:?}");
     assert!(got.red_recovered > got.lost, "{lossy:?}");
     assert!(lossy.relay.forward.lost > 10, "{:?}", lossy.relay);

@@ -94,6 +94,14 @@ pub const RED_LOSS: f64 = 0.01;
 /// time RED went off the next burst hit unprotected frames (5 % loss scored lower than
 /// 10 %).
 pub const RED_HOLD: Duration = Duration::from_secs(10);
+/// How long after the first report the redundancy a call starts with is kept whatever
+/// the reports say. The first report covers the call's first packets only: on the
+/// report set at 5 % loss, half the calls' first reports said nothing was lost, RED went
+/// off for 1-3 s at the start of the speech, and loss-5 scored below loss-10 (3.72
+/// against 3.81). Three seconds of reports on a lossy path raise the smoothed loss over
+/// [`RED_LOSS`]; a clean call sends its copies for about four seconds. (Held for
+/// [`RED_HOLD`] instead, a 10 s clean call sent 95 kbit/s against 38.)
+pub const RED_START_HOLD: Duration = Duration::from_secs(3);
 
 /// The deepest redundancy the controller asks for.
 pub const MAX_RED_DEPTH: u8 = 2;
@@ -151,6 +159,8 @@ pub struct RateController {
     loss_reported: bool,
     /// When a report last said something was lost.
     last_loss: Option<Instant>,
+    /// Until when the starting redundancy is kept ([`RED_START_HOLD`]).
+    start_hold_until: Option<Instant>,
 }
 
 impl RateController {
@@ -176,12 +186,14 @@ impl RateController {
             red_depth: 0,
             loss_reported: false,
             last_loss: None,
+            start_hold_until: None,
         }
     }
 
-    /// Whether the peer takes RED (default: no, and the depth stays 0). Until the first
-    /// report says how lossy the path is, a call with RED repeats two frames: the start
-    /// of a call is worth protecting, and the first clean report turns it off.
+    /// Whether the peer takes RED (default: no, and the depth stays 0). A call with RED
+    /// starts repeating two frames: the start of a call is worth protecting, and clean
+    /// reports turn it off only [`RED_START_HOLD`] after the first report, which covers
+    /// just the first packets.
     pub fn set_red_available(&mut self, available: bool) {
         if available && !self.red_available && self.last_report.is_none() {
             self.red_depth = MAX_RED_DEPTH;
@@ -294,6 +306,9 @@ impl RateController {
     ) -> RateDecision {
         let news = !fraction_lost.is_nan();
         if news {
+            if !self.loss_reported && self.red_depth > 0 {
+                self.start_hold_until = Some(now + RED_START_HOLD);
+            }
             self.loss_reported = true;
             if fraction_lost > 0.0 {
                 self.last_loss = Some(now);
@@ -349,9 +364,10 @@ impl RateController {
             let on = self.red_depth > 0;
             let threshold = if on { RED_LOSS / 2.0 } else { RED_LOSS };
             let held = on
-                && self
+                && (self
                     .last_loss
-                    .is_some_and(|at| now.saturating_duration_since(at) < RED_HOLD);
+                    .is_some_and(|at| now.saturating_duration_since(at) < RED_HOLD)
+                    || self.start_hold_until.is_some_and(|until| now < until));
             if self.smoothed_loss > threshold || held {
                 MAX_RED_DEPTH
             } else {
