@@ -382,7 +382,11 @@ fn a_call_with_red_starts_protected_and_a_clean_first_report_does_not_end_it() {
     assert_eq!(RED_START_HOLD, Duration::from_secs(3));
     assert_eq!(rc.on_report(at(1), 0.0, None).red_depth, MAX_RED_DEPTH);
     for s in 2..4 {
-        assert_eq!(rc.on_report(at(s), 0.0, None).red_depth, MAX_RED_DEPTH, "{s} s");
+        assert_eq!(
+            rc.on_report(at(s), 0.0, None).red_depth,
+            MAX_RED_DEPTH,
+            "{s} s"
+        );
     }
     // Clean since: off.
     assert_eq!(rc.on_report(at(4), 0.0, None).red_depth, 0);
@@ -401,7 +405,11 @@ fn a_lossy_start_keeps_red_past_the_start_hold() {
     assert_eq!(rc.on_report(at(1), 0.0, None).red_depth, MAX_RED_DEPTH);
     for s in 2..20 {
         let lost = if s % 4 == 0 { 0.0 } else { 0.05 };
-        assert_eq!(rc.on_report(at(s), lost, None).red_depth, MAX_RED_DEPTH, "{s} s");
+        assert_eq!(
+            rc.on_report(at(s), lost, None).red_depth,
+            MAX_RED_DEPTH,
+            "{s} s"
+        );
     }
 }
 
@@ -412,7 +420,11 @@ fn a_clean_first_report_without_red_holds_nothing() {
     assert_eq!(rc.on_report(t0, 0.0, None).red_depth, 0);
     // RED offered later, after reports: starts off.
     rc.set_red_available(true);
-    assert_eq!(rc.on_report(t0 + Duration::from_secs(1), 0.0, None).red_depth, 0);
+    assert_eq!(
+        rc.on_report(t0 + Duration::from_secs(1), 0.0, None)
+            .red_depth,
+        0
+    );
 }
 
 #[test]
