@@ -196,11 +196,12 @@ fn ctr(key: &[u8; MASTER_KEY_LEN], iv: [u8; 16], data: &mut [u8]) -> Result<(), 
     Ok(())
 }
 
-/// The session keys of one kind of packet (RTP or RTCP) in one direction.
+/// The session keys of one kind of packet (RTP or RTCP) in one direction. (aws-lc-rs's
+/// AES and HMAC keys hold their expanded state inline, about 1.7 KB: boxed.)
 enum Session {
     Cm {
-        cipher: EncryptingKey,
-        auth: hmac::Key,
+        cipher: Box<EncryptingKey>,
+        auth: Box<hmac::Key>,
         salt: [u8; 14],
     },
     Gcm {
@@ -224,8 +225,8 @@ impl Session {
                     .and_then(EncryptingKey::ctr)
                     .map_err(|_| Error::Crypto)?;
                 Ok(Session::Cm {
-                    cipher,
-                    auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
+                    cipher: Box::new(cipher),
+                    auth: Box::new(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth)),
                     salt,
                 })
             }
@@ -251,10 +252,12 @@ impl Session {
     ) -> Result<Session, Error> {
         match profile {
             Profile::Aes128CmHmacSha1_80 => Ok(Session::Cm {
-                cipher: UnboundCipherKey::new(&AES_128, key)
-                    .and_then(EncryptingKey::ctr)
-                    .map_err(|_| Error::Crypto)?,
-                auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth),
+                cipher: Box::new(
+                    UnboundCipherKey::new(&AES_128, key)
+                        .and_then(EncryptingKey::ctr)
+                        .map_err(|_| Error::Crypto)?,
+                ),
+                auth: Box::new(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth)),
                 salt: salt.try_into().map_err(|_| Error::KeyLength)?,
             }),
             Profile::AeadAes128Gcm => Ok(Session::Gcm {
