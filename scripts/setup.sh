@@ -14,6 +14,7 @@ packages=(
   nasm                               # OpenH264's assembly (h264/; without it, slower C)
   ca-certificates curl git
   chromium iproute2                  # browser interop test (examples/tests/browser_interop.rs)
+  nftables                           # engine/tests/cli_netns.rs: blocked paths between namespaces
   python3 python3-venv python3-dev   # call-quality scoring: PESQ (ITU P.862 code), STOI
   fonts-dejavu-core                  # the call-quality bench's PNG charts (plotters, ab_glyph)
 )

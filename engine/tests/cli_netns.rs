@@ -6,8 +6,8 @@
 //! comes, the one the call used goes), and the call restarts ICE and goes on: the caller
 //! on its own, the callee by asking the caller.
 //!
-//! Needs root and iproute2 (`ip netns`); SOTTO_SKIP_NETNS=1 skips it where neither is
-//! available.
+//! Needs root, iproute2 (`ip netns`) and nftables (`nft`, both installed by
+//! scripts/setup.sh); SOTTO_SKIP_NETNS=1 skips it where root is not available.
 #![allow(clippy::unwrap_used)]
 
 mod common;
