@@ -15,6 +15,7 @@ pub mod core;
 pub mod demux;
 pub mod driver;
 pub mod http;
+pub mod ice_lite;
 pub mod layers;
 pub mod leg;
 pub mod red;
