@@ -38,19 +38,21 @@ fn master(profile: Profile) -> MasterKey {
 
 fn rtc_context(profile: Profile) -> rtc::srtp::context::Context {
     use rtc::srtp::protection_profile::ProtectionProfile as Theirs;
-    let material: Vec<u8> = (0..profile.keying_material_len())
-        .map(|i| (i as u8).wrapping_mul(13))
-        .collect();
-    let salt = profile.salt_len();
-    let key = &material[..16];
-    let salt = &material[32..32 + salt];
+    let master = master(profile);
     let provider = rtc::crypto::default_provider().expect("rtc's crypto");
     let theirs = match profile {
         Profile::AeadAes128Gcm => Theirs::AeadAes128Gcm,
         Profile::Aes128CmHmacSha1_80 => Theirs::Aes128CmHmacSha1_80,
     };
-    rtc::srtp::context::Context::new(key, salt, theirs, None, None, provider.crypto())
-        .expect("rtc context")
+    rtc::srtp::context::Context::new(
+        master.key(),
+        master.salt(),
+        theirs,
+        None,
+        None,
+        provider.crypto(),
+    )
+    .expect("rtc context")
 }
 
 fn name(profile: Profile) -> &'static str {

@@ -35,6 +35,11 @@ use crate::scenario::Scenario;
 /// How long the speaker waits for the listeners' media paths before it joins.
 const LISTENERS_WAIT: Duration = Duration::from_secs(10);
 
+/// How a group run of `scenario` with `participants` engines is named in reports.
+pub fn group_name(scenario: &str, participants: usize) -> String {
+    format!("{scenario}/group{participants}")
+}
+
 /// Runs one group call of `participants` (at least 2) under `scenario` with `seed`; one
 /// result per listener, named `<scenario>/group<N>`.
 pub async fn run_group_call(
@@ -49,7 +54,7 @@ pub async fn run_group_call(
     if participants < 2 {
         bail!("a group call needs at least two participants");
     }
-    let name = format!("{}/group{participants}", scenario.name);
+    let name = group_name(&scenario.name, participants);
     let reference = read_wav(input)?;
     let speech = Duration::from_secs_f64(reference.len() as f64 / f64::from(SAMPLE_RATE));
     let data = tempfile::tempdir().context("a data dir for signaling")?;

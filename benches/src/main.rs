@@ -517,7 +517,9 @@ async fn run_quality(args: RunArgs) -> anyhow::Result<()> {
                 };
                 bar.inc(1);
                 let tried = match args.group {
-                    Some(n) if peer == Peer::Sotto => format!("{}/group{n}", scenario.name),
+                    Some(n) if peer == Peer::Sotto => {
+                        sotto_bench::group::group_name(&scenario.name, n as usize)
+                    }
                     _ => scenario.name.clone(),
                 };
                 attempts.push(quality::Attempt::new(

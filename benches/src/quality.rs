@@ -611,13 +611,7 @@ pub fn setup_markdown(attempts: &[Attempt], results: &[CallResult]) -> String {
         "| scenario | peer | calls | never connected | failed after connecting | \
          setup p50 ms | setup p95 ms | setup max ms |\n|---|---|---|---|---|---|---|---|\n",
     );
-    let mut rows: Vec<(&str, Peer)> = Vec::new();
-    for a in attempts {
-        if !rows.contains(&(a.scenario.as_str(), a.peer)) {
-            rows.push((&a.scenario, a.peer));
-        }
-    }
-    for (name, peer) in rows {
+    for (name, peer) in rows(attempts.iter().map(|a| (a.scenario.as_str(), a.peer))) {
         let tried: Vec<&Attempt> = attempts
             .iter()
             .filter(|a| a.scenario == name && a.peer == peer)
@@ -644,6 +638,17 @@ pub fn setup_markdown(attempts: &[Attempt], results: &[CallResult]) -> String {
         ));
     }
     text
+}
+
+/// A report's rows: each scenario and peer once, in the order they first ran.
+fn rows<'a>(runs: impl Iterator<Item = (&'a str, Peer)>) -> Vec<(&'a str, Peer)> {
+    let mut rows = Vec::new();
+    for row in runs {
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// The `q` quantile of `sorted` by nearest rank (`None` when empty).
@@ -699,13 +704,7 @@ fn table(results: &[CallResult], columns: &[(&str, &str)]) -> String {
     text.push_str("\n|---|---|---|");
     text.push_str(&"---|".repeat(columns.len()));
     text.push('\n');
-    let mut rows: Vec<(&str, Peer)> = Vec::new();
-    for r in results {
-        if !rows.contains(&(r.scenario.as_str(), r.peer)) {
-            rows.push((&r.scenario, r.peer));
-        }
-    }
-    for (name, peer) in rows {
+    for (name, peer) in rows(results.iter().map(|r| (r.scenario.as_str(), r.peer))) {
         let runs: Vec<&CallResult> = results
             .iter()
             .filter(|r| r.scenario == name && r.peer == peer)

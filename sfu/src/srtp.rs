@@ -174,6 +174,16 @@ impl MasterKey {
         self.profile
     }
 
+    /// The master key's bytes (for handing to another SRTP implementation).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The master salt's bytes, the profile's length of them.
+    pub fn salt(&self) -> &[u8] {
+        &self.salt[..self.profile.salt_len()]
+    }
+
     /// `len` bytes of the AES-CM PRF for `label` (RFC 3711 §4.3.1 with a key derivation
     /// rate of 0, so the index plays no part).
     fn derive(&self, label: u8, out: &mut [u8]) -> Result<(), Error> {
@@ -189,11 +199,17 @@ impl MasterKey {
 /// AES-128 in counter mode over `data` from the counter block `iv` (a one-off key: the KDF
 /// and tests; packets use a key set up once).
 fn ctr(key: &[u8; MASTER_KEY_LEN], iv: [u8; 16], data: &mut [u8]) -> Result<(), Error> {
-    let key = UnboundCipherKey::new(&AES_128, key).map_err(|_| Error::Crypto)?;
-    let key = EncryptingKey::ctr(key).map_err(|_| Error::Crypto)?;
-    key.less_safe_encrypt(data, EncryptionContext::Iv128(iv.into()))
+    ctr_key(key)?
+        .less_safe_encrypt(data, EncryptionContext::Iv128(iv.into()))
         .map_err(|_| Error::Crypto)?;
     Ok(())
+}
+
+/// An AES-128 counter-mode key.
+fn ctr_key(key: &[u8]) -> Result<EncryptingKey, Error> {
+    UnboundCipherKey::new(&AES_128, key)
+        .and_then(EncryptingKey::ctr)
+        .map_err(|_| Error::Crypto)
 }
 
 /// The session keys of one kind of packet (RTP or RTCP) in one direction. (aws-lc-rs's
@@ -211,39 +227,28 @@ enum Session {
 }
 
 impl Session {
+    /// Derives the session key, salt and (for AES-CM) authentication key with `labels`
+    /// (key, auth, salt).
     fn new(master: &MasterKey, labels: [u8; 3]) -> Result<Session, Error> {
         let [key_label, auth_label, salt_label] = labels;
         let mut key = [0u8; MASTER_KEY_LEN];
         master.derive(key_label, &mut key)?;
-        match master.profile {
+        // Session salts are as long as the master salt (RFC 3711 §8.2, RFC 7714 §11).
+        let mut salt = [0u8; 14];
+        let salt = &mut salt[..master.profile.salt_len()];
+        master.derive(salt_label, salt)?;
+        let mut auth = [0u8; 20];
+        let auth: &[u8] = match master.profile {
             Profile::Aes128CmHmacSha1_80 => {
-                let mut auth = [0u8; 20];
                 master.derive(auth_label, &mut auth)?;
-                let mut salt = [0u8; 14];
-                master.derive(salt_label, &mut salt)?;
-                let cipher = UnboundCipherKey::new(&AES_128, &key)
-                    .and_then(EncryptingKey::ctr)
-                    .map_err(|_| Error::Crypto)?;
-                Ok(Session::Cm {
-                    cipher: Box::new(cipher),
-                    auth: Box::new(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth)),
-                    salt,
-                })
+                &auth
             }
-            Profile::AeadAes128Gcm => {
-                let mut salt = [0u8; 12];
-                master.derive(salt_label, &mut salt)?;
-                let aead = UnboundKey::new(&AES_128_GCM, &key).map_err(|_| Error::Crypto)?;
-                Ok(Session::Gcm {
-                    aead: LessSafeKey::new(aead),
-                    salt,
-                })
-            }
-        }
+            Profile::AeadAes128Gcm => &[],
+        };
+        Session::from_session_keys(master.profile, &key, auth, salt)
     }
 
-    /// Keys given directly (the RFCs' packet vectors start from session keys).
-    #[cfg(test)]
+    /// Session keys given directly (also how the RFCs' packet vectors start).
     fn from_session_keys(
         profile: Profile,
         key: &[u8],
@@ -252,11 +257,7 @@ impl Session {
     ) -> Result<Session, Error> {
         match profile {
             Profile::Aes128CmHmacSha1_80 => Ok(Session::Cm {
-                cipher: Box::new(
-                    UnboundCipherKey::new(&AES_128, key)
-                        .and_then(EncryptingKey::ctr)
-                        .map_err(|_| Error::Crypto)?,
-                ),
+                cipher: Box::new(ctr_key(key)?),
                 auth: Box::new(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth)),
                 salt: salt.try_into().map_err(|_| Error::KeyLength)?,
             }),
@@ -577,11 +578,35 @@ struct Outbound {
     rtcp_index: u32,
 }
 
-/// Protects what one endpoint sends: RTP and RTCP under its master key.
-pub struct Protector {
+/// One direction's session keys, RTP's and RTCP's, derived once from a master key.
+struct Keys {
     profile: Profile,
     rtp: Session,
     rtcp: Session,
+}
+
+impl Keys {
+    fn derive(master: &MasterKey) -> Result<Keys, Error> {
+        Ok(Keys {
+            profile: master.profile,
+            rtp: Session::new(master, [LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT])?,
+            rtcp: Session::new(master, [LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT])?,
+        })
+    }
+}
+
+/// The index of an RTP packet with sequence number `seq` on a stream whose highest index
+/// so far is `highest` (`None`: the stream's first packet, with rollover counter 0).
+fn packet_index(highest: Option<u64>, seq: u16) -> Result<u64, Error> {
+    match highest {
+        None => Ok(u64::from(seq)),
+        Some(highest) => estimate_index(highest, seq).ok_or(Error::TooOld),
+    }
+}
+
+/// Protects what one endpoint sends: RTP and RTCP under its master key.
+pub struct Protector {
+    keys: Keys,
     streams: HashMap<u32, Outbound>,
 }
 
@@ -589,16 +614,14 @@ impl Protector {
     /// Derives the session keys of `master` once.
     pub fn new(master: &MasterKey) -> Result<Protector, Error> {
         Ok(Protector {
-            profile: master.profile,
-            rtp: Session::new(master, [LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT])?,
-            rtcp: Session::new(master, [LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT])?,
+            keys: Keys::derive(master)?,
             streams: HashMap::new(),
         })
     }
 
     /// Its profile.
     pub fn profile(&self) -> Profile {
-        self.profile
+        self.keys.profile
     }
 
     /// Encrypts the RTP packet in `packet` and appends its tag ([`Profile::rtp_overhead`]
@@ -608,11 +631,8 @@ impl Protector {
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
         let (header, ssrc, seq) = rtp_header(packet)?;
         let stream = self.streams.entry(ssrc).or_default();
-        let index = match stream.highest {
-            None => u64::from(seq),
-            Some(highest) => estimate_index(highest, seq).ok_or(Error::TooOld)?,
-        };
-        self.rtp.protect_rtp(packet, header, ssrc, index)?;
+        let index = packet_index(stream.highest, seq)?;
+        self.keys.rtp.protect_rtp(packet, header, ssrc, index)?;
         if stream.highest.is_none_or(|h| index > h) {
             stream.highest = Some(index);
         }
@@ -628,7 +648,7 @@ impl Protector {
         if index > SRTCP_MAX_INDEX {
             return Err(Error::Exhausted);
         }
-        self.rtcp.protect_rtcp(packet, ssrc, index)?;
+        self.keys.rtcp.protect_rtcp(packet, ssrc, index)?;
         stream.rtcp_index = index + 1;
         Ok(())
     }
@@ -644,9 +664,7 @@ struct Inbound {
 
 /// Checks and decrypts what one endpoint receives from the other.
 pub struct Unprotector {
-    profile: Profile,
-    rtp: Session,
-    rtcp: Session,
+    keys: Keys,
     streams: HashMap<u32, Inbound>,
 }
 
@@ -654,34 +672,29 @@ impl Unprotector {
     /// Derives the session keys of the peer's `master` once.
     pub fn new(master: &MasterKey) -> Result<Unprotector, Error> {
         Ok(Unprotector {
-            profile: master.profile,
-            rtp: Session::new(master, [LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT])?,
-            rtcp: Session::new(master, [LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT])?,
+            keys: Keys::derive(master)?,
             streams: HashMap::new(),
         })
     }
 
     /// Its profile.
     pub fn profile(&self) -> Profile {
-        self.profile
+        self.keys.profile
     }
 
     /// Checks the SRTP packet in `packet`, decrypts it in place and cuts the tag off.
     /// Replays, packets older than the window and packets that fail authentication are
     /// refused and leave the stream's state as it was.
     pub fn unprotect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
-        let overhead = self.profile.rtp_overhead();
+        let overhead = self.keys.profile.rtp_overhead();
         let (header, ssrc, seq) = rtp_header(packet)?;
         if packet.len() < header + overhead {
             return Err(Error::Short);
         }
         let window = self.streams.get(&ssrc).map(|s| s.rtp).unwrap_or_default();
-        let index = match window.highest {
-            None => u64::from(seq),
-            Some(highest) => estimate_index(highest, seq).ok_or(Error::TooOld)?,
-        };
+        let index = packet_index(window.highest, seq)?;
         window.check(index)?;
-        self.rtp.unprotect_rtp(packet, header, ssrc, index)?;
+        self.keys.rtp.unprotect_rtp(packet, header, ssrc, index)?;
         // Only an authentic packet creates or moves a stream's state.
         self.streams.entry(ssrc).or_default().rtp.accept(index);
         Ok(())
@@ -691,10 +704,10 @@ impl Unprotector {
     /// the tag off.
     pub fn unprotect_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), Error> {
         let ssrc = rtcp_ssrc(packet)?;
-        if packet.len() < 8 + self.profile.rtcp_overhead() {
+        if packet.len() < 8 + self.keys.profile.rtcp_overhead() {
             return Err(Error::Short);
         }
-        let at = self.rtcp.rtcp_trailer_at(packet.len());
+        let at = self.keys.rtcp.rtcp_trailer_at(packet.len());
         let trailer =
             u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]);
         if trailer & SRTCP_E_FLAG == 0 {
@@ -703,7 +716,7 @@ impl Unprotector {
         let index = trailer & SRTCP_MAX_INDEX;
         let window = self.streams.get(&ssrc).map(|s| s.rtcp).unwrap_or_default();
         window.check(u64::from(index))?;
-        self.rtcp.unprotect_rtcp(packet, ssrc, index, at)?;
+        self.keys.rtcp.unprotect_rtcp(packet, ssrc, index, at)?;
         self.streams
             .entry(ssrc)
             .or_default()

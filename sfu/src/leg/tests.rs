@@ -175,10 +175,14 @@ mod sans_io {
     }
 
     /// Moves every queued datagram between the two, both ways, until neither has any.
-    fn exchange(pc: &mut RTCPeerConnection, leg: &mut Leg, now: Instant, ice: Option<&mut OurIce>) {
+    fn exchange(
+        pc: &mut RTCPeerConnection,
+        leg: &mut Leg,
+        now: Instant,
+        mut ice: Option<&mut OurIce>,
+    ) {
         let participant: SocketAddr = PARTICIPANT.parse().unwrap();
         let provider = rtc::crypto::default_provider().unwrap();
-        let mut ice = ice;
         loop {
             let mut moved = false;
             while let Some(datagram) = pc.poll_write() {

@@ -201,9 +201,9 @@ fn rtc_profile(profile: Profile) -> rtc::srtp::protection_profile::ProtectionPro
 fn rtc_context(master: &MasterKey) -> rtc::srtp::context::Context {
     let provider = rtc::crypto::default_provider().expect("rtc's crypto");
     rtc::srtp::context::Context::new(
-        &master.key,
-        &master.salt[..master.profile.salt_len()],
-        rtc_profile(master.profile),
+        master.key(),
+        master.salt(),
+        rtc_profile(master.profile()),
         None,
         None,
         provider.crypto(),
