@@ -30,6 +30,8 @@ use crate::red::{Arrival, Repair};
 use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
+pub mod transport;
+
 /// A participant, as signaling names it (its identity key, base64url).
 pub type ParticipantId = String;
 /// A room, as signaling names it.

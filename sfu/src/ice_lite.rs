@@ -146,7 +146,7 @@ impl LiteAgent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rtc::crypto::default_provider;
     use rtc::stun::attributes::ATTR_MESSAGE_INTEGRITY;
@@ -159,7 +159,12 @@ mod tests {
 
     /// A check as a browser's full agent sends it: USERNAME, ICE-CONTROLLING, PRIORITY,
     /// (USE-CANDIDATE), MESSAGE-INTEGRITY, FINGERPRINT.
-    fn check(username: &str, password: &str, controlling: bool, nominate: bool) -> Vec<u8> {
+    pub(crate) fn check(
+        username: &str,
+        password: &str,
+        controlling: bool,
+        nominate: bool,
+    ) -> Vec<u8> {
         use rtc::stun::attributes::ATTR_ICE_CONTROLLED;
         use rtc::stun::attributes::ATTR_PRIORITY;
         let provider = default_provider().expect("crypto");
