@@ -30,6 +30,7 @@ use crate::red::{Arrival, Repair};
 use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
+pub mod sdp;
 pub mod transport;
 
 /// A participant, as signaling names it (its identity key, base64url).
