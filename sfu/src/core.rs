@@ -30,6 +30,8 @@ use crate::red::{Arrival, Repair};
 use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
+pub mod fanout;
+pub mod rtp;
 pub mod sdp;
 pub mod transport;
 

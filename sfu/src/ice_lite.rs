@@ -145,54 +145,67 @@ impl LiteAgent {
     }
 }
 
+/// A connectivity check as a full ICE agent sends it (RFC 8445 §7.2.2): USERNAME
+/// (`<their ufrag>:<ours>`), ICE-CONTROLLING or ICE-CONTROLLED, PRIORITY, USE-CANDIDATE
+/// when `nominate`, MESSAGE-INTEGRITY under `password` (the answering side's), then
+/// FINGERPRINT. For the SFU's tests and its load generator's participants.
+pub fn connectivity_check(
+    username: &str,
+    password: &str,
+    controlling: bool,
+    nominate: bool,
+    crypto: &dyn RTCCrypto,
+) -> Result<Vec<u8>, CheckError> {
+    use rtc::stun::attributes::{ATTR_ICE_CONTROLLED, ATTR_PRIORITY};
+    use rtc::stun::message::TransactionId;
+    use rtc::stun::textattrs::TextAttribute;
+    let mut message = Message::new();
+    message.typ = BINDING_REQUEST;
+    message.transaction_id = TransactionId::new();
+    message.write_header();
+    TextAttribute::new(ATTR_USERNAME, username.to_owned())
+        .add_to(&mut message)
+        .map_err(|_| CheckError::Build)?;
+    let role = if controlling {
+        ATTR_ICE_CONTROLLING
+    } else {
+        ATTR_ICE_CONTROLLED
+    };
+    message.add(role, &0x1234_5678_9abc_def0u64.to_be_bytes());
+    message.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
+    if nominate {
+        message.add(ATTR_USE_CANDIDATE, &[]);
+    }
+    MessageIntegrity::new_short_term_integrity_with_provider(password.to_owned(), crypto)
+        .add_to(&mut message)
+        .map_err(|_| CheckError::Build)?;
+    FINGERPRINT
+        .add_to(&mut message)
+        .map_err(|_| CheckError::Build)?;
+    Ok(message.raw)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use rtc::crypto::default_provider;
     use rtc::stun::attributes::ATTR_MESSAGE_INTEGRITY;
     use rtc::stun::attributes::ATTR_XORMAPPED_ADDRESS;
-    use rtc::stun::message::{Getter, TransactionId};
-    use rtc::stun::textattrs::TextAttribute;
+    use rtc::stun::message::Getter;
 
     const UFRAG: &str = "sfuUfrag";
     const PASSWORD: &str = "a-password-of-22-chars+";
 
-    /// A check as a browser's full agent sends it: USERNAME, ICE-CONTROLLING, PRIORITY,
-    /// (USE-CANDIDATE), MESSAGE-INTEGRITY, FINGERPRINT.
+    /// A check as a browser's full agent sends it.
     pub(crate) fn check(
         username: &str,
         password: &str,
         controlling: bool,
         nominate: bool,
     ) -> Vec<u8> {
-        use rtc::stun::attributes::ATTR_ICE_CONTROLLED;
-        use rtc::stun::attributes::ATTR_PRIORITY;
         let provider = default_provider().expect("crypto");
-        let mut message = Message::new();
-        message.typ = BINDING_REQUEST;
-        message.transaction_id = TransactionId::new();
-        message.write_header();
-        TextAttribute::new(ATTR_USERNAME, username.to_owned())
-            .add_to(&mut message)
-            .expect("username");
-        let role = if controlling {
-            ATTR_ICE_CONTROLLING
-        } else {
-            ATTR_ICE_CONTROLLED
-        };
-        message.add(role, &0x1234_5678_9abc_def0u64.to_be_bytes());
-        message.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
-        if nominate {
-            message.add(ATTR_USE_CANDIDATE, &[]);
-        }
-        MessageIntegrity::new_short_term_integrity_with_provider(
-            password.to_owned(),
-            provider.crypto(),
-        )
-        .add_to(&mut message)
-        .expect("integrity");
-        FINGERPRINT.add_to(&mut message).expect("fingerprint");
-        message.raw.clone()
+        connectivity_check(username, password, controlling, nominate, provider.crypto())
+            .expect("a check")
     }
 
     fn from() -> SocketAddr {

@@ -568,5 +568,7 @@ impl Transport {
     }
 }
 
+pub mod peer;
+
 #[cfg(test)]
 mod tests;

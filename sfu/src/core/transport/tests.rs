@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use rtc::dtls::config::ConfigBuilder;
-
+use super::peer::Peer;
 use super::*;
 use crate::ice_lite::tests::check;
 
@@ -17,82 +16,12 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().expect("an address")
 }
 
-/// The participant's side: a DTLS client with its own certificate, SRTP once connected.
-struct Peer {
-    addr: SocketAddr,
-    dtls: Endpoint,
-    config: Arc<HandshakeConfig>,
-    fingerprint: String,
-    srtp: Option<(Protector, Unprotector)>,
+fn new_peer(profiles: Vec<SrtpProtectionProfile>) -> Peer {
+    Peer::new(addr("10.0.0.2:40000"), addr(SFU), profiles).expect("a peer")
 }
 
-impl Peer {
-    fn new(addr: SocketAddr, offered: Vec<SrtpProtectionProfile>) -> Peer {
-        let provider = rtc::crypto::default_provider().expect("crypto");
-        let certificate =
-            Certificate::generate_self_signed(vec!["peer".to_owned()], provider.crypto())
-                .expect("a certificate");
-        let der = certificate.certificate[0].as_ref().to_vec();
-        let fingerprint = format!(
-            "sha-256 {}",
-            colon_hex(digest::digest(&digest::SHA256, &der).as_ref())
-        );
-        let config = ConfigBuilder::default()
-            .with_crypto_provider(provider)
-            .with_certificates(vec![certificate])
-            .with_srtp_protection_profiles(offered)
-            .with_insecure_skip_verify(true)
-            .with_extended_master_secret(ExtendedMasterSecretType::Require)
-            .build(true, None)
-            .expect("a client configuration");
-        Peer {
-            addr,
-            dtls: Endpoint::new(addr, TransportProtocol::UDP, None),
-            config: Arc::new(config),
-            fingerprint,
-            srtp: None,
-        }
-    }
-
-    /// A connectivity check from this peer; `nominate` sets USE-CANDIDATE.
-    fn check(&self, nominate: bool) -> Vec<u8> {
-        check(&format!("{UFRAG}:peerUfrag"), PASSWORD, true, nominate)
-    }
-
-    fn start_dtls(&mut self, now: Instant) {
-        self.dtls
-            .connect(now, addr(SFU), self.config.clone(), None)
-            .expect("connect");
-    }
-
-    /// Reads what the SFU sent; on the handshake's end, keys SRTP the client's way.
-    fn receive(&mut self, now: Instant, payload: &[u8]) {
-        if classify(payload) != DatagramKind::Dtls {
-            return;
-        }
-        let Ok(events) = self
-            .dtls
-            .read(now, addr(SFU), None, BytesMut::from(payload))
-        else {
-            return;
-        };
-        if events
-            .iter()
-            .any(|e| matches!(e, EndpointEvent::HandshakeComplete))
-        {
-            let state = self.dtls.get_connection_state(addr(SFU)).expect("state");
-            let profile =
-                Profile::from_id(state.srtp_protection_profile() as u16).expect("a profile");
-            let material = state
-                .export_keying_material(SRTP_EXPORTER_LABEL, &[], profile.keying_material_len())
-                .expect("export");
-            let (client, server) = MasterKey::from_dtls(profile, material.as_ref()).expect("keys");
-            self.srtp = Some((
-                Protector::new(&client).expect("protector"),
-                Unprotector::new(&server).expect("unprotector"),
-            ));
-        }
-    }
+fn username() -> String {
+    format!("{UFRAG}:peerUfrag")
 }
 
 /// Moves datagrams both ways until neither side has any; `keep` decides, per datagram
@@ -107,18 +36,18 @@ fn exchange(
     let mut said = Vec::new();
     loop {
         let mut moved = false;
-        while let Some(datagram) = peer.dtls.poll_transmit() {
+        while let Some(mut datagram) = peer.poll_transmit() {
             moved = true;
             if keep() {
-                let mut buffer = datagram.message.to_vec();
-                said.push(transport.handle_datagram(now, peer.addr, &mut buffer));
+                said.push(transport.handle_datagram(now, peer.addr(), &mut datagram));
             }
         }
         while let Some(transmit) = transport.poll_transmit() {
             moved = true;
-            assert_eq!(transmit.to, peer.addr, "sent to the checked address");
+            assert_eq!(transmit.to, peer.addr(), "sent to the checked address");
             if keep() {
-                peer.receive(now, &transmit.payload);
+                let mut payload = transmit.payload;
+                let _ = peer.handle_datagram(now, &mut payload);
             }
         }
         if !moved {
@@ -141,27 +70,25 @@ fn connect(
     while now.duration_since(start) < Duration::from_secs(30) {
         if !checked {
             // A browser checks every 50 ms or so until answered.
-            let mut request = peer.check(true);
+            let mut request = peer.check(&username(), PASSWORD, true).expect("a check");
             if keep() {
                 transport
-                    .handle_datagram(now, peer.addr, &mut request)
+                    .handle_datagram(now, peer.addr(), &mut request)
                     .expect("a valid check");
                 let answer = transport.poll_transmit().expect("an answer");
                 checked = keep() && answer.payload.first() == Some(&0x01);
             }
         }
         if checked && !dtls_started {
-            peer.start_dtls(now);
+            peer.start_dtls(now).expect("DTLS starts");
             dtls_started = true;
         }
         exchange(peer, transport, now, keep);
-        if transport.state() == TransportState::Connected && peer.srtp.is_some() {
+        if transport.state() == TransportState::Connected && peer.is_connected() {
             return now;
         }
         now += Duration::from_millis(50);
-        if dtls_started {
-            let _ = peer.dtls.handle_timeout(addr(SFU), now);
-        }
+        peer.handle_timeout(now);
         transport
             .handle_timeout(now)
             .expect("the handshake goes on");
@@ -174,7 +101,7 @@ fn transport_for(peer: &Peer) -> (DtlsIdentity, Transport) {
     let transport = Transport::new(
         &identity,
         LiteAgent::new(UFRAG, PASSWORD),
-        Fingerprint::parse(&peer.fingerprint).expect("the peer's fingerprint"),
+        Fingerprint::parse(peer.fingerprint()).expect("the peer's fingerprint"),
     );
     (identity, transport)
 }
@@ -207,22 +134,21 @@ fn a_dtls_client_connects_and_media_flows_both_ways_in_place() {
         (vec![Gcm, Cm], Profile::AeadAes128Gcm),
         (vec![Cm], Profile::Aes128CmHmacSha1_80),
     ] {
-        let mut peer = Peer::new(addr("10.0.0.2:40000"), offered);
+        let mut peer = new_peer(offered);
         let (identity, mut transport) = transport_for(&peer);
         assert!(identity.fingerprint().starts_with("sha-256 "));
         assert_eq!(transport.state(), TransportState::Connecting);
         connect(&mut peer, &mut transport, Instant::now(), &mut always());
         assert_eq!(transport.srtp_profile(), Some(expected));
-        assert_eq!(transport.remote_addr(), Some(peer.addr));
+        assert_eq!(transport.remote_addr(), Some(peer.addr()));
         assert_eq!(transport.remote_ufrag(), Some("peerUfrag"));
-        let (peer_out, peer_in) = peer.srtp.as_mut().expect("the peer's keys");
 
         for seq in 0..20 {
             // Participant → SFU: decrypted in the same buffer.
             let plain = rtp(seq, 0x1111);
             let mut packet = plain.clone();
-            peer_out.protect_rtp(&mut packet).expect("protect");
-            let said = transport.handle_datagram(Instant::now(), peer.addr, &mut packet);
+            peer.protect_rtp(&mut packet).expect("protect");
+            let said = transport.handle_datagram(Instant::now(), peer.addr(), &mut packet);
             assert_eq!(said.expect("accepted"), Inbound::Rtp);
             assert_eq!(packet, plain);
 
@@ -234,22 +160,24 @@ fn a_dtls_client_connects_and_media_flows_both_ways_in_place() {
             let before = packet.as_ptr();
             transport.protect_rtp(&mut packet).expect("protect");
             assert_eq!(packet.as_ptr(), before, "no reallocation");
-            peer_in
-                .unprotect_rtp(&mut packet)
-                .expect("the peer reads it");
+            assert!(
+                peer.handle_datagram(Instant::now(), &mut packet)
+                    .expect("the peer reads it")
+            );
             assert_eq!(packet, plain);
         }
         let plain = rtcp(0x1111);
         let mut packet = plain.clone();
-        peer_out.protect_rtcp(&mut packet).expect("protect");
-        let said = transport.handle_datagram(Instant::now(), peer.addr, &mut packet);
+        peer.protect_rtcp(&mut packet).expect("protect");
+        let said = transport.handle_datagram(Instant::now(), peer.addr(), &mut packet);
         assert_eq!(said.expect("accepted"), Inbound::Rtcp);
         assert_eq!(packet, plain);
         let mut packet = rtcp(0x2222);
         transport.protect_rtcp(&mut packet).expect("protect");
-        peer_in
-            .unprotect_rtcp(&mut packet)
-            .expect("the peer reads it");
+        assert!(
+            peer.handle_datagram(Instant::now(), &mut packet)
+                .expect("the peer reads it")
+        );
         assert_eq!(packet, rtcp(0x2222));
     }
 }
@@ -258,10 +186,7 @@ fn a_dtls_client_connects_and_media_flows_both_ways_in_place() {
 fn the_handshake_completes_when_a_third_of_the_datagrams_are_lost() {
     // A third of all datagrams lost at random, both ways, from the first one; ten seeds.
     for seed in 1..=10u64 {
-        let mut peer = Peer::new(
-            addr("10.0.0.2:40000"),
-            vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-        );
+        let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
         let (_identity, mut transport) = transport_for(&peer);
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut keep = move || {
@@ -278,23 +203,20 @@ fn the_handshake_completes_when_a_third_of_the_datagrams_are_lost() {
 
 #[test]
 fn a_certificate_other_than_the_sdp_fingerprint_is_refused() {
-    let mut peer = Peer::new(
-        addr("10.0.0.2:40000"),
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-    );
-    let impostor = Peer::new(peer.addr, vec![]);
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+    let impostor = new_peer(vec![]);
     let identity = DtlsIdentity::generate().expect("an identity");
     let mut transport = Transport::new(
         &identity,
         LiteAgent::new(UFRAG, PASSWORD),
-        Fingerprint::parse(&impostor.fingerprint).expect("a fingerprint"),
+        Fingerprint::parse(impostor.fingerprint()).expect("a fingerprint"),
     );
     let now = Instant::now();
-    let mut request = peer.check(true);
+    let mut request = peer.check(&username(), PASSWORD, true).expect("a check");
     transport
-        .handle_datagram(now, peer.addr, &mut request)
+        .handle_datagram(now, peer.addr(), &mut request)
         .expect("the check passes");
-    peer.start_dtls(now);
+    peer.start_dtls(now).expect("DTLS starts");
     let said = exchange(&mut peer, &mut transport, now, &mut always());
     assert!(
         said.iter()
@@ -304,22 +226,18 @@ fn a_certificate_other_than_the_sdp_fingerprint_is_refused() {
     assert_eq!(transport.state(), TransportState::Closed);
     assert_eq!(transport.srtp_profile(), None);
     // Nothing more is accepted, not even a valid check.
-    let mut request = peer.check(true);
-    let after = transport.handle_datagram(now, peer.addr, &mut request);
+    let mut request = peer.check(&username(), PASSWORD, true).expect("a check");
+    let after = transport.handle_datagram(now, peer.addr(), &mut request);
     assert!(matches!(after, Err(TransportError::Closed)));
 }
 
 #[test]
 fn packets_from_an_unchecked_address_are_refused() {
-    let mut peer = Peer::new(
-        addr("10.0.0.2:40000"),
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-    );
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
     let (_identity, mut transport) = transport_for(&peer);
     let now = connect(&mut peer, &mut transport, Instant::now(), &mut always());
-    let (peer_out, _) = peer.srtp.as_mut().expect("keys");
     let mut packet = rtp(1, 0x1111);
-    peer_out.protect_rtp(&mut packet).expect("protect");
+    peer.protect_rtp(&mut packet).expect("protect");
     let elsewhere = addr("10.9.9.9:1234");
     let mut copy = packet.clone();
     let said = transport.handle_datagram(now, elsewhere, &mut copy);
@@ -335,16 +253,13 @@ fn packets_from_an_unchecked_address_are_refused() {
         Err(TransportError::UncheckedAddress)
     ));
     // The checked address still works.
-    let said = transport.handle_datagram(now, peer.addr, &mut packet);
+    let said = transport.handle_datagram(now, peer.addr(), &mut packet);
     assert_eq!(said.expect("accepted"), Inbound::Rtp);
 }
 
 #[test]
 fn a_nominated_check_from_a_new_address_moves_the_transport() {
-    let mut peer = Peer::new(
-        addr("10.0.0.2:40000"),
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-    );
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
     let (_identity, mut transport) = transport_for(&peer);
     let now = connect(&mut peer, &mut transport, Instant::now(), &mut always());
     let moved = addr("10.0.7.2:50000");
@@ -355,50 +270,47 @@ fn a_nominated_check_from_a_new_address_moves_the_transport() {
         .expect("a valid check");
     let answer = transport.poll_transmit().expect("an answer");
     assert_eq!(answer.to, moved);
-    assert_eq!(transport.remote_addr(), Some(peer.addr));
+    assert_eq!(transport.remote_addr(), Some(peer.addr()));
     // Nominated: the transport follows.
     let mut request = check(&format!("{UFRAG}:peerUfrag"), PASSWORD, true, true);
     transport
         .handle_datagram(now, moved, &mut request)
         .expect("a valid check");
     assert_eq!(transport.remote_addr(), Some(moved));
-    let (peer_out, _) = peer.srtp.as_mut().expect("keys");
     let mut packet = rtp(7, 0x1111);
-    peer_out.protect_rtp(&mut packet).expect("protect");
+    peer.protect_rtp(&mut packet).expect("protect");
     let said = transport.handle_datagram(now, moved, &mut packet);
     assert_eq!(said.expect("accepted"), Inbound::Rtp);
 }
 
 #[test]
 fn replayed_forged_truncated_and_garbage_datagrams_are_refused_and_nothing_breaks() {
-    let mut peer = Peer::new(
-        addr("10.0.0.2:40000"),
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-    );
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
     let (_identity, mut transport) = transport_for(&peer);
     let now = connect(&mut peer, &mut transport, Instant::now(), &mut always());
-    let (peer_out, peer_in) = peer.srtp.as_mut().expect("keys");
     let mut packet = rtp(1, 0x1111);
-    peer_out.protect_rtp(&mut packet).expect("protect");
+    peer.protect_rtp(&mut packet).expect("protect");
     let protected = packet.clone();
     transport
-        .handle_datagram(now, peer.addr, &mut packet)
+        .handle_datagram(now, peer.addr(), &mut packet)
         .expect("the first copy");
     // The same packet again.
     let mut replay = protected.clone();
-    let said = transport.handle_datagram(now, peer.addr, &mut replay);
+    let said = transport.handle_datagram(now, peer.addr(), &mut replay);
     assert_eq!(
         said.map(|_| ()).expect_err("a replay").counter(),
         "srtp_replay"
     );
     // Every single-bit flip past the header, and every truncation.
     let mut fresh = rtp(2, 0x1111);
-    peer_out.protect_rtp(&mut fresh).expect("protect");
+    peer.protect_rtp(&mut fresh).expect("protect");
     for i in 12..fresh.len() {
         let mut bad = fresh.clone();
         bad[i] ^= 0x10;
         assert!(
-            transport.handle_datagram(now, peer.addr, &mut bad).is_err(),
+            transport
+                .handle_datagram(now, peer.addr(), &mut bad)
+                .is_err(),
             "bit flip at {i}"
         );
     }
@@ -406,7 +318,7 @@ fn replayed_forged_truncated_and_garbage_datagrams_are_refused_and_nothing_break
         let mut short = fresh[..len].to_vec();
         assert!(
             transport
-                .handle_datagram(now, peer.addr, &mut short)
+                .handle_datagram(now, peer.addr(), &mut short)
                 .is_err(),
             "{len} bytes"
         );
@@ -415,35 +327,38 @@ fn replayed_forged_truncated_and_garbage_datagrams_are_refused_and_nothing_break
     for first in 0..=255u8 {
         let mut junk = vec![first; 48];
         junk[1] = first.wrapping_mul(7);
-        let _ = transport.handle_datagram(now, peer.addr, &mut junk);
+        let _ = transport.handle_datagram(now, peer.addr(), &mut junk);
     }
     // Unknown first bytes are named.
     let mut unknown = vec![100u8; 20];
     assert!(matches!(
-        transport.handle_datagram(now, peer.addr, &mut unknown),
+        transport.handle_datagram(now, peer.addr(), &mut unknown),
         Err(TransportError::Unknown)
     ));
     // The untouched packet still goes through, and so does the other direction.
     assert_eq!(transport.state(), TransportState::Connected);
-    let said = transport.handle_datagram(now, peer.addr, &mut fresh);
+    let said = transport.handle_datagram(now, peer.addr(), &mut fresh);
     assert_eq!(said.expect("accepted"), Inbound::Rtp);
     let mut out = rtp(3, 0x2222);
     transport.protect_rtp(&mut out).expect("protect");
-    peer_in.unprotect_rtp(&mut out).expect("read");
+    assert!(
+        peer.handle_datagram(Instant::now(), &mut out)
+            .expect("read")
+    );
 }
 
 #[test]
 fn media_before_the_handshake_is_refused() {
-    let peer = Peer::new(addr("10.0.0.2:40000"), vec![]);
+    let peer = new_peer(vec![]);
     let (_identity, mut transport) = transport_for(&peer);
     let now = Instant::now();
-    let mut request = peer.check(true);
+    let mut request = peer.check(&username(), PASSWORD, true).expect("a check");
     transport
-        .handle_datagram(now, peer.addr, &mut request)
+        .handle_datagram(now, peer.addr(), &mut request)
         .expect("a check");
     let mut packet = rtp(1, 0x1111);
     assert!(matches!(
-        transport.handle_datagram(now, peer.addr, &mut packet),
+        transport.handle_datagram(now, peer.addr(), &mut packet),
         Err(TransportError::NotConnected)
     ));
     let mut out = rtp(1, 0x2222);

@@ -1,0 +1,309 @@
+//! The forwarding loop (issue 19's fan-out), sans-IO: one plaintext packet from a
+//! producer, then for each of its consumers a copy written into a reused buffer with the
+//! consumer's SSRC, payload type, numbering and header extensions, encrypted in place
+//! under the subscriber's SRTP, and queued with its address in an [`Outbox`] the driver
+//! sends in `sendmmsg` batches. mediasoup's worker does the same job this way; read, not
+//! copied.
+//!
+//! What it owns: the per-consumer slot ([`Consumer`]) and the per-subscriber state the
+//! loop writes ([`Subscriber`]: its transport and transport-wide sequence number). What it
+//! must not do per packet: allocate (buffers are reused; extensions are a fixed array),
+//! lock, or look at any stream but this producer's consumers. Choosing layers, pausing and
+//! last-N happen elsewhere and only flip a consumer's fields.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::core::rtp::{Header, RtpView, write_forwarded};
+use crate::core::sdp::ExtensionIds;
+use crate::core::transport::{Transport, TransportState};
+use crate::red;
+use crate::rewrite::Rewriter;
+
+/// The largest datagram the SFU sends: a full-size RTP packet plus the SRTP tag.
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// Datagrams an [`Outbox`] holds before the driver must flush it (one `sendmmsg`).
+pub const OUTBOX_CAPACITY: usize = 64;
+
+/// One subscriber as the loop sees it.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Its transport: SRTP for what we send, the address to send to.
+    pub transport: Transport,
+    /// The next transport-wide sequence number (one counter per transport, across all
+    /// its streams: its TWCC feedback says which of them arrived).
+    pub twcc_seq: u16,
+}
+
+impl Subscriber {
+    /// A subscriber on `transport`.
+    pub fn new(transport: Transport) -> Subscriber {
+        Subscriber {
+            transport,
+            twcc_seq: 0,
+        }
+    }
+}
+
+/// One subscriber's copy of one producer's stream, flat: everything the loop reads.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    /// The subscriber's index among the worker's [`Subscriber`]s.
+    pub subscriber: usize,
+    /// The SSRC the SFU sends this stream with.
+    pub ssrc: u32,
+    /// The subscriber's payload type for the codec.
+    pub payload_type: u8,
+    /// The subscriber's RED payload type, when it takes RED (audio).
+    pub red_payload_type: Option<u8>,
+    /// The subscriber's header-extension ids.
+    pub extensions: ExtensionIds,
+    /// The mid of the subscriber's section for this stream (`sdes:mid`'s value).
+    pub mid: String,
+    /// Sequence and timestamp continuity.
+    pub rewriter: Rewriter,
+    /// Withheld: paused by the subscriber, or outside last-N.
+    pub paused: bool,
+    /// Packets and bytes sent.
+    pub packets: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+}
+
+impl Consumer {
+    /// A consumer for `subscriber` sending as `ssrc` with `payload_type` in the section
+    /// `mid`.
+    pub fn new(
+        subscriber: usize,
+        ssrc: u32,
+        payload_type: u8,
+        extensions: ExtensionIds,
+        mid: &str,
+    ) -> Consumer {
+        Consumer {
+            subscriber,
+            ssrc,
+            payload_type,
+            red_payload_type: None,
+            extensions,
+            mid: mid.to_owned(),
+            rewriter: Rewriter::default(),
+            paused: false,
+            packets: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// Datagrams ready to send: buffers reused from one batch to the next.
+#[derive(Debug)]
+pub struct Outbox {
+    buffers: Vec<Vec<u8>>,
+    to: Vec<SocketAddr>,
+    len: usize,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
+}
+
+impl Outbox {
+    /// An empty outbox with [`OUTBOX_CAPACITY`] buffers of [`MAX_DATAGRAM`] allocated
+    /// once.
+    pub fn new() -> Outbox {
+        Outbox {
+            buffers: (0..OUTBOX_CAPACITY)
+                .map(|_| Vec::with_capacity(MAX_DATAGRAM + 64))
+                .collect(),
+            to: vec![SocketAddr::from(([0, 0, 0, 0], 0)); OUTBOX_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Full: the driver sends and [`Outbox::clear`]s before more can be queued.
+    pub fn is_full(&self) -> bool {
+        self.len == self.buffers.len()
+    }
+
+    /// The queued datagrams with their addresses.
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.buffers[..self.len]
+            .iter()
+            .zip(&self.to[..self.len])
+            .map(|(b, to)| (b.as_slice(), *to))
+    }
+
+    /// The queued datagrams as slices, and their addresses (for `sendmmsg`).
+    pub fn parts(&self) -> (&[Vec<u8>], &[SocketAddr]) {
+        (&self.buffers[..self.len], &self.to[..self.len])
+    }
+
+    /// Forgets what was queued; the buffers stay for reuse.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Queues one datagram (for the transport's own: STUN, DTLS, RTCP).
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let buffer = &mut self.buffers[self.len];
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
+        self.to[self.len] = to;
+        self.len += 1;
+        true
+    }
+}
+
+/// What one pass of the loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Copies queued.
+    pub sent: usize,
+    /// Consumers withheld from (paused, last-N).
+    pub withheld: usize,
+    /// Consumers skipped: not connected yet, or a late packet from before a switch.
+    pub skipped: usize,
+    /// Copies that failed (a RED payload that does not unpack, an SRTP error).
+    pub failed: usize,
+    /// Consumers left for the next call because the outbox filled: pass `resume_at`.
+    pub resume_at: Option<usize>,
+}
+
+/// The producer's side of a packet: its view, its extension ids, and whether its payload
+/// is RED (audio).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The packet, decrypted.
+    pub packet: RtpView<'a>,
+    /// The publisher's extension ids for its section.
+    pub extensions: &'a ExtensionIds,
+    /// The payload is RED (RFC 2198) over Opus.
+    pub red: bool,
+}
+
+/// Writes `source` for `consumers[start..]` into `outbox`, stopping when it fills
+/// ([`FanOut::resume_at`]: flush, then call again from there).
+pub fn fan_out(
+    now: Instant,
+    source: &Source<'_>,
+    consumers: &mut [Consumer],
+    start: usize,
+    subscribers: &mut [Subscriber],
+    outbox: &mut Outbox,
+) -> FanOut {
+    let mut done = FanOut::default();
+    let packet = &source.packet;
+    let audio_level = source
+        .extensions
+        .audio_level
+        .and_then(|id| packet.extension(id));
+    let descriptor = source
+        .extensions
+        .dependency_descriptor
+        .and_then(|id| packet.extension(id));
+    // RED's primary block, found once for every consumer without RED.
+    let mut primary: Option<Option<(u8, std::ops::Range<usize>)>> = None;
+    for (i, consumer) in consumers.iter_mut().enumerate().skip(start) {
+        if outbox.is_full() {
+            done.resume_at = Some(i);
+            return done;
+        }
+        if consumer.paused {
+            consumer.rewriter.withhold(packet.seq());
+            done.withheld += 1;
+            continue;
+        }
+        let Some(subscriber) = subscribers.get_mut(consumer.subscriber) else {
+            done.skipped += 1;
+            continue;
+        };
+        let Some(to) = subscriber.transport.remote_addr() else {
+            done.skipped += 1;
+            continue;
+        };
+        if subscriber.transport.state() != TransportState::Connected {
+            done.skipped += 1;
+            continue;
+        }
+        let Some((seq, timestamp)) =
+            consumer
+                .rewriter
+                .rewrite(packet.seq(), packet.timestamp(), now)
+        else {
+            done.skipped += 1;
+            continue;
+        };
+        // RED forwarded as it came where the subscriber took it, else its primary alone.
+        let (payload_type, payload) = match (source.red, consumer.red_payload_type) {
+            (true, Some(red)) => (red, packet.payload()),
+            (true, None) => {
+                let found = primary.get_or_insert_with(|| red::primary(packet.payload()));
+                match found {
+                    Some((_, range)) => (consumer.payload_type, &packet.payload()[range.clone()]),
+                    None => {
+                        done.failed += 1;
+                        continue;
+                    }
+                }
+            }
+            (false, _) => (consumer.payload_type, packet.payload()),
+        };
+        let twcc = subscriber.twcc_seq.to_be_bytes();
+        let mut extensions: [(u8, &[u8]); 4] = [(0, &[]); 4];
+        let mut count = 0;
+        let ids = &consumer.extensions;
+        for (id, value) in [
+            (ids.audio_level, audio_level),
+            (ids.transport_cc, Some(&twcc[..])),
+            (ids.mid, Some(consumer.mid.as_bytes())),
+            (ids.dependency_descriptor, descriptor),
+        ] {
+            if let (Some(id), Some(value)) = (id, value) {
+                extensions[count] = (id, value);
+                count += 1;
+            }
+        }
+        let header = Header {
+            payload_type,
+            seq,
+            timestamp,
+            ssrc: consumer.ssrc,
+            marker: packet.marker(),
+        };
+        let buffer = &mut outbox.buffers[outbox.len];
+        if write_forwarded(buffer, header, &extensions[..count], payload).is_err()
+            || subscriber.transport.protect_rtp(buffer).is_err()
+        {
+            done.failed += 1;
+            continue;
+        }
+        if ids.transport_cc.is_some() {
+            subscriber.twcc_seq = subscriber.twcc_seq.wrapping_add(1);
+        }
+        outbox.to[outbox.len] = to;
+        outbox.len += 1;
+        consumer.packets += 1;
+        consumer.bytes += payload.len() as u64;
+        done.sent += 1;
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests;

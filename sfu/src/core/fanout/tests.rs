@@ -1,0 +1,277 @@
+//! The loop against real transports: every subscriber is a DTLS client that completed a
+//! handshake with its own transport, and reads its copy with its own keys.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::core::sdp::ExtensionIds;
+use crate::core::transport::peer::{Peer, connect_in_memory};
+use crate::core::transport::{DtlsIdentity, Fingerprint};
+use crate::ice_lite::LiteAgent;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+
+const SFU: &str = "10.0.0.1:5000";
+const PASSWORD: &str = "sfu-password-0123456789";
+
+/// `n` subscribers, each connected: their peers, and the SFU's side.
+fn subscribers(n: usize, now: Instant) -> (Vec<Peer>, Vec<Subscriber>) {
+    let identity = DtlsIdentity::generate().expect("identity");
+    let sfu: SocketAddr = SFU.parse().expect("address");
+    let mut peers = Vec::new();
+    let mut subscribers = Vec::new();
+    for i in 0..n {
+        let addr = SocketAddr::from(([10, 0, 1, i as u8 + 1], 40_000));
+        let profile = if i % 2 == 0 {
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm
+        } else {
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
+        };
+        let mut peer = Peer::new(addr, sfu, vec![profile]).expect("a peer");
+        let ufrag = format!("sub{i}");
+        let mut transport = Transport::new(
+            &identity,
+            LiteAgent::new(ufrag.clone(), PASSWORD),
+            Fingerprint::parse(peer.fingerprint()).expect("fingerprint"),
+        );
+        connect_in_memory(
+            &mut peer,
+            &mut transport,
+            &format!("{ufrag}:peer{i}"),
+            PASSWORD,
+            now,
+        )
+        .expect("connected");
+        peers.push(peer);
+        subscribers.push(Subscriber::new(transport));
+    }
+    (peers, subscribers)
+}
+
+/// Audio from the publisher: audio level on id 1, its own transport-cc on id 3 (never
+/// forwarded), mid on id 4.
+fn published(seq: u16, payload_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_forwarded(
+        &mut out,
+        Header {
+            payload_type,
+            seq,
+            timestamp: u32::from(seq) * 960,
+            ssrc: 0xAAAA,
+            marker: false,
+        },
+        &[(1, &[0x85]), (3, &[0x12, 0x34]), (4, b"0")],
+        payload,
+    )
+    .expect("written");
+    out
+}
+
+fn publisher_ids() -> ExtensionIds {
+    ExtensionIds {
+        audio_level: Some(1),
+        transport_cc: Some(3),
+        mid: Some(4),
+        ..ExtensionIds::default()
+    }
+}
+
+/// What a subscriber asked for: its own ids (not the publisher's).
+fn subscriber_ids() -> ExtensionIds {
+    ExtensionIds {
+        audio_level: Some(2),
+        transport_cc: Some(5),
+        mid: Some(9),
+        ..ExtensionIds::default()
+    }
+}
+
+/// Delivers the outbox to the peers; returns each peer's decrypted packets.
+fn deliver(outbox: &Outbox, peers: &mut [Peer], now: Instant) -> Vec<Vec<Vec<u8>>> {
+    let mut got = vec![Vec::new(); peers.len()];
+    for (datagram, to) in outbox.datagrams() {
+        let i = peers
+            .iter()
+            .position(|p| p.addr() == to)
+            .expect("sent to a subscriber");
+        let mut packet = datagram.to_vec();
+        assert!(
+            peers[i]
+                .handle_datagram(now, &mut packet)
+                .expect("decrypts")
+        );
+        got[i].push(packet);
+    }
+    got
+}
+
+#[test]
+fn every_subscriber_reads_its_own_copy_under_its_own_keys_ids_and_numbering() {
+    let now = Instant::now();
+    let (mut peers, mut subs) = subscribers(6, now);
+    let mut consumers: Vec<Consumer> = (0..6)
+        .map(|i| {
+            Consumer::new(
+                i,
+                0x5000 + i as u32,
+                111,
+                subscriber_ids(),
+                &format!("m{i}"),
+            )
+        })
+        .collect();
+    let mut outbox = Outbox::new();
+    let ids = publisher_ids();
+    let pointers: Vec<*const u8> = outbox.buffers.iter().map(|b| b.as_ptr()).collect();
+    for seq in 100..110u16 {
+        let raw = published(seq, 111, b"opus!");
+        let source = Source {
+            packet: RtpView::parse(&raw).expect("parses"),
+            extensions: &ids,
+            red: false,
+        };
+        let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+        assert_eq!(done.sent, 6);
+        let got = deliver(&outbox, &mut peers, now);
+        for (i, packets) in got.iter().enumerate() {
+            let view = RtpView::parse(&packets[0]).expect("parses");
+            assert_eq!(view.ssrc(), 0x5000 + i as u32);
+            assert_eq!(view.payload_type(), 111);
+            assert_eq!(view.payload(), b"opus!");
+            // The first layer keeps its numbering.
+            assert_eq!(view.seq(), seq);
+            assert_eq!(view.extension(2), Some(&[0x85][..]), "the level, our id");
+            assert_eq!(view.extension(9), Some(format!("m{i}").as_bytes()));
+            // Transport-wide numbers are the subscriber's own, from 0.
+            let twcc = view.extension(5).expect("transport-cc");
+            assert_eq!(u16::from_be_bytes([twcc[0], twcc[1]]), seq - 100);
+            assert_eq!(view.extension(1), None, "nothing under the publisher's ids");
+        }
+        outbox.clear();
+    }
+    // The buffers were reused, never reallocated.
+    let after: Vec<*const u8> = outbox.buffers.iter().map(|b| b.as_ptr()).collect();
+    assert_eq!(pointers, after);
+    assert_eq!(consumers[0].packets, 10);
+}
+
+#[test]
+fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
+    let now = Instant::now();
+    let (mut peers, mut subs) = subscribers(2, now);
+    let mut with_red = Consumer::new(0, 1, 111, subscriber_ids(), "a");
+    with_red.red_payload_type = Some(63);
+    let without = Consumer::new(1, 2, 111, subscriber_ids(), "b");
+    let mut consumers = vec![with_red, without];
+    // RED: one redundant block (PT 111, offset 960, 3 bytes), then the primary.
+    let mut red = vec![0x80 | 111, 0x03, 0xC0, 0x03, 111];
+    red.extend_from_slice(b"old");
+    red.extend_from_slice(b"new!");
+    let raw = published(7, 63, &red);
+    let ids = publisher_ids();
+    let source = Source {
+        packet: RtpView::parse(&raw).expect("parses"),
+        extensions: &ids,
+        red: true,
+    };
+    let mut outbox = Outbox::new();
+    let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+    assert_eq!(done.sent, 2);
+    let got = deliver(&outbox, &mut peers, now);
+    let red_copy = RtpView::parse(&got[0][0]).expect("parses");
+    assert_eq!(red_copy.payload_type(), 63);
+    assert_eq!(red_copy.payload(), &red[..]);
+    let plain = RtpView::parse(&got[1][0]).expect("parses");
+    assert_eq!(plain.payload_type(), 111);
+    assert_eq!(plain.payload(), b"new!");
+
+    // A RED payload that does not unpack fails that copy only.
+    let raw = published(8, 63, &[0x80 | 111, 0x03]);
+    let source = Source {
+        packet: RtpView::parse(&raw).expect("parses"),
+        extensions: &ids,
+        red: true,
+    };
+    outbox.clear();
+    let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+    assert_eq!((done.sent, done.failed), (1, 1));
+}
+
+#[test]
+fn a_paused_consumer_leaves_no_gap_and_a_full_outbox_resumes_where_it_stopped() {
+    let now = Instant::now();
+    let (mut peers, mut subs) = subscribers(3, now);
+    let mut consumers: Vec<Consumer> = (0..3)
+        .map(|i| Consumer::new(i, 10 + i as u32, 111, subscriber_ids(), "0"))
+        .collect();
+    let ids = publisher_ids();
+    let mut outbox = Outbox::new();
+    let mut seqs = vec![Vec::new(); 3];
+    for seq in 0..20u16 {
+        consumers[1].paused = (5..10).contains(&seq);
+        let raw = published(seq, 111, b"x");
+        let source = Source {
+            packet: RtpView::parse(&raw).expect("parses"),
+            extensions: &ids,
+            red: false,
+        };
+        fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+        for (i, packets) in deliver(&outbox, &mut peers, now).into_iter().enumerate() {
+            seqs[i].extend(
+                packets
+                    .iter()
+                    .map(|p| RtpView::parse(p).expect("rtp").seq()),
+            );
+        }
+        outbox.clear();
+    }
+    assert_eq!(seqs[0], (0..20).collect::<Vec<_>>());
+    // Paused for five packets: fifteen arrive, numbered without a gap.
+    assert_eq!(seqs[1], (0..15).collect::<Vec<_>>());
+
+    // An outbox with room for two: the third consumer waits for the next call.
+    let mut small = Outbox {
+        buffers: (0..2).map(|_| Vec::with_capacity(MAX_DATAGRAM)).collect(),
+        to: vec![SocketAddr::from(([0, 0, 0, 0], 0)); 2],
+        len: 0,
+    };
+    let raw = published(20, 111, b"x");
+    let source = Source {
+        packet: RtpView::parse(&raw).expect("parses"),
+        extensions: &ids,
+        red: false,
+    };
+    let first = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut small);
+    assert_eq!((first.sent, first.resume_at), (2, Some(2)));
+    small.clear();
+    let rest = fan_out(now, &source, &mut consumers, 2, &mut subs, &mut small);
+    assert_eq!((rest.sent, rest.resume_at), (1, None));
+}
+
+#[test]
+fn subscribers_not_connected_or_gone_are_skipped() {
+    let now = Instant::now();
+    let (_peers, mut subs) = subscribers(1, now);
+    let identity = DtlsIdentity::generate().expect("identity");
+    let fresh = Transport::new(
+        &identity,
+        LiteAgent::new("x", PASSWORD),
+        Fingerprint::parse(&format!("sha-256 {}", vec!["AB"; 32].join(":"))).expect("fp"),
+    );
+    subs.push(Subscriber::new(fresh));
+    let mut consumers = vec![
+        Consumer::new(0, 1, 111, subscriber_ids(), "0"),
+        Consumer::new(1, 2, 111, subscriber_ids(), "0"),
+        Consumer::new(7, 3, 111, subscriber_ids(), "0"),
+    ];
+    let raw = published(1, 111, b"x");
+    let ids = publisher_ids();
+    let source = Source {
+        packet: RtpView::parse(&raw).expect("parses"),
+        extensions: &ids,
+        red: false,
+    };
+    let mut outbox = Outbox::new();
+    let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+    assert_eq!((done.sent, done.skipped), (1, 2));
+}
