@@ -25,6 +25,7 @@ use sotto_sfu::core::transport::{DtlsIdentity, Fingerprint, Transport};
 use sotto_sfu::ice_lite::LiteAgent;
 
 const PASSWORD: &str = "sfu-password-0123456789";
+const PUBLISHER: u32 = 0xAAAA;
 
 fn subscribers(n: usize) -> Vec<Subscriber> {
     let identity = DtlsIdentity::generate().expect("identity");
@@ -76,7 +77,7 @@ fn packet(seq: u16, payload: usize) -> Vec<u8> {
             payload_type: 111,
             seq,
             timestamp: u32::from(seq) * 960,
-            ssrc: 0xAAAA,
+            ssrc: PUBLISHER,
             marker: false,
         },
         &[(1, &[0x85]), (3, &seq.to_be_bytes()), (4, b"0")],
@@ -92,7 +93,11 @@ fn bench(c: &mut Criterion) {
         let mut subs = subscribers(n);
         for payload in [80usize, 1200] {
             let mut consumers: Vec<Consumer> = (0..n)
-                .map(|i| Consumer::new(i, 0x1000 + i as u32, 111, ids(), "1"))
+                .map(|i| {
+                    let mut consumer = Consumer::new(i, 0x1000 + i as u32, 111, ids(), "1");
+                    consumer.target = Some(PUBLISHER);
+                    consumer
+                })
                 .collect();
             let mut outbox = Outbox::new();
             let publisher = ids();
@@ -106,6 +111,9 @@ fn bench(c: &mut Criterion) {
                         packet: RtpView::parse(&raw).expect("parses"),
                         extensions: &publisher,
                         red: false,
+                        keyframe: None,
+                        clock_rate: 48_000,
+                        withheld: false,
                     };
                     let now = Instant::now();
                     let mut start = 0;

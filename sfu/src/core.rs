@@ -31,6 +31,7 @@ use crate::rewrite::Rewriter;
 use crate::speaker::SpeakerTracker;
 
 pub mod fanout;
+pub mod history;
 pub mod rtp;
 pub mod sdp;
 pub mod transport;

@@ -88,6 +88,31 @@ impl Rewriter {
     pub fn last_seq(&self) -> Option<u16> {
         self.last.map(|(seq, _, _)| seq)
     }
+
+    /// The outgoing sequence number and timestamp of a packet of the current layer that
+    /// went out already (a retransmission), without moving any state; `None` when it is
+    /// older than the layer's start.
+    pub fn rewrite_stale(&self, seq: u16, ts: u32) -> Option<(u16, u32)> {
+        if let Some(floor) = self.floor
+            && seq_after(floor, seq)
+        {
+            return None;
+        }
+        Some((
+            seq.wrapping_add(self.seq_offset),
+            ts.wrapping_add(self.ts_offset),
+        ))
+    }
+
+    /// The incoming sequence number of the current layer that went out as `out` (a
+    /// subscriber's NACK names outgoing numbers), or `None` when `out` was not sent under
+    /// the current numbering (before a switch or a withheld packet, or not yet).
+    pub fn original(&self, out: u16) -> Option<u16> {
+        let seq = out.wrapping_sub(self.seq_offset);
+        let floor = self.floor?;
+        let newest = self.newest?;
+        (!seq_after(floor, seq) && !seq_after(seq, newest)).then_some(seq)
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,14 @@ pub struct Consumer {
     pub mid: String,
     /// Sequence and timestamp continuity.
     pub rewriter: Rewriter,
-    /// Withheld: paused by the subscriber, or outside last-N.
+    /// The layer (publisher SSRC) being forwarded.
+    pub current: Option<u32>,
+    /// The layer to switch to where a keyframe starts (audio: its one layer, at once).
+    pub target: Option<u32>,
+    /// Retransmissions, when the subscriber negotiated RTX for the codec.
+    pub rtx: Option<Rtx>,
+    /// Paused by the subscriber: nothing is sent (the core clears `current`, so it
+    /// resumes at a keyframe).
     pub paused: bool,
     /// Packets and bytes sent.
     pub packets: u64,
@@ -89,11 +96,26 @@ impl Consumer {
             extensions,
             mid: mid.to_owned(),
             rewriter: Rewriter::default(),
+            current: None,
+            target: None,
+            rtx: None,
             paused: false,
             packets: 0,
             bytes: 0,
         }
     }
+}
+
+/// A consumer's retransmission stream (RFC 4588): its own SSRC, payload type and
+/// numbering; each packet carries the original sequence number first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtx {
+    /// The RTX SSRC the SFU announced.
+    pub ssrc: u32,
+    /// The subscriber's RTX payload type for the codec.
+    pub payload_type: u8,
+    /// The next RTX sequence number.
+    pub seq: u16,
 }
 
 /// Datagrams ready to send: buffers reused from one batch to the next.
@@ -195,6 +217,15 @@ pub struct Source<'a> {
     pub extensions: &'a ExtensionIds,
     /// The payload is RED (RFC 2198) over Opus.
     pub red: bool,
+    /// Where decoding can start: `Some(true)` at the first packet of a keyframe,
+    /// `Some(false)` elsewhere, `None` when the publisher says nothing (no dependency
+    /// descriptor: a switch then happens at once).
+    pub keyframe: Option<bool>,
+    /// The codec's RTP clock rate (for timestamps across a switch).
+    pub clock_rate: u32,
+    /// Last-N keeps this publisher's audio back now: consumers note the gap and send
+    /// nothing.
+    pub withheld: bool,
 }
 
 /// Writes `source` for `consumers[start..]` into `outbox`, stopping when it fills
@@ -209,14 +240,8 @@ pub fn fan_out(
 ) -> FanOut {
     let mut done = FanOut::default();
     let packet = &source.packet;
-    let audio_level = source
-        .extensions
-        .audio_level
-        .and_then(|id| packet.extension(id));
-    let descriptor = source
-        .extensions
-        .dependency_descriptor
-        .and_then(|id| packet.extension(id));
+    let ssrc = packet.ssrc();
+    let extensions = Forwarded::of(source);
     // RED's primary block, found once for every consumer without RED.
     let mut primary: Option<Option<(u8, std::ops::Range<usize>)>> = None;
     for (i, consumer) in consumers.iter_mut().enumerate().skip(start) {
@@ -225,9 +250,26 @@ pub fn fan_out(
             return done;
         }
         if consumer.paused {
-            consumer.rewriter.withhold(packet.seq());
             done.withheld += 1;
             continue;
+        }
+        if source.withheld {
+            if consumer.current == Some(ssrc) {
+                consumer.rewriter.withhold(packet.seq());
+            }
+            done.withheld += 1;
+            continue;
+        }
+        if consumer.current != Some(ssrc) {
+            // Another layer, or the target's keyframe not yet come.
+            if consumer.target != Some(ssrc) || source.keyframe == Some(false) {
+                done.skipped += 1;
+                continue;
+            }
+            consumer
+                .rewriter
+                .switch(packet.seq(), packet.timestamp(), now, source.clock_rate);
+            consumer.current = Some(ssrc);
         }
         let Some(subscriber) = subscribers.get_mut(consumer.subscriber) else {
             done.skipped += 1;
@@ -264,21 +306,6 @@ pub fn fan_out(
             }
             (false, _) => (consumer.payload_type, packet.payload()),
         };
-        let twcc = subscriber.twcc_seq.to_be_bytes();
-        let mut extensions: [(u8, &[u8]); 4] = [(0, &[]); 4];
-        let mut count = 0;
-        let ids = &consumer.extensions;
-        for (id, value) in [
-            (ids.audio_level, audio_level),
-            (ids.transport_cc, Some(&twcc[..])),
-            (ids.mid, Some(consumer.mid.as_bytes())),
-            (ids.dependency_descriptor, descriptor),
-        ] {
-            if let (Some(id), Some(value)) = (id, value) {
-                extensions[count] = (id, value);
-                count += 1;
-            }
-        }
         let header = Header {
             payload_type,
             seq,
@@ -287,14 +314,19 @@ pub fn fan_out(
             marker: packet.marker(),
         };
         let buffer = &mut outbox.buffers[outbox.len];
-        if write_forwarded(buffer, header, &extensions[..count], payload).is_err()
-            || subscriber.transport.protect_rtp(buffer).is_err()
+        if write_copy(
+            buffer,
+            header,
+            &extensions,
+            consumer,
+            subscriber,
+            None,
+            payload,
+        )
+        .is_err()
         {
             done.failed += 1;
             continue;
-        }
-        if ids.transport_cc.is_some() {
-            subscriber.twcc_seq = subscriber.twcc_seq.wrapping_add(1);
         }
         outbox.to[outbox.len] = to;
         outbox.len += 1;
@@ -302,6 +334,167 @@ pub fn fan_out(
         consumer.bytes += payload.len() as u64;
         done.sent += 1;
     }
+    done
+}
+
+/// The publisher's extension values a copy carries on: read once per packet.
+struct Forwarded<'a> {
+    audio_level: Option<&'a [u8]>,
+    descriptor: Option<&'a [u8]>,
+}
+
+impl<'a> Forwarded<'a> {
+    fn of(source: &Source<'a>) -> Forwarded<'a> {
+        let packet = &source.packet;
+        Forwarded {
+            audio_level: source
+                .extensions
+                .audio_level
+                .and_then(|id| packet.extension(id)),
+            descriptor: source
+                .extensions
+                .dependency_descriptor
+                .and_then(|id| packet.extension(id)),
+        }
+    }
+}
+
+/// Writes one copy for `consumer` into `buffer` and encrypts it for `subscriber`: the
+/// audio level, the subscriber's transport-wide number, the consumer's mid and the
+/// dependency descriptor under the subscriber's ids; `prefix` goes before the payload
+/// (RTX's original sequence number).
+fn write_copy(
+    buffer: &mut Vec<u8>,
+    header: Header,
+    forwarded: &Forwarded<'_>,
+    consumer: &Consumer,
+    subscriber: &mut Subscriber,
+    prefix: Option<[u8; 2]>,
+    payload: &[u8],
+) -> Result<(), ()> {
+    let twcc = subscriber.twcc_seq.to_be_bytes();
+    let mut extensions: [(u8, &[u8]); 4] = [(0, &[]); 4];
+    let mut count = 0;
+    let ids = &consumer.extensions;
+    for (id, value) in [
+        (ids.audio_level, forwarded.audio_level),
+        (ids.transport_cc, Some(&twcc[..])),
+        (ids.mid, Some(consumer.mid.as_bytes())),
+        (ids.dependency_descriptor, forwarded.descriptor),
+    ] {
+        if let (Some(id), Some(value)) = (id, value) {
+            extensions[count] = (id, value);
+            count += 1;
+        }
+    }
+    match prefix {
+        None => write_forwarded(buffer, header, &extensions[..count], payload),
+        Some(prefix) => write_forwarded(buffer, header, &extensions[..count], &prefix).map(|()| {
+            buffer.extend_from_slice(payload);
+        }),
+    }
+    .map_err(|_| ())?;
+    subscriber.transport.protect_rtp(buffer).map_err(|_| ())?;
+    if ids.transport_cc.is_some() {
+        subscriber.twcc_seq = subscriber.twcc_seq.wrapping_add(1);
+    }
+    Ok(())
+}
+
+/// What [`retransmit`] did with a NACK's list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retransmitted {
+    /// RTX packets queued.
+    pub sent: usize,
+    /// Numbers not sent: no RTX negotiated, no longer kept, not sent under the current
+    /// numbering, or too old.
+    pub missed: usize,
+}
+
+/// Answers a subscriber's NACK for `consumer` (`lost`: the outgoing sequence numbers it
+/// names) with RTX copies from the producer's `history`, into `outbox` while it has
+/// room. A packet that arrived more than `max_age` before `now` is not resent (too late to
+/// be played).
+#[allow(clippy::too_many_arguments)]
+pub fn retransmit(
+    now: Instant,
+    lost: &[u16],
+    history: &crate::core::history::History,
+    publisher_ids: &ExtensionIds,
+    max_age: std::time::Duration,
+    consumer: &mut Consumer,
+    subscriber: &mut Subscriber,
+    outbox: &mut Outbox,
+) -> Retransmitted {
+    let mut done = Retransmitted::default();
+    let Some(mut rtx) = consumer.rtx else {
+        done.missed = lost.len();
+        return done;
+    };
+    let Some(to) = subscriber.transport.remote_addr() else {
+        done.missed = lost.len();
+        return done;
+    };
+    for &out_seq in lost {
+        let original = consumer
+            .rewriter
+            .original(out_seq)
+            .and_then(|seq| history.get(seq))
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= max_age)
+            .and_then(|(packet, _)| RtpView::parse(packet).ok())
+            .filter(|view| Some(view.ssrc()) == consumer.current);
+        let Some(view) = original else {
+            done.missed += 1;
+            continue;
+        };
+        if outbox.is_full() {
+            done.missed += 1;
+            continue;
+        }
+        let Some((_, timestamp)) = consumer
+            .rewriter
+            .rewrite_stale(view.seq(), view.timestamp())
+        else {
+            done.missed += 1;
+            continue;
+        };
+        let header = Header {
+            payload_type: rtx.payload_type,
+            seq: rtx.seq,
+            timestamp,
+            ssrc: rtx.ssrc,
+            marker: view.marker(),
+        };
+        let source = Source {
+            packet: view,
+            extensions: publisher_ids,
+            red: false,
+            keyframe: None,
+            clock_rate: 0,
+            withheld: false,
+        };
+        let forwarded = Forwarded::of(&source);
+        let buffer = &mut outbox.buffers[outbox.len];
+        if write_copy(
+            buffer,
+            header,
+            &forwarded,
+            consumer,
+            subscriber,
+            Some(out_seq.to_be_bytes()),
+            view.payload(),
+        )
+        .is_err()
+        {
+            done.missed += 1;
+            continue;
+        }
+        rtx.seq = rtx.seq.wrapping_add(1);
+        outbox.to[outbox.len] = to;
+        outbox.len += 1;
+        done.sent += 1;
+    }
+    consumer.rtx = Some(rtx);
     done
 }
 

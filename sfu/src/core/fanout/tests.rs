@@ -57,7 +57,7 @@ fn published(seq: u16, payload_type: u8, payload: &[u8]) -> Vec<u8> {
             payload_type,
             seq,
             timestamp: u32::from(seq) * 960,
-            ssrc: 0xAAAA,
+            ssrc: PUBLISHER,
             marker: false,
         },
         &[(1, &[0x85]), (3, &[0x12, 0x34]), (4, b"0")],
@@ -65,6 +65,16 @@ fn published(seq: u16, payload_type: u8, payload: &[u8]) -> Vec<u8> {
     )
     .expect("written");
     out
+}
+
+/// The publisher's SSRC.
+const PUBLISHER: u32 = 0xAAAA;
+
+/// A consumer of [`PUBLISHER`]'s audio, waiting for its first packet.
+fn consumer(subscriber: usize, ssrc: u32, mid: &str) -> Consumer {
+    let mut consumer = Consumer::new(subscriber, ssrc, 111, subscriber_ids(), mid);
+    consumer.target = Some(PUBLISHER);
+    consumer
 }
 
 fn publisher_ids() -> ExtensionIds {
@@ -110,15 +120,7 @@ fn every_subscriber_reads_its_own_copy_under_its_own_keys_ids_and_numbering() {
     let now = Instant::now();
     let (mut peers, mut subs) = subscribers(6, now);
     let mut consumers: Vec<Consumer> = (0..6)
-        .map(|i| {
-            Consumer::new(
-                i,
-                0x5000 + i as u32,
-                111,
-                subscriber_ids(),
-                &format!("m{i}"),
-            )
-        })
+        .map(|i| consumer(i, 0x5000 + i as u32, &format!("m{i}")))
         .collect();
     let mut outbox = Outbox::new();
     let ids = publisher_ids();
@@ -129,6 +131,9 @@ fn every_subscriber_reads_its_own_copy_under_its_own_keys_ids_and_numbering() {
             packet: RtpView::parse(&raw).expect("parses"),
             extensions: &ids,
             red: false,
+            keyframe: None,
+            clock_rate: 48_000,
+            withheld: false,
         };
         let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
         assert_eq!(done.sent, 6);
@@ -159,9 +164,9 @@ fn every_subscriber_reads_its_own_copy_under_its_own_keys_ids_and_numbering() {
 fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
     let now = Instant::now();
     let (mut peers, mut subs) = subscribers(2, now);
-    let mut with_red = Consumer::new(0, 1, 111, subscriber_ids(), "a");
+    let mut with_red = consumer(0, 1, "a");
     with_red.red_payload_type = Some(63);
-    let without = Consumer::new(1, 2, 111, subscriber_ids(), "b");
+    let without = consumer(1, 2, "b");
     let mut consumers = vec![with_red, without];
     // RED: one redundant block (PT 111, offset 960, 3 bytes), then the primary.
     let mut red = vec![0x80 | 111, 0x03, 0xC0, 0x03, 111];
@@ -173,6 +178,9 @@ fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
         packet: RtpView::parse(&raw).expect("parses"),
         extensions: &ids,
         red: true,
+        keyframe: None,
+        clock_rate: 48_000,
+        withheld: false,
     };
     let mut outbox = Outbox::new();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
@@ -191,30 +199,40 @@ fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
         packet: RtpView::parse(&raw).expect("parses"),
         extensions: &ids,
         red: true,
+        keyframe: None,
+        clock_rate: 48_000,
+        withheld: false,
     };
     outbox.clear();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
     assert_eq!((done.sent, done.failed), (1, 1));
 }
 
+/// A packet of [`PUBLISHER`] as the core hands it over.
+fn source<'a>(raw: &'a [u8], ids: &'a ExtensionIds) -> Source<'a> {
+    Source {
+        packet: RtpView::parse(raw).expect("parses"),
+        extensions: ids,
+        red: false,
+        keyframe: None,
+        clock_rate: 48_000,
+        withheld: false,
+    }
+}
+
 #[test]
-fn a_paused_consumer_leaves_no_gap_and_a_full_outbox_resumes_where_it_stopped() {
+fn last_n_leaves_no_gap_and_a_full_outbox_resumes_where_it_stopped() {
     let now = Instant::now();
     let (mut peers, mut subs) = subscribers(3, now);
-    let mut consumers: Vec<Consumer> = (0..3)
-        .map(|i| Consumer::new(i, 10 + i as u32, 111, subscriber_ids(), "0"))
-        .collect();
+    let mut consumers: Vec<Consumer> = (0..3).map(|i| consumer(i, 10 + i as u32, "0")).collect();
     let ids = publisher_ids();
     let mut outbox = Outbox::new();
     let mut seqs = vec![Vec::new(); 3];
     for seq in 0..20u16 {
-        consumers[1].paused = (5..10).contains(&seq);
         let raw = published(seq, 111, b"x");
-        let source = Source {
-            packet: RtpView::parse(&raw).expect("parses"),
-            extensions: &ids,
-            red: false,
-        };
+        let mut source = source(&raw, &ids);
+        // Last-N holds the publisher back for five packets (all its consumers).
+        source.withheld = (5..10).contains(&seq);
         fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
         for (i, packets) in deliver(&outbox, &mut peers, now).into_iter().enumerate() {
             seqs[i].extend(
@@ -225,9 +243,9 @@ fn a_paused_consumer_leaves_no_gap_and_a_full_outbox_resumes_where_it_stopped() 
         }
         outbox.clear();
     }
-    assert_eq!(seqs[0], (0..20).collect::<Vec<_>>());
-    // Paused for five packets: fifteen arrive, numbered without a gap.
-    assert_eq!(seqs[1], (0..15).collect::<Vec<_>>());
+    // Fifteen arrive, numbered without a gap.
+    assert_eq!(seqs[0], (0..15).collect::<Vec<_>>());
+    assert_eq!(seqs[2], (0..15).collect::<Vec<_>>());
 
     // An outbox with room for two: the third consumer waits for the next call.
     let mut small = Outbox {
@@ -236,11 +254,7 @@ fn a_paused_consumer_leaves_no_gap_and_a_full_outbox_resumes_where_it_stopped() 
         len: 0,
     };
     let raw = published(20, 111, b"x");
-    let source = Source {
-        packet: RtpView::parse(&raw).expect("parses"),
-        extensions: &ids,
-        red: false,
-    };
+    let source = source(&raw, &ids);
     let first = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut small);
     assert_eq!((first.sent, first.resume_at), (2, Some(2)));
     small.clear();
@@ -260,9 +274,9 @@ fn subscribers_not_connected_or_gone_are_skipped() {
     );
     subs.push(Subscriber::new(fresh));
     let mut consumers = vec![
-        Consumer::new(0, 1, 111, subscriber_ids(), "0"),
-        Consumer::new(1, 2, 111, subscriber_ids(), "0"),
-        Consumer::new(7, 3, 111, subscriber_ids(), "0"),
+        consumer(0, 1, "0"),
+        consumer(1, 2, "0"),
+        consumer(7, 3, "0"),
     ];
     let raw = published(1, 111, b"x");
     let ids = publisher_ids();
@@ -270,8 +284,144 @@ fn subscribers_not_connected_or_gone_are_skipped() {
         packet: RtpView::parse(&raw).expect("parses"),
         extensions: &ids,
         red: false,
+        keyframe: None,
+        clock_rate: 48_000,
+        withheld: false,
     };
     let mut outbox = Outbox::new();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
     assert_eq!((done.sent, done.skipped), (1, 2));
+}
+
+/// Video of one layer with a keyframe flag, as the core reads it from the descriptor.
+fn video(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_forwarded(
+        &mut out,
+        Header {
+            payload_type: 96,
+            seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc,
+            marker: true,
+        },
+        &[(4, b"1")],
+        &[0x90, seq as u8],
+    )
+    .expect("written");
+    out
+}
+
+#[test]
+fn a_consumer_switches_layers_only_where_a_keyframe_starts_and_continues_its_numbering() {
+    let now = Instant::now();
+    let (mut peers, mut subs) = subscribers(1, now);
+    let mut consumers = vec![Consumer::new(0, 77, 96, subscriber_ids(), "1")];
+    consumers[0].target = Some(1);
+    let ids = publisher_ids();
+    let mut outbox = Outbox::new();
+    let mut got = Vec::new();
+    // Layer 1 (SSRC 1) from seq 500, layer 2 (SSRC 2) from seq 9000; the target moves to
+    // layer 2 at packet 3, whose keyframe comes at packet 6.
+    for i in 0..10u16 {
+        if i == 3 {
+            consumers[0].target = Some(2);
+        }
+        for (ssrc, base) in [(1u32, 500u16), (2, 9000)] {
+            let raw = video(base + i, ssrc);
+            let mut source = source(&raw, &ids);
+            source.clock_rate = 90_000;
+            source.keyframe = Some(i == 0 || i == 6);
+            fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+            for packet in deliver(&outbox, &mut peers, now).remove(0) {
+                let view = RtpView::parse(&packet).expect("rtp");
+                got.push((view.seq(), view.payload()[1]));
+            }
+            outbox.clear();
+        }
+    }
+    // Layer 1 until its replacement's keyframe (layer 1's packet of that instant came
+    // first), then layer 2, numbering unbroken.
+    let expected: Vec<(u16, u8)> = (0..7u16)
+        .map(|i| (500 + i, (500 + i) as u8))
+        .chain((6..10u16).map(|i| (501 + i, (9000 + i) as u8)))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(consumers[0].current, Some(2));
+}
+
+#[test]
+fn a_nack_is_answered_with_rtx_from_the_producer_s_history_in_the_subscriber_s_numbers() {
+    use crate::core::history::History;
+    use std::time::Duration;
+    let now = Instant::now();
+    let (mut peers, mut subs) = subscribers(2, now);
+    let mut consumers: Vec<Consumer> = (0..2).map(|i| consumer(i, 40 + i as u32, "0")).collect();
+    consumers[0].rtx = Some(Rtx {
+        ssrc: 1040,
+        payload_type: 97,
+        seq: 7,
+    });
+    let ids = publisher_ids();
+    let mut history = History::new(64);
+    let mut outbox = Outbox::new();
+    // The publisher's numbering starts at 1000; the consumer's at 1000 too (first layer);
+    // one packet withheld by last-N shifts the consumer's numbers from 1005 on.
+    for seq in 1000..1010u16 {
+        let raw = published(seq, 111, &[seq as u8; 3]);
+        history.store(seq, &raw, now);
+        let mut source = source(&raw, &ids);
+        source.withheld = seq == 1004;
+        fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
+        outbox.clear();
+    }
+    // The subscriber lost its 1006th (outgoing 1005 after the shift: the publisher's 1006).
+    let done = retransmit(
+        now,
+        &[1005, 1003, 2000],
+        &history,
+        &ids,
+        Duration::from_secs(1),
+        &mut consumers[0],
+        &mut subs[0],
+        &mut outbox,
+    );
+    assert_eq!(
+        (done.sent, done.missed),
+        (1, 2),
+        "1003 is from before the shift"
+    );
+    let packets = deliver(&outbox, &mut peers, now);
+    let rtx = RtpView::parse(&packets[0][0]).expect("rtp");
+    assert_eq!((rtx.ssrc(), rtx.payload_type(), rtx.seq()), (1040, 97, 7));
+    assert_eq!(
+        rtx.payload(),
+        &[0x03, 0xED, 0xEE, 0xEE, 0xEE],
+        "OSN 1005, then 1006's"
+    );
+    outbox.clear();
+
+    // Without RTX negotiated, nothing is resent; too old, nothing either.
+    let none = retransmit(
+        now,
+        &[1005],
+        &history,
+        &ids,
+        Duration::from_secs(1),
+        &mut consumers[1],
+        &mut subs[1],
+        &mut outbox,
+    );
+    assert_eq!((none.sent, none.missed), (0, 1));
+    let late = retransmit(
+        now + Duration::from_secs(2),
+        &[1005],
+        &history,
+        &ids,
+        Duration::from_secs(1),
+        &mut consumers[0],
+        &mut subs[0],
+        &mut outbox,
+    );
+    assert_eq!((late.sent, late.missed), (0, 1));
 }
