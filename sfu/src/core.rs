@@ -32,6 +32,7 @@ use crate::speaker::SpeakerTracker;
 
 pub mod fanout;
 pub mod history;
+pub mod receive;
 pub mod rtp;
 pub mod sdp;
 pub mod transport;
