@@ -35,6 +35,7 @@ pub mod history;
 pub mod receive;
 pub mod rtp;
 pub mod sdp;
+pub mod send;
 pub mod transport;
 
 /// A participant, as signaling names it (its identity key, base64url).

@@ -15,6 +15,10 @@ pub fn seq_after(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 
+/// How far behind the newest packet the stale-packet floor may lag: far beyond any
+/// reordering or retransmission, well inside half the sequence space.
+const FLOOR_REACH: u16 = 0x4000;
+
 /// One forwarded source's rewriter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewriter {
@@ -73,6 +77,15 @@ impl Rewriter {
         }
         if self.newest.is_none_or(|newest| seq_after(seq, newest)) {
             self.newest = Some(seq);
+            // The floor trails the newest packet by at most FLOOR_REACH: a floor left at
+            // the layer's start would, half a sequence cycle later, read every new packet
+            // as older than it (forwarding stopped after 32,768 packets of one layer, 11
+            // minutes of audio, before this).
+            if let Some(floor) = self.floor
+                && seq.wrapping_sub(floor) > FLOOR_REACH
+            {
+                self.floor = Some(seq.wrapping_sub(FLOOR_REACH));
+            }
         }
         let out = (
             seq.wrapping_add(self.seq_offset),
@@ -120,6 +133,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_layer_forwarded_for_hours_keeps_being_forwarded_across_sequence_wraps() {
+        let now = Instant::now();
+        let mut rewriter = Rewriter::default();
+        rewriter.switch(100, 0, now, 48_000);
+        for i in 0..200_000u32 {
+            let seq = (100 + i) as u16;
+            let out = rewriter.rewrite(seq, i * 960, now);
+            assert_eq!(out.map(|(s, _)| s), Some(seq), "packet {i}");
+            if i > 20_000 {
+                // A packet 16,000 old is still only late, one from the layer's start stale.
+                assert_eq!(
+                    rewriter.original(seq.wrapping_sub(3)),
+                    Some(seq.wrapping_sub(3))
+                );
+            }
+        }
+    }
 
     #[test]
     fn withheld_packets_leave_no_gap_and_lost_ones_do() {

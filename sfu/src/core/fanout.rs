@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crate::core::rtp::{Header, RtpView, write_forwarded};
 use crate::core::sdp::ExtensionIds;
+use crate::core::send::SendSide;
 use crate::core::transport::{Transport, TransportState};
 use crate::red;
 use crate::rewrite::Rewriter;
@@ -31,9 +32,10 @@ pub const OUTBOX_CAPACITY: usize = 64;
 pub struct Subscriber {
     /// Its transport: SRTP for what we send, the address to send to.
     pub transport: Transport,
-    /// The next transport-wide sequence number (one counter per transport, across all
-    /// its streams: its TWCC feedback says which of them arrived).
-    pub twcc_seq: u16,
+    /// What it was sent, for the bandwidth estimate from its feedback; its count of
+    /// copies gives the transport-wide sequence numbers (one counter per transport,
+    /// across all its streams).
+    pub send: SendSide,
 }
 
 impl Subscriber {
@@ -41,7 +43,7 @@ impl Subscriber {
     pub fn new(transport: Transport) -> Subscriber {
         Subscriber {
             transport,
-            twcc_seq: 0,
+            send: SendSide::new(),
         }
     }
 }
@@ -315,6 +317,7 @@ pub fn fan_out(
         };
         let buffer = &mut outbox.buffers[outbox.len];
         if write_copy(
+            now,
             buffer,
             header,
             &extensions,
@@ -363,7 +366,9 @@ impl<'a> Forwarded<'a> {
 /// audio level, the subscriber's transport-wide number, the consumer's mid and the
 /// dependency descriptor under the subscriber's ids; `prefix` goes before the payload
 /// (RTX's original sequence number).
+#[allow(clippy::too_many_arguments)]
 fn write_copy(
+    now: Instant,
     buffer: &mut Vec<u8>,
     header: Header,
     forwarded: &Forwarded<'_>,
@@ -372,7 +377,7 @@ fn write_copy(
     prefix: Option<[u8; 2]>,
     payload: &[u8],
 ) -> Result<(), ()> {
-    let twcc = subscriber.twcc_seq.to_be_bytes();
+    let twcc = subscriber.send.next_twcc().to_be_bytes();
     let mut extensions: [(u8, &[u8]); 4] = [(0, &[]); 4];
     let mut count = 0;
     let ids = &consumer.extensions;
@@ -396,7 +401,9 @@ fn write_copy(
     .map_err(|_| ())?;
     subscriber.transport.protect_rtp(buffer).map_err(|_| ())?;
     if ids.transport_cc.is_some() {
-        subscriber.twcc_seq = subscriber.twcc_seq.wrapping_add(1);
+        subscriber
+            .send
+            .on_sent(header.ssrc, header.seq, buffer.len(), now);
     }
     Ok(())
 }
@@ -476,6 +483,7 @@ pub fn retransmit(
         let forwarded = Forwarded::of(&source);
         let buffer = &mut outbox.buffers[outbox.len];
         if write_copy(
+            now,
             buffer,
             header,
             &forwarded,

@@ -1,0 +1,273 @@
+//! A subscriber's send-side bandwidth estimate, sans-IO: every copy sent is logged with
+//! its transport-wide number, the subscriber's transport-cc feedback says which arrived
+//! and when, and GCC (delay- and loss-based, rtc's, with our filter for feedback that
+//! never came) turns that into the rate its link carries. Layers are then chosen from it;
+//! the SFU does not pace (a subscriber's budget is met by choosing layers, and queueing
+//! audio behind video would add delay). The same estimator and bounds the rtc legs ran.
+
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{BandwidthEstimator, Gcc, PacketReport, convert_twcc};
+use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use sotto_interceptors::lost_feedback::LostFeedbackFilter;
+
+/// The estimate's starting point, bit/s: a subscriber starts as if it could take two
+/// megabits and the estimate moves from there.
+pub const ESTIMATE_INITIAL_BPS: f64 = 2_000_000.0;
+/// Its floor, bit/s.
+pub const ESTIMATE_MIN_BPS: f64 = 50_000.0;
+/// Its ceiling, bit/s.
+pub const ESTIMATE_MAX_BPS: f64 = 20_000_000.0;
+
+/// Packets remembered for feedback at first: a second of five audio streams.
+const LOG_INITIAL: usize = 256;
+/// At most: a second of about 100 Mbit/s of full-size packets, far beyond any subscriber.
+const LOG_MAX: usize = 8192;
+
+/// One sent copy, as its feedback will need it.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Which copy: the count of copies sent before it (its transport-wide number is the
+    /// low 16 bits).
+    id: u64,
+    ssrc: u32,
+    seq: u16,
+    size: u16,
+    departure: Instant,
+    /// `Some(arrival)` once feedback says it arrived (`None` inside: no arrival time);
+    /// reported lost, or never mentioned, it stays `None`.
+    arrived: Option<Option<Duration>>,
+}
+
+/// The copies sent to one subscriber, by transport-wide number: a ring that grows while
+/// more are unacknowledged than it holds. rtc's `History` does the same job with three
+/// hash-map insertions per packet, which cost more than the rest of a forwarded copy
+/// (measured: 2 µs against 0.3 µs per copy in the fan-out bench).
+#[derive(Debug)]
+struct SendLog {
+    slots: Vec<Option<Sent>>,
+    /// Copies sent so far.
+    sent: u64,
+    /// The next copy to report on, and the highest one reported as arrived.
+    next_to_report: u64,
+    highest_arrived: Option<u64>,
+}
+
+impl SendLog {
+    fn new() -> SendLog {
+        SendLog {
+            slots: vec![None; LOG_INITIAL],
+            sent: 0,
+            next_to_report: 0,
+            highest_arrived: None,
+        }
+    }
+
+    fn index(&self, id: u64) -> usize {
+        (id as usize) & (self.slots.len() - 1)
+    }
+
+    fn push(&mut self, ssrc: u32, seq: u16, size: usize, departure: Instant) -> u16 {
+        let id = self.sent;
+        // Unreported copies would be overwritten: grow instead, up to the cap.
+        if id - self.next_to_report >= self.slots.len() as u64 && self.slots.len() < LOG_MAX {
+            let mut grown = vec![None; self.slots.len() * 2];
+            let mask = grown.len() - 1;
+            for sent in self.slots.iter().flatten() {
+                grown[(sent.id as usize) & mask] = Some(*sent);
+            }
+            self.slots = grown;
+        }
+        let index = self.index(id);
+        self.slots[index] = Some(Sent {
+            id,
+            ssrc,
+            seq,
+            size: u16::try_from(size).unwrap_or(u16::MAX),
+            departure,
+            arrived: None,
+        });
+        self.sent += 1;
+        id as u16
+    }
+
+    /// The copy whose transport-wide number is `twcc`: the latest sent with it.
+    fn find(&mut self, twcc: u16) -> Option<&mut Sent> {
+        let last = self.sent.checked_sub(1)?;
+        let back = (last as u16).wrapping_sub(twcc);
+        let id = last.checked_sub(u64::from(back))?;
+        let index = self.index(id);
+        self.slots[index].as_mut().filter(|sent| sent.id == id)
+    }
+
+    /// Everything up to the highest arrived copy not yet reported, in send order; copies
+    /// before it that feedback never mentioned count as lost.
+    fn take_reports(&mut self) -> Vec<PacketReport> {
+        let Some(highest) = self.highest_arrived else {
+            return Vec::new();
+        };
+        if self.next_to_report > highest {
+            return Vec::new();
+        }
+        let from = self
+            .next_to_report
+            .max((highest + 1).saturating_sub(self.slots.len() as u64));
+        let mut reports = Vec::with_capacity((highest + 1 - from) as usize);
+        for id in from..=highest {
+            let index = self.index(id);
+            let Some(sent) = self.slots[index].filter(|sent| sent.id == id) else {
+                continue;
+            };
+            reports.push(PacketReport {
+                ssrc: sent.ssrc,
+                id,
+                rtp_sequence_number: sent.seq,
+                is_twcc: true,
+                twcc_sequence_number: id as u16,
+                size: usize::from(sent.size),
+                arrived: sent.arrived.is_some(),
+                departure: sent.departure,
+                arrival: sent.arrived.flatten(),
+                ecn: Ecn::NotEct,
+            });
+        }
+        self.next_to_report = highest + 1;
+        reports
+    }
+}
+
+/// One subscriber's estimate.
+pub struct SendSide {
+    log: SendLog,
+    estimator: LostFeedbackFilter<Gcc>,
+    /// The estimate, once feedback came.
+    estimate_bps: Option<u64>,
+}
+
+impl std::fmt::Debug for SendSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSide")
+            .field("estimate_bps", &self.estimate_bps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SendSide {
+    fn default() -> Self {
+        SendSide::new()
+    }
+}
+
+impl SendSide {
+    /// An estimator at [`ESTIMATE_INITIAL_BPS`].
+    pub fn new() -> SendSide {
+        SendSide {
+            log: SendLog::new(),
+            estimator: LostFeedbackFilter::new(Gcc::new(
+                ESTIMATE_INITIAL_BPS,
+                ESTIMATE_MIN_BPS,
+                ESTIMATE_MAX_BPS,
+            )),
+            estimate_bps: None,
+        }
+    }
+
+    /// A copy leaves for the subscriber: its stream and sequence number and its size on
+    /// the wire. Returns its transport-wide number (the low 16 bits of a count of copies).
+    pub fn on_sent(&mut self, ssrc: u32, seq: u16, size: usize, now: Instant) -> u16 {
+        self.log.push(ssrc, seq, size, now)
+    }
+
+    /// The transport-wide number the next copy gets.
+    pub fn next_twcc(&self) -> u16 {
+        self.log.sent as u16
+    }
+
+    /// The subscriber's transport-wide feedback.
+    pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) {
+        for acknowledgement in convert_twcc(feedback) {
+            if !acknowledgement.arrived {
+                continue;
+            }
+            let Some(sent) = self.log.find(acknowledgement.sequence_number) else {
+                continue;
+            };
+            sent.arrived = Some(acknowledgement.arrival);
+            let id = sent.id;
+            self.log.highest_arrived = Some(self.log.highest_arrived.map_or(id, |h| h.max(id)));
+        }
+        let reports = self.log.take_reports();
+        self.estimator.on_reports(now, &reports);
+        self.estimate_bps = Some(self.estimator.target_bitrate() as u64);
+    }
+
+    /// What the link carries, bit/s, once feedback said so.
+    pub fn estimate_bps(&self) -> Option<u64> {
+        self.estimate_bps
+    }
+
+    /// Memory the log holds, bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.log.slots.capacity() * std::mem::size_of::<Option<Sent>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+        PacketStatusChunk, RunLengthChunk, SymbolTypeTcc,
+    };
+
+    /// Feedback that every packet in `first..first + count` arrived, `delta_us` apart.
+    fn all_arrived(first: u16, count: u16, reference_time: u32) -> TransportLayerCc {
+        TransportLayerCc {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            base_sequence_number: first,
+            packet_status_count: count,
+            reference_time,
+            fb_pkt_count: 0,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: rtc::rtcp::transport_feedbacks::transport_layer_cc::StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                run_length: count,
+            })],
+            recv_deltas: (0..count)
+                .map(|_| rtc::rtcp::transport_feedbacks::transport_layer_cc::RecvDelta {
+                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                    delta: 20_000,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn feedback_turns_into_an_estimate_and_the_log_stays_bounded() {
+        let start = Instant::now();
+        let mut side = SendSide::new();
+        assert_eq!(side.estimate_bps(), None);
+        let mut now = start;
+        for round in 0..50u16 {
+            for i in 0..10u16 {
+                let twcc = round * 10 + i;
+                assert_eq!(side.on_sent(0xA, twcc, 1200, now), twcc);
+                now += Duration::from_millis(20);
+            }
+            side.on_feedback(&all_arrived(round * 10, 10, u32::from(round)), now);
+        }
+        let estimate = side.estimate_bps().expect("an estimate");
+        assert!(
+            (ESTIMATE_MIN_BPS as u64..=ESTIMATE_MAX_BPS as u64).contains(&estimate),
+            "{estimate}"
+        );
+        // Acknowledged as they go: the log never grew.
+        assert_eq!(side.log.slots.len(), LOG_INITIAL);
+        // Unacknowledged, it grows to its cap and no further.
+        for i in 0..20_000u32 {
+            side.on_sent(0xB, i as u16, 100, now);
+        }
+        assert_eq!(side.log.slots.len(), LOG_MAX);
+    }
+}
