@@ -27,7 +27,7 @@ use sotto_sfu::ice_lite::LiteAgent;
 const PASSWORD: &str = "sfu-password-0123456789";
 const PUBLISHER: u32 = 0xAAAA;
 
-fn subscribers(n: usize) -> Vec<Subscriber> {
+fn subscribers(n: usize) -> Vec<Option<Subscriber>> {
     let identity = DtlsIdentity::generate().expect("identity");
     let sfu: SocketAddr = "10.0.0.1:5000".parse().expect("address");
     let now = Instant::now();
@@ -54,7 +54,7 @@ fn subscribers(n: usize) -> Vec<Subscriber> {
                 now,
             )
             .expect("connected");
-            Subscriber::new(transport)
+            Some(Subscriber::new(transport))
         })
         .collect()
 }
@@ -114,6 +114,7 @@ fn bench(c: &mut Criterion) {
                         keyframe: None,
                         clock_rate: 48_000,
                         withheld: false,
+                        count_loss: false,
                     };
                     let now = Instant::now();
                     let mut start = 0;

@@ -36,6 +36,7 @@ pub mod receive;
 pub mod rtp;
 pub mod sdp;
 pub mod send;
+pub mod sfu;
 pub mod transport;
 
 /// A participant, as signaling names it (its identity key, base64url).
@@ -114,6 +115,12 @@ pub enum CoreError {
     /// The leg refused.
     #[error(transparent)]
     Leg(#[from] LegError),
+    /// The participant's SDP was refused.
+    #[error(transparent)]
+    Sdp(#[from] sdp::SdpError),
+    /// The transport could not be set up.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
 }
 
 /// Counters for `/metrics`.

@@ -18,6 +18,7 @@ use crate::core::rtp::{Header, RtpView, write_forwarded};
 use crate::core::sdp::ExtensionIds;
 use crate::core::send::SendSide;
 use crate::core::transport::{Transport, TransportState};
+use crate::layers::LossMeter;
 use crate::red;
 use crate::rewrite::Rewriter;
 
@@ -36,6 +37,8 @@ pub struct Subscriber {
     /// copies gives the transport-wide sequence numbers (one counter per transport,
     /// across all its streams).
     pub send: SendSide,
+    /// The video it was sent and NACKed, for the loss it reports.
+    pub loss: LossMeter,
 }
 
 impl Subscriber {
@@ -44,6 +47,7 @@ impl Subscriber {
         Subscriber {
             transport,
             send: SendSide::new(),
+            loss: LossMeter::default(),
         }
     }
 }
@@ -74,6 +78,10 @@ pub struct Consumer {
     /// Paused by the subscriber: nothing is sent (the core clears `current`, so it
     /// resumes at a keyframe).
     pub paused: bool,
+    /// The best simulcast layer the subscriber wants (it may show the video small).
+    pub max_quality: u8,
+    /// When the bandwidth estimate last moved it up a layer.
+    pub climbed_at: Option<Instant>,
     /// Packets and bytes sent.
     pub packets: u64,
     /// Payload bytes sent.
@@ -102,6 +110,8 @@ impl Consumer {
             target: None,
             rtx: None,
             paused: false,
+            max_quality: 2,
+            climbed_at: None,
             packets: 0,
             bytes: 0,
         }
@@ -228,6 +238,8 @@ pub struct Source<'a> {
     /// Last-N keeps this publisher's audio back now: consumers note the gap and send
     /// nothing.
     pub withheld: bool,
+    /// Count what is sent towards each subscriber's reported loss (video).
+    pub count_loss: bool,
 }
 
 /// Writes `source` for `consumers[start..]` into `outbox`, stopping when it fills
@@ -237,7 +249,7 @@ pub fn fan_out(
     source: &Source<'_>,
     consumers: &mut [Consumer],
     start: usize,
-    subscribers: &mut [Subscriber],
+    subscribers: &mut [Option<Subscriber>],
     outbox: &mut Outbox,
 ) -> FanOut {
     let mut done = FanOut::default();
@@ -273,7 +285,10 @@ pub fn fan_out(
                 .switch(packet.seq(), packet.timestamp(), now, source.clock_rate);
             consumer.current = Some(ssrc);
         }
-        let Some(subscriber) = subscribers.get_mut(consumer.subscriber) else {
+        let Some(subscriber) = subscribers
+            .get_mut(consumer.subscriber)
+            .and_then(Option::as_mut)
+        else {
             done.skipped += 1;
             continue;
         };
@@ -330,6 +345,9 @@ pub fn fan_out(
         {
             done.failed += 1;
             continue;
+        }
+        if source.count_loss {
+            subscriber.loss.sent(consumer.ssrc, seq);
         }
         outbox.to[outbox.len] = to;
         outbox.len += 1;
@@ -479,6 +497,7 @@ pub fn retransmit(
             keyframe: None,
             clock_rate: 0,
             withheld: false,
+            count_loss: false,
         };
         let forwarded = Forwarded::of(&source);
         let buffer = &mut outbox.buffers[outbox.len];

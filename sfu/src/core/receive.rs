@@ -134,6 +134,13 @@ impl ReceiveSide {
         self.chain.bind_remote_stream(&info);
     }
 
+    /// Takes `rtx_ssrc` as the RTX stream of `ssrc` (whose payload type is
+    /// `payload_type`): a simulcast layer's repair stream, which browsers name only in
+    /// its packets (`repaired-rtp-stream-id`).
+    pub fn add_rtx(&mut self, rtx_ssrc: u32, ssrc: u32, payload_type: u8) {
+        self.rtx.insert(rtx_ssrc, (ssrc, payload_type));
+    }
+
     /// Whether `ssrc` is one of the publisher's RTX streams.
     pub fn is_rtx(&self, ssrc: u32) -> bool {
         self.rtx.contains_key(&ssrc)

@@ -271,6 +271,11 @@ impl Negotiation {
         }
     }
 
+    /// An offer of ours awaits the participant's answer.
+    pub fn offer_outstanding(&self) -> bool {
+        self.offer_outstanding
+    }
+
     /// The participant's certificate fingerprint, once an offer gave it.
     pub fn remote_fingerprint(&self) -> Option<&Fingerprint> {
         self.remote_fingerprint.as_ref()

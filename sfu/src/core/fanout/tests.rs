@@ -14,7 +14,7 @@ const SFU: &str = "10.0.0.1:5000";
 const PASSWORD: &str = "sfu-password-0123456789";
 
 /// `n` subscribers, each connected: their peers, and the SFU's side.
-fn subscribers(n: usize, now: Instant) -> (Vec<Peer>, Vec<Subscriber>) {
+fn subscribers(n: usize, now: Instant) -> (Vec<Peer>, Vec<Option<Subscriber>>) {
     let identity = DtlsIdentity::generate().expect("identity");
     let sfu: SocketAddr = SFU.parse().expect("address");
     let mut peers = Vec::new();
@@ -42,7 +42,7 @@ fn subscribers(n: usize, now: Instant) -> (Vec<Peer>, Vec<Subscriber>) {
         )
         .expect("connected");
         peers.push(peer);
-        subscribers.push(Subscriber::new(transport));
+        subscribers.push(Some(Subscriber::new(transport)));
     }
     (peers, subscribers)
 }
@@ -134,6 +134,7 @@ fn every_subscriber_reads_its_own_copy_under_its_own_keys_ids_and_numbering() {
             keyframe: None,
             clock_rate: 48_000,
             withheld: false,
+            count_loss: false,
         };
         let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
         assert_eq!(done.sent, 6);
@@ -181,6 +182,7 @@ fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
         keyframe: None,
         clock_rate: 48_000,
         withheld: false,
+        count_loss: false,
     };
     let mut outbox = Outbox::new();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
@@ -202,6 +204,7 @@ fn red_goes_as_it_came_to_those_who_took_it_and_as_its_primary_to_the_others() {
         keyframe: None,
         clock_rate: 48_000,
         withheld: false,
+        count_loss: false,
     };
     outbox.clear();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
@@ -217,6 +220,7 @@ fn source<'a>(raw: &'a [u8], ids: &'a ExtensionIds) -> Source<'a> {
         keyframe: None,
         clock_rate: 48_000,
         withheld: false,
+        count_loss: false,
     }
 }
 
@@ -272,7 +276,7 @@ fn subscribers_not_connected_or_gone_are_skipped() {
         LiteAgent::new("x", PASSWORD),
         Fingerprint::parse(&format!("sha-256 {}", vec!["AB"; 32].join(":"))).expect("fp"),
     );
-    subs.push(Subscriber::new(fresh));
+    subs.push(Some(Subscriber::new(fresh)));
     let mut consumers = vec![
         consumer(0, 1, "0"),
         consumer(1, 2, "0"),
@@ -287,6 +291,7 @@ fn subscribers_not_connected_or_gone_are_skipped() {
         keyframe: None,
         clock_rate: 48_000,
         withheld: false,
+        count_loss: false,
     };
     let mut outbox = Outbox::new();
     let done = fan_out(now, &source, &mut consumers, 0, &mut subs, &mut outbox);
@@ -383,7 +388,7 @@ fn a_nack_is_answered_with_rtx_from_the_producer_s_history_in_the_subscriber_s_n
         &ids,
         Duration::from_secs(1),
         &mut consumers[0],
-        &mut subs[0],
+        subs[0].as_mut().expect("a subscriber"),
         &mut outbox,
     );
     assert_eq!(
@@ -409,7 +414,7 @@ fn a_nack_is_answered_with_rtx_from_the_producer_s_history_in_the_subscriber_s_n
         &ids,
         Duration::from_secs(1),
         &mut consumers[1],
-        &mut subs[1],
+        subs[1].as_mut().expect("a subscriber"),
         &mut outbox,
     );
     assert_eq!((none.sent, none.missed), (0, 1));
@@ -420,7 +425,7 @@ fn a_nack_is_answered_with_rtx_from_the_producer_s_history_in_the_subscriber_s_n
         &ids,
         Duration::from_secs(1),
         &mut consumers[0],
-        &mut subs[0],
+        subs[0].as_mut().expect("a subscriber"),
         &mut outbox,
     );
     assert_eq!((late.sent, late.missed), (0, 1));
