@@ -37,6 +37,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod send;
 pub mod sfu;
+pub use sfu::Sfu;
 pub mod transport;
 
 /// A participant, as signaling names it (its identity key, base64url).
@@ -247,7 +248,7 @@ struct Participant {
 }
 
 /// The SFU core.
-pub struct Sfu {
+pub struct LegSfu {
     local_addr: SocketAddr,
     /// Who signaling says is in which room.
     members: HashMap<RoomId, BTreeSet<ParticipantId>>,
@@ -275,10 +276,10 @@ pub struct Sfu {
 /// header and payload), with its room.
 pub type PayloadTap = Box<dyn FnMut(&RoomId, &rtc::rtp::Packet) + Send>;
 
-impl Sfu {
+impl LegSfu {
     /// An SFU whose legs all use `local_addr` (the UDP socket's public address).
-    pub fn new(local_addr: SocketAddr) -> Sfu {
-        Sfu {
+    pub fn new(local_addr: SocketAddr) -> LegSfu {
+        LegSfu {
             local_addr,
             members: HashMap::new(),
             participants: HashMap::new(),

@@ -239,8 +239,13 @@ pub struct Negotiation {
     payload_types: BTreeMap<u8, String>,
     /// Extension URI → id in this session.
     extension_ids: BTreeMap<String, u8>,
-    /// Sections added since the last offer, and whether an offer of ours is outstanding.
+    /// Whether an offer of ours is outstanding.
     offer_outstanding: bool,
+    /// How many sections that offer had (sections added since wait for the next one).
+    offered_sections: usize,
+    /// How many sections the participant knows (from its last offer or ours); sections
+    /// after these are pending for our next offer.
+    known: usize,
 }
 
 /// The SFU's answer to a participant's offer.
@@ -268,6 +273,8 @@ impl Negotiation {
             payload_types: BTreeMap::new(),
             extension_ids: BTreeMap::new(),
             offer_outstanding: false,
+            offered_sections: 0,
+            known: 0,
         }
     }
 
@@ -326,6 +333,11 @@ impl Negotiation {
         for media in &parsed.media_descriptions {
             self.learn_numbers(media);
         }
+        let pending: Vec<Section> = self
+            .sections
+            .get(self.known..)
+            .map(<[Section]>::to_vec)
+            .unwrap_or_default();
         let mut sections = Vec::new();
         for media in &parsed.media_descriptions {
             let mid = media_attribute(media, "mid")
@@ -341,16 +353,21 @@ impl Negotiation {
             };
             sections.push(section);
         }
-        // Sections of ours the offer left out would break the m-line order.
-        if sections.len() < self.sections.len() {
+        // Sections it knew that the offer left out would break the m-line order.
+        if sections.len() < self.known {
             return Err(SdpError::Unsupported("an offer that drops m-sections"));
         }
+        let answered = sections.len();
+        // Ours that it does not know yet (their mids are ours alone: `s<n>`) follow, for
+        // our next offer.
+        sections.extend(pending);
         self.sections = sections;
+        self.known = answered;
         self.remote_fingerprint = Some(fingerprint);
         self.remote_ufrag = Some(ufrag.to_owned());
         self.version += 1;
         Ok(Answer {
-            sdp: self.write(false),
+            sdp: self.write(false, answered),
             published: self.published(),
             remote_ufrag: ufrag.to_owned(),
         })
@@ -429,7 +446,9 @@ impl Negotiation {
         }
         self.version += 1;
         self.offer_outstanding = true;
-        Ok(self.write(true))
+        self.offered_sections = self.sections.len();
+        self.known = self.sections.len();
+        Ok(self.write(true, self.sections.len()))
     }
 
     /// The participant's answer to our offer: records, per sending section, the payload
@@ -439,7 +458,7 @@ impl Negotiation {
             return Err(SdpError::Mismatch("no offer outstanding"));
         }
         let parsed = parse(answer)?;
-        if parsed.media_descriptions.len() != self.sections.len() {
+        if parsed.media_descriptions.len() != self.offered_sections {
             return Err(SdpError::Mismatch("a different number of m-sections"));
         }
         // `a=setup` in the answer is not read: the association from the participant's
@@ -481,10 +500,12 @@ impl Negotiation {
         Ok(self.sending())
     }
 
+    /// A mid for a section of ours: `s<n>`, a namespace browsers' own (numbers) never
+    /// use, so a section the participant adds in a re-offer cannot take it.
     fn next_mid(&self) -> String {
         let mut n = self.sections.len();
         loop {
-            let mid = n.to_string();
+            let mid = format!("s{n}");
             if self.sections.iter().all(|s| s.mid() != mid) {
                 return mid;
             }
@@ -628,7 +649,9 @@ impl Negotiation {
     }
 
     /// Writes the whole session: an answer (`offer == false`) or an offer of ours.
-    fn write(&self, offer: bool) -> String {
+    /// Writes the session's first `count` sections.
+    fn write(&self, offer: bool, count: usize) -> String {
+        let sections = &self.sections[..count.min(self.sections.len())];
         let mut sdp = String::new();
         let mut line = |text: &str| {
             sdp.push_str(text);
@@ -644,8 +667,7 @@ impl Negotiation {
         line("a=ice-lite");
         line("a=msid-semantic:WMS *");
         line("a=extmap-allow-mixed");
-        let bundle: Vec<&str> = self
-            .sections
+        let bundle: Vec<&str> = sections
             .iter()
             .filter(|s| !matches!(s, Section::Closed { .. }))
             .map(Section::mid)
@@ -653,7 +675,7 @@ impl Negotiation {
         if !bundle.is_empty() {
             line(&format!("a=group:BUNDLE {}", bundle.join(" ")));
         }
-        for section in &self.sections {
+        for section in sections {
             for text in self.write_section(section, offer) {
                 line(&text);
             }
