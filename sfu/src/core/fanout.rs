@@ -361,7 +361,6 @@ pub fn fan_out(
 /// The publisher's extension values a copy carries on: read once per packet.
 struct Forwarded<'a> {
     audio_level: Option<&'a [u8]>,
-    descriptor: Option<&'a [u8]>,
 }
 
 impl<'a> Forwarded<'a> {
@@ -372,17 +371,13 @@ impl<'a> Forwarded<'a> {
                 .extensions
                 .audio_level
                 .and_then(|id| packet.extension(id)),
-            descriptor: source
-                .extensions
-                .dependency_descriptor
-                .and_then(|id| packet.extension(id)),
         }
     }
 }
 
 /// Writes one copy for `consumer` into `buffer` and encrypts it for `subscriber`: the
-/// audio level, the subscriber's transport-wide number, the consumer's mid and the
-/// dependency descriptor under the subscriber's ids; `prefix` goes before the payload
+/// audio level, the subscriber's transport-wide number and the consumer's mid under the
+/// subscriber's ids; `prefix` goes before the payload
 /// (RTX's original sequence number).
 #[allow(clippy::too_many_arguments)]
 fn write_copy(
@@ -396,14 +391,15 @@ fn write_copy(
     payload: &[u8],
 ) -> Result<(), ()> {
     let twcc = subscriber.send.next_twcc().to_be_bytes();
-    let mut extensions: [(u8, &[u8]); 4] = [(0, &[]); 4];
+    let mut extensions: [(u8, &[u8]); 3] = [(0, &[]); 3];
     let mut count = 0;
     let ids = &consumer.extensions;
+    // Not the dependency descriptor: the publisher's no longer describes the stream after
+    // a layer switch (the core reads it for keyframes; subscribers negotiate none).
     for (id, value) in [
         (ids.audio_level, forwarded.audio_level),
         (ids.transport_cc, Some(&twcc[..])),
         (ids.mid, Some(consumer.mid.as_bytes())),
-        (ids.dependency_descriptor, forwarded.descriptor),
     ] {
         if let (Some(id), Some(value)) = (id, value) {
             extensions[count] = (id, value);

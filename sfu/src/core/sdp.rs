@@ -51,6 +51,9 @@ const EXTENSIONS: [&str; 6] = [
     DEPENDENCY_DESCRIPTOR_URI,
 ];
 
+/// The header extensions a forwarded copy carries (see `write_section`).
+const FORWARDED_EXTENSIONS: [&str; 3] = [AUDIO_LEVEL_URI, TRANSPORT_CC_URI, SDES_MID_URI];
+
 /// Which extensions apply to a kind of media.
 fn extension_applies(uri: &str, kind: Kind) -> bool {
     match kind {
@@ -717,8 +720,14 @@ impl Negotiation {
                     }
                 };
                 let mut extensions = ExtensionIds::default();
+                // What forwarded copies carry: the audio level, transport-wide numbers and
+                // the mid. Not the simulcast ids (a subscriber sees one stream), nor the
+                // dependency descriptor: a publisher's descriptor no longer describes the
+                // stream after a layer switch, and Chromium assembles frames by it when it
+                // is negotiated (it decoded nothing of forwarded VP8 with it).
                 for (uri, id) in &self.extension_ids {
-                    if extension_applies(uri, kind) && uri != SDES_RTP_STREAM_ID_URI {
+                    if extension_applies(uri, kind) && FORWARDED_EXTENSIONS.contains(&uri.as_str())
+                    {
                         extensions.set(uri, *id);
                     }
                 }

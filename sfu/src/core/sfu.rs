@@ -637,7 +637,7 @@ impl Sfu {
             .unwrap_or(DEFAULT_BUDGET_BPS);
         let mut audio_bps = 0;
         // Each video source's layers (quality, SSRC, rate) and this subscriber's consumer.
-        let mut video: Vec<((Index, usize), Vec<(u8, u32, u64)>, Option<Consumer>)> = Vec::new();
+        let mut video: Vec<VideoChoice> = Vec::new();
         for (publisher, source) in keys {
             let Some(s) = self
                 .participant_mut(publisher)
@@ -1682,6 +1682,10 @@ impl Sfu {
         }
     }
 }
+
+/// One video source a subscriber receives, as its allocation sees it: (publisher,
+/// source), its layers as (quality, SSRC, bit/s), and the subscriber's consumer.
+type VideoChoice = ((Index, usize), Vec<(u8, u32, u64)>, Option<Consumer>);
 
 /// What a subscription change may read of its source.
 struct SourceView {

@@ -409,12 +409,22 @@ fn a_chromium_style_offer_is_answered_in_its_own_numbers_with_simulcast_and_no_d
     assert!(offer.contains("a=ssrc-group:FID 20480 20481"));
     let parsed = parse(&offer).expect("our offer parses");
     assert_eq!(parsed.media_descriptions.len(), 5);
-    let dd = extmaps(&parsed.media_descriptions[3])
-        .into_iter()
-        .find(|(uri, _)| uri == DEPENDENCY_DESCRIPTOR_URI)
-        .map(|(_, id)| id)
-        .expect("offered");
-    assert!(![1, 3, 4, 10, 11].contains(&dd), "a free id: {dd}");
+    // The forwarded video carries transport-cc and mid under Chromium's ids, and no
+    // dependency descriptor or simulcast ids (a subscriber sees one plain stream).
+    let ids: Vec<(String, u8)> = extmaps(&parsed.media_descriptions[3]);
+    assert!(ids.contains(&(TRANSPORT_CC_URI.to_owned(), 3)), "{ids:?}");
+    assert!(ids.contains(&(SDES_MID_URI.to_owned(), 4)), "{ids:?}");
+    assert!(
+        ids.iter().all(|(uri, _)| uri != DEPENDENCY_DESCRIPTOR_URI
+            && uri != SDES_RTP_STREAM_ID_URI
+            && uri != AUDIO_LEVEL_URI),
+        "{ids:?}"
+    );
+    let audio: Vec<(String, u8)> = extmaps(&parsed.media_descriptions[4]);
+    assert!(
+        audio.contains(&(AUDIO_LEVEL_URI.to_owned(), 1)),
+        "{audio:?}"
+    );
 }
 
 #[test]
