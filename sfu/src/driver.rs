@@ -1,21 +1,30 @@
-//! The thin tokio driver: one UDP socket for every leg, the core behind a mutex that is
-//! held only while the core runs (never across an await), and a wake-up for when
-//! signaling changed the core from outside.
+//! The thin tokio driver: one UDP socket for every participant, the core behind a mutex
+//! that is held only while the core runs (never across an await), and a wake-up for when
+//! signaling changed the core from outside. Forwarded media leaves in `sendmmsg` batches,
+//! one system call per outbox of up to [`crate::core::fanout::OUTBOX_CAPACITY`]
+//! datagrams; the transports' own datagrams (STUN, DTLS, RTCP) one by one. Datagrams
+//! already waiting are read under one lock, so their copies go out together.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use prometheus_client::metrics::histogram::Histogram;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::core::fanout::Outbox;
 use crate::core::{Sfu, SignalOut};
 
 /// Largest datagram read (an MTU-sized packet fits with room to spare).
 const RECV_BUFFER: usize = 2048;
-/// How long the loop sleeps when no leg has a deadline.
+/// Datagrams read after the first one under one lock, if already waiting.
+const READ_AHEAD: usize = 7;
+/// How long the loop sleeps when no participant has a deadline.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Shared access to a running SFU core.
@@ -42,7 +51,7 @@ impl SfuHandle {
         result
     }
 
-    /// The UDP address every leg uses.
+    /// The UDP address every participant uses.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -85,26 +94,78 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
     })
 }
 
+/// Sends every datagram of `outbox` with `sendmmsg`, in as few calls as the socket
+/// takes. A datagram the kernel refuses (an unreachable address) is dropped, as on the
+/// wire. (nix's message headers hold raw pointers, so they are set up per call rather than
+/// kept across an await.)
+async fn send_batch(socket: &UdpSocket, outbox: &Outbox) {
+    let (buffers, addresses) = outbox.parts();
+    let mut at = 0;
+    while at < buffers.len() {
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            let slices: Vec<[std::io::IoSlice<'_>; 1]> = buffers[at..]
+                .iter()
+                .map(|b| [std::io::IoSlice::new(b)])
+                .collect();
+            let addrs: Vec<Option<SockaddrStorage>> = addresses[at..]
+                .iter()
+                .map(|a| Some(SockaddrStorage::from(*a)))
+                .collect();
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                slices.iter(),
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => at += 1,
+            Ok(n) => at += n,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
+                }
+            }
+            // The first datagram failed (say, no route): skip it, send the rest.
+            Err(_) => at += 1,
+        }
+    }
+}
+
 async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSender<SignalOut>) {
     let mut buf = vec![0u8; RECV_BUFFER];
+    // Outboxes taken from the core to send without holding its lock, and handed back.
+    let mut outboxes: Vec<Outbox> = Vec::new();
     // When the datagram whose consequences are being sent arrived.
     let mut arrived: Option<Instant> = None;
     loop {
-        let (transmits, deadline) = {
+        let (control, deadline) = {
             let mut sfu = handle.lock();
-            let mut out = Vec::new();
-            while let Some(transmit) = sfu.poll_transmit() {
-                out.push(transmit);
+            let mut control = Vec::new();
+            while let Some(transmit) = sfu.poll_control() {
+                control.push(transmit);
             }
+            sfu.swap_media(&mut outboxes);
             while let Some(signal) = sfu.poll_signal() {
                 let _ = signals.send(signal);
             }
-            (out, sfu.poll_timeout())
+            (control, sfu.poll_timeout())
         };
-        let sent_any = !transmits.is_empty();
-        for transmit in transmits {
+        let sent_any = !control.is_empty() || outboxes.iter().any(|o| !o.is_empty());
+        for transmit in control {
             // A failed send is a lost datagram, as on the wire; the protocols recover.
             let _ = socket.send_to(&transmit.payload, transmit.to).await;
+        }
+        for outbox in &mut outboxes {
+            if !outbox.is_empty() {
+                send_batch(&socket, outbox).await;
+                outbox.clear();
+            }
         }
         if let Some(at) = arrived.take()
             && sent_any
@@ -117,7 +178,16 @@ async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSende
                 Ok((n, from)) => {
                     let now = Instant::now();
                     arrived = Some(now);
-                    handle.lock().handle_datagram(now, from, &buf[..n]);
+                    let mut sfu = handle.lock();
+                    sfu.handle_datagram(now, from, &buf[..n]);
+                    // What is already waiting, under the same lock, so its copies go out in
+                    // the same batches (a few: the copies wait in memory until sent).
+                    for _ in 0..READ_AHEAD {
+                        let Ok((n, from)) = socket.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        sfu.handle_datagram(Instant::now(), from, &buf[..n]);
+                    }
                 }
                 Err(err) => tracing::debug!(%err, "UDP receive"),
             },

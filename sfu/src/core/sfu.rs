@@ -1552,6 +1552,12 @@ impl Sfu {
         }
     }
 
+    /// The next datagram the transports themselves send (STUN, DTLS, RTCP); forwarded
+    /// media waits in [`Sfu::media`].
+    pub fn poll_control(&mut self) -> Option<Transmit> {
+        self.control.pop_front()
+    }
+
     /// The next datagram to send: the transports' own first, then forwarded media.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(transmit) = self.control.pop_front() {
@@ -1584,6 +1590,25 @@ impl Sfu {
     pub fn media(&self) -> &[Outbox] {
         let used = (self.filling + 1).min(self.outboxes.len());
         &self.outboxes[..used]
+    }
+
+    /// Trades the filled outboxes for `spare` (emptied ones the driver sent): the driver
+    /// sends media without holding the core. Counts what it hands over as sent.
+    pub fn swap_media(&mut self, spare: &mut Vec<Outbox>) {
+        let used = (self.filling + 1).min(self.outboxes.len());
+        for outbox in &self.outboxes[..used] {
+            self.counters.datagrams_out += outbox.len() as u64;
+            self.counters.bytes_out += outbox.datagrams().map(|(d, _)| d.len() as u64).sum::<u64>();
+        }
+        for outbox in spare.iter_mut() {
+            outbox.clear();
+        }
+        std::mem::swap(&mut self.outboxes, spare);
+        if self.outboxes.is_empty() {
+            self.outboxes.push(Outbox::new());
+        }
+        self.filling = 0;
+        self.drained = (0, 0);
     }
 
     /// Forgets the media [`Sfu::media`] returned (it was sent).
