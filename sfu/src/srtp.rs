@@ -12,6 +12,16 @@
 
 use std::collections::HashMap;
 
+/// Per-SSRC state by SSRC. foldhash with a random seed per map: SipHash (std's) cost more
+/// than the AES-GCM of a small packet in the fan-out's profile, and SSRCs come from peers
+/// (a seeded hash keeps them from choosing colliding ones).
+type Streams<V> = HashMap<u32, V, foldhash::fast::RandomState>;
+
+/// The most SSRCs one endpoint may send us under one key: a participant sends a few
+/// (audio, video layers, their RTX); an authenticated peer inventing SSRCs by the
+/// thousand would otherwise grow this state without bound.
+pub const MAX_INBOUND_STREAMS: usize = 64;
+
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;
@@ -35,6 +45,9 @@ pub enum Error {
     /// Older than the replay window reaches.
     #[error("packet older than the replay window")]
     TooOld,
+    /// A new SSRC beyond [`MAX_INBOUND_STREAMS`].
+    #[error("too many SSRCs from one peer")]
+    TooManyStreams,
     /// SRTCP with the E flag clear: every endpoint we talk to encrypts its RTCP.
     #[error("unencrypted SRTCP is not accepted")]
     Unencrypted,
@@ -607,7 +620,7 @@ fn packet_index(highest: Option<u64>, seq: u16) -> Result<u64, Error> {
 /// Protects what one endpoint sends: RTP and RTCP under its master key.
 pub struct Protector {
     keys: Keys,
-    streams: HashMap<u32, Outbound>,
+    streams: Streams<Outbound>,
 }
 
 impl Protector {
@@ -615,7 +628,7 @@ impl Protector {
     pub fn new(master: &MasterKey) -> Result<Protector, Error> {
         Ok(Protector {
             keys: Keys::derive(master)?,
-            streams: HashMap::new(),
+            streams: Streams::default(),
         })
     }
 
@@ -665,7 +678,7 @@ struct Inbound {
 /// Checks and decrypts what one endpoint receives from the other.
 pub struct Unprotector {
     keys: Keys,
-    streams: HashMap<u32, Inbound>,
+    streams: Streams<Inbound>,
 }
 
 impl Unprotector {
@@ -673,7 +686,7 @@ impl Unprotector {
     pub fn new(master: &MasterKey) -> Result<Unprotector, Error> {
         Ok(Unprotector {
             keys: Keys::derive(master)?,
-            streams: HashMap::new(),
+            streams: Streams::default(),
         })
     }
 
@@ -691,7 +704,13 @@ impl Unprotector {
         if packet.len() < header + overhead {
             return Err(Error::Short);
         }
-        let window = self.streams.get(&ssrc).map(|s| s.rtp).unwrap_or_default();
+        let window = match self.streams.get(&ssrc) {
+            Some(stream) => stream.rtp,
+            None if self.streams.len() >= MAX_INBOUND_STREAMS => {
+                return Err(Error::TooManyStreams);
+            }
+            None => ReplayWindow::default(),
+        };
         let index = packet_index(window.highest, seq)?;
         window.check(index)?;
         self.keys.rtp.unprotect_rtp(packet, header, ssrc, index)?;
@@ -714,7 +733,13 @@ impl Unprotector {
             return Err(Error::Unencrypted);
         }
         let index = trailer & SRTCP_MAX_INDEX;
-        let window = self.streams.get(&ssrc).map(|s| s.rtcp).unwrap_or_default();
+        let window = match self.streams.get(&ssrc) {
+            Some(stream) => stream.rtcp,
+            None if self.streams.len() >= MAX_INBOUND_STREAMS => {
+                return Err(Error::TooManyStreams);
+            }
+            None => ReplayWindow::default(),
+        };
         window.check(u64::from(index))?;
         self.keys.rtcp.unprotect_rtcp(packet, ssrc, index, at)?;
         self.streams

@@ -47,9 +47,10 @@ pub struct Stream {
     pub payload_type: u8,
 }
 
-/// The receive side of one publisher's transport.
+/// The receive side of one publisher's transport. Its generators are set up at the first
+/// stream bound: a participant that only subscribes carries none.
 pub struct ReceiveSide {
-    chain: Box<dyn Interceptor>,
+    chain: Option<Box<dyn Interceptor>>,
     bound: HashSet<u32>,
     /// RTX SSRC → (media SSRC, media payload type).
     rtx: HashMap<u32, (u32, u8)>,
@@ -76,6 +77,16 @@ impl ReceiveSide {
     /// A receive side; `transport_cc` is the id the publisher gave the transport-wide
     /// sequence number (no feedback without it).
     pub fn new(transport_cc: Option<u8>) -> ReceiveSide {
+        ReceiveSide {
+            chain: None,
+            bound: HashSet::new(),
+            rtx: HashMap::new(),
+            listener_loss: HashMap::new(),
+            transport_cc,
+        }
+    }
+
+    fn generators() -> Box<dyn Interceptor> {
         let registry = Registry::new()
             .with(Slot::NackGenerator, NackGenerator::new())
             .with(
@@ -90,13 +101,7 @@ impl ReceiveSide {
                     .with_interval(REPORT_INTERVAL)
                     .build(),
             );
-        ReceiveSide {
-            chain: Box::new(registry.build()),
-            bound: HashSet::new(),
-            rtx: HashMap::new(),
-            listener_loss: HashMap::new(),
-            transport_cc,
-        }
+        Box::new(registry.build())
     }
 
     /// Starts reporting on `stream` (again: nothing changes).
@@ -131,7 +136,9 @@ impl ReceiveSide {
                 .unwrap_or_default(),
             ..StreamInfo::default()
         };
-        self.chain.bind_remote_stream(&info);
+        self.chain
+            .get_or_insert_with(ReceiveSide::generators)
+            .bind_remote_stream(&info);
     }
 
     /// Takes `rtx_ssrc` as the RTX stream of `ssrc` (whose payload type is
@@ -175,10 +182,13 @@ impl ReceiveSide {
     /// A decrypted RTP packet from the publisher (RTX already unwrapped): its header is
     /// what the generators read.
     pub fn on_rtp(&mut self, now: Instant, packet: &[u8]) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
         let Ok(header) = rtc::rtp::Header::unmarshal(&mut &packet[..]) else {
             return;
         };
-        let _ = self.chain.handle_read(TaggedPacket {
+        let _ = chain.handle_read(TaggedPacket {
             now,
             transport: TransportContext::default(),
             message: AttributedPacket::new(Packet::Rtp(rtc::rtp::Packet {
@@ -186,17 +196,20 @@ impl ReceiveSide {
                 payload: Bytes::new(),
             })),
         });
-        while self.chain.poll_read().is_some() {}
+        while chain.poll_read().is_some() {}
     }
 
     /// RTCP from the publisher (its sender reports give the reports' LSR and DLSR).
     pub fn on_rtcp(&mut self, now: Instant, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
-        let _ = self.chain.handle_read(TaggedPacket {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        let _ = chain.handle_read(TaggedPacket {
             now,
             transport: TransportContext::default(),
             message: AttributedPacket::new(Packet::Rtcp(packets)),
         });
-        while self.chain.poll_read().is_some() {}
+        while chain.poll_read().is_some() {}
     }
 
     /// The publisher's listeners lose `fraction_lost` (RTCP's 0..=255) of `ssrc` until
@@ -207,18 +220,20 @@ impl ReceiveSide {
 
     /// When [`ReceiveSide::handle_timeout`] is next due.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.chain.poll_timeout()
+        self.chain.as_mut()?.poll_timeout()
     }
 
     /// Runs due generators.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = self.chain.handle_timeout(now);
+        if let Some(chain) = self.chain.as_mut() {
+            let _ = chain.handle_timeout(now);
+        }
     }
 
     /// The next RTCP compound packet for the publisher, plaintext, ready for SRTCP.
     pub fn poll_rtcp(&mut self, now: Instant) -> Option<Vec<u8>> {
         loop {
-            let tagged = self.chain.poll_write()?;
+            let tagged = self.chain.as_mut()?.poll_write()?;
             let Packet::Rtcp(mut packets) = tagged.message.packet else {
                 continue;
             };

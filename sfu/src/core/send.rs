@@ -20,8 +20,10 @@ pub const ESTIMATE_MIN_BPS: f64 = 50_000.0;
 /// Its ceiling, bit/s.
 pub const ESTIMATE_MAX_BPS: f64 = 20_000_000.0;
 
-/// Packets remembered for feedback at first: a second of five audio streams.
-const LOG_INITIAL: usize = 256;
+/// Packets remembered for feedback at first: feedback comes every 100 ms, and five
+/// audio streams send 25 packets in that time (the log grows while more go
+/// unacknowledged).
+const LOG_INITIAL: usize = 64;
 /// At most: a second of about 100 Mbit/s of full-size packets, far beyond any subscriber.
 const LOG_MAX: usize = 8192;
 

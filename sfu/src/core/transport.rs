@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use bytes::BytesMut;
@@ -47,6 +47,12 @@ const SRTP_EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 /// module comment); never an address anything is sent to.
 const DTLS_ASSOCIATION: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
+
+/// How long the DTLS association is kept once the handshake is done: long enough to
+/// answer a client that lost our last flight and sends its own again (it retries for
+/// seconds, not minutes). After that only SRTP is needed, and the association's state
+/// (the handshake's messages and certificates) is memory every participant would carry.
+pub const DTLS_LINGER: Duration = Duration::from_secs(30);
 
 /// How many distinct checked addresses a transport remembers (a browser checks one pair
 /// per local candidate; more than this and the oldest is forgotten).
@@ -281,7 +287,9 @@ pub struct Transport {
     ice: LiteAgent,
     identity: DtlsIdentity,
     remote_fingerprint: Fingerprint,
-    dtls: Endpoint,
+    /// The DTLS association, until [`DTLS_LINGER`] after the handshake.
+    dtls: Option<Endpoint>,
+    connected_at: Option<Instant>,
     /// Addresses that passed a check, most recent last.
     checked: Vec<SocketAddr>,
     /// Where to send: the latest nominated address, or the first checked one.
@@ -317,11 +325,12 @@ impl Transport {
             ice,
             identity: identity.clone(),
             remote_fingerprint,
-            dtls: Endpoint::new(
+            dtls: Some(Endpoint::new(
                 DTLS_ASSOCIATION,
                 TransportProtocol::UDP,
                 Some(identity.config.clone()),
-            ),
+            )),
+            connected_at: None,
             checked: Vec::new(),
             selected: None,
             nominated: false,
@@ -411,21 +420,32 @@ impl Transport {
         self.transmits.pop_front()
     }
 
-    /// When DTLS next needs [`Transport::handle_timeout`] (handshake retransmissions).
+    /// When DTLS next needs [`Transport::handle_timeout`]: handshake retransmissions, then
+    /// the release of the association [`DTLS_LINGER`] after the handshake.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let dtls = self.dtls.as_ref()?;
         match self.state {
-            TransportState::Connecting => self.dtls.poll_timeout(&DTLS_ASSOCIATION),
-            _ => None,
+            TransportState::Connecting => dtls.poll_timeout(&DTLS_ASSOCIATION),
+            TransportState::Connected => self.connected_at.map(|at| at + DTLS_LINGER),
+            TransportState::Closed => None,
         }
     }
 
     /// Advances the handshake's timers to `now`. A handshake that ran out of
     /// retransmissions closes the transport.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TransportError> {
+        if self.state == TransportState::Connected
+            && self.connected_at.is_some_and(|at| now >= at + DTLS_LINGER)
+        {
+            self.dtls = None;
+        }
         if self.state != TransportState::Connecting {
             return Ok(());
         }
-        let result = self.dtls.handle_timeout(DTLS_ASSOCIATION, now);
+        let Some(dtls) = self.dtls.as_mut() else {
+            return Ok(());
+        };
+        let result = dtls.handle_timeout(DTLS_ASSOCIATION, now);
         self.drain_dtls();
         match result {
             // No association yet (the client has not spoken): nothing to time out.
@@ -442,7 +462,9 @@ impl Transport {
         if self.state == TransportState::Closed {
             return;
         }
-        let _ = self.dtls.close(now);
+        if let Some(dtls) = self.dtls.as_mut() {
+            let _ = dtls.close(now);
+        }
         self.drain_dtls();
         self.state = TransportState::Closed;
     }
@@ -491,16 +513,20 @@ impl Transport {
     }
 
     fn handle_dtls(&mut self, now: Instant, datagram: &[u8]) -> Result<Inbound, TransportError> {
-        let result = self
-            .dtls
-            .read(now, DTLS_ASSOCIATION, None, BytesMut::from(datagram));
+        let Some(dtls) = self.dtls.as_mut() else {
+            return Err(TransportError::Dtls(
+                "the DTLS association was released after the handshake".to_owned(),
+            ));
+        };
+        let result = dtls.read(now, DTLS_ASSOCIATION, None, BytesMut::from(datagram));
+        let gone = dtls.get_connection_state(DTLS_ASSOCIATION).is_none();
         self.drain_dtls();
         let events = match result {
             Ok(events) => events,
             Err(err) => {
                 // A record that does not decrypt is dropped; a handshake that cannot go
                 // on (no association left) ends the transport.
-                if self.dtls.get_connection_state(DTLS_ASSOCIATION).is_none() {
+                if gone {
                     self.state = TransportState::Closed;
                 }
                 return Err(TransportError::dtls(err));
@@ -514,6 +540,7 @@ impl Transport {
                         self.close(now);
                         return Err(err);
                     }
+                    self.connected_at = Some(now);
                     inbound = Inbound::Connected;
                 }
                 EndpointEvent::PeerClosed => {
@@ -531,7 +558,8 @@ impl Transport {
     fn handshake_complete(&mut self) -> Result<(), TransportError> {
         let state = self
             .dtls
-            .get_connection_state(DTLS_ASSOCIATION)
+            .as_ref()
+            .and_then(|dtls| dtls.get_connection_state(DTLS_ASSOCIATION))
             .ok_or_else(|| TransportError::Dtls("no association after handshake".to_owned()))?;
         let certificate = state
             .peer_certificates
@@ -557,7 +585,10 @@ impl Transport {
 
     /// Moves rtc-dtls's queued records to our queue, addressed to the selected address.
     fn drain_dtls(&mut self) {
-        while let Some(message) = self.dtls.poll_transmit() {
+        let Some(dtls) = self.dtls.as_mut() else {
+            return;
+        };
+        while let Some(message) = dtls.poll_transmit() {
             if let Some(to) = self.selected {
                 self.transmits.push_back(Transmit {
                     to,

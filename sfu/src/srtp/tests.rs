@@ -443,3 +443,26 @@ fn the_index_estimate_follows_rfc_3711_appendix_a() {
     assert_eq!(estimate_index(0x0002, 0xfff0), None);
     assert_eq!(estimate_index(0x5_1000, 0x1100), Some(0x5_1100));
 }
+
+#[test]
+fn a_peer_inventing_ssrcs_is_refused_past_the_cap_and_known_ones_go_on() {
+    let (mut sender, mut receiver) = pair(Profile::AeadAes128Gcm);
+    for ssrc in 0..MAX_INBOUND_STREAMS as u32 {
+        let mut packet = protected(&mut sender, 1, 0x1000 + ssrc);
+        receiver.unprotect_rtp(&mut packet).expect("within the cap");
+    }
+    let mut one_more = protected(&mut sender, 1, 0x9999);
+    assert_eq!(
+        receiver.unprotect_rtp(&mut one_more),
+        Err(Error::TooManyStreams)
+    );
+    let mut rtcp_one_more = rtcp(0x9998);
+    sender.protect_rtcp(&mut rtcp_one_more).expect("protect");
+    assert_eq!(
+        receiver.unprotect_rtcp(&mut rtcp_one_more),
+        Err(Error::TooManyStreams)
+    );
+    // A known SSRC still passes.
+    let mut known = protected(&mut sender, 2, 0x1000);
+    receiver.unprotect_rtp(&mut known).expect("a known stream");
+}

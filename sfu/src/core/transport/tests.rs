@@ -385,3 +385,26 @@ fn fingerprints_parse_as_sdp_writes_them_and_nothing_else() {
         assert!(Fingerprint::parse(&bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_dtls_association_is_released_after_the_linger_and_media_goes_on() {
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+    let (_identity, mut transport) = transport_for(&peer);
+    let now = connect(&mut peer, &mut transport, Instant::now(), &mut always());
+    let release = transport.poll_timeout().expect("the release is due");
+    assert_eq!(release, now + DTLS_LINGER);
+    transport.handle_timeout(release).expect("no error");
+    assert_eq!(transport.poll_timeout(), None);
+    // A late DTLS record is refused and counted; media both ways still works.
+    let mut record = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0];
+    let said = transport.handle_datagram(release, peer.addr(), &mut record);
+    assert_eq!(said.map(|_| ()).expect_err("refused").counter(), "dtls");
+    let mut packet = rtp(1, 0x1111);
+    peer.protect_rtp(&mut packet).expect("protect");
+    let said = transport.handle_datagram(release, peer.addr(), &mut packet);
+    assert_eq!(said.expect("accepted"), Inbound::Rtp);
+    let mut out = rtp(1, 0x2222);
+    transport.protect_rtp(&mut out).expect("protect");
+    assert!(peer.handle_datagram(release, &mut out).expect("read"));
+    assert_eq!(transport.state(), TransportState::Connected);
+}
