@@ -22,6 +22,8 @@ use crate::core::{Sfu, SignalOut};
 
 /// Largest datagram read (an MTU-sized packet fits with room to spare).
 const RECV_BUFFER: usize = 2048;
+/// The socket buffers asked for, bytes.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams read after the first one under one lock, if already waiting.
 const READ_AHEAD: usize = 7;
 /// How long the loop sleeps when no participant has a deadline.
@@ -78,6 +80,7 @@ pub struct Running {
 /// (the bound one when `None`).
 pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io::Result<Running> {
     let socket = UdpSocket::bind(addr).await?;
+    enlarge_buffers(&socket);
     let local_addr = public_addr.unwrap_or(socket.local_addr()?);
     let handle = SfuHandle {
         sfu: Arc::new(Mutex::new(Sfu::new(local_addr))),
@@ -92,6 +95,22 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
         signals,
         task,
     })
+}
+
+/// Asks for [`SOCKET_BUFFER`] bytes of receive and send buffer (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`). While the loop fans one packet out to thousands,
+/// subscribers' feedback keeps arriving: with the default 208 KiB the SFU's own receive
+/// queue overflowed at 2,000 subscribers and dropped publishers' packets with it.
+fn enlarge_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    for result in [
+        setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER),
+        setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER),
+    ] {
+        if let Err(err) = result {
+            tracing::debug!(%err, "a socket buffer size was refused");
+        }
+    }
 }
 
 /// Sends every datagram of `outbox` with `sendmmsg`, in as few calls as the socket
