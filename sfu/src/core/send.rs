@@ -27,6 +27,11 @@ const LOG_INITIAL: usize = 64;
 /// At most: a second of about 100 Mbit/s of full-size packets, far beyond any subscriber.
 const LOG_MAX: usize = 8192;
 
+/// Feedback about a copy older than this is not waited for any more (rtc's congestion
+/// controller's horizon): the log holds about this much of a subscriber's traffic, even
+/// one that never sends feedback.
+pub const FEEDBACK_HORIZON: Duration = Duration::from_secs(2);
+
 /// One sent copy, as its feedback will need it.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -72,6 +77,18 @@ impl SendLog {
 
     fn push(&mut self, ssrc: u32, seq: u16, size: usize, departure: Instant) -> u16 {
         let id = self.sent;
+        // Copies feedback never came for, past the horizon, are given up first.
+        while self.next_to_report < id {
+            let index = self.index(self.next_to_report);
+            let stale = self.slots[index].is_none_or(|sent| {
+                sent.id != self.next_to_report
+                    || departure.saturating_duration_since(sent.departure) > FEEDBACK_HORIZON
+            });
+            if !stale {
+                break;
+            }
+            self.next_to_report += 1;
+        }
         // Unreported copies would be overwritten: grow instead, up to the cap.
         if id - self.next_to_report >= self.slots.len() as u64 && self.slots.len() < LOG_MAX {
             let mut grown = vec![None; self.slots.len() * 2];
@@ -266,7 +283,14 @@ mod tests {
         );
         // Acknowledged as they go: the log never grew.
         assert_eq!(side.log.slots.len(), LOG_INITIAL);
-        // Unacknowledged, it grows to its cap and no further.
+        // Unacknowledged, it holds the feedback horizon's worth: 50 packets a second for a
+        // minute fit in 128 slots (two seconds, 100 packets).
+        for i in 0..3000u32 {
+            side.on_sent(0xB, i as u16, 100, now);
+            now += Duration::from_millis(20);
+        }
+        assert_eq!(side.log.slots.len(), 128);
+        // A burst with no time passing grows it to its cap and no further.
         for i in 0..20_000u32 {
             side.on_sent(0xB, i as u16, 100, now);
         }
