@@ -181,7 +181,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client at `addr` that will publish `streams` (its stream id is `name`).
+    /// A client at `addr` that will publish `streams` (its stream id is `name`); with none,
+    /// it offers a receive-only audio section.
     pub fn new(
         name: &str,
         addr: SocketAddr,
@@ -236,6 +237,18 @@ impl Client {
             for (ssrc, rid) in layers {
                 senders.insert(ssrc, (stream.codec, sender, rid));
             }
+        }
+        if streams.is_empty() {
+            // A participant that only listens still offers one section, as a browser with
+            // a receive-only transceiver does: ICE and DTLS need one to run on.
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Audio,
+                Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                    direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .map_err(rtc_err)?;
         }
         Ok(Client {
             pc,

@@ -215,6 +215,10 @@ enum Section {
     Published(Published),
     /// The SFU sends; the participant receives.
     Sending(Sending),
+    /// Offered to receive only (a listener's transceiver): answered inactive but whole,
+    /// so ICE and DTLS have a section to run on when it is the only one (the SFU's
+    /// streams come in sections of their own).
+    Idle(Published),
     /// Refused or stopped (port 0); kept so the m-line order holds.
     Closed { mid: String, kind: Option<Kind> },
 }
@@ -222,7 +226,7 @@ enum Section {
 impl Section {
     fn mid(&self) -> &str {
         match self {
-            Section::Published(p) => &p.mid,
+            Section::Published(p) | Section::Idle(p) => &p.mid,
             Section::Sending(s) => &s.mid,
             Section::Closed { mid, .. } => mid,
         }
@@ -593,10 +597,10 @@ impl Negotiation {
             mid: mid.clone(),
             kind: Some(kind),
         };
-        if media.media_name.port.value == 0 || !["sendrecv", "sendonly"].contains(&direction(media))
-        {
+        if media.media_name.port.value == 0 {
             return Ok(closed);
         }
+        let publishing = ["sendrecv", "sendonly"].contains(&direction(media));
         if !media.has_attribute("rtcp-mux") {
             return Err(SdpError::Unsupported("RTCP without rtcp-mux"));
         }
@@ -636,7 +640,7 @@ impl Negotiation {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Section::Published(Published {
+        let section = Published {
             mid,
             kind,
             formats,
@@ -648,7 +652,16 @@ impl Negotiation {
                 let (stream, track) = value.split_once(' ')?;
                 Some((stream.to_owned(), track.to_owned()))
             }),
-        }))
+        };
+        Ok(if publishing {
+            Section::Published(section)
+        } else {
+            Section::Idle(Published {
+                rids: Vec::new(),
+                ssrcs: Vec::new(),
+                ..section
+            })
+        })
     }
 
     /// Writes the whole session: an answer (`offer == false`) or an offer of ours.
@@ -702,6 +715,13 @@ impl Negotiation {
                 p.formats.clone(),
                 p.red_payload_type,
                 "recvonly",
+                p.extensions,
+            ),
+            Section::Idle(p) => (
+                p.kind,
+                p.formats.clone(),
+                p.red_payload_type,
+                "inactive",
                 p.extensions,
             ),
             Section::Sending(s) => {

@@ -222,7 +222,7 @@ impl Sim {
         Sim {
             now,
             start: now,
-            sfu: Sfu::new(sfu_addr),
+            sfu: Sfu::with_seed(sfu_addr, seed),
             sfu_addr,
             participants: Vec::new(),
             seed,

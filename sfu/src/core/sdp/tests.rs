@@ -476,3 +476,26 @@ fn offers_missing_what_a_session_needs_or_not_sdp_are_refused() {
     assert!(negotiation.accept_offer(&other).is_err());
     assert_eq!(negotiation.published().len(), 2, "the session as it was");
 }
+
+#[test]
+fn a_receive_only_section_is_answered_inactive_but_whole() {
+    let identity = DtlsIdentity::generate().expect("identity");
+    let mut negotiation = Negotiation::new(local(&identity), 7);
+    // A listener: its video section only receives, its audio section is gone.
+    let offer = chromium_style_offer()
+        .replace("a=sendonly\r\n", "a=recvonly\r\n")
+        .replace("m=audio 9 ", "m=audio 0 ");
+    let answer = negotiation.accept_offer(&offer).expect("answered");
+    assert!(answer.published.is_empty(), "nothing published");
+    let parsed = parse(&answer.sdp).expect("parses");
+    let video = &parsed.media_descriptions[1];
+    assert_eq!(video.media_name.port.value, 9, "kept, not rejected");
+    assert!(video.has_attribute("inactive"));
+    assert!(video.has_attribute("ice-ufrag") && video.has_attribute("fingerprint"));
+    assert!(
+        answer.sdp.contains("a=group:BUNDLE 1\r\n"),
+        "{}",
+        answer.sdp
+    );
+    assert_eq!(parsed.media_descriptions[0].media_name.port.value, 0);
+}
