@@ -142,6 +142,8 @@ pub struct Counters {
     pub red_rebuilt: u64,
     /// Late originals of rebuilt packets, dropped.
     pub red_superseded: u64,
+    /// Sender reports sent to subscribers (one per forwarded stream and interval).
+    pub sender_reports: u64,
 }
 
 /// A function shown each RTP packet the SFU receives for forwarding (decrypted from SRTP:

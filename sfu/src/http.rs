@@ -92,6 +92,11 @@ async fn metrics(State(sfu): State<SfuHandle>) -> impl IntoResponse {
         counter(counters.keyframe_requests_sent),
     );
     registry.register(
+        "sender_reports",
+        "Sender reports sent to subscribers, one per forwarded stream about once a second",
+        counter(counters.sender_reports),
+    );
+    registry.register(
         "unsupported_streams",
         "Published streams in a codec the SFU does not forward",
         counter(counters.unsupported_streams),

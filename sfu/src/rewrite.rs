@@ -102,6 +102,11 @@ impl Rewriter {
         self.last.map(|(seq, _, _)| seq)
     }
 
+    /// The newest outgoing timestamp and when its packet was sent.
+    pub fn last_sent(&self) -> Option<(u32, Instant)> {
+        self.last.map(|(_, ts, at)| (ts, at))
+    }
+
     /// The outgoing sequence number and timestamp of a packet of the current layer that
     /// went out already (a retransmission), without moving any state; `None` when it is
     /// older than the layer's start.

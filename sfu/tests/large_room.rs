@@ -80,6 +80,12 @@ fn two_hundred_subscribers_at_5_percent_loss_get_every_packet_and_a_seed_repeats
     );
     // Each subscriber's losses on its own link were repaired from the one history.
     assert!(retransmissions > 0);
+    // Every subscriber hears about its stream in sender reports, about once a second.
+    assert!(
+        sim.sfu.counters().sender_reports >= SUBSCRIBERS as u64 * 6,
+        "{} sender reports",
+        sim.sfu.counters().sender_reports
+    );
 
     let (again, ..) = run(19);
     assert_eq!(

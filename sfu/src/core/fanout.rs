@@ -130,6 +130,30 @@ pub struct Rtx {
     pub seq: u16,
 }
 
+/// The sender report (RFC 3550 §6.4.1) of a consumer's stream at `now`, once it sent
+/// anything: its packet and payload-octet counts, and the RTP timestamp that goes with
+/// `ntp` (the wall clock now, NTP format), extrapolated from its newest packet at
+/// `clock_rate`. The forwarding adds the same delay to a publisher's audio and video, so
+/// the mapping a receiver builds from these keeps them in sync.
+pub fn sender_report(
+    consumer: &Consumer,
+    clock_rate: u32,
+    now: Instant,
+    ntp: u64,
+) -> Option<rtc::rtcp::sender_report::SenderReport> {
+    let (timestamp, at) = consumer.rewriter.last_sent()?;
+    let elapsed = now.saturating_duration_since(at).as_secs_f64();
+    let ticks = (elapsed * f64::from(clock_rate)) as u32;
+    Some(rtc::rtcp::sender_report::SenderReport {
+        ssrc: consumer.ssrc,
+        ntp_time: ntp,
+        rtp_time: timestamp.wrapping_add(ticks),
+        packet_count: consumer.packets as u32,
+        octet_count: consumer.bytes as u32,
+        ..Default::default()
+    })
+}
+
 /// Datagrams ready to send: buffers reused from one batch to the next.
 #[derive(Debug)]
 pub struct Outbox {

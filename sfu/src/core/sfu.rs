@@ -23,7 +23,9 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rtc::rtcp::reception_report::ReceptionReport;
 
-use super::fanout::{Consumer, Outbox, Rtx, Source as Packet, Subscriber, fan_out, retransmit};
+use super::fanout::{
+    Consumer, Outbox, Rtx, Source as Packet, Subscriber, fan_out, retransmit, sender_report,
+};
 use super::history::{AUDIO_HISTORY, History, VIDEO_HISTORY};
 use super::receive::{ReceiveSide, Stream};
 use super::rtp::{Header, RtpView, write_forwarded};
@@ -53,6 +55,16 @@ const DEFAULT_BUDGET_BPS: u64 = 2_000_000;
 /// How often a room's last-N set is worked out again (it sorts the room's publishers by
 /// loudness, which is not done per packet).
 const LAST_N_REFRESH: Duration = Duration::from_millis(100);
+
+/// How often each subscriber gets sender reports about the streams it receives (as
+/// browsers send theirs).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// The wall clock [`Sfu::with_seed`] starts at (2026-01-01), so a simulation repeats.
+const SIMULATED_WALL_CLOCK: Duration = Duration::from_secs(1_767_225_600);
 
 /// How often a published audio source's worst listener loss is worked out again when no
 /// report raised it (reports come about once a second per listener).
@@ -131,6 +143,8 @@ struct Participant {
     /// Sources were added to its session since the last offer.
     renegotiate: bool,
     next_allocation: Instant,
+    /// When sender reports about its forwarded streams are next due.
+    next_report: Instant,
     ceiling: Ceiling,
     loss_grace_until: Option<Instant>,
     last_heard: Instant,
@@ -174,12 +188,20 @@ pub struct Sfu {
     /// The datagram being handled (decrypted in place), and a packet being rebuilt.
     scratch: Vec<u8>,
     rebuilt: Vec<u8>,
+    /// The wall clock (since the Unix epoch) at the first `now` seen, for sender reports'
+    /// NTP times: read once, at construction, never per packet.
+    wall_clock: Duration,
+    first_now: Option<Instant>,
 }
 
 impl Sfu {
     /// An SFU whose participants all use `local_addr`, with a random seed.
     pub fn new(local_addr: SocketAddr) -> Sfu {
-        Sfu::with_seed(local_addr, rand::random())
+        let mut sfu = Sfu::with_seed(local_addr, rand::random());
+        sfu.wall_clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(SIMULATED_WALL_CLOCK);
+        sfu
     }
 
     /// An SFU whose random choices (ICE credentials, SSRCs) come from `seed`, so a
@@ -214,6 +236,58 @@ impl Sfu {
             payload_tap: None,
             scratch: Vec::with_capacity(2048),
             rebuilt: Vec::with_capacity(2048),
+            wall_clock: SIMULATED_WALL_CLOCK,
+            first_now: None,
+        }
+    }
+
+    /// `now` on the wall clock, in NTP's 32.32 fixed point (RFC 3550 §4).
+    fn ntp(&mut self, now: Instant) -> u64 {
+        let first = *self.first_now.get_or_insert(now);
+        let wall = self.wall_clock + now.saturating_duration_since(first);
+        let seconds = wall.as_secs() + NTP_UNIX_OFFSET;
+        let fraction = (u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000;
+        (seconds << 32) | fraction
+    }
+
+    /// Sends `index` a sender report for each stream it receives that has sent anything.
+    fn send_reports(&mut self, index: Index, now: Instant) {
+        let ntp = self.ntp(now);
+        let Some(participant) = self.participant(index) else {
+            return;
+        };
+        let keys: Vec<(Index, usize)> = participant
+            .subscriptions
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| (s.publisher, s.source))
+            .collect();
+        let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for (publisher, source) in keys {
+            let Some(s) = self
+                .participant(publisher)
+                .and_then(|p| p.sources.get(source))
+            else {
+                continue;
+            };
+            let report = s
+                .consumers
+                .iter()
+                .find(|c| c.subscriber == index)
+                .and_then(|c| sender_report(c, s.clock_rate(), now, ntp));
+            if let Some(report) = report {
+                reports.push(Box::new(report));
+            }
+        }
+        if reports.is_empty() {
+            return;
+        }
+        self.counters.sender_reports += reports.len() as u64;
+        // A compound packet stays well under the MTU: at most 30 reports in one.
+        for chunk in reports.chunks(30) {
+            if let Ok(raw) = rtc::rtcp::packet::marshal(chunk) {
+                self.send_rtcp(index, raw.to_vec());
+            }
         }
     }
 
@@ -374,6 +448,8 @@ impl Sfu {
         {
             return Err(CoreError::NotInRoom);
         }
+        // The wall clock read at construction goes with the first `now` the core sees.
+        self.first_now.get_or_insert(now);
         let ufrag = self.token(UFRAG_LEN);
         let password = self.token(PASSWORD_LEN);
         let mut negotiation = Negotiation::new(
@@ -423,6 +499,7 @@ impl Sfu {
             subscriptions: Vec::new(),
             renegotiate: false,
             next_allocation: now,
+            next_report: now + REPORT_INTERVAL,
             ceiling: Ceiling::default(),
             loss_grace_until: None,
             last_heard: now,
@@ -1527,18 +1604,21 @@ impl Sfu {
             while let Some(packet) = participant.receive.poll_rtcp(now) {
                 rtcp.push(packet);
             }
-            let allocation = participant
-                .subscriptions
-                .iter()
-                .any(|s| s.active)
-                .then_some(participant.next_allocation);
+            let subscribed = participant.subscriptions.iter().any(|s| s.active);
+            let allocation = subscribed.then_some(participant.next_allocation);
+            let report = subscribed.then_some(participant.next_report);
             let transport = self.subscribers[index]
                 .as_ref()
                 .and_then(|s| s.transport.poll_timeout());
-            [transport, participant.receive.poll_timeout(), allocation]
-                .into_iter()
-                .flatten()
-                .min()
+            [
+                transport,
+                participant.receive.poll_timeout(),
+                allocation,
+                report,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         };
         for packet in rtcp {
             self.send_rtcp(index, packet);
@@ -1688,18 +1768,25 @@ impl Sfu {
                 continue;
             }
             let mut rtcp = Vec::new();
-            let allocate = match self.participant_mut(index) {
+            let (allocate, report) = match self.participant_mut(index) {
                 Some(participant) => {
                     participant.receive.handle_timeout(now);
                     while let Some(packet) = participant.receive.poll_rtcp(now) {
                         rtcp.push(packet);
                     }
-                    participant.next_allocation <= now
+                    let report = participant.next_report <= now;
+                    if report {
+                        participant.next_report = now + REPORT_INTERVAL;
+                    }
+                    (participant.next_allocation <= now, report)
                 }
                 None => continue,
             };
             for packet in rtcp {
                 self.send_rtcp(index, packet);
+            }
+            if report {
+                self.send_reports(index, now);
             }
             if allocate {
                 self.allocate(index, now);

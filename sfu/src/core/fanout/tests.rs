@@ -430,3 +430,36 @@ fn a_nack_is_answered_with_rtx_from_the_producer_s_history_in_the_subscriber_s_n
     );
     assert_eq!((late.sent, late.missed), (0, 1));
 }
+
+#[test]
+fn a_sender_report_extrapolates_the_newest_timestamp_to_now() {
+    use std::time::Duration;
+    let now = Instant::now();
+    let (_peers, mut subs) = subscribers(1, now);
+    let mut consumers = vec![consumer(0, 5, "0")];
+    assert!(
+        sender_report(&consumers[0], 48_000, now, 7).is_none(),
+        "nothing sent yet"
+    );
+    let ids = publisher_ids();
+    let mut outbox = Outbox::new();
+    for seq in 0..10u16 {
+        let raw = published(seq, 111, b"abc");
+        fan_out(
+            now,
+            &source(&raw, &ids),
+            &mut consumers,
+            0,
+            &mut subs,
+            &mut outbox,
+        );
+        outbox.clear();
+    }
+    // The newest packet's timestamp is 9 * 960; 100 ms later at 48 kHz, 4,800 more.
+    let report = sender_report(&consumers[0], 48_000, now + Duration::from_millis(100), 7)
+        .expect("a report");
+    assert_eq!(report.ssrc, 5);
+    assert_eq!(report.ntp_time, 7);
+    assert_eq!(report.rtp_time, 9 * 960 + 4_800);
+    assert_eq!((report.packet_count, report.octet_count), (10, 30));
+}
