@@ -28,7 +28,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod send;
 pub mod sfu;
-pub use sfu::Sfu;
+pub use sfu::{Output, Sfu};
 pub mod transport;
 
 /// A participant, as signaling names it (its identity key, base64url).

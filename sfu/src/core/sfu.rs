@@ -1718,6 +1718,21 @@ impl Sfu {
         self.signals.pop_front()
     }
 
+    /// Everything the core wants done, one output at a time, as str0m's `poll_output`
+    /// gives it: datagrams first (the transports' own, then forwarded media), then
+    /// signaling, and last the time to call [`Sfu::handle_timeout`] (`None` inside when
+    /// nothing is scheduled). A driver that sends media in batches uses
+    /// [`Sfu::swap_media`] and [`Sfu::poll_control`] instead of the datagram outputs.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(transmit) = self.poll_transmit() {
+            return Output::Transmit(transmit);
+        }
+        if let Some(signal) = self.poll_signal() {
+            return Output::Signal(signal);
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
     /// The earliest deadline of any participant, or of the next sweep for silent ones.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let first = self.deadlines.first().map(|(due, _)| *due);
@@ -1797,6 +1812,17 @@ impl Sfu {
             self.flush(index);
         }
     }
+}
+
+/// What the core wants done ([`Sfu::poll_output`]).
+#[derive(Debug)]
+pub enum Output {
+    /// A datagram to send.
+    Transmit(Transmit),
+    /// A signaling message to send.
+    Signal(SignalOut),
+    /// Nothing more for now: call [`Sfu::handle_timeout`] then (or wait for input).
+    Timeout(Option<Instant>),
 }
 
 /// One video source a subscriber receives, as its allocation sees it: (publisher,
