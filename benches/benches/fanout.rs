@@ -20,9 +20,8 @@ use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use sotto_sfu::core::fanout::{Consumer, Outbox, Source, Subscriber, fan_out};
 use sotto_sfu::core::rtp::{Header, RtpView, write_forwarded};
 use sotto_sfu::core::sdp::ExtensionIds;
-use sotto_sfu::core::transport::peer::{Peer, connect_in_memory};
-use sotto_sfu::core::transport::{DtlsIdentity, Fingerprint, Transport};
-use sotto_sfu::ice_lite::LiteAgent;
+use sotto_sfu::core::transport::DtlsIdentity;
+use sotto_sfu::core::transport::peer::connected_pair;
 
 const PASSWORD: &str = "sfu-password-0123456789";
 const PUBLISHER: u32 = 0xAAAA;
@@ -39,17 +38,12 @@ fn subscribers(n: usize) -> Vec<Option<Subscriber>> {
             } else {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
             };
-            let mut peer = Peer::new(addr, sfu, vec![profile]).expect("a peer");
-            let ufrag = format!("s{i}");
-            let mut transport = Transport::new(
+            let (_peer, transport) = connected_pair(
                 &identity,
-                LiteAgent::new(ufrag.clone(), PASSWORD),
-                Fingerprint::parse(peer.fingerprint()).expect("fingerprint"),
-            );
-            connect_in_memory(
-                &mut peer,
-                &mut transport,
-                &format!("{ufrag}:p"),
+                addr,
+                sfu,
+                profile,
+                &format!("s{i}"),
                 PASSWORD,
                 now,
             )

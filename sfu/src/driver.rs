@@ -82,8 +82,13 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
     let socket = UdpSocket::bind(addr).await?;
     enlarge_buffers(&socket);
     let local_addr = public_addr.unwrap_or(socket.local_addr()?);
+    let mut core = Sfu::new(local_addr);
+    // The one wall-clock read: sender reports' NTP times count from it.
+    if let Ok(wall) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        core.set_wall_clock(wall);
+    }
     let handle = SfuHandle {
-        sfu: Arc::new(Mutex::new(Sfu::new(local_addr))),
+        sfu: Arc::new(Mutex::new(core)),
         wake: Arc::new(Notify::new()),
         local_addr,
         forward_latency: Histogram::new(latency_buckets()),

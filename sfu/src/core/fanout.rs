@@ -213,19 +213,6 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.len = 0;
     }
-
-    /// Queues one datagram (for the transport's own: STUN, DTLS, RTCP).
-    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
-        if self.is_full() {
-            return false;
-        }
-        let buffer = &mut self.buffers[self.len];
-        buffer.clear();
-        buffer.extend_from_slice(datagram);
-        self.to[self.len] = to;
-        self.len += 1;
-        true
-    }
 }
 
 /// What one pass of the loop did.

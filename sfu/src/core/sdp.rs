@@ -406,21 +406,6 @@ impl Negotiation {
         mid
     }
 
-    /// Stops forwarding on the section `mid` (port 0 at the next offer).
-    pub fn stop_sending(&mut self, mid: &str) {
-        for section in &mut self.sections {
-            if let Section::Sending(sending) = section
-                && sending.mid == mid
-            {
-                let kind = Some(kind_of(sending.codec));
-                *section = Section::Closed {
-                    mid: mid.to_owned(),
-                    kind,
-                };
-            }
-        }
-    }
-
     /// The SFU's offer: every section so far, in order. Needs the participant's first
     /// offer (the session starts with it).
     pub fn create_offer(&mut self) -> Result<String, SdpError> {

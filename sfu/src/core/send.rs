@@ -225,11 +225,6 @@ impl SendSide {
     pub fn estimate_bps(&self) -> Option<u64> {
         self.estimate_bps
     }
-
-    /// Memory the log holds, bytes.
-    pub fn heap_bytes(&self) -> usize {
-        self.log.slots.capacity() * std::mem::size_of::<Option<Sent>>()
-    }
 }
 
 #[cfg(test)]

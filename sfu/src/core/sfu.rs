@@ -63,7 +63,8 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
-/// The wall clock [`Sfu::with_seed`] starts at (2026-01-01), so a simulation repeats.
+/// The wall clock the core starts at unless told ([`Sfu::set_wall_clock`]): 2026-01-01,
+/// so a simulation repeats.
 const SIMULATED_WALL_CLOCK: Duration = Duration::from_secs(1_767_225_600);
 
 /// How often a published audio source's worst listener loss is worked out again when no
@@ -189,7 +190,7 @@ pub struct Sfu {
     scratch: Vec<u8>,
     rebuilt: Vec<u8>,
     /// The wall clock (since the Unix epoch) at the first `now` seen, for sender reports'
-    /// NTP times: read once, at construction, never per packet.
+    /// NTP times ([`Sfu::set_wall_clock`]).
     wall_clock: Duration,
     first_now: Option<Instant>,
 }
@@ -197,11 +198,14 @@ pub struct Sfu {
 impl Sfu {
     /// An SFU whose participants all use `local_addr`, with a random seed.
     pub fn new(local_addr: SocketAddr) -> Sfu {
-        let mut sfu = Sfu::with_seed(local_addr, rand::random());
-        sfu.wall_clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(SIMULATED_WALL_CLOCK);
-        sfu
+        Sfu::with_seed(local_addr, rand::random())
+    }
+
+    /// The wall clock at the first `now` the core sees, since the Unix epoch, for sender
+    /// reports' NTP times (the driver reads it; the core reads no clock). Without it the
+    /// core counts from a fixed date, as a simulation does.
+    pub fn set_wall_clock(&mut self, since_unix_epoch: Duration) {
+        self.wall_clock = since_unix_epoch;
     }
 
     /// An SFU whose random choices (ICE credentials, SSRCs) come from `seed`, so a
@@ -250,18 +254,21 @@ impl Sfu {
         (seconds << 32) | fraction
     }
 
+    /// The (publisher, source) of every stream `index` receives.
+    fn active_subscriptions(&self, index: Index) -> Vec<(Index, usize)> {
+        self.participant(index).map_or_else(Vec::new, |p| {
+            p.subscriptions
+                .iter()
+                .filter(|s| s.active)
+                .map(|s| (s.publisher, s.source))
+                .collect()
+        })
+    }
+
     /// Sends `index` a sender report for each stream it receives that has sent anything.
     fn send_reports(&mut self, index: Index, now: Instant) {
         let ntp = self.ntp(now);
-        let Some(participant) = self.participant(index) else {
-            return;
-        };
-        let keys: Vec<(Index, usize)> = participant
-            .subscriptions
-            .iter()
-            .filter(|s| s.active)
-            .map(|s| (s.publisher, s.source))
-            .collect();
+        let keys = self.active_subscriptions(index);
         let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
         for (publisher, source) in keys {
             let Some(s) = self
@@ -702,15 +709,10 @@ impl Sfu {
     /// estimate (audio is served first) and what it asked for; a new target layer is
     /// asked for a keyframe, and the consumer switches when one arrives.
     fn allocate(&mut self, index: Index, now: Instant) {
-        let Some(participant) = self.participant(index) else {
+        if self.participant(index).is_none() {
             return;
-        };
-        let keys: Vec<(Index, usize)> = participant
-            .subscriptions
-            .iter()
-            .filter(|s| s.active)
-            .map(|s| (s.publisher, s.source))
-            .collect();
+        }
+        let keys = self.active_subscriptions(index);
         let estimate = self.subscribers[index]
             .as_ref()
             .and_then(|s| s.send.estimate_bps())
@@ -1668,14 +1670,6 @@ impl Sfu {
         }
     }
 
-    /// Forwarded media waiting to be sent, as outboxes for `sendmmsg`: the driver sends
-    /// each, then calls [`Sfu::clear_media`]. (The transports' own datagrams still come
-    /// from [`Sfu::poll_transmit`], which also drains media one datagram at a time.)
-    pub fn media(&self) -> &[Outbox] {
-        let used = (self.filling + 1).min(self.outboxes.len());
-        &self.outboxes[..used]
-    }
-
     /// Trades the filled outboxes for `spare` (emptied ones the driver sent): the driver
     /// sends media without holding the core. Counts what it hands over as sent.
     pub fn swap_media(&mut self, spare: &mut Vec<Outbox>) {
@@ -1693,16 +1687,6 @@ impl Sfu {
         }
         self.filling = 0;
         self.drained = (0, 0);
-    }
-
-    /// Forgets the media [`Sfu::media`] returned (it was sent).
-    pub fn clear_media(&mut self) {
-        for outbox in &self.outboxes[..(self.filling + 1).min(self.outboxes.len())] {
-            let sent = outbox.len() as u64;
-            self.counters.datagrams_out += sent;
-            self.counters.bytes_out += outbox.datagrams().map(|(d, _)| d.len() as u64).sum::<u64>();
-        }
-        self.reset_outboxes();
     }
 
     fn reset_outboxes(&mut self) {

@@ -81,18 +81,7 @@ impl DtlsIdentity {
     /// present a certificate (its fingerprint is checked after the handshake); extended
     /// master secret required.
     pub fn generate() -> Result<DtlsIdentity, TransportError> {
-        let provider = rtc::crypto::default_provider().map_err(TransportError::crypto)?;
-        let certificate =
-            Certificate::generate_self_signed(vec!["sotto-sfu".to_owned()], provider.crypto())
-                .map_err(TransportError::crypto)?;
-        let der = certificate
-            .certificate
-            .first()
-            .ok_or_else(|| TransportError::Crypto("no certificate generated".to_owned()))?;
-        let fingerprint = format!(
-            "sha-256 {}",
-            colon_hex(digest::digest(&digest::SHA256, der.as_ref()).as_ref())
-        );
+        let (provider, certificate, fingerprint) = self_signed("sotto-sfu")?;
         let config = ConfigBuilder::default()
             .with_crypto_provider(provider.clone())
             .with_certificates(vec![certificate])
@@ -123,6 +112,25 @@ impl DtlsIdentity {
     pub fn provider(&self) -> &Arc<dyn RTCCryptoProvider> {
         &self.provider
     }
+}
+
+/// rtc's crypto provider, a fresh self-signed certificate for `name`, and its
+/// `a=fingerprint` value (`sha-256 AB:CD:…`).
+fn self_signed(
+    name: &str,
+) -> Result<(Arc<dyn RTCCryptoProvider>, Certificate, String), TransportError> {
+    let provider = rtc::crypto::default_provider().map_err(TransportError::crypto)?;
+    let certificate = Certificate::generate_self_signed(vec![name.to_owned()], provider.crypto())
+        .map_err(TransportError::crypto)?;
+    let der = certificate
+        .certificate
+        .first()
+        .ok_or_else(|| TransportError::Crypto("no certificate generated".to_owned()))?;
+    let fingerprint = format!(
+        "sha-256 {}",
+        colon_hex(digest::digest(&digest::SHA256, der.as_ref()).as_ref())
+    );
+    Ok((provider, certificate, fingerprint))
 }
 
 /// Uppercase hex pairs joined by `:`, as `a=fingerprint` writes a digest.
@@ -298,7 +306,6 @@ pub struct Transport {
     remote_ufrag: Option<String>,
     srtp: Option<Srtp>,
     state: TransportState,
-    last_check: Option<Instant>,
     transmits: VecDeque<Transmit>,
 }
 
@@ -337,7 +344,6 @@ impl Transport {
             remote_ufrag: None,
             srtp: None,
             state: TransportState::Connecting,
-            last_check: None,
             transmits: VecDeque::new(),
         }
     }
@@ -355,12 +361,6 @@ impl Transport {
     /// The peer's ufrag, from its first valid check.
     pub fn remote_ufrag(&self) -> Option<&str> {
         self.remote_ufrag.as_deref()
-    }
-
-    /// When the peer's last valid connectivity check arrived (consent, RFC 7675: a
-    /// browser keeps checking every few seconds while the call lasts).
-    pub fn last_check(&self) -> Option<Instant> {
-        self.last_check
     }
 
     /// The negotiated SRTP profile, once connected.
@@ -381,7 +381,7 @@ impl Transport {
             return Err(TransportError::Closed);
         }
         match classify(datagram) {
-            DatagramKind::Stun => self.handle_stun(now, from, datagram),
+            DatagramKind::Stun => self.handle_stun(from, datagram),
             DatagramKind::Dtls => {
                 self.require_checked(from)?;
                 self.handle_dtls(now, datagram)
@@ -479,14 +479,12 @@ impl Transport {
 
     fn handle_stun(
         &mut self,
-        now: Instant,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<Inbound, TransportError> {
         let answered = self
             .ice
             .answer(datagram, from, self.identity.provider.crypto())?;
-        self.last_check = Some(now);
         if self.remote_ufrag.is_none() {
             self.remote_ufrag = Some(answered.remote_ufrag);
         }

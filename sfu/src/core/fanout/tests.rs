@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::core::sdp::ExtensionIds;
-use crate::core::transport::peer::{Peer, connect_in_memory};
+use crate::core::transport::peer::{Peer, connected_pair};
 use crate::core::transport::{DtlsIdentity, Fingerprint};
 use crate::ice_lite::LiteAgent;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -26,17 +26,12 @@ fn subscribers(n: usize, now: Instant) -> (Vec<Peer>, Vec<Option<Subscriber>>) {
         } else {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
         };
-        let mut peer = Peer::new(addr, sfu, vec![profile]).expect("a peer");
-        let ufrag = format!("sub{i}");
-        let mut transport = Transport::new(
+        let (peer, transport) = connected_pair(
             &identity,
-            LiteAgent::new(ufrag.clone(), PASSWORD),
-            Fingerprint::parse(peer.fingerprint()).expect("fingerprint"),
-        );
-        connect_in_memory(
-            &mut peer,
-            &mut transport,
-            &format!("{ufrag}:peer{i}"),
+            addr,
+            sfu,
+            profile,
+            &format!("sub{i}"),
             PASSWORD,
             now,
         )

@@ -8,17 +8,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::digest;
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
-use rtc::dtls::crypto::Certificate;
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::shared::TransportProtocol;
 
-use super::{SRTP_EXPORTER_LABEL, Transport, TransportError, TransportState, colon_hex};
+use super::{
+    DtlsIdentity, Fingerprint, SRTP_EXPORTER_LABEL, Transport, TransportError, TransportState,
+    self_signed,
+};
 use crate::demux::{DatagramKind, classify};
+use crate::ice_lite::LiteAgent;
 use crate::ice_lite::connectivity_check;
 use crate::srtp::{MasterKey, Profile, Protector, Unprotector};
 
@@ -50,18 +52,7 @@ impl Peer {
         sfu: SocketAddr,
         profiles: Vec<SrtpProtectionProfile>,
     ) -> Result<Peer, TransportError> {
-        let provider = rtc::crypto::default_provider().map_err(TransportError::crypto)?;
-        let certificate =
-            Certificate::generate_self_signed(vec!["peer".to_owned()], provider.crypto())
-                .map_err(TransportError::crypto)?;
-        let der = certificate
-            .certificate
-            .first()
-            .ok_or_else(|| TransportError::Crypto("no certificate generated".to_owned()))?;
-        let fingerprint = format!(
-            "sha-256 {}",
-            colon_hex(digest::digest(&digest::SHA256, der.as_ref()).as_ref())
-        );
+        let (provider, certificate, fingerprint) = self_signed("peer")?;
         let config = ConfigBuilder::default()
             .with_crypto_provider(provider.clone())
             .with_certificates(vec![certificate])
@@ -237,4 +228,32 @@ pub fn connect_in_memory(
         transport.handle_timeout(now)?;
     }
     Err(TransportError::Dtls("no handshake within 30 s".to_owned()))
+}
+
+/// A peer at `addr` offering `profile`, and the SFU's transport for it (ICE credentials
+/// `ufrag` and `password`), connected in memory at `now`: the subscribers of the SFU's
+/// fan-out tests and benchmarks.
+pub fn connected_pair(
+    identity: &DtlsIdentity,
+    addr: SocketAddr,
+    sfu: SocketAddr,
+    profile: SrtpProtectionProfile,
+    ufrag: &str,
+    password: &str,
+    now: Instant,
+) -> Result<(Peer, Transport), TransportError> {
+    let mut peer = Peer::new(addr, sfu, vec![profile])?;
+    let mut transport = Transport::new(
+        identity,
+        LiteAgent::new(ufrag, password),
+        Fingerprint::parse(peer.fingerprint())?,
+    );
+    connect_in_memory(
+        &mut peer,
+        &mut transport,
+        &format!("{ufrag}:peer"),
+        password,
+        now,
+    )?;
+    Ok((peer, transport))
 }
