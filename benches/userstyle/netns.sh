@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Three namespaces: sx (bridge + signaling at 10.77.0.1), sa (10.77.0.2), sb (10.77.0.3).
 # No default route anywhere. Usage: netns.sh up LOSS_PERCENT | down
+# LOSS applies to UDP on every hop through the bridge, and to and from sx itself.
 set -euo pipefail
 case "$1" in
 down)
@@ -24,9 +25,15 @@ up)
   ip netns exec sx nft -f - <<NFT
 table bridge impair {
   chain impairment { type filter hook forward priority 0; policy accept; }
+  chain to_sx { type filter hook input priority 0; policy accept; }
+  chain from_sx { type filter hook output priority 0; policy accept; }
 }
 NFT
+  # Between sa and sb (forward), and to and from what runs in sx itself (an SFU there):
+  # every hop loses LOSS percent of UDP, each way, from the first datagram.
   if [ "$loss" != 0 ]; then
-    ip netns exec sx nft add rule bridge impair impairment meta l4proto udp numgen random mod 100 lt $loss drop
+    for chain in impairment to_sx from_sx; do
+      ip netns exec sx nft add rule bridge impair $chain meta l4proto udp numgen random mod 100 lt $loss drop
+    done
   fi ;;
 esac
