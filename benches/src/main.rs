@@ -181,6 +181,9 @@ struct SfuLoadArgs {
     /// CPU list for `taskset -c` when starting the SFU; `none` leaves it unpinned.
     #[arg(long, default_value = "0")]
     sfu_cpu: String,
+    /// The SFU's send workers (its --workers); by default one per CPU it may run on.
+    #[arg(long)]
+    sfu_workers: Option<u16>,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -355,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
             let options = sfu_load::LoadOptions {
                 sfu_bin: args.sfu_bin,
                 sfu_cpu: (args.sfu_cpu != "none").then_some(args.sfu_cpu),
+                sfu_workers: args.sfu_workers,
                 rooms: args.rooms,
                 publishers: args.publishers,
                 subscribers: args.subscribers,

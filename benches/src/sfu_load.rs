@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub sfu_bin: PathBuf,
     /// `taskset -c` CPU list for the SFU.
     pub sfu_cpu: Option<String>,
+    /// The SFU's send workers (its default when `None`).
+    pub sfu_workers: Option<u16>,
     /// Rooms.
     pub rooms: usize,
     /// Audio publishers per room.
@@ -50,6 +52,8 @@ pub struct LoadOptions {
 /// What was measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
+    pub sfu_cpu: Option<String>,
+    pub sfu_workers: Option<u16>,
     pub rooms: usize,
     pub publishers_per_room: usize,
     pub subscribers_per_room: usize,
@@ -117,6 +121,13 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         .arg(&url)
         .arg("--secret-file")
         .arg(&secret)
+        .args(
+            options
+                .sfu_workers
+                .map(|w| ["--workers".to_owned(), w.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -157,9 +168,22 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let deadline = Instant::now() + Duration::from_secs(60 + subscribers as u64 / 20);
     while totals.ready.load(Ordering::Relaxed) < subscribers {
         if Instant::now() > deadline {
+            let mut failures = Vec::new();
+            for task in tasks.iter_mut().filter(|t| t.is_finished()) {
+                match task.await {
+                    Ok(Err(err)) => failures.push(format!("{err:#}")),
+                    Err(err) => failures.push(err.to_string()),
+                    Ok(Ok(())) => {}
+                }
+            }
             bail!(
-                "only {} of {subscribers} subscribers were receiving in time",
-                totals.ready.load(Ordering::Relaxed)
+                "only {} of {subscribers} subscribers were receiving in time; {} participant(s) failed{}",
+                totals.ready.load(Ordering::Relaxed),
+                failures.len(),
+                failures
+                    .first()
+                    .map(|f| format!(", the first: {f}"))
+                    .unwrap_or_default()
             );
         }
         if let Some(status) = sfu.try_wait()? {
@@ -193,6 +217,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let received = totals.received.load(Ordering::Relaxed);
     let expected = totals.expected.load(Ordering::Relaxed).max(1);
     Ok(LoadReport {
+        sfu_cpu: options.sfu_cpu.clone(),
+        sfu_workers: options.sfu_workers,
         rooms: options.rooms,
         publishers_per_room: options.publishers,
         subscribers_per_room: options.subscribers,

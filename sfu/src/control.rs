@@ -1,15 +1,31 @@
 //! The SFU's side of signaling: it connects as a registered SFU (the shared secret), takes
 //! room membership from presence events, answers participants' offers, applies their
 //! answers, and sends the core's SFU-side offers. The room id is the `call_id`.
+//!
+//! What the SFU sends goes through a [`Postman`]: each participant's signals in order on
+//! a task of their own, so reading signaling never waits for a reply, one slow participant
+//! never holds up the others, and a signal refused because the participant's queue at
+//! signaling is full (`peer_busy`, common while a large room fills and everyone hears of
+//! everyone joining) is sent again shortly instead of lost.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use sotto_signaling::client::{CallSignal, Event, SignalingSender};
-use sotto_signaling::protocol::{Answer, HangupReason, IdentityKey, Layers, Offer, PresenceState};
+use sotto_signaling::client::{CallSignal, ClientError, Event, SignalingSender};
+use sotto_signaling::protocol::{
+    Answer, ErrorCode, Hangup, HangupReason, IdentityKey, Layers, Offer, PresenceState,
+};
 use tokio::sync::mpsc;
 
 use crate::core::SignalOut;
 use crate::driver::SfuHandle;
+
+/// Tries per signal refused as `peer_busy` or `rate_limited`, and the first wait between
+/// them (doubling: about 6 s in all).
+const DELIVERY_TRIES: u32 = 8;
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// A participant's delivery task ends after this long with nothing to send.
+const QUEUE_IDLE: Duration = Duration::from_secs(30);
 
 /// Runs until the signaling events end.
 pub async fn run(
@@ -18,18 +34,113 @@ pub async fn run(
     sfu: SfuHandle,
     mut signals: mpsc::UnboundedReceiver<SignalOut>,
 ) {
+    let mut postman = Postman::new(sender);
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => on_event(&sender, &sfu, event).await,
+                Some(event) => on_event(&mut postman, &sfu, event),
                 None => return,
             },
-            Some(signal) = signals.recv() => send_signal(&sender, signal).await,
+            Some(signal) = signals.recv() => send_signal(&mut postman, signal),
         }
     }
 }
 
-async fn on_event(sender: &SignalingSender, sfu: &SfuHandle, event: Event) {
+/// Signals to participants, each participant's in order on its own task.
+struct Postman {
+    sender: SignalingSender,
+    queues: HashMap<IdentityKey, mpsc::UnboundedSender<CallSignal>>,
+    /// Queue count at which ended queues are next swept from the map.
+    sweep_at: usize,
+}
+
+impl Postman {
+    fn new(sender: SignalingSender) -> Postman {
+        Postman {
+            sender,
+            queues: HashMap::new(),
+            sweep_at: 1024,
+        }
+    }
+
+    /// Queues `signal` for `to`, after everything queued for it before.
+    fn post(&mut self, to: IdentityKey, signal: CallSignal) {
+        let signal = match self.queues.get(&to) {
+            Some(queue) => match queue.send(signal) {
+                Ok(()) => return,
+                // Its task ended (idle): start another.
+                Err(mpsc::error::SendError(signal)) => signal,
+            },
+            None => signal,
+        };
+        if self.queues.len() >= self.sweep_at {
+            self.queues.retain(|_, queue| !queue.is_closed());
+            self.sweep_at = (self.queues.len() * 2).max(1024);
+        }
+        let (queue, waiting) = mpsc::unbounded_channel();
+        // Cannot fail: `waiting` is alive.
+        let _ = queue.send(signal);
+        tokio::spawn(deliver(self.sender.clone(), to, waiting));
+        self.queues.insert(to, queue);
+    }
+}
+
+/// Sends `to`'s signals in order until it has had nothing to send for [`QUEUE_IDLE`].
+async fn deliver(
+    sender: SignalingSender,
+    to: IdentityKey,
+    mut waiting: mpsc::UnboundedReceiver<CallSignal>,
+) {
+    loop {
+        match tokio::time::timeout(QUEUE_IDLE, waiting.recv()).await {
+            Ok(Some(signal)) => deliver_one(&sender, to, signal).await,
+            Ok(None) => return,
+            Err(_idle) => {
+                // Refuse more (the postman starts a new task for them), send what came in
+                // meanwhile, and end.
+                waiting.close();
+                while let Ok(signal) = waiting.try_recv() {
+                    deliver_one(&sender, to, signal).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn deliver_one(sender: &SignalingSender, to: IdentityKey, signal: CallSignal) {
+    let mut wait = FIRST_RETRY;
+    for attempt in 1..=DELIVERY_TRIES {
+        match sender.send_call_signal(to, signal.clone()).await {
+            Ok(()) => return,
+            Err(ClientError::Server {
+                code: ErrorCode::PeerBusy | ErrorCode::RateLimited,
+                ..
+            }) if attempt < DELIVERY_TRIES => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(err) => {
+                tracing::debug!(%err, signal = signal_name(&signal), "a signal did not reach its participant");
+                return;
+            }
+        }
+    }
+}
+
+fn signal_name(signal: &CallSignal) -> &'static str {
+    match signal {
+        CallSignal::Offer(_) => "offer",
+        CallSignal::Answer(_) => "answer",
+        CallSignal::Candidate(_) => "candidate",
+        CallSignal::Hangup(_) => "hangup",
+        CallSignal::RestartRequest(_) => "restart_request",
+        CallSignal::Subscription(_) => "subscription",
+        CallSignal::Layers(_) => "layers",
+    }
+}
+
+fn on_event(postman: &mut Postman, sfu: &SfuHandle, event: Event) {
     match event {
         Event::Presence {
             room_id,
@@ -44,17 +155,12 @@ async fn on_event(sender: &SignalingSender, sfu: &SfuHandle, event: Event) {
                 }
             }
         }
-        Event::Call { from, signal } => on_call_signal(sender, sfu, from, signal).await,
+        Event::Call { from, signal } => on_call_signal(postman, sfu, from, signal),
         _ => {}
     }
 }
 
-async fn on_call_signal(
-    sender: &SignalingSender,
-    sfu: &SfuHandle,
-    from: IdentityKey,
-    signal: CallSignal,
-) {
+fn on_call_signal(postman: &mut Postman, sfu: &SfuHandle, from: IdentityKey, signal: CallSignal) {
     let who = from.to_string();
     match signal {
         CallSignal::Offer(offer) => {
@@ -68,13 +174,13 @@ async fn on_call_signal(
                 }),
                 Err(err) => {
                     tracing::debug!(%err, "an offer was refused");
-                    let _ = sender.hang_up(from, &room, HangupReason::Failed).await;
-                    return;
+                    CallSignal::Hangup(Hangup {
+                        call_id: room,
+                        reason: HangupReason::Failed,
+                    })
                 }
             };
-            if let Err(err) = sender.send_call_signal(from, reply).await {
-                tracing::debug!(%err, "an answer did not reach its participant");
-            }
+            postman.post(from, reply);
         }
         CallSignal::Answer(answer) => {
             let applied =
@@ -108,7 +214,7 @@ async fn on_call_signal(
     }
 }
 
-async fn send_signal(sender: &SignalingSender, signal: SignalOut) {
+fn send_signal(postman: &mut Postman, signal: SignalOut) {
     match signal {
         SignalOut::Offer { room, to, sdp } => {
             let Ok(to) = to.parse::<IdentityKey>() else {
@@ -120,9 +226,7 @@ async fn send_signal(sender: &SignalingSender, signal: SignalOut) {
                 ice_restart: false,
                 e2ee: None,
             });
-            if let Err(err) = sender.send_call_signal(to, offer).await {
-                tracing::debug!(%err, "an SFU offer did not reach its participant");
-            }
+            postman.post(to, offer);
         }
         SignalOut::Layers {
             room,
@@ -138,9 +242,7 @@ async fn send_signal(sender: &SignalingSender, signal: SignalOut) {
                 mid,
                 active,
             });
-            if let Err(err) = sender.send_call_signal(to, layers).await {
-                tracing::debug!(%err, "a layers message did not reach its publisher");
-            }
+            postman.post(to, layers);
         }
     }
 }

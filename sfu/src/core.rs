@@ -23,6 +23,7 @@ use crate::leg::LegError;
 
 pub mod fanout;
 pub mod history;
+mod lanes;
 pub mod receive;
 pub mod rtp;
 pub mod sdp;

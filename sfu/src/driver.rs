@@ -1,9 +1,17 @@
 //! The thin tokio driver: one UDP socket for every participant, the core behind a mutex
 //! that is held only while the core runs (never across an await), and a wake-up for when
-//! signaling changed the core from outside. Forwarded media leaves in `sendmmsg` batches,
-//! one system call per outbox of up to [`crate::core::fanout::OUTBOX_CAPACITY`]
-//! datagrams; the transports' own datagrams (STUN, DTLS, RTCP) one by one. Datagrams
-//! already waiting are read under one lock, so their copies go out together.
+//! signaling changed the core from outside.
+//!
+//! Forwarded media leaves through send workers, one per core by default, all on the same
+//! socket. The core queues each subscriber's copies in that subscriber's lane (see
+//! [`Sfu::lanes`]); the driver hands each lane's filled outboxes to the lane's worker,
+//! which sends them in order with `sendmmsg` (one system call per outbox of up to
+//! [`crate::core::fanout::OUTBOX_CAPACITY`] datagrams) and hands the emptied outboxes
+//! back. So the kernel's share of forwarding (most of it) runs on every core while the
+//! core itself (receive, decrypt, rewrite and encrypt) runs on one, and each subscriber's
+//! packets stay in order. The transports' own datagrams (STUN, DTLS, RTCP) go out from
+//! the driver one by one. Datagrams already waiting are read under one lock, so their
+//! copies go out together.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -28,6 +36,10 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const READ_AHEAD: usize = 7;
 /// How long the loop sleeps when no participant has a deadline.
 const IDLE_TICK: Duration = Duration::from_millis(250);
+/// Outboxes (of up to 64 datagrams) per worker that may wait for sending before the
+/// driver stops reading: beyond it the socket's receive queue fills instead, and the
+/// kernel drops, as it would for one thread that cannot keep up.
+const IN_FLIGHT_PER_WORKER: usize = 64;
 
 /// Shared access to a running SFU core.
 #[derive(Clone)]
@@ -35,8 +47,9 @@ pub struct SfuHandle {
     sfu: Arc<Mutex<Sfu>>,
     wake: Arc<Notify>,
     local_addr: SocketAddr,
-    /// Seconds from a datagram's arrival to the end of sending what it caused (for
-    /// RTP: the forwarded copies), per datagram that caused any sending.
+    /// Seconds from a datagram's arrival to the end of sending the forwarded copies it
+    /// caused (with the datagrams read in the same burst), once per send worker that sent
+    /// some of them.
     pub forward_latency: Histogram,
 }
 
@@ -76,13 +89,28 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// Binds `addr` and runs the SFU on it. `public_addr` is the address put in candidates
-/// (the bound one when `None`).
+/// The send workers used when not told: one per core this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Binds `addr` and runs the SFU on it with [`default_workers`] send workers.
+/// `public_addr` is the address put in candidates (the bound one when `None`).
 pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io::Result<Running> {
+    start_with_workers(addr, public_addr, default_workers()).await
+}
+
+/// [`start`] with `workers` send workers (at least one).
+pub async fn start_with_workers(
+    addr: SocketAddr,
+    public_addr: Option<SocketAddr>,
+    workers: usize,
+) -> std::io::Result<Running> {
     let socket = UdpSocket::bind(addr).await?;
     enlarge_buffers(&socket);
     let local_addr = public_addr.unwrap_or(socket.local_addr()?);
     let mut core = Sfu::new(local_addr);
+    core.set_lanes(workers.max(1));
     // The one wall-clock read: sender reports' NTP times count from it.
     if let Ok(wall) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         core.set_wall_clock(wall);
@@ -94,7 +122,7 @@ pub async fn start(addr: SocketAddr, public_addr: Option<SocketAddr>) -> std::io
         forward_latency: Histogram::new(latency_buckets()),
     };
     let (signals_tx, signals) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(handle.clone(), socket, signals_tx));
+    let task = tokio::spawn(run(handle.clone(), Arc::new(socket), signals_tx));
     Ok(Running {
         handle,
         signals,
@@ -161,40 +189,156 @@ async fn send_batch(socket: &UdpSocket, outbox: &Outbox) {
     }
 }
 
-async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSender<SignalOut>) {
+/// One lane's filled outboxes on their way to its worker and back (emptied), and when the
+/// datagram that filled them arrived.
+struct Batch {
+    lane: usize,
+    outboxes: Vec<Outbox>,
+    arrived: Option<Instant>,
+}
+
+/// Sends each batch of its lane in order, then hands the outboxes back. Observes the
+/// forward latency once per batch that caused sending: with several workers, a datagram's
+/// copies are measured once per worker that sent some.
+async fn send_worker(
+    socket: Arc<UdpSocket>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
+    sent: mpsc::UnboundedSender<Batch>,
+    latency: Histogram,
+) {
+    while let Some(mut batch) = batches.recv().await {
+        let mut any = false;
+        for outbox in &mut batch.outboxes {
+            if !outbox.is_empty() {
+                any = true;
+                send_batch(&socket, outbox).await;
+                outbox.clear();
+            }
+        }
+        if let Some(at) = batch.arrived
+            && any
+        {
+            latency.observe(at.elapsed().as_secs_f64());
+        }
+        if sent.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+/// The driver's side of the send workers: a channel to each, the outboxes they handed
+/// back, and how many are out.
+struct Workers {
+    to: Vec<mpsc::UnboundedSender<Batch>>,
+    back: mpsc::UnboundedReceiver<Batch>,
+    /// Each lane's emptied outboxes, for the core to fill next.
+    spare: Vec<Vec<Outbox>>,
+    /// Emptied batch vectors, reused to carry the next batches (no allocation once warm).
+    carriers: Vec<Vec<Outbox>>,
+    /// Outboxes with datagrams at the workers.
+    in_flight: usize,
+}
+
+impl Workers {
+    fn spawn(count: usize, socket: &Arc<UdpSocket>, latency: &Histogram) -> Workers {
+        let (sent, back) = mpsc::unbounded_channel();
+        let to = (0..count)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(send_worker(
+                    socket.clone(),
+                    rx,
+                    sent.clone(),
+                    latency.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Workers {
+            to,
+            back,
+            spare: (0..count).map(|_| Vec::new()).collect(),
+            carriers: Vec::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// Takes back an emptied batch.
+    fn reclaim(&mut self, mut batch: Batch) {
+        self.in_flight = self.in_flight.saturating_sub(batch.outboxes.len());
+        if let Some(spare) = self.spare.get_mut(batch.lane) {
+            spare.append(&mut batch.outboxes);
+        }
+        self.carriers.push(batch.outboxes);
+    }
+
+    /// Trades each lane's filled outboxes in the core for spare ones and hands those with
+    /// datagrams to the lane's worker (the empty ones stay spare: a lane's pool grows only
+    /// to what is really out at once).
+    fn dispatch(&mut self, sfu: &mut Sfu, arrived: Option<Instant>) {
+        for (lane, spare) in self.spare.iter_mut().enumerate() {
+            sfu.swap_media(lane, spare);
+            // The core fills its outboxes in turn: those with datagrams come first.
+            let filled = spare.iter().take_while(|o| !o.is_empty()).count();
+            if filled == 0 {
+                continue;
+            }
+            let mut outboxes = self.carriers.pop().unwrap_or_default();
+            outboxes.extend(spare.drain(..filled));
+            self.in_flight += outboxes.len();
+            let batch = Batch {
+                lane,
+                outboxes,
+                arrived,
+            };
+            if let Err(mpsc::error::SendError(mut batch)) = self.to[lane].send(batch) {
+                // The worker is gone (shutting down): what it would have sent is lost.
+                self.in_flight -= batch.outboxes.len();
+                for outbox in &mut batch.outboxes {
+                    outbox.clear();
+                }
+                spare.append(&mut batch.outboxes);
+            }
+        }
+    }
+
+    fn saturated(&self) -> bool {
+        self.in_flight > IN_FLIGHT_PER_WORKER * self.to.len()
+    }
+}
+
+async fn run(handle: SfuHandle, socket: Arc<UdpSocket>, signals: mpsc::UnboundedSender<SignalOut>) {
     let mut buf = vec![0u8; RECV_BUFFER];
-    // Outboxes taken from the core to send without holding its lock, and handed back.
-    let mut outboxes: Vec<Outbox> = Vec::new();
+    let lanes = handle.lock().lanes();
+    let mut workers = Workers::spawn(lanes, &socket, &handle.forward_latency);
     // When the datagram whose consequences are being sent arrived.
     let mut arrived: Option<Instant> = None;
     loop {
+        while let Ok(batch) = workers.back.try_recv() {
+            workers.reclaim(batch);
+        }
         let (control, deadline) = {
             let mut sfu = handle.lock();
             let mut control = Vec::new();
             while let Some(transmit) = sfu.poll_control() {
                 control.push(transmit);
             }
-            sfu.swap_media(&mut outboxes);
+            workers.dispatch(&mut sfu, arrived.take());
             while let Some(signal) = sfu.poll_signal() {
                 let _ = signals.send(signal);
             }
             (control, sfu.poll_timeout())
         };
-        let sent_any = !control.is_empty() || outboxes.iter().any(|o| !o.is_empty());
         for transmit in control {
             // A failed send is a lost datagram, as on the wire; the protocols recover.
             let _ = socket.send_to(&transmit.payload, transmit.to).await;
         }
-        for outbox in &mut outboxes {
-            if !outbox.is_empty() {
-                send_batch(&socket, outbox).await;
-                outbox.clear();
+        // Too much waiting to be sent: let the workers catch up before reading more.
+        while workers.saturated() {
+            match workers.back.recv().await {
+                Some(batch) => workers.reclaim(batch),
+                None => return,
             }
-        }
-        if let Some(at) = arrived.take()
-            && sent_any
-        {
-            handle.forward_latency.observe(at.elapsed().as_secs_f64());
         }
         let deadline = deadline.unwrap_or_else(|| Instant::now() + IDLE_TICK);
         tokio::select! {
@@ -219,6 +363,7 @@ async fn run(handle: SfuHandle, socket: UdpSocket, signals: mpsc::UnboundedSende
                 handle.lock().handle_timeout(Instant::now());
             }
             _ = handle.wake.notified() => {}
+            Some(batch) = workers.back.recv() => workers.reclaim(batch),
         }
     }
 }

@@ -235,3 +235,56 @@ async fn a_short_secret_file_stops_the_server_from_starting() {
     let err = started.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("shorter than 16 bytes"), "{err}");
 }
+
+#[tokio::test]
+async fn a_registered_sfu_may_speak_for_a_room_filling_at_once() {
+    // A participant's allowance is 100 at once; an SFU answers and offers for everyone
+    // joining its rooms, so it gets its own (`sfu_rate_burst`).
+    let server = server_with_secret().await;
+    let mut sfu = Client::login(&server.url(), &key(10), Some("sfu")).await;
+    let proof = sfu_proof(SECRET, &sfu.server_id, &sfu.challenge);
+    let reply = sfu
+        .request(ClientMessage::SfuRegister {
+            proof: proof.to_vec().into(),
+        })
+        .await;
+    assert_eq!(reply.message, ServerMessage::SfuRegistered {});
+    let burst = 1000u64;
+    for id in 0..burst {
+        sfu.send(Some(id), ClientMessage::KeyPackageCount {}).await;
+    }
+    for id in 0..burst {
+        let reply = sfu.recv().await;
+        assert_eq!(reply.id, Some(id));
+        assert!(
+            !matches!(reply.message, ServerMessage::Error { .. }),
+            "request {id} of the burst was refused: {:?}",
+            reply.message
+        );
+    }
+
+    // The same burst from a participant is cut at its allowance.
+    let mut alice = Client::login(&server.url(), &key(1), Some("Alice")).await;
+    for id in 0..200u64 {
+        alice
+            .send(Some(id), ClientMessage::KeyPackageCount {})
+            .await;
+    }
+    let mut limited = 0;
+    for _ in 0..200 {
+        match alice.next_event().await {
+            common::Event::Frame(frame) => {
+                if let ServerMessage::Error { code, .. } = frame.message {
+                    // Past its strikes it is told so, then closed.
+                    assert!(
+                        [ErrorCode::RateLimited, ErrorCode::Abusive].contains(&code),
+                        "{code:?}"
+                    );
+                    limited += 1;
+                }
+            }
+            _ => break,
+        }
+    }
+    assert!(limited > 0, "a participant's burst of 200 was not limited");
+}

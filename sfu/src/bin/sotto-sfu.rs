@@ -38,6 +38,10 @@ struct Args {
     /// restarted SFU keeps the rooms assigned to it. Without it, each start is a new SFU.
     #[arg(long, env = "SOTTO_SFU_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Send workers: forwarded media leaves through this many, side by side on the one
+    /// UDP port, each serving a share of the subscribers (default: one per core).
+    #[arg(long, env = "SOTTO_SFU_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// Where /health and /metrics are served.
     #[arg(long, env = "SOTTO_SFU_HTTP", default_value = "127.0.0.1:7100")]
     http: SocketAddr,
@@ -61,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--listen-udp is a wildcard address: give --public-addr for the candidates");
     }
 
-    let running = sotto_sfu::driver::start(args.listen_udp, args.public_addr)
+    let workers = args
+        .workers
+        .map_or_else(sotto_sfu::driver::default_workers, usize::from);
+    let running = sotto_sfu::driver::start_with_workers(args.listen_udp, args.public_addr, workers)
         .await
         .with_context(|| format!("binding {}", args.listen_udp))?;
     running.handle.with(|s| s.set_last_n(args.last_n));

@@ -25,6 +25,12 @@ use crate::rewrite::Rewriter;
 /// The largest datagram the SFU sends: a full-size RTP packet plus the SRTP tag.
 pub const MAX_DATAGRAM: usize = 1500;
 
+/// What an outbox's buffer holds before it first grows: an audio packet with RED and the
+/// SRTP tag. A buffer that once carried video keeps its larger size, so a busy outbox
+/// stops allocating after its first rounds, and an SFU carrying only audio keeps a
+/// fifth of the memory per queued copy.
+const FIRST_BUFFER: usize = 320;
+
 /// Datagrams an [`Outbox`] holds before the driver must flush it (one `sendmmsg`).
 pub const OUTBOX_CAPACITY: usize = 64;
 
@@ -169,12 +175,12 @@ impl Default for Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox with [`OUTBOX_CAPACITY`] buffers of [`MAX_DATAGRAM`] allocated
-    /// once.
+    /// An empty outbox with [`OUTBOX_CAPACITY`] buffers, each grown as datagrams need
+    /// (up to [`MAX_DATAGRAM`] and the tag) and then kept.
     pub fn new() -> Outbox {
         Outbox {
             buffers: (0..OUTBOX_CAPACITY)
-                .map(|_| Vec::with_capacity(MAX_DATAGRAM + 64))
+                .map(|_| Vec::with_capacity(FIRST_BUFFER))
                 .collect(),
             to: vec![SocketAddr::from(([0, 0, 0, 0], 0)); OUTBOX_CAPACITY],
             len: 0,
@@ -207,6 +213,16 @@ impl Outbox {
     /// The queued datagrams as slices, and their addresses (for `sendmmsg`).
     pub fn parts(&self) -> (&[Vec<u8>], &[SocketAddr]) {
         (&self.buffers[..self.len], &self.to[..self.len])
+    }
+
+    /// Queues `datagram` as it is (tests of what drains the outboxes).
+    #[cfg(test)]
+    pub(crate) fn push_for_test(&mut self, datagram: &[u8], to: SocketAddr) {
+        let buffer = &mut self.buffers[self.len];
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
+        self.to[self.len] = to;
+        self.len += 1;
     }
 
     /// Forgets what was queued; the buffers stay for reuse.
@@ -253,6 +269,25 @@ pub struct Source<'a> {
     pub count_loss: bool,
 }
 
+/// The consumers one pass serves: those whose subscriber slot is `index` modulo `count`
+/// (one send worker's share; see the core's lanes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This pass's lane.
+    pub index: usize,
+    /// Lanes in all (at least one).
+    pub count: usize,
+}
+
+impl Share {
+    /// Every consumer.
+    pub const ALL: Share = Share { index: 0, count: 1 };
+
+    fn holds(self, subscriber: usize) -> bool {
+        subscriber % self.count.max(1) == self.index
+    }
+}
+
 /// Writes `source` for `consumers[start..]` into `outbox`, stopping when it fills
 /// ([`FanOut::resume_at`]: flush, then call again from there).
 pub fn fan_out(
@@ -263,6 +298,27 @@ pub fn fan_out(
     subscribers: &mut [Option<Subscriber>],
     outbox: &mut Outbox,
 ) -> FanOut {
+    fan_out_share(
+        now,
+        source,
+        consumers,
+        start,
+        subscribers,
+        outbox,
+        Share::ALL,
+    )
+}
+
+/// [`fan_out`] for the consumers in `share` only.
+pub fn fan_out_share(
+    now: Instant,
+    source: &Source<'_>,
+    consumers: &mut [Consumer],
+    start: usize,
+    subscribers: &mut [Option<Subscriber>],
+    outbox: &mut Outbox,
+    share: Share,
+) -> FanOut {
     let mut done = FanOut::default();
     let packet = &source.packet;
     let ssrc = packet.ssrc();
@@ -270,6 +326,9 @@ pub fn fan_out(
     // RED's primary block, found once for every consumer without RED.
     let mut primary: Option<Option<(u8, std::ops::Range<usize>)>> = None;
     for (i, consumer) in consumers.iter_mut().enumerate().skip(start) {
+        if !share.holds(consumer.subscriber) {
+            continue;
+        }
         if outbox.is_full() {
             done.resume_at = Some(i);
             return done;

@@ -3,7 +3,7 @@
 //! UDP address. A participant's published streams become producers ([`Source`], with
 //! their simulcast layers); every other participant in the room gets a consumer of each
 //! ([`Consumer`], in the producer's list), and one packet goes to all of them in one pass
-//! of [`fan_out`]. RTCP is handled here: receiver reports, NACKs and transport-wide
+//! of [`super::fanout::fan_out`] per send lane. RTCP is handled here: receiver reports, NACKs and transport-wide
 //! feedback to publishers ([`ReceiveSide`]), NACKs answered with RTX from the producer's
 //! history, keyframe requests relayed (rate-limited), and each subscriber's bandwidth
 //! estimate from its feedback ([`crate::core::send::SendSide`]), from which its layers
@@ -24,9 +24,11 @@ use rand_chacha::ChaCha8Rng;
 use rtc::rtcp::reception_report::ReceptionReport;
 
 use super::fanout::{
-    Consumer, Outbox, Rtx, Source as Packet, Subscriber, fan_out, retransmit, sender_report,
+    Consumer, Outbox, Rtx, Share, Source as Packet, Subscriber, fan_out_share, retransmit,
+    sender_report,
 };
 use super::history::{AUDIO_HISTORY, History, VIDEO_HISTORY};
+use super::lanes::Lanes;
 use super::receive::{ReceiveSide, Stream};
 use super::rtp::{Header, RtpView, write_forwarded};
 use super::sdp::{ExtensionIds, Kind, LocalParameters, Negotiation, Published};
@@ -179,10 +181,8 @@ pub struct Sfu {
     last_n: usize,
     /// STUN, DTLS and RTCP to send.
     control: VecDeque<Transmit>,
-    /// Forwarded media to send: outboxes filled in turn, and where draining stands.
-    outboxes: Vec<Outbox>,
-    filling: usize,
-    drained: (usize, usize),
+    /// Forwarded media to send, in one lane per send worker.
+    lanes: Lanes,
     signals: VecDeque<SignalOut>,
     counters: Counters,
     payload_tap: Option<PayloadTap>,
@@ -232,9 +232,7 @@ impl Sfu {
             next_sweep: None,
             last_n: DEFAULT_LAST_N,
             control: VecDeque::new(),
-            outboxes: vec![Outbox::new()],
-            filling: 0,
-            drained: (0, 0),
+            lanes: Lanes::new(1),
             signals: VecDeque::new(),
             counters: Counters::default(),
             payload_tap: None,
@@ -1374,27 +1372,31 @@ impl Sfu {
             withheld,
             count_loss: s.kind == Kind::Video,
         };
-        let mut start = 0;
-        loop {
-            if self.filling >= self.outboxes.len() {
-                self.outboxes.push(Outbox::new());
-            }
-            let done = fan_out(
-                now,
-                &packet,
-                &mut s.consumers,
-                start,
-                &mut self.subscribers,
-                &mut self.outboxes[self.filling],
-            );
-            self.counters.forwarded += done.sent as u64;
-            self.counters.forward_errors += done.failed as u64;
-            match done.resume_at {
-                Some(at) => {
-                    self.filling += 1;
-                    start = at;
+        for lane in 0..self.lanes.count() {
+            let share = Share {
+                index: lane,
+                count: self.lanes.count(),
+            };
+            let mut start = 0;
+            loop {
+                let done = fan_out_share(
+                    now,
+                    &packet,
+                    &mut s.consumers,
+                    start,
+                    &mut self.subscribers,
+                    self.lanes.current(lane),
+                    share,
+                );
+                self.counters.forwarded += done.sent as u64;
+                self.counters.forward_errors += done.failed as u64;
+                match done.resume_at {
+                    Some(at) => {
+                        self.lanes.advance(lane);
+                        start = at;
+                    }
+                    None => break,
                 }
-                None => break,
             }
         }
     }
@@ -1506,12 +1508,10 @@ impl Sfu {
         let Some(subscriber) = self.subscribers.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if self.filling >= self.outboxes.len() {
-            self.outboxes.push(Outbox::new());
-        }
+        let lane = self.lanes.of(index);
         let mut remaining = lost;
         loop {
-            let outbox = &mut self.outboxes[self.filling];
+            let outbox = self.lanes.current(lane);
             let room = (super::fanout::OUTBOX_CAPACITY - outbox.len()).min(remaining.len());
             let (now_list, rest) = remaining.split_at(room);
             let done = retransmit(
@@ -1529,10 +1529,7 @@ impl Sfu {
             if remaining.is_empty() {
                 break;
             }
-            self.filling += 1;
-            if self.filling >= self.outboxes.len() {
-                self.outboxes.push(Outbox::new());
-            }
+            self.lanes.advance(lane);
         }
     }
 
@@ -1649,52 +1646,35 @@ impl Sfu {
         if let Some(transmit) = self.control.pop_front() {
             return Some(transmit);
         }
-        loop {
-            let (outbox, at) = self.drained;
-            if outbox > self.filling || outbox >= self.outboxes.len() {
-                self.reset_outboxes();
-                return None;
-            }
-            let (buffers, addresses) = self.outboxes[outbox].parts();
-            if at < buffers.len() {
-                let transmit = Transmit {
-                    to: addresses[at],
-                    payload: BytesMut::from(&buffers[at][..]),
-                };
-                self.drained = (outbox, at + 1);
-                self.counters.datagrams_out += 1;
-                self.counters.bytes_out += transmit.payload.len() as u64;
-                return Some(transmit);
-            }
-            self.drained = (outbox + 1, 0);
-        }
+        let transmit = self.lanes.pop()?;
+        self.counters.datagrams_out += 1;
+        self.counters.bytes_out += transmit.payload.len() as u64;
+        Some(transmit)
     }
 
-    /// Trades the filled outboxes for `spare` (emptied ones the driver sent): the driver
-    /// sends media without holding the core. Counts what it hands over as sent.
-    pub fn swap_media(&mut self, spare: &mut Vec<Outbox>) {
-        let used = (self.filling + 1).min(self.outboxes.len());
-        for outbox in &self.outboxes[..used] {
-            self.counters.datagrams_out += outbox.len() as u64;
-            self.counters.bytes_out += outbox.datagrams().map(|(d, _)| d.len() as u64).sum::<u64>();
-        }
-        for outbox in spare.iter_mut() {
-            outbox.clear();
-        }
-        std::mem::swap(&mut self.outboxes, spare);
-        if self.outboxes.is_empty() {
-            self.outboxes.push(Outbox::new());
-        }
-        self.filling = 0;
-        self.drained = (0, 0);
+    /// Send lanes: forwarded media is queued in this many lanes, a subscriber always in
+    /// the same one, so that one worker per lane keeps each subscriber's packets in order
+    /// ([`Sfu::swap_media`]). One unless set.
+    pub fn lanes(&self) -> usize {
+        self.lanes.count()
     }
 
-    fn reset_outboxes(&mut self) {
-        for outbox in &mut self.outboxes {
-            outbox.clear();
+    /// Queues forwarded media in `count` lanes from now on (what is queued is dropped:
+    /// set it before any traffic).
+    pub fn set_lanes(&mut self, count: usize) {
+        self.lanes = Lanes::new(count);
+    }
+
+    /// Trades `lane`'s filled outboxes for `spare` (emptied ones the driver sent, or
+    /// none): the driver sends media without holding the core. Counts what it hands over
+    /// as sent.
+    pub fn swap_media(&mut self, lane: usize, spare: &mut Vec<Outbox>) {
+        if lane >= self.lanes.count() {
+            return;
         }
-        self.filling = 0;
-        self.drained = (0, 0);
+        let (datagrams, bytes) = self.lanes.swap(lane, spare);
+        self.counters.datagrams_out += datagrams;
+        self.counters.bytes_out += bytes;
     }
 
     /// The next signaling message to send.

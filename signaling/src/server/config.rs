@@ -116,6 +116,16 @@ pub struct Config {
     #[arg(long, env = "SOTTO_SIGNALING_SFU_SECRET_FILE", value_name = "FILE")]
     pub sfu_secret_file: Option<PathBuf>,
 
+    /// Sustained messages per second allowed to a registered SFU's connection: it answers
+    /// and offers on behalf of every participant of its rooms (about two messages per
+    /// participant joining), so a room filling at once must not be rate-limited.
+    #[arg(long, env = "SOTTO_SIGNALING_SFU_RATE_PER_SEC", default_value_t = 5000)]
+    pub sfu_rate_per_sec: u32,
+
+    /// Messages a registered SFU may send at once above its sustained rate.
+    #[arg(long, env = "SOTTO_SIGNALING_SFU_RATE_BURST", default_value_t = 10_000)]
+    pub sfu_rate_burst: u32,
+
     /// Largest blob (an encrypted file's ciphertext) accepted by `blob_create`, in bytes.
     /// The default holds a 2 GiB file plus its AEAD tags (16 bytes per 256 KiB chunk).
     #[arg(long, env = "SOTTO_SIGNALING_MAX_BLOB_BYTES", default_value_t = crate::protocol::DEFAULT_MAX_BLOB_BYTES)]
@@ -181,6 +191,8 @@ impl Config {
             max_key_packages: 100,
             ws_buffer_bytes: 4096,
             sfu_secret_file: None,
+            sfu_rate_per_sec: 5000,
+            sfu_rate_burst: 10_000,
             max_blob_bytes: crate::protocol::DEFAULT_MAX_BLOB_BYTES,
             max_open_blobs_per_identity: 16,
             turn_listen: None,

@@ -41,7 +41,7 @@ pub(crate) struct Conn {
     pub challenge: [u8; CHALLENGE_LEN],
     pub identity: Option<IdentityKey>,
     pub display_name: Option<String>,
-    guard: FloodGuard,
+    pub guard: FloodGuard,
     push_tx: mpsc::Sender<Utf8Bytes>,
     mailbox: Arc<Notify>,
     replaced: Arc<Notify>,

@@ -31,7 +31,20 @@ impl Conn {
                 max_participants,
                 sfu,
             } => self.room_create(me, max_participants, sfu),
-            ClientMessage::SfuRegister { proof } => self.sfu_register(me, &proof.0),
+            ClientMessage::SfuRegister { proof } => {
+                let registered = self.sfu_register(me, &proof.0);
+                if registered.is_ok() {
+                    // From now on this connection speaks for every participant of its rooms.
+                    let config = &self.shared.config;
+                    self.guard = super::limiter::FloodGuard::new(
+                        config.sfu_rate_per_sec,
+                        config.sfu_rate_burst,
+                        config.max_strikes,
+                        std::time::Instant::now(),
+                    );
+                }
+                registered
+            }
             ClientMessage::RoomJoin {
                 room_id,
                 invite_token,
