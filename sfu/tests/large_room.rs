@@ -1,7 +1,8 @@
 //! Issue 19's seeded simulation: one publisher's video to 200 subscribers through the
 //! SFU's own transport, 5 % of media datagrams lost on every link both ways from the
 //! first one. NACK and RTX from the producer's one history must leave every subscriber's
-//! stream complete, and a seed must repeat exactly: two runs, the same packet logs.
+//! stream complete, and a seed must repeat exactly: two runs, the same packet logs, and
+//! the same again with the copies queued in three send lanes.
 
 mod sim;
 
@@ -17,8 +18,9 @@ const ONE_WAY: Duration = Duration::from_millis(20);
 
 /// The room, run: connect and open the tracks, then a measured window, then time for the
 /// last repairs. Returns the window.
-fn run(seed: u64) -> (Sim, Instant, Instant) {
+fn run(seed: u64, lanes: usize) -> (Sim, Instant, Instant) {
     let mut sim = Sim::new(seed, 0.05, ONE_WAY);
+    sim.sfu.set_lanes(lanes);
     sim.join("publisher", &[Publish::video(VIDEO)]);
     for i in 0..SUBSCRIBERS {
         sim.join(&format!("listener-{i}"), &[]);
@@ -50,7 +52,7 @@ fn video_log(sim: &Sim) -> Vec<Vec<(Duration, u16)>> {
 
 #[test]
 fn two_hundred_subscribers_at_5_percent_loss_get_every_packet_and_a_seed_repeats() {
-    let (sim, from, to) = run(19);
+    let (sim, from, to) = run(19, 1);
     assert!(sim.participants.iter().all(|p| p.connected));
     assert!(sim.lost > 0, "the network lost nothing");
     let sent = sim.participants[0].sent_between(VIDEO, from, to);
@@ -87,11 +89,21 @@ fn two_hundred_subscribers_at_5_percent_loss_get_every_packet_and_a_seed_repeats
         sim.sfu.counters().sender_reports
     );
 
-    let (again, ..) = run(19);
+    let (again, ..) = run(19, 1);
     assert_eq!(
         video_log(&sim),
         video_log(&again),
         "one seed, two different runs"
     );
     assert_eq!(sim.lost, again.lost);
+
+    // Queued in three send lanes (three workers in the driver), every subscriber gets the
+    // same packets at the same times in the same order.
+    let (laned, ..) = run(19, 3);
+    assert_eq!(laned.sfu.lanes(), 3);
+    assert_eq!(
+        video_log(&sim),
+        video_log(&laned),
+        "three lanes changed what a subscriber got"
+    );
 }
