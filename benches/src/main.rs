@@ -181,7 +181,7 @@ struct SfuLoadArgs {
     /// CPU list for `taskset -c` when starting the SFU; `none` leaves it unpinned.
     #[arg(long, default_value = "0")]
     sfu_cpu: String,
-    /// The SFU's send workers (its --workers); by default one per CPU it may run on.
+    /// The SFU's send workers (its --workers; its default is 1).
     #[arg(long)]
     sfu_workers: Option<u16>,
     /// Rooms.

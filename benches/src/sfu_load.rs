@@ -60,6 +60,12 @@ pub struct LoadReport {
     pub window_s: f64,
     pub forwarded_per_s: f64,
     pub sfu_cpu_cores: f64,
+    /// Cores used by the send workers' threads (`sfu-send-N`), together.
+    pub send_threads_cores: f64,
+    /// Cores used by every other thread (the core's loop, signaling, HTTP).
+    pub other_threads_cores: f64,
+    /// Cores used by the busiest single thread: what one more core cannot shorten.
+    pub busiest_thread_cores: f64,
     pub forwarded_per_cpu_s: f64,
     pub loss_percent: f64,
     pub latency_p50_us: Option<f64>,
@@ -197,12 +203,14 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let ticks = procfs::ticks_per_sec();
     let before = metrics(http).await?;
     let cpu_before = procfs::cpu_time(&pid, ticks)?;
+    let threads_before = procfs::thread_cpu_times(&pid, ticks)?;
     let started = Instant::now();
     phase_tx.send_replace(Phase::Measure);
     tokio::time::sleep(options.duration).await;
     let rss_loaded = procfs::status(&pid)?.rss_kib;
     let after = metrics(http).await?;
     let cpu_after = procfs::cpu_time(&pid, ticks)?;
+    let threads_after = procfs::thread_cpu_times(&pid, ticks)?;
     let window = started.elapsed().as_secs_f64();
     phase_tx.send_replace(Phase::Stop);
     for task in tasks {
@@ -213,6 +221,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let forwarded =
         after.counter("sotto_sfu_forwarded_total") - before.counter("sotto_sfu_forwarded_total");
     let cpu = (cpu_after - cpu_before).as_secs_f64();
+    let threads = thread_split(&threads_before, &threads_after, window);
     let latency = after.histogram_delta(&before, "sotto_sfu_forward_latency_seconds");
     let received = totals.received.load(Ordering::Relaxed);
     let expected = totals.expected.load(Ordering::Relaxed).max(1);
@@ -225,6 +234,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         window_s: window,
         forwarded_per_s: forwarded / window,
         sfu_cpu_cores: cpu / window,
+        send_threads_cores: threads.send,
+        other_threads_cores: threads.other,
+        busiest_thread_cores: threads.busiest,
         forwarded_per_cpu_s: if cpu > 0.0 { forwarded / cpu } else { 0.0 },
         loss_percent: 100.0 * (1.0 - received as f64 / expected as f64).max(0.0),
         latency_p50_us: quantile(&latency, 0.5).map(|s| s * 1e6),
@@ -235,6 +247,34 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             / (options.rooms * (options.publishers + options.subscribers)).max(1) as f64,
         setup_s,
     })
+}
+
+/// The SFU's CPU over the window by kind of thread, in cores.
+struct ThreadSplit {
+    send: f64,
+    other: f64,
+    busiest: f64,
+}
+
+type Threads = std::collections::BTreeMap<String, (String, Duration)>;
+
+fn thread_split(before: &Threads, after: &Threads, window: f64) -> ThreadSplit {
+    let mut split = ThreadSplit {
+        send: 0.0,
+        other: 0.0,
+        busiest: 0.0,
+    };
+    for (tid, (name, used)) in after {
+        let start = before.get(tid).map_or(Duration::ZERO, |(_, t)| *t);
+        let cores = used.saturating_sub(start).as_secs_f64() / window.max(1e-9);
+        if name.starts_with("sfu-send-") {
+            split.send += cores;
+        } else {
+            split.other += cores;
+        }
+        split.busiest = split.busiest.max(cores);
+    }
+    split
 }
 
 async fn connect(url: &str) -> anyhow::Result<SignalingClient> {

@@ -2,8 +2,10 @@
 //! that is held only while the core runs (never across an await), and a wake-up for when
 //! signaling changed the core from outside.
 //!
-//! Forwarded media leaves through send workers, one per core by default, all on the same
-//! socket. The core queues each subscriber's copies in that subscriber's lane (see
+//! Forwarded media leaves through send workers, threads `sfu-send-N`, each on its own
+//! handle of the same socket. With one worker (the default, see [`default_workers`]) the
+//! driver sends itself, after letting go of the core: a thread would only take turns with
+//! it. The core queues each subscriber's copies in that subscriber's lane (see
 //! [`Sfu::lanes`]); the driver hands each lane's filled outboxes to the lane's worker,
 //! which sends them in order with `sendmmsg` (one system call per outbox of up to
 //! [`crate::core::fanout::OUTBOX_CAPACITY`] datagrams) and hands the emptied outboxes
@@ -14,13 +16,12 @@
 //! copies go out together.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -89,9 +90,13 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// The send workers used when not told: one per core this process may run on.
+/// The send workers used when not told: one, the driver itself. Measured on a 2-vCPU
+/// machine (BENCHMARKS.md, "Send workers"), two worker threads forwarded about a fifth
+/// less per CPU-second than the driver alone (the copies are written on one core and sent
+/// from another, and the threads share one socket), so more are for machines with cores
+/// to spare, asked for with `--workers`.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    1
 }
 
 /// Binds `addr` and runs the SFU on it with [`default_workers`] send workers.
@@ -121,8 +126,9 @@ pub async fn start_with_workers(
         local_addr,
         forward_latency: Histogram::new(latency_buckets()),
     };
+    let workers = Workers::spawn(workers.max(1), &socket, &handle.forward_latency)?;
     let (signals_tx, signals) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(handle.clone(), Arc::new(socket), signals_tx));
+    let task = tokio::spawn(run(handle.clone(), socket, workers, signals_tx));
     Ok(Running {
         handle,
         signals,
@@ -147,42 +153,42 @@ fn enlarge_buffers(socket: &UdpSocket) {
 }
 
 /// Sends every datagram of `outbox` with `sendmmsg`, in as few calls as the socket
-/// takes. A datagram the kernel refuses (an unreachable address) is dropped, as on the
-/// wire. (nix's message headers hold raw pointers, so they are set up per call rather than
-/// kept across an await.)
-async fn send_batch(socket: &UdpSocket, outbox: &Outbox) {
+/// takes, waiting (`poll`) while the socket's send buffer is full. A datagram the kernel
+/// refuses (an unreachable address) is dropped, as on the wire. (nix's message headers
+/// hold raw pointers, so they are set up per call.)
+fn send_batch(socket: &std::net::UdpSocket, outbox: &Outbox) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let (buffers, addresses) = outbox.parts();
     let mut at = 0;
     while at < buffers.len() {
-        let sent = socket.try_io(Interest::WRITABLE, || {
-            let slices: Vec<[std::io::IoSlice<'_>; 1]> = buffers[at..]
-                .iter()
-                .map(|b| [std::io::IoSlice::new(b)])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> = addresses[at..]
-                .iter()
-                .map(|a| Some(SockaddrStorage::from(*a)))
-                .collect();
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
-            sendmmsg(
-                socket.as_raw_fd(),
-                &mut headers,
-                slices.iter(),
-                &addrs,
-                [],
-                MsgFlags::empty(),
-            )
-            .map(|results| results.count())
-            .map_err(std::io::Error::from)
-        });
+        let slices: Vec<[std::io::IoSlice<'_>; 1]> = buffers[at..]
+            .iter()
+            .map(|b| [std::io::IoSlice::new(b)])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = addresses[at..]
+            .iter()
+            .map(|a| Some(SockaddrStorage::from(*a)))
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+        let sent = sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter(),
+            &addrs,
+            [],
+            MsgFlags::empty(),
+        )
+        .map(|results| results.count());
         match sent {
             Ok(0) => at += 1,
             Ok(n) => at += n,
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                if socket.writable().await.is_err() {
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+                if poll(&mut fds, PollTimeout::from(100u8)).is_err() {
                     return;
                 }
             }
+            Err(nix::errno::Errno::EINTR) => {}
             // The first datagram failed (say, no route): skip it, send the rest.
             Err(_) => at += 1,
         }
@@ -197,21 +203,22 @@ struct Batch {
     arrived: Option<Instant>,
 }
 
-/// Sends each batch of its lane in order, then hands the outboxes back. Observes the
-/// forward latency once per batch that caused sending: with several workers, a datagram's
-/// copies are measured once per worker that sent some.
-async fn send_worker(
-    socket: Arc<UdpSocket>,
+/// A send worker's thread: sends each batch of its lane in order, then hands the
+/// outboxes back. Observes the forward latency once per batch that caused sending: with
+/// several workers, a datagram's copies are measured once per worker that sent some. Ends
+/// when the driver is gone.
+fn send_worker(
+    socket: std::net::UdpSocket,
     mut batches: mpsc::UnboundedReceiver<Batch>,
     sent: mpsc::UnboundedSender<Batch>,
     latency: Histogram,
 ) {
-    while let Some(mut batch) = batches.recv().await {
+    while let Some(mut batch) = batches.blocking_recv() {
         let mut any = false;
         for outbox in &mut batch.outboxes {
             if !outbox.is_empty() {
                 any = true;
-                send_batch(&socket, outbox).await;
+                send_batch(&socket, outbox);
                 outbox.clear();
             }
         }
@@ -237,30 +244,43 @@ struct Workers {
     carriers: Vec<Vec<Outbox>>,
     /// Outboxes with datagrams at the workers.
     in_flight: usize,
+    /// With one worker: no thread; the driver sends the one lane itself, after letting go
+    /// of the core (a thread would only take turns with the driver on the same core), and
+    /// when the datagram that filled it arrived.
+    inline: Option<(std::net::UdpSocket, Histogram)>,
+    inline_arrived: Option<Instant>,
 }
 
 impl Workers {
-    fn spawn(count: usize, socket: &Arc<UdpSocket>, latency: &Histogram) -> Workers {
+    /// Starts `count` worker threads (`sfu-send-N`), each on its own handle of `socket`;
+    /// none for one worker.
+    fn spawn(count: usize, socket: &UdpSocket, latency: &Histogram) -> std::io::Result<Workers> {
         let (sent, back) = mpsc::unbounded_channel();
-        let to = (0..count)
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(send_worker(
-                    socket.clone(),
-                    rx,
-                    sent.clone(),
-                    latency.clone(),
-                ));
-                tx
-            })
-            .collect();
-        Workers {
+        let mut to = Vec::with_capacity(count);
+        let inline = if count <= 1 {
+            let handle = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+            Some((handle, latency.clone()))
+        } else {
+            None
+        };
+        for lane in (0..count).filter(|_| inline.is_none()) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let handle = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+            let (sent, latency) = (sent.clone(), latency.clone());
+            std::thread::Builder::new()
+                .name(format!("sfu-send-{lane}"))
+                .spawn(move || send_worker(handle, rx, sent, latency))?;
+            to.push(tx);
+        }
+        Ok(Workers {
             to,
             back,
             spare: (0..count).map(|_| Vec::new()).collect(),
             carriers: Vec::new(),
             in_flight: 0,
-        }
+            inline,
+            inline_arrived: None,
+        })
     }
 
     /// Takes back an emptied batch.
@@ -276,6 +296,14 @@ impl Workers {
     /// datagrams to the lane's worker (the empty ones stay spare: a lane's pool grows only
     /// to what is really out at once).
     fn dispatch(&mut self, sfu: &mut Sfu, arrived: Option<Instant>) {
+        if self.inline.is_some() {
+            // Kept for `send_inline`, once the core is let go.
+            if let Some(spare) = self.spare.first_mut() {
+                sfu.swap_media(0, spare);
+                self.inline_arrived = arrived;
+            }
+            return;
+        }
         for (lane, spare) in self.spare.iter_mut().enumerate() {
             sfu.swap_media(lane, spare);
             // The core fills its outboxes in turn: those with datagrams come first.
@@ -302,15 +330,36 @@ impl Workers {
         }
     }
 
+    /// With one worker: sends what [`Workers::dispatch`] took from the core.
+    fn send_inline(&mut self) {
+        let (Some((socket, latency)), Some(spare)) = (&self.inline, self.spare.first_mut()) else {
+            return;
+        };
+        let mut any = false;
+        for outbox in spare.iter_mut().take_while(|o| !o.is_empty()) {
+            any = true;
+            send_batch(socket, outbox);
+            outbox.clear();
+        }
+        if let Some(at) = self.inline_arrived.take()
+            && any
+        {
+            latency.observe(at.elapsed().as_secs_f64());
+        }
+    }
+
     fn saturated(&self) -> bool {
         self.in_flight > IN_FLIGHT_PER_WORKER * self.to.len()
     }
 }
 
-async fn run(handle: SfuHandle, socket: Arc<UdpSocket>, signals: mpsc::UnboundedSender<SignalOut>) {
+async fn run(
+    handle: SfuHandle,
+    socket: UdpSocket,
+    mut workers: Workers,
+    signals: mpsc::UnboundedSender<SignalOut>,
+) {
     let mut buf = vec![0u8; RECV_BUFFER];
-    let lanes = handle.lock().lanes();
-    let mut workers = Workers::spawn(lanes, &socket, &handle.forward_latency);
     // When the datagram whose consequences are being sent arrived.
     let mut arrived: Option<Instant> = None;
     loop {
@@ -333,6 +382,7 @@ async fn run(handle: SfuHandle, socket: Arc<UdpSocket>, signals: mpsc::Unbounded
             // A failed send is a lost datagram, as on the wire; the protocols recover.
             let _ = socket.send_to(&transmit.payload, transmit.to).await;
         }
+        workers.send_inline();
         // Too much waiting to be sent: let the workers catch up before reading more.
         while workers.saturated() {
             match workers.back.recv().await {

@@ -129,6 +129,88 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
     driver.abort();
 }
 
+/// Three send workers (threads, each with a share of the subscribers): every listener
+/// gets the publisher's packets complete and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_send_workers_keep_every_listeners_stream_complete_and_in_order() {
+    let running = driver::start_with_workers("127.0.0.1:0".parse().unwrap(), None, 3)
+        .await
+        .unwrap();
+    let (sfu, mut signals, driver) = (running.handle, running.signals, running.task);
+    assert_eq!(sfu.with(|s| s.lanes()), 3);
+    let mut alice = join(&sfu, "alice").await;
+    let names = ["bob", "carol", "dave", "erin"];
+    let mut listeners = Vec::new();
+    for name in names {
+        listeners.push(join(&sfu, name).await);
+    }
+    until_connected(&mut alice).await;
+    for listener in &mut listeners {
+        until_connected(listener).await;
+    }
+
+    let alice_track = Arc::clone(&alice.track);
+    let alice_ssrc = alice.ssrc;
+    let sender = tokio::spawn(async move {
+        for i in 0u16.. {
+            if alice_track
+                .write_rtp_with_extensions(packet(alice_ssrc, i), &[])
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // Each listener answers the SFU's offer and waits for its track.
+    let mut tracks = vec![None; names.len()];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while tracks.iter().any(Option::is_none) {
+            while let Ok(sotto_sfu::core::SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
+                let at = names.iter().position(|n| *n == to).unwrap();
+                let answer = common::answer_offer(&listeners[at], sdp).await;
+                sfu.with(|s| s.handle_answer(ROOM, &to, &answer, Instant::now()))
+                    .unwrap();
+            }
+            for (at, listener) in listeners.iter_mut().enumerate() {
+                if let Ok(Some(sotto_engine::call::peer::PeerEvent::Track(track))) =
+                    tokio::time::timeout(Duration::from_millis(5), listener.events.recv()).await
+                {
+                    tracks[at] = Some(track);
+                }
+            }
+        }
+    })
+    .await
+    .expect("every listener gets the track");
+
+    for (name, track) in names.iter().zip(tracks.into_iter().flatten()) {
+        let mut numbers = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                    numbers.push((
+                        p.header.sequence_number,
+                        u16::from(p.payload[1]) | (u16::from(p.payload[2]) << 8),
+                    ));
+                    if numbers.len() >= 200 {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(numbers.len() >= 200, "{name} got {} packets", numbers.len());
+        for pair in numbers.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0.wrapping_add(1), "{name}: {pair:?}");
+            assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "{name}: {pair:?}");
+        }
+    }
+    sender.abort();
+    driver.abort();
+}
+
 /// A plain HTTP/1.0 GET; returns the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

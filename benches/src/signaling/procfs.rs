@@ -68,6 +68,42 @@ pub fn cpu_time(pid: &str, ticks_per_sec: u64) -> anyhow::Result<Duration> {
     ))
 }
 
+/// User plus system CPU time of each thread of a process so far, with the thread's name
+/// (`/proc/<pid>/task/<tid>/comm`), by thread id.
+pub fn thread_cpu_times(
+    pid: &str,
+    ticks_per_sec: u64,
+) -> anyhow::Result<std::collections::BTreeMap<String, (String, Duration)>> {
+    let tasks = Path::new("/proc").join(pid).join("task");
+    let mut threads = std::collections::BTreeMap::new();
+    for entry in
+        std::fs::read_dir(&tasks).with_context(|| format!("reading {}", tasks.display()))?
+    {
+        let dir = entry?.path();
+        // A thread may end between the listing and the reads.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        let ticks =
+            parse_stat_ticks(&stat).with_context(|| format!("parsing {}", dir.display()))?;
+        let tid = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        threads.insert(
+            tid,
+            (
+                comm.trim().to_owned(),
+                Duration::from_secs_f64(ticks as f64 / ticks_per_sec.max(1) as f64),
+            ),
+        );
+    }
+    Ok(threads)
+}
+
 /// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from the last `)`.
 fn parse_stat_ticks(text: &str) -> anyhow::Result<u64> {
