@@ -184,6 +184,9 @@ struct SfuLoadArgs {
     /// The SFU's send workers (its --workers; its default is 1).
     #[arg(long)]
     sfu_workers: Option<u16>,
+    /// Run the SFU in a network namespace of its own, over a veth pair (needs root).
+    #[arg(long)]
+    veth: bool,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -359,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
                 sfu_bin: args.sfu_bin,
                 sfu_cpu: (args.sfu_cpu != "none").then_some(args.sfu_cpu),
                 sfu_workers: args.sfu_workers,
+                veth: args.veth,
                 rooms: args.rooms,
                 publishers: args.publishers,
                 subscribers: args.subscribers,

@@ -12,6 +12,7 @@
 //! histogram's p50 and p99, and RSS per subscriber; from the subscribers: loss.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +40,9 @@ pub struct LoadOptions {
     pub sfu_cpu: Option<String>,
     /// The SFU's send workers (its default when `None`).
     pub sfu_workers: Option<u16>,
+    /// Run the SFU in a network namespace of its own, reached over a veth pair (root and
+    /// iproute2), instead of on loopback.
+    pub veth: bool,
     /// Rooms.
     pub rooms: usize,
     /// Audio publishers per room.
@@ -54,6 +58,7 @@ pub struct LoadOptions {
 pub struct LoadReport {
     pub sfu_cpu: Option<String>,
     pub sfu_workers: Option<u16>,
+    pub veth: bool,
     pub rooms: usize,
     pub publishers_per_room: usize,
     pub subscribers_per_room: usize,
@@ -98,8 +103,23 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, rand::random::<[u8; 16]>().map(|b| b % 26 + b'a'))?;
     let per_room = options.publishers + options.subscribers + 1;
-    let mut config =
-        sotto_signaling::server::Config::new("127.0.0.1:0".parse()?, dir.path().join("signaling"));
+    // Over veth: the SFU on the namespace's end, signaling and every participant on ours.
+    let netns = if options.veth {
+        Some(
+            sotto_bench::netns::Netns::create("sotto-load", "sload", 78)
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let (local_ip, sfu_ip): (IpAddr, IpAddr) = match &netns {
+        Some(n) => (n.host_addr.parse()?, n.inner_addr.parse()?),
+        None => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()),
+    };
+    let mut config = sotto_signaling::server::Config::new(
+        SocketAddr::new(local_ip, 0),
+        dir.path().join("signaling"),
+    );
     config.sfu_secret_file = Some(secret.clone());
     config.max_room_participants = u32::try_from(per_room)?;
     config.max_connections = options.rooms * per_room + 64;
@@ -110,19 +130,24 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
 
     let udp = unused_port(Proto::Udp)?;
     let http = unused_port(Proto::Tcp)?;
-    let mut command = match &options.sfu_cpu {
-        Some(cpu) => {
-            let mut c = tokio::process::Command::new("taskset");
-            c.arg("-c").arg(cpu).arg(&options.sfu_bin);
-            c
-        }
-        None => tokio::process::Command::new(&options.sfu_bin),
-    };
+    // [ip netns exec NAME] [taskset -c CPUS] sotto-sfu ...: each execs the next, so the
+    // child's pid is the SFU's.
+    let mut program: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(n) = &netns {
+        program.extend(["ip", "netns", "exec", n.name.as_str()].map(Into::into));
+    }
+    if let Some(cpu) = &options.sfu_cpu {
+        program.extend(["taskset", "-c", cpu.as_str()].map(Into::into));
+    }
+    program.push(options.sfu_bin.clone().into_os_string());
+    let mut command = tokio::process::Command::new(&program[0]);
+    command.args(&program[1..]);
+    let sfu_http = SocketAddr::new(sfu_ip, http);
     let mut sfu = command
         .arg("--listen-udp")
-        .arg(format!("127.0.0.1:{udp}"))
+        .arg(SocketAddr::new(sfu_ip, udp).to_string())
         .arg("--http")
-        .arg(format!("127.0.0.1:{http}"))
+        .arg(sfu_http.to_string())
         .arg("--signaling")
         .arg(&url)
         .arg("--secret-file")
@@ -164,6 +189,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 totals: totals.clone(),
                 phase: phase.clone(),
                 handshakes: handshakes.clone(),
+                local_ip,
             };
             tasks.push(tokio::spawn(participant.run()));
         }
@@ -201,14 +227,14 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let ticks = procfs::ticks_per_sec();
-    let before = metrics(http).await?;
+    let before = metrics(sfu_http).await?;
     let cpu_before = procfs::cpu_time(&pid, ticks)?;
     let threads_before = procfs::thread_cpu_times(&pid, ticks)?;
     let started = Instant::now();
     phase_tx.send_replace(Phase::Measure);
     tokio::time::sleep(options.duration).await;
     let rss_loaded = procfs::status(&pid)?.rss_kib;
-    let after = metrics(http).await?;
+    let after = metrics(sfu_http).await?;
     let cpu_after = procfs::cpu_time(&pid, ticks)?;
     let threads_after = procfs::thread_cpu_times(&pid, ticks)?;
     let window = started.elapsed().as_secs_f64();
@@ -228,6 +254,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     Ok(LoadReport {
         sfu_cpu: options.sfu_cpu.clone(),
         sfu_workers: options.sfu_workers,
+        veth: options.veth,
         rooms: options.rooms,
         publishers_per_room: options.publishers,
         subscribers_per_room: options.subscribers,
@@ -305,6 +332,8 @@ struct Participant {
     totals: Arc<Totals>,
     phase: watch::Receiver<Phase>,
     handshakes: Arc<Semaphore>,
+    /// The address its socket binds.
+    local_ip: IpAddr,
 }
 
 /// Per forwarded SSRC: the extended sequence numbers seen while measuring.
@@ -351,7 +380,7 @@ impl Participant {
             .join_group_room(&self.invite.room_id, &self.invite.invite_token)
             .await?;
         let sfu = sfu.context("the room has no SFU")?;
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let socket = UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).await?;
         let addr = socket.local_addr()?;
         let ssrc: u32 = rand::random();
         let mut client = Client::new("load", addr, &[Publish::audio(ssrc)], Instant::now())?;
@@ -494,9 +523,9 @@ async fn on_signal(
 /// A `/metrics` scrape.
 struct Metrics(String);
 
-async fn metrics(port: u16) -> anyhow::Result<Metrics> {
+async fn metrics(addr: SocketAddr) -> anyhow::Result<Metrics> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .await?;

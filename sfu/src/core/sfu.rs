@@ -142,6 +142,9 @@ struct Participant {
     sources: Vec<Source>,
     /// Each published SSRC: its source and layer.
     layer_of: HashMap<u32, (usize, usize)>,
+    /// SSRCs of published streams found unsupported (counted once each; their packets
+    /// after the first are counted as drops), up to [`MAX_UNSUPPORTED`].
+    unsupported: Vec<u32>,
     subscriptions: Vec<Subscription>,
     /// Sources were added to its session since the last offer.
     renegotiate: bool,
@@ -501,6 +504,7 @@ impl Sfu {
             sections: answer.published.clone(),
             sources: Vec::new(),
             layer_of: HashMap::new(),
+            unsupported: Vec::new(),
             subscriptions: Vec::new(),
             renegotiate: false,
             next_allocation: now,
@@ -1069,7 +1073,7 @@ impl Sfu {
             (matching.len() == 1).then(|| matching[0])
         };
         let Some(section) = by_ssrc.or_else(by_mid).or_else(by_type) else {
-            self.counters.unsupported_streams += 1;
+            note_unsupported(&mut participant.unsupported, ssrc, &mut self.counters);
             return None;
         };
         let section = participant.sections[section].clone();
@@ -1117,7 +1121,7 @@ impl Sfu {
             section.formats.iter().find(|f| f.payload_type == pt)
         };
         let Some(format) = format.copied() else {
-            self.counters.unsupported_streams += 1;
+            note_unsupported(&mut participant.unsupported, ssrc, &mut self.counters);
             return None;
         };
         let rid = section
@@ -1813,4 +1817,40 @@ fn count_publishers(participants: &[Option<Participant>], room: &str) -> usize {
         .flatten()
         .filter(|p| p.room == room && !p.sources.is_empty())
         .count()
+}
+
+/// Unsupported SSRCs remembered per participant: more are counted per packet as drops.
+const MAX_UNSUPPORTED: usize = 64;
+
+/// A packet of a published stream the SFU does not forward: the stream is counted once,
+/// its later packets as drops.
+fn note_unsupported(seen: &mut Vec<u32>, ssrc: u32, counters: &mut Counters) {
+    if seen.contains(&ssrc) || seen.len() >= MAX_UNSUPPORTED {
+        counters.dropped += 1;
+    } else {
+        seen.push(ssrc);
+        counters.unsupported_streams += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_stream_is_counted_once_and_its_packets_as_drops() {
+        let mut seen = Vec::new();
+        let mut counters = Counters::default();
+        for _ in 0..5 {
+            note_unsupported(&mut seen, 7, &mut counters);
+        }
+        note_unsupported(&mut seen, 8, &mut counters);
+        assert_eq!((counters.unsupported_streams, counters.dropped), (2, 4));
+        // Invented SSRCs beyond the cap are drops, and the list stops growing.
+        for ssrc in 100..300 {
+            note_unsupported(&mut seen, ssrc, &mut counters);
+        }
+        assert_eq!(seen.len(), MAX_UNSUPPORTED);
+        assert_eq!(counters.unsupported_streams, MAX_UNSUPPORTED as u64);
+    }
 }
