@@ -25,7 +25,7 @@ use crate::driver::SfuHandle;
 const DELIVERY_TRIES: u32 = 8;
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// A participant's delivery task ends after this long with nothing to send.
-const QUEUE_IDLE: Duration = Duration::from_secs(30);
+const QUEUE_IDLE: Duration = Duration::from_secs(5);
 
 /// Runs until the signaling events end.
 pub async fn run(
