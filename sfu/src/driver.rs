@@ -195,6 +195,27 @@ fn send_batch(socket: &std::net::UdpSocket, outbox: &Outbox) {
     }
 }
 
+/// Sends the outboxes holding datagrams (the core fills them in turn, so they come
+/// first) and empties them; if any were sent, observes the time since `arrived`.
+fn send_filled(
+    socket: &std::net::UdpSocket,
+    outboxes: &mut [Outbox],
+    arrived: Option<Instant>,
+    latency: &Histogram,
+) {
+    let mut any = false;
+    for outbox in outboxes.iter_mut().take_while(|o| !o.is_empty()) {
+        any = true;
+        send_batch(socket, outbox);
+        outbox.clear();
+    }
+    if let Some(at) = arrived
+        && any
+    {
+        latency.observe(at.elapsed().as_secs_f64());
+    }
+}
+
 /// One lane's filled outboxes on their way to its worker and back (emptied), and when the
 /// datagram that filled them arrived.
 struct Batch {
@@ -214,19 +235,7 @@ fn send_worker(
     latency: Histogram,
 ) {
     while let Some(mut batch) = batches.blocking_recv() {
-        let mut any = false;
-        for outbox in &mut batch.outboxes {
-            if !outbox.is_empty() {
-                any = true;
-                send_batch(&socket, outbox);
-                outbox.clear();
-            }
-        }
-        if let Some(at) = batch.arrived
-            && any
-        {
-            latency.observe(at.elapsed().as_secs_f64());
-        }
+        send_filled(&socket, &mut batch.outboxes, batch.arrived, &latency);
         if sent.send(batch).is_err() {
             return;
         }
@@ -335,17 +344,7 @@ impl Workers {
         let (Some((socket, latency)), Some(spare)) = (&self.inline, self.spare.first_mut()) else {
             return;
         };
-        let mut any = false;
-        for outbox in spare.iter_mut().take_while(|o| !o.is_empty()) {
-            any = true;
-            send_batch(socket, outbox);
-            outbox.clear();
-        }
-        if let Some(at) = self.inline_arrived.take()
-            && any
-        {
-            latency.observe(at.elapsed().as_secs_f64());
-        }
+        send_filled(socket, spare, self.inline_arrived.take(), latency);
     }
 
     fn saturated(&self) -> bool {

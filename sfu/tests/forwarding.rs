@@ -6,15 +6,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ROOM, join, packet, until_connected, until_track};
+use common::{
+    ROOM, first_packets, join, publish_numbered, until_connected, until_track, until_tracks,
+};
 use sotto_engine::call::IceConfig;
 use sotto_engine::call::peer;
 use sotto_sfu::core::CoreError;
 use sotto_sfu::driver;
-use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_is_forwarded_between_two_participants_on_one_port() {
@@ -39,22 +39,8 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
 
     // Alice publishes: her first packets open her stream at the SFU, which then offers
     // it to Bob. Keep sending until Bob has the track, then send 100 numbered packets.
-    let alice_track = Arc::clone(&alice.track);
     let alice_ssrc = alice.ssrc;
-    let sender = tokio::spawn(async move {
-        let mut i = 0u16;
-        loop {
-            if alice_track
-                .write_rtp_with_extensions(packet(alice_ssrc, i), &[])
-                .await
-                .is_err()
-            {
-                return;
-            }
-            i = i.wrapping_add(1);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let sender = publish_numbered(&alice, Duration::from_millis(10));
     let track = until_track(&sfu, &mut signals, "bob", &mut bob).await;
     assert_eq!(
         track.stream_id().await,
@@ -62,18 +48,7 @@ async fn audio_is_forwarded_between_two_participants_on_one_port() {
         "the stream names its publisher"
     );
 
-    let mut received = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(event) = track.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                received.push(p);
-                if received.len() >= 100 {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
+    let received = first_packets(&track, 100).await;
     assert!(
         received.len() >= 100,
         "{} packets reached Bob",
@@ -149,58 +124,21 @@ async fn three_send_workers_keep_every_listeners_stream_complete_and_in_order() 
         until_connected(listener).await;
     }
 
-    let alice_track = Arc::clone(&alice.track);
-    let alice_ssrc = alice.ssrc;
-    let sender = tokio::spawn(async move {
-        for i in 0u16.. {
-            if alice_track
-                .write_rtp_with_extensions(packet(alice_ssrc, i), &[])
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    // Each listener answers the SFU's offer and waits for its track.
-    let mut tracks = vec![None; names.len()];
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while tracks.iter().any(Option::is_none) {
-            while let Ok(sotto_sfu::core::SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
-                let at = names.iter().position(|n| *n == to).unwrap();
-                let answer = common::answer_offer(&listeners[at], sdp).await;
-                sfu.with(|s| s.handle_answer(ROOM, &to, &answer, Instant::now()))
-                    .unwrap();
-            }
-            for (at, listener) in listeners.iter_mut().enumerate() {
-                if let Ok(Some(sotto_engine::call::peer::PeerEvent::Track(track))) =
-                    tokio::time::timeout(Duration::from_millis(5), listener.events.recv()).await
-                {
-                    tracks[at] = Some(track);
-                }
-            }
-        }
-    })
-    .await
-    .expect("every listener gets the track");
+    let sender = publish_numbered(&alice, Duration::from_millis(5));
+    let mut named: Vec<(&str, &mut _)> = names.iter().copied().zip(&mut listeners).collect();
+    let tracks = until_tracks(&sfu, &mut signals, &mut named).await;
 
-    for (name, track) in names.iter().zip(tracks.into_iter().flatten()) {
-        let mut numbers = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                    numbers.push((
-                        p.header.sequence_number,
-                        u16::from(p.payload[1]) | (u16::from(p.payload[2]) << 8),
-                    ));
-                    if numbers.len() >= 200 {
-                        return;
-                    }
-                }
-            }
-        })
-        .await;
+    for (name, track) in names.iter().zip(&tracks) {
+        let numbers: Vec<(u16, u16)> = first_packets(track, 200)
+            .await
+            .iter()
+            .map(|p| {
+                (
+                    p.header.sequence_number,
+                    u16::from(p.payload[1]) | (u16::from(p.payload[2]) << 8),
+                )
+            })
+            .collect();
         assert!(numbers.len() >= 200, "{name} got {} packets", numbers.len());
         for pair in numbers.windows(2) {
             assert_eq!(pair[1].0, pair[0].0.wrapping_add(1), "{name}: {pair:?}");

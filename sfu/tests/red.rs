@@ -6,19 +6,17 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{ROOM, WAIT, answer_offer, join_offering, packet, until_connected};
+use common::{
+    WAIT, first_packets, join_offering, packet, publish_with, until_connected, until_tracks,
+};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use sotto_engine::audio::red::{self, Block};
-use sotto_engine::call::peer::{PeerEvent, RED_PAYLOAD_TYPE};
-use sotto_sfu::core::SignalOut;
+use sotto_engine::call::peer::RED_PAYLOAD_TYPE;
 use sotto_sfu::driver;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 /// Frame `i` as the test's publisher encodes it.
 fn frame(i: u16) -> Vec<u8> {
@@ -63,60 +61,19 @@ async fn red_reaches_who_takes_it_and_its_primary_the_others() {
     }
 
     // Alice sends RED until both listeners have her track.
-    let alice_track = Arc::clone(&alice.track);
-    let alice_ssrc = alice.ssrc;
-    let sender = tokio::spawn(async move {
-        for i in 0u16.. {
-            if alice_track
-                .write_rtp_with_extensions(red_packet(alice_ssrc, i), &[])
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    let mut tracks: HashMap<&str, Arc<dyn TrackRemote>> = HashMap::new();
-    tokio::time::timeout(WAIT, async {
-        while tracks.len() < 2 {
-            if let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
-                let who = if to == "bob" { &bob } else { &carol };
-                let answer = answer_offer(who, sdp).await;
-                sfu.with(|s| s.handle_answer(ROOM, &to, &answer, Instant::now()))
-                    .unwrap();
-            }
-            for (name, who) in [("bob", &mut bob), ("carol", &mut carol)] {
-                if let Ok(PeerEvent::Track(track)) = who.events.try_recv() {
-                    tracks.insert(name, track);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("both listeners get Alice's track");
+    let sender = publish_with(&alice, Duration::from_millis(10), red_packet);
+    let tracks = until_tracks(
+        &sfu,
+        &mut signals,
+        &mut [("bob", &mut bob), ("carol", &mut carol)],
+    )
+    .await;
 
     // Bob took RED: he gets Alice's packets as she sent them. Carol did not: she gets
     // each primary frame alone, as Opus.
-    let received = |track: Arc<dyn TrackRemote>| async move {
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(WAIT, async {
-            while let Some(event) = track.poll().await {
-                if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                    got.push(p);
-                    if got.len() >= 50 {
-                        return;
-                    }
-                }
-            }
-        })
-        .await;
-        got
-    };
-    let bob_track = tracks.remove("bob").unwrap();
-    let carol_track = tracks.remove("carol").unwrap();
-    let (at_bob, at_carol) = tokio::join!(received(bob_track.clone()), received(carol_track));
+    let (bob_track, carol_track) = (&tracks[0], &tracks[1]);
+    let (at_bob, at_carol) =
+        tokio::join!(first_packets(bob_track, 50), first_packets(carol_track, 50));
     assert!(at_bob.len() >= 50 && at_carol.len() >= 50);
     for p in &at_bob {
         assert_eq!(p.header.payload_type, RED_PAYLOAD_TYPE);

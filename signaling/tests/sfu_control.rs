@@ -21,6 +21,17 @@ async fn server_with_secret() -> TestServer {
     server
 }
 
+/// Registers `sfu` with the right proof for its connection.
+async fn register(sfu: &mut Client) {
+    let proof = sfu_proof(SECRET, &sfu.server_id, &sfu.challenge);
+    let reply = sfu
+        .request(ClientMessage::SfuRegister {
+            proof: proof.to_vec().into(),
+        })
+        .await;
+    assert_eq!(reply.message, ServerMessage::SfuRegistered {});
+}
+
 /// The next frame must be a presence event; returns (who, state).
 async fn presence(client: &mut Client) -> (sotto_signaling::protocol::IdentityKey, PresenceState) {
     match client.recv().await.message {
@@ -65,13 +76,7 @@ async fn a_registered_sfu_hosts_group_rooms_and_hears_joins_leaves_and_offers() 
             .await;
         sfu.expect_error(ErrorCode::SfuRefused).await;
     }
-    let proof = sfu_proof(SECRET, &sfu.server_id, &sfu.challenge);
-    let reply = sfu
-        .request(ClientMessage::SfuRegister {
-            proof: proof.to_vec().into(),
-        })
-        .await;
-    assert_eq!(reply.message, ServerMessage::SfuRegistered {});
+    register(&mut sfu).await;
 
     // A group room names the SFU; the SFU hears the creator join.
     let reply = alice
@@ -242,13 +247,7 @@ async fn a_registered_sfu_may_speak_for_a_room_filling_at_once() {
     // joining its rooms, so it gets its own (`sfu_rate_burst`).
     let server = server_with_secret().await;
     let mut sfu = Client::login(&server.url(), &key(10), Some("sfu")).await;
-    let proof = sfu_proof(SECRET, &sfu.server_id, &sfu.challenge);
-    let reply = sfu
-        .request(ClientMessage::SfuRegister {
-            proof: proof.to_vec().into(),
-        })
-        .await;
-    assert_eq!(reply.message, ServerMessage::SfuRegistered {});
+    register(&mut sfu).await;
     let burst = 1000u64;
     for id in 0..burst {
         sfu.send(Some(id), ClientMessage::KeyPackageCount {}).await;

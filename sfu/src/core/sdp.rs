@@ -695,18 +695,15 @@ impl Negotiation {
                     "a=inactive".to_owned(),
                 ];
             }
-            Section::Published(p) => (
+            Section::Published(p) | Section::Idle(p) => (
                 p.kind,
                 p.formats.clone(),
                 p.red_payload_type,
-                "recvonly",
-                p.extensions,
-            ),
-            Section::Idle(p) => (
-                p.kind,
-                p.formats.clone(),
-                p.red_payload_type,
-                "inactive",
+                if matches!(section, Section::Idle(_)) {
+                    "inactive"
+                } else {
+                    "recvonly"
+                },
                 p.extensions,
             ),
             Section::Sending(s) => {

@@ -12,7 +12,7 @@ use sotto_engine::call::peer::{self, Peer, PeerEvent};
 use sotto_sfu::core::SignalOut;
 use sotto_sfu::driver::SfuHandle;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 /// Failure guard for waits, never a speed assertion.
@@ -114,6 +114,82 @@ pub fn packet(ssrc: u32, i: u16) -> Packet {
         },
         payload: Bytes::from(vec![0xF8, (i & 0xff) as u8, (i >> 8) as u8]),
     }
+}
+
+/// Writes `make(ssrc, i)` for i = 0, 1, … on `peer`'s track every `every`, until aborted
+/// or the track closes.
+pub fn publish_with(
+    peer: &Peer,
+    every: Duration,
+    make: fn(u32, u16) -> Packet,
+) -> tokio::task::JoinHandle<()> {
+    let (track, ssrc) = (Arc::clone(&peer.track), peer.ssrc);
+    tokio::spawn(async move {
+        for i in 0u16.. {
+            if track
+                .write_rtp_with_extensions(make(ssrc, i), &[])
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// [`publish_with`] of numbered [`packet`]s.
+pub fn publish_numbered(peer: &Peer, every: Duration) -> tokio::task::JoinHandle<()> {
+    publish_with(peer, every, packet)
+}
+
+/// Answers the SFU's offers for each named listener until every one has a track; the
+/// tracks in the listeners' order.
+pub async fn until_tracks(
+    sfu: &SfuHandle,
+    signals: &mut mpsc::UnboundedReceiver<SignalOut>,
+    listeners: &mut [(&str, &mut Peer)],
+) -> Vec<Arc<dyn TrackRemote>> {
+    let mut tracks: Vec<Option<Arc<dyn TrackRemote>>> = vec![None; listeners.len()];
+    tokio::time::timeout(WAIT, async {
+        while tracks.iter().any(Option::is_none) {
+            while let Ok(SignalOut::Offer { to, sdp, .. }) = signals.try_recv() {
+                let (_, who) = listeners
+                    .iter()
+                    .find(|(name, _)| *name == to)
+                    .unwrap_or_else(|| panic!("an offer to {to}, not a listener"));
+                let answer = answer_offer(who, sdp).await;
+                sfu.with(|s| s.handle_answer(ROOM, &to, &answer, Instant::now()))
+                    .unwrap();
+            }
+            for ((_, who), track) in listeners.iter_mut().zip(&mut tracks) {
+                if let Ok(PeerEvent::Track(got)) = who.events.try_recv() {
+                    *track = Some(got);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every listener gets the track");
+    tracks.into_iter().flatten().collect()
+}
+
+/// The first `n` RTP packets arriving on `track` (fewer if it ends or [`WAIT`] passes).
+pub async fn first_packets(track: &Arc<dyn TrackRemote>, n: usize) -> Vec<Packet> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, async {
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                got.push(p);
+                if got.len() >= n {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    got
 }
 
 /// The participant applies an SFU-side offer and returns its answer.
