@@ -23,6 +23,7 @@
 //! target/release/sotto-bench jitter-compare --out DIR [--speech FILE ...] [--seeds 2]
 //! ```
 
+mod janus;
 mod sfu_load;
 mod signaling;
 
@@ -187,6 +188,10 @@ struct SfuLoadArgs {
     /// Run the SFU in a network namespace of its own, over a veth pair (needs root).
     #[arg(long)]
     veth: bool,
+    /// Then run the same load against Janus 1.1's VideoRoom (Debian's `janus` package),
+    /// started the same way, and report both.
+    #[arg(long)]
+    janus: bool,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -372,10 +377,16 @@ async fn main() -> anyhow::Result<()> {
                 "sfu-load: {} room(s) x ({} publishers, {} subscribers), {:?}",
                 options.rooms, options.publishers, options.subscribers, options.duration
             );
-            let report = sfu_load::run(options).await?;
-            println!("{report:#?}");
-            if args.json {
-                println!("{}", serde_json::to_string(&report).context("JSON report")?);
+            let mut targets = vec![sfu_load::Target::Sotto];
+            if args.janus {
+                targets.push(sfu_load::Target::Janus);
+            }
+            for target in targets {
+                let report = sfu_load::run(&options, target).await?;
+                println!("{report:#?}");
+                if args.json {
+                    println!("{}", serde_json::to_string(&report).context("JSON report")?);
+                }
             }
         }
         Command::Run(args) => run_quality(args).await?,

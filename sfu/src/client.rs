@@ -270,15 +270,7 @@ impl Client {
     pub fn offer(&mut self, now: Instant) -> Result<String, LegError> {
         let offer = self.pc.create_offer(None).map_err(rtc_err)?;
         self.pc.set_local_description(now, offer).map_err(rtc_err)?;
-        if !self.candidates_added {
-            self.pc
-                .add_local_candidate(host_candidate(self.addr)?)
-                .map_err(rtc_err)?;
-            self.pc
-                .add_local_candidate(RTCIceCandidateInit::default())
-                .map_err(rtc_err)?;
-            self.candidates_added = true;
-        }
+        self.add_candidate_once()?;
         let sdp = self.local_sdp()?;
         self.extension_ids = ExtensionIds {
             mid: extmap_id(&sdp, SDES_MID_URI),
@@ -308,7 +300,24 @@ impl Client {
         self.pc
             .set_local_description(now, answer)
             .map_err(rtc_err)?;
+        // A client that answers first (an SFU such as Janus offers to its subscribers)
+        // gives its candidate here.
+        self.add_candidate_once()?;
         self.local_sdp()
+    }
+
+    /// The host candidate and the end of candidates, with the first local description.
+    fn add_candidate_once(&mut self) -> Result<(), LegError> {
+        if !self.candidates_added {
+            self.pc
+                .add_local_candidate(host_candidate(self.addr)?)
+                .map_err(rtc_err)?;
+            self.pc
+                .add_local_candidate(RTCIceCandidateInit::default())
+                .map_err(rtc_err)?;
+            self.candidates_added = true;
+        }
+        Ok(())
     }
 
     fn local_sdp(&self) -> Result<String, LegError> {
