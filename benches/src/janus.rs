@@ -5,9 +5,10 @@
 //!
 //! Janus is set up as close to ours as it goes: ICE-lite (it answers connectivity checks
 //! and sends none), its host candidate on the one address ours listens on, only the
-//! VideoRoom plugin and the HTTP transport loaded, and one event loop for every handle
-//! (`event_loops = 1`), so its media runs on one thread as our one worker does; Janus's
-//! default, a thread per handle, would run 2,000 threads on the one pinned core.
+//! VideoRoom plugin and the HTTP transport loaded, and by default one event loop for every
+//! handle (`event_loops = 1`), so its media runs on one thread as our one worker does;
+//! Janus's own default, a thread per handle (`--janus-loops 0`), runs 2,000 threads on the
+//! one pinned core.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,18 +31,24 @@ const UNUSED_TRANSPORTS: &str = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_p
     libjanus_rabbitmq.so,libjanus_websockets.so";
 
 /// The files of a Janus configuration folder: ICE-lite on `ip` (media ports from
-/// `rtp_ports`), the HTTP API on `ip:http_port`.
+/// `rtp_ports`), the HTTP API on `ip:http_port`, handles shared among `loops` event loops
+/// (0: a thread per handle, Janus's default).
 pub fn config_files(
     folder: &str,
     ip: IpAddr,
     http_port: u16,
     rtp_ports: (u16, u16),
+    loops: u16,
 ) -> Vec<(&'static str, String)> {
+    let loops = if loops == 0 {
+        String::new()
+    } else {
+        format!("\n  event_loops = {loops}")
+    };
     let general = format!(
         "general: {{\n  configs_folder = \"{folder}\"\n  plugins_folder = \"{LIB}/plugins\"\n  \
          transports_folder = \"{LIB}/transports\"\n  events_folder = \"{LIB}/events\"\n  \
-         loggers_folder = \"{LIB}/loggers\"\n  debug_level = 3\n  session_timeout = 600\n  \
-         event_loops = 1\n}}\n\
+         loggers_folder = \"{LIB}/loggers\"\n  debug_level = 3\n  session_timeout = 600{loops}\n}}\n\
          media: {{ rtp_port_range = \"{}-{}\" }}\n\
          nat: {{ nice_debug = false\n  ice_lite = true\n  ice_enforce_list = \"{ip}\" }}\n\
          plugins: {{ disable = \"{UNUSED_PLUGINS}\" }}\n\
@@ -255,7 +262,13 @@ mod tests {
 
     #[test]
     fn the_configuration_is_ice_lite_on_one_address_with_one_loop() {
-        let files = config_files("/tmp/x", "10.78.3.2".parse().unwrap(), 8123, (30000, 40000));
+        let files = config_files(
+            "/tmp/x",
+            "10.78.3.2".parse().unwrap(),
+            8123,
+            (30000, 40000),
+            1,
+        );
         let general = &files[0].1;
         assert!(general.contains("ice_lite = true"));
         assert!(general.contains("ice_enforce_list = \"10.78.3.2\""));
@@ -266,6 +279,8 @@ mod tests {
             "VideoRoom stays loaded"
         );
         assert!(files[1].1.contains("port = 8123"));
+        let own_threads = config_files("/tmp/x", "10.0.0.1".parse().unwrap(), 1, (1, 2), 0);
+        assert!(!own_threads[0].1.contains("event_loops"));
         assert!(!files[1].1.contains("libjanus_http"));
     }
 }

@@ -192,6 +192,10 @@ struct SfuLoadArgs {
     /// started the same way, and report both.
     #[arg(long)]
     janus: bool,
+    /// Janus's event loops (its `event_loops`); 0 gives each handle a thread of its own,
+    /// Janus's default.
+    #[arg(long, default_value_t = 1)]
+    janus_loops: u16,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -367,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
                 sfu_bin: args.sfu_bin,
                 sfu_cpu: (args.sfu_cpu != "none").then_some(args.sfu_cpu),
                 sfu_workers: args.sfu_workers,
+                janus_loops: args.janus_loops,
                 veth: args.veth,
                 rooms: args.rooms,
                 publishers: args.publishers,
@@ -381,12 +386,17 @@ async fn main() -> anyhow::Result<()> {
             if args.janus {
                 targets.push(sfu_load::Target::Janus);
             }
+            let mut failures = Vec::new();
             for target in targets {
                 let report = sfu_load::run(&options, target).await?;
                 println!("{report:#?}");
                 if args.json {
                     println!("{}", serde_json::to_string(&report).context("JSON report")?);
                 }
+                failures.extend(report.setup_failure);
+            }
+            if !failures.is_empty() {
+                bail!("{}", failures.join("\n"));
             }
         }
         Command::Run(args) => run_quality(args).await?,
