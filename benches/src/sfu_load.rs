@@ -384,7 +384,17 @@ pub async fn run(options: &LoadOptions, target: Target) -> anyhow::Result<LoadRe
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     drop((janus_session, creator));
-    let _ = sfu.kill().await;
+    // Stopped as a user stops it, with Ctrl-C (a profiling build writes its profile then);
+    // killed if it takes more than 10 s.
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    if tokio::time::timeout(Duration::from_secs(10), sfu.wait())
+        .await
+        .is_err()
+    {
+        let _ = sfu.kill().await;
+    }
 
     let received = totals.received.load(Ordering::Relaxed);
     let expected = totals.expected.load(Ordering::Relaxed).max(1);

@@ -8,14 +8,15 @@
 //! signaling is full (`peer_busy`, common while a large room fills and everyone hears of
 //! everyone joining) is sent again shortly instead of lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sotto_signaling::client::{CallSignal, ClientError, Event, SignalingSender};
 use sotto_signaling::protocol::{
     Answer, ErrorCode, Hangup, HangupReason, IdentityKey, Layers, Offer, PresenceState,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::core::SignalOut;
 use crate::driver::SfuHandle;
@@ -49,9 +50,31 @@ pub async fn run(
 /// Signals to participants, each participant's in order on its own task.
 struct Postman {
     sender: SignalingSender,
-    queues: HashMap<IdentityKey, mpsc::UnboundedSender<CallSignal>>,
+    queues: HashMap<IdentityKey, Arc<Queue>>,
     /// Queue count at which ended queues are next swept from the map.
     sweep_at: usize,
+}
+
+/// One participant's signals waiting for its task. A `VecDeque` behind a lock rather than
+/// a channel: a tokio channel allocates room for 32 signals (2.8 KB) at its first one,
+/// and every participant of a filling room has a queue at once.
+#[derive(Default)]
+struct Queue {
+    waiting: Mutex<Waiting>,
+    posted: Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    signals: VecDeque<CallSignal>,
+    /// Its task has ended (idle, with nothing waiting): posting starts another.
+    ended: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Postman {
@@ -65,44 +88,45 @@ impl Postman {
 
     /// Queues `signal` for `to`, after everything queued for it before.
     fn post(&mut self, to: IdentityKey, signal: CallSignal) {
-        let signal = match self.queues.get(&to) {
-            Some(queue) => match queue.send(signal) {
-                Ok(()) => return,
-                // Its task ended (idle): start another.
-                Err(mpsc::error::SendError(signal)) => signal,
-            },
-            None => signal,
-        };
+        if let Some(queue) = self.queues.get(&to) {
+            let mut waiting = queue.lock();
+            if !waiting.ended {
+                waiting.signals.push_back(signal);
+                drop(waiting);
+                queue.posted.notify_one();
+                return;
+            }
+        }
         if self.queues.len() >= self.sweep_at {
-            self.queues.retain(|_, queue| !queue.is_closed());
+            self.queues.retain(|_, queue| !queue.lock().ended);
             self.sweep_at = (self.queues.len() * 2).max(1024);
         }
-        let (queue, waiting) = mpsc::unbounded_channel();
-        // Cannot fail: `waiting` is alive.
-        let _ = queue.send(signal);
-        tokio::spawn(deliver(self.sender.clone(), to, waiting));
+        let queue = Arc::new(Queue::default());
+        queue.lock().signals.push_back(signal);
+        tokio::spawn(deliver(self.sender.clone(), to, queue.clone()));
         self.queues.insert(to, queue);
     }
 }
 
-/// Sends `to`'s signals in order until it has had nothing to send for [`QUEUE_IDLE`].
-async fn deliver(
-    sender: SignalingSender,
-    to: IdentityKey,
-    mut waiting: mpsc::UnboundedReceiver<CallSignal>,
-) {
+/// Sends `to`'s signals in order until it has had nothing to send for [`QUEUE_IDLE`]. It
+/// ends only with nothing waiting, under the queue's lock, so a signal is either taken by
+/// this task or finds the queue ended and starts the next one: never two at once.
+async fn deliver(sender: SignalingSender, to: IdentityKey, queue: Arc<Queue>) {
     loop {
-        match tokio::time::timeout(QUEUE_IDLE, waiting.recv()).await {
-            Ok(Some(signal)) => deliver_one(&sender, to, signal).await,
-            Ok(None) => return,
-            Err(_idle) => {
-                // Refuse more (the postman starts a new task for them), send what came in
-                // meanwhile, and end.
-                waiting.close();
-                while let Ok(signal) = waiting.try_recv() {
-                    deliver_one(&sender, to, signal).await;
+        let next = queue.lock().signals.pop_front();
+        match next {
+            Some(signal) => deliver_one(&sender, to, signal).await,
+            None => {
+                if tokio::time::timeout(QUEUE_IDLE, queue.posted.notified())
+                    .await
+                    .is_err()
+                {
+                    let mut waiting = queue.lock();
+                    if waiting.signals.is_empty() {
+                        waiting.ended = true;
+                        return;
+                    }
                 }
-                return;
             }
         }
     }

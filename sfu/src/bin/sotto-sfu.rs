@@ -48,8 +48,16 @@ struct Args {
     http: SocketAddr,
 }
 
+/// With the `dhat-heap` feature every allocation is recorded, for a heap profile.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written to dhat-heap.json when main returns (Ctrl-C).
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -12,6 +12,9 @@ use super::fanout::Outbox;
 use crate::leg::Transmit;
 
 /// Outboxes filled in turn for one send worker.
+/// Emptied outboxes a lane keeps at least (1,024 datagrams), whatever its last batch.
+const KEEP_OUTBOXES: usize = 16;
+
 #[derive(Debug)]
 struct Lane {
     outboxes: Vec<Outbox>,
@@ -55,6 +58,17 @@ impl Lanes {
         self.lanes.len()
     }
 
+    /// Outboxes holding anything, in every lane.
+    pub(super) fn used_outboxes(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| {
+                let current = lane.outboxes.get(lane.filling);
+                lane.filling + usize::from(current.is_some_and(|o| !o.is_empty()))
+            })
+            .sum()
+    }
+
     /// The lane of the subscriber in slot `index`.
     pub(super) fn of(&self, index: usize) -> usize {
         index % self.lanes.len()
@@ -78,6 +92,7 @@ impl Lanes {
     /// datagrams and bytes handed over.
     pub(super) fn swap(&mut self, lane: usize, spare: &mut Vec<Outbox>) -> (u64, u64) {
         let filled = &mut self.lanes[lane];
+        let used = filled.used();
         let mut datagrams = 0;
         let mut bytes = 0;
         for outbox in &filled.outboxes[..filled.used()] {
@@ -88,6 +103,11 @@ impl Lanes {
             outbox.clear();
         }
         std::mem::swap(&mut filled.outboxes, spare);
+        // Room for twice this batch and at least KEEP_OUTBOXES: what a burst needed (a
+        // backlog read at once) is freed once it has passed, not kept for good.
+        filled
+            .outboxes
+            .truncate(used.saturating_mul(2).max(KEEP_OUTBOXES));
         if filled.outboxes.is_empty() {
             filled.outboxes.push(Outbox::new());
         }
@@ -177,5 +197,38 @@ mod tests {
         assert!(lanes.current(1).is_empty());
         let mut other = Vec::new();
         assert_eq!(lanes.swap(0, &mut other), (0, 0));
+    }
+
+    #[test]
+    fn a_bursts_outboxes_are_freed_once_it_has_passed() {
+        let mut lanes = Lanes::new(1);
+        let fill = |lanes: &mut Lanes, datagrams: usize| {
+            for _ in 0..datagrams {
+                if lanes.current(0).is_full() {
+                    lanes.advance(0);
+                }
+                lanes
+                    .current(0)
+                    .push_for_test(&[0; 10], ([10, 0, 0, 1], 5).into());
+            }
+        };
+        // A burst of 40 outboxes' worth, handed over, then handed back emptied.
+        let burst = 40 * crate::core::fanout::OUTBOX_CAPACITY;
+        fill(&mut lanes, burst);
+        assert_eq!(lanes.used_outboxes(), 40);
+        let mut spare = Vec::new();
+        lanes.swap(0, &mut spare);
+        assert_eq!(spare.len(), 40);
+        assert_eq!(lanes.used_outboxes(), 0);
+        // The next batch is small: the lane keeps room for twice it, at least the floor.
+        fill(&mut lanes, 10);
+        lanes.swap(0, &mut spare);
+        assert_eq!(lanes.lanes[0].outboxes.len(), KEEP_OUTBOXES);
+        // A batch of 12 outboxes keeps 24.
+        fill(&mut lanes, 12 * crate::core::fanout::OUTBOX_CAPACITY);
+        let mut spare2: Vec<Outbox> = (0..40).map(|_| Outbox::new()).collect();
+        lanes.swap(0, &mut spare2);
+        assert_eq!(spare2.iter().filter(|o| !o.is_empty()).count(), 12);
+        assert_eq!(lanes.lanes[0].outboxes.len(), 24);
     }
 }

@@ -22,8 +22,8 @@ pub const ESTIMATE_MAX_BPS: f64 = 20_000_000.0;
 
 /// Packets remembered for feedback at first: feedback comes every 100 ms, and five
 /// audio streams send 25 packets in that time (the log grows while more go
-/// unacknowledged).
-const LOG_INITIAL: usize = 64;
+/// unacknowledged). Every subscriber has one, so it starts small.
+const LOG_INITIAL: usize = 32;
 /// At most: a second of about 100 Mbit/s of full-size packets, far beyond any subscriber.
 const LOG_MAX: usize = 8192;
 
@@ -32,7 +32,8 @@ const LOG_MAX: usize = 8192;
 /// one that never sends feedback.
 pub const FEEDBACK_HORIZON: Duration = Duration::from_secs(2);
 
-/// One sent copy, as its feedback will need it.
+/// One sent copy, as its feedback will need it: 32 bytes (times in µs, not `Instant`
+/// and `Option<Option<Duration>>`, which made it 48), since every subscriber keeps dozens.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     /// Which copy: the count of copies sent before it (its transport-wide number is the
@@ -41,10 +42,34 @@ struct Sent {
     ssrc: u32,
     seq: u16,
     size: u16,
-    departure: Instant,
-    /// `Some(arrival)` once feedback says it arrived (`None` inside: no arrival time);
-    /// reported lost, or never mentioned, it stays `None`.
-    arrived: Option<Option<Duration>>,
+    /// When it left, µs after the log's epoch.
+    departure_us: u64,
+    /// The arrival time feedback gave, µs; [`NOT_ARRIVED`] while reported lost or never
+    /// mentioned, [`ARRIVED_UNTIMED`] when feedback says it arrived without a time.
+    arrival_us: u64,
+}
+
+const NOT_ARRIVED: u64 = u64::MAX;
+const ARRIVED_UNTIMED: u64 = u64::MAX - 1;
+
+impl Sent {
+    /// A slot with nothing in it (no copy has this id: it would be the 2^64th).
+    const EMPTY: Sent = Sent {
+        id: u64::MAX,
+        ssrc: 0,
+        seq: 0,
+        size: 0,
+        departure_us: 0,
+        arrival_us: NOT_ARRIVED,
+    };
+
+    fn arrived(&self) -> bool {
+        self.arrival_us != NOT_ARRIVED
+    }
+
+    fn arrival(&self) -> Option<Duration> {
+        (self.arrival_us < ARRIVED_UNTIMED).then(|| Duration::from_micros(self.arrival_us))
+    }
 }
 
 /// The copies sent to one subscriber, by transport-wide number: a ring that grows while
@@ -53,7 +78,10 @@ struct Sent {
 /// (measured: 2 µs against 0.3 µs per copy in the fan-out bench).
 #[derive(Debug)]
 struct SendLog {
-    slots: Vec<Option<Sent>>,
+    /// [`Sent::EMPTY`] where nothing was sent yet.
+    slots: Vec<Sent>,
+    /// What departure times count from: the first copy's departure.
+    epoch: Option<Instant>,
     /// Copies sent so far.
     sent: u64,
     /// The next copy to report on, and the highest one reported as arrived.
@@ -64,11 +92,18 @@ struct SendLog {
 impl SendLog {
     fn new() -> SendLog {
         SendLog {
-            slots: vec![None; LOG_INITIAL],
+            slots: vec![Sent::EMPTY; LOG_INITIAL],
+            epoch: None,
             sent: 0,
             next_to_report: 0,
             highest_arrived: None,
         }
+    }
+
+    /// `at` in µs after the epoch (0 before it), which the first call sets.
+    fn micros(&mut self, at: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(at);
+        u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
     }
 
     fn index(&self, id: u64) -> usize {
@@ -77,13 +112,14 @@ impl SendLog {
 
     fn push(&mut self, ssrc: u32, seq: u16, size: usize, departure: Instant) -> u16 {
         let id = self.sent;
+        let departure_us = self.micros(departure);
+        let horizon_us = FEEDBACK_HORIZON.as_micros() as u64;
         // Copies feedback never came for, past the horizon, are given up first.
         while self.next_to_report < id {
             let index = self.index(self.next_to_report);
-            let stale = self.slots[index].is_none_or(|sent| {
-                sent.id != self.next_to_report
-                    || departure.saturating_duration_since(sent.departure) > FEEDBACK_HORIZON
-            });
+            let sent = &self.slots[index];
+            let stale = sent.id != self.next_to_report
+                || departure_us.saturating_sub(sent.departure_us) > horizon_us;
             if !stale {
                 break;
             }
@@ -91,22 +127,22 @@ impl SendLog {
         }
         // Unreported copies would be overwritten: grow instead, up to the cap.
         if id - self.next_to_report >= self.slots.len() as u64 && self.slots.len() < LOG_MAX {
-            let mut grown = vec![None; self.slots.len() * 2];
+            let mut grown = vec![Sent::EMPTY; self.slots.len() * 2];
             let mask = grown.len() - 1;
-            for sent in self.slots.iter().flatten() {
-                grown[(sent.id as usize) & mask] = Some(*sent);
+            for sent in self.slots.iter().filter(|sent| sent.id != Sent::EMPTY.id) {
+                grown[(sent.id as usize) & mask] = *sent;
             }
             self.slots = grown;
         }
         let index = self.index(id);
-        self.slots[index] = Some(Sent {
+        self.slots[index] = Sent {
             id,
             ssrc,
             seq,
             size: u16::try_from(size).unwrap_or(u16::MAX),
-            departure,
-            arrived: None,
-        });
+            departure_us,
+            arrival_us: NOT_ARRIVED,
+        };
         self.sent += 1;
         id as u16
     }
@@ -117,13 +153,13 @@ impl SendLog {
         let back = (last as u16).wrapping_sub(twcc);
         let id = last.checked_sub(u64::from(back))?;
         let index = self.index(id);
-        self.slots[index].as_mut().filter(|sent| sent.id == id)
+        Some(&mut self.slots[index]).filter(|sent| sent.id == id)
     }
 
     /// Everything up to the highest arrived copy not yet reported, in send order; copies
     /// before it that feedback never mentioned count as lost.
     fn take_reports(&mut self) -> Vec<PacketReport> {
-        let Some(highest) = self.highest_arrived else {
+        let (Some(highest), Some(epoch)) = (self.highest_arrived, self.epoch) else {
             return Vec::new();
         };
         if self.next_to_report > highest {
@@ -135,7 +171,7 @@ impl SendLog {
         let mut reports = Vec::with_capacity((highest + 1 - from) as usize);
         for id in from..=highest {
             let index = self.index(id);
-            let Some(sent) = self.slots[index].filter(|sent| sent.id == id) else {
+            let Some(sent) = Some(self.slots[index]).filter(|sent| sent.id == id) else {
                 continue;
             };
             reports.push(PacketReport {
@@ -145,9 +181,9 @@ impl SendLog {
                 is_twcc: true,
                 twcc_sequence_number: id as u16,
                 size: usize::from(sent.size),
-                arrived: sent.arrived.is_some(),
-                departure: sent.departure,
-                arrival: sent.arrived.flatten(),
+                arrived: sent.arrived(),
+                departure: epoch + Duration::from_micros(sent.departure_us),
+                arrival: sent.arrival(),
                 ecn: Ecn::NotEct,
             });
         }
@@ -212,7 +248,9 @@ impl SendSide {
             let Some(sent) = self.log.find(acknowledgement.sequence_number) else {
                 continue;
             };
-            sent.arrived = Some(acknowledgement.arrival);
+            sent.arrival_us = acknowledgement.arrival.map_or(ARRIVED_UNTIMED, |at| {
+                u64::try_from(at.as_micros()).unwrap_or(ARRIVED_UNTIMED - 1)
+            });
             let id = sent.id;
             self.log.highest_arrived = Some(self.log.highest_arrived.map_or(id, |h| h.max(id)));
         }
@@ -280,6 +318,7 @@ mod tests {
         assert_eq!(side.log.slots.len(), LOG_INITIAL);
         // Unacknowledged, it holds the feedback horizon's worth: 50 packets a second for a
         // minute fit in 128 slots (two seconds, 100 packets).
+        assert_eq!(std::mem::size_of::<Sent>(), 32);
         for i in 0..3000u32 {
             side.on_sent(0xB, i as u16, 100, now);
             now += Duration::from_millis(20);

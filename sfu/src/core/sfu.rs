@@ -1663,6 +1663,12 @@ impl Sfu {
         self.lanes.count()
     }
 
+    /// Outboxes holding forwarded media not yet handed over, in every lane (each holds up
+    /// to 64 datagrams).
+    pub fn queued_outboxes(&self) -> usize {
+        self.lanes.used_outboxes()
+    }
+
     /// Queues forwarded media in `count` lanes from now on (what is queued is dropped:
     /// set it before any traffic).
     pub fn set_lanes(&mut self, count: usize) {

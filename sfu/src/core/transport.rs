@@ -48,10 +48,11 @@ const SRTP_EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 const DTLS_ASSOCIATION: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
 
-/// How long the DTLS association is kept once the handshake is done: long enough to
-/// answer a client that lost our last flight and sends its own again (it retries for
-/// seconds, not minutes). After that only SRTP is needed, and the association's state
-/// (the handshake's messages and certificates) is memory every participant would carry.
+/// How long the DTLS association is kept once the handshake is done, unless the peer's
+/// media shows sooner that it has our last flight: long enough to answer a client that
+/// lost that flight and sends its own again (it retries for seconds, not minutes). After
+/// that only SRTP is needed, and the association's state (the handshake's messages and
+/// certificates, about 15 KiB) is memory every participant would carry.
 pub const DTLS_LINGER: Duration = Duration::from_secs(30);
 
 /// How many distinct checked addresses a transport remembers (a browser checks one pair
@@ -390,12 +391,17 @@ impl Transport {
                 self.require_checked(from)?;
                 let srtp = self.srtp.as_mut().ok_or(TransportError::NotConnected)?;
                 srtp.inbound.unprotect_rtp(datagram)?;
+                self.dtls = None;
                 Ok(Inbound::Rtp)
             }
             DatagramKind::Rtcp => {
                 self.require_checked(from)?;
                 let srtp = self.srtp.as_mut().ok_or(TransportError::NotConnected)?;
                 srtp.inbound.unprotect_rtcp(datagram)?;
+                // A client sends media only once its handshake is done, so authenticated
+                // SRTP or SRTCP means our last flight arrived: nothing is left for the
+                // association to answer, and it is released now, not at DTLS_LINGER.
+                self.dtls = None;
                 Ok(Inbound::Rtcp)
             }
             DatagramKind::Unknown => Err(TransportError::Unknown),

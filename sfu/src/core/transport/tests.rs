@@ -408,3 +408,36 @@ fn the_dtls_association_is_released_after_the_linger_and_media_goes_on() {
     assert!(peer.handle_datagram(release, &mut out).expect("read"));
     assert_eq!(transport.state(), TransportState::Connected);
 }
+
+#[test]
+fn the_dtls_association_is_released_at_the_peers_first_authenticated_media() {
+    let mut peer = new_peer(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+    let (_identity, mut transport) = transport_for(&peer);
+    let now = connect(&mut peer, &mut transport, Instant::now(), &mut always());
+    // A forged packet proves nothing: the association stays.
+    let mut forged = rtp(1, 0x1111);
+    forged.extend_from_slice(&[0; 16]);
+    assert!(
+        transport
+            .handle_datagram(now, peer.addr(), &mut forged)
+            .is_err()
+    );
+    assert_eq!(transport.poll_timeout(), Some(now + DTLS_LINGER));
+    // The peer's first SRTCP does: released at once, media still flows both ways.
+    let mut report = rtcp(0x1111);
+    peer.protect_rtcp(&mut report).expect("protect");
+    let said = transport.handle_datagram(now, peer.addr(), &mut report);
+    assert_eq!(said.expect("accepted"), Inbound::Rtcp);
+    assert_eq!(transport.poll_timeout(), None, "nothing left to release");
+    let mut record = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0];
+    let said = transport.handle_datagram(now, peer.addr(), &mut record);
+    assert_eq!(said.map(|_| ()).expect_err("refused").counter(), "dtls");
+    let mut packet = rtp(2, 0x1111);
+    peer.protect_rtp(&mut packet).expect("protect");
+    let said = transport.handle_datagram(now, peer.addr(), &mut packet);
+    assert_eq!(said.expect("accepted"), Inbound::Rtp);
+    let mut out = rtp(1, 0x2222);
+    transport.protect_rtp(&mut out).expect("protect");
+    assert!(peer.handle_datagram(now, &mut out).expect("read"));
+    assert_eq!(transport.state(), TransportState::Connected);
+}
