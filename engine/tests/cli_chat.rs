@@ -6,7 +6,19 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sotto_signaling::server::{Config, start};
+use sotto_signaling::server::{Config, RunningServer, start};
+
+/// A signaling server keeping its data under `dir`, and its URL.
+async fn server_in(dir: &Path) -> (RunningServer, String) {
+    let server = start(Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.join("server"),
+    ))
+    .await
+    .unwrap();
+    let url = server.ws_url();
+    (server, url)
+}
 
 fn sotto(data: &Path, args: &[&str], server: &str) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
@@ -52,13 +64,7 @@ fn bodies(entries: &[serde_json::Value], kind: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_inbox_and_a_group_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("server"),
-    ))
-    .await
-    .unwrap();
-    let url = server.ws_url();
+    let (server, url) = server_in(dir.path()).await;
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| dir.path().join(n));
     let ids: Vec<String> = [&alice, &bob, &carol]
         .iter()
@@ -230,13 +236,7 @@ async fn a_backup_restores_identity_groups_and_history_on_a_new_machine() {
     use sotto_engine::messaging::history;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = start(Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("server"),
-    ))
-    .await
-    .unwrap();
-    let url = server.ws_url();
+    let (_server, url) = server_in(dir.path()).await;
     let [alice, bob] = ["alice", "bob"].map(|n| dir.path().join(n));
     // Alice's backup is offered, and made, at `id new`.
     let first_backup = dir.path().join("alice-at-creation.backup");
@@ -356,4 +356,33 @@ async fn a_backup_restores_identity_groups_and_history_on_a_new_machine() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+/// First contact as a new user tries it: the recipient has only ever run `id new` and
+/// `check`; the sender adds them and sends. Before that `check`, the sender is told what
+/// the recipient has to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_who_only_ran_check_can_be_messaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = server_in(dir.path()).await;
+    let [alice, bob] = ["alice", "bob"].map(|n| dir.path().join(n));
+    let [alice_id, bob_id] = [&alice, &bob].map(|d| new_identity(d, &url));
+    sotto(&alice, &["contact", "add", "bob", &bob_id], &url);
+
+    // Bob has never connected: a clear error, and nothing sent.
+    let refused = sotto_with_input(&alice, &["send", "bob", "too early", "--server", &url], "");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("no key package") && said.contains("sotto check"),
+        "{said}"
+    );
+
+    let checked = sotto(&bob, &["check", "--server", &url], &url);
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("Authenticated"));
+    let sent = sotto(&alice, &["send", "bob", "hello after check"], &url);
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("sent"));
+    let got = inbox(&bob, &url);
+    assert_eq!(bodies(&got, "text"), vec!["hello after check"]);
+    assert_eq!(got[0]["sender"], alice_id.as_str());
 }

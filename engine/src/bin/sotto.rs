@@ -228,6 +228,8 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("checking {server}"))?;
             println!("Authenticated to {server}");
+            // Others can start a conversation with us from now on.
+            session::publish_key_packages(&client, identity.clone(), &data_dir).await?;
             println!("  server id:     {}", client.server_id());
             println!(
                 "  as:            {} ({})",

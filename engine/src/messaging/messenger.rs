@@ -28,9 +28,34 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// How long a losing committer waits for the winning commit to arrive.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
+/// Publishes key packages for `core`'s identity on `client` when the directory holds few
+/// (fewer than 5 one-time ones, or no last-resort one): every command that connects does
+/// this, so that others can start a conversation with someone who has only ever run
+/// `sotto check` or taken a call.
+pub async fn replenish_key_packages(
+    client: &SignalingClient,
+    core: &Conversations,
+) -> Result<(), MessengerError> {
+    let (regular, last_resort) = client.key_package_count().await?;
+    if regular >= KEY_PACKAGE_LOW && last_resort {
+        return Ok(());
+    }
+    let missing = KEY_PACKAGE_STOCK.saturating_sub(regular) as usize;
+    let (packages, last) = core.key_packages(missing)?;
+    client.publish_key_packages(packages, Some(last)).await?;
+    Ok(())
+}
+
 /// A messaging operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MessengerError {
+    /// The person has no key package in the server's directory: they have never
+    /// connected with a Sotto client (key packages are published on an identity's first
+    /// connection), or their packages ran out while they were away.
+    #[error(
+        "{0} has no key package on this server yet: they have to connect once (any sotto command that connects, e.g. `sotto check --server URL`) before a conversation with them can start"
+    )]
+    NoKeyPackage(IdentityKey),
     /// Signaling failed or refused.
     #[error(transparent)]
     Signaling(#[from] ClientError),
@@ -121,16 +146,19 @@ impl Messenger {
 
     /// Publish key packages when the directory runs low.
     pub async fn replenish_key_packages(&mut self) -> Result<(), MessengerError> {
-        let (regular, last_resort) = self.client.key_package_count().await?;
-        if regular >= KEY_PACKAGE_LOW && last_resort {
-            return Ok(());
+        replenish_key_packages(&self.client, &self.core).await
+    }
+
+    /// One key package of `who` from the directory, or [`MessengerError::NoKeyPackage`].
+    async fn fetch_key_package(&self, who: IdentityKey) -> Result<Vec<u8>, MessengerError> {
+        match self.client.fetch_key_package(who).await {
+            Ok((package, _last_resort)) => Ok(package),
+            Err(ClientError::Server {
+                code: ErrorCode::NoKeyPackage,
+                ..
+            }) => Err(MessengerError::NoKeyPackage(who)),
+            Err(err) => Err(err.into()),
         }
-        let missing = KEY_PACKAGE_STOCK.saturating_sub(regular) as usize;
-        let (packages, last) = self.core.key_packages(missing)?;
-        self.client
-            .publish_key_packages(packages, Some(last))
-            .await?;
-        Ok(())
     }
 
     /// Process everything waiting in the mailbox: the backlog announced at connect, then
@@ -236,7 +264,7 @@ impl Messenger {
         if let Some(group) = self.core.direct_with(peer)? {
             return Ok(group);
         }
-        let (package, _last_resort) = self.client.fetch_key_package(*peer).await?;
+        let package = self.fetch_key_package(*peer).await?;
         let out = self.core.start_direct(peer, &package)?;
         // A new group: the server has not seen it, so it cannot lose a race.
         self.submit_once(&out).await?;
@@ -273,8 +301,7 @@ impl Messenger {
     ) -> Result<(), MessengerError> {
         let mut packages = Vec::with_capacity(who.len());
         for member in who {
-            let (package, _) = self.client.fetch_key_package(*member).await?;
-            packages.push((*member, package));
+            packages.push((*member, self.fetch_key_package(*member).await?));
         }
         self.commit(group, |core| core.add(group, &packages)).await
     }

@@ -132,11 +132,12 @@ impl CallArgs {
     }
 }
 
-async fn connect(args: &CallArgs, identity: Identity) -> anyhow::Result<Phone> {
-    Ok(Phone::new(args.session.connect(identity).await?))
+async fn connect(args: &CallArgs, identity: Identity, data_dir: &Path) -> anyhow::Result<Phone> {
+    Ok(Phone::new(args.session.connect(identity, data_dir).await?))
 }
 
-/// The local conversation store, if this data dir has one (calls never create it).
+/// The local conversation store, if this data dir has one (the call's own connection
+/// creates it, to publish key packages, after this is read).
 pub fn conversations(data_dir: &Path) -> anyhow::Result<Option<Conversations>> {
     if !data_dir.join(STORE_FILE).exists() {
         return Ok(None);
@@ -186,7 +187,7 @@ pub async fn call(
             ),
         }
     }
-    let phone = connect(args, identity).await?;
+    let phone = connect(args, identity, data_dir).await?;
     let handle = phone.call(peer, config)?;
     report(handle, args.json, chat).await
 }
@@ -205,7 +206,7 @@ pub async fn answer(
         .transpose()
         .map_err(|_| anyhow::anyhow!("--from is not a Sotto id"))?;
     let mut config = args.config()?;
-    let mut phone = connect(args, identity).await?;
+    let mut phone = connect(args, identity, data_dir).await?;
     eprintln!("waiting for a call as {}", phone.identity());
     let incoming = loop {
         let next = tokio::time::timeout(wait, phone.next_incoming())

@@ -112,7 +112,7 @@ pub async fn create(
     args: &RoomArgs,
 ) -> anyhow::Result<()> {
     let e2ee = group_keys(data_dir, args)?;
-    let client = args.session.connect(identity).await?;
+    let client = args.session.connect(identity, data_dir).await?;
     let invite = client.create_group_room(max).await?;
     let sfu = invite.sfu.context("the server gave the room no SFU")?;
     eprintln!(
@@ -131,7 +131,7 @@ pub async fn join(
     args: &RoomArgs,
 ) -> anyhow::Result<()> {
     let e2ee = group_keys(data_dir, args)?;
-    let client = args.session.connect(identity).await?;
+    let client = args.session.connect(identity, data_dir).await?;
     let room = RoomId(room.to_owned());
     let (_, sfu) = client
         .join_group_room(&room, &InviteToken(token.to_owned()))

@@ -1,6 +1,7 @@
 //! Flags every call command shares (`call`, `answer`, `room create`, `room join`) and
 //! what they turn into.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sotto_engine::audio::InputSpec;
 use sotto_engine::call::IceConfig;
+use sotto_engine::messaging::Conversations;
 use sotto_engine::{ClientConfig, Identity, SignalingClient};
 
 /// Server, input, timing and ICE binding.
@@ -57,10 +59,34 @@ impl SessionArgs {
         ice
     }
 
-    /// Connects to the signaling server as `identity`.
-    pub async fn connect(&self, identity: Identity) -> anyhow::Result<SignalingClient> {
-        SignalingClient::connect(ClientConfig::new(&self.server), Arc::new(identity))
+    /// Connects to the signaling server as `identity`, and publishes its key packages if
+    /// the server holds few ([`publish_key_packages`]).
+    pub async fn connect(
+        &self,
+        identity: Identity,
+        data_dir: &Path,
+    ) -> anyhow::Result<SignalingClient> {
+        let identity = Arc::new(identity);
+        let client = SignalingClient::connect(ClientConfig::new(&self.server), identity.clone())
             .await
-            .with_context(|| format!("connecting to {}", self.server))
+            .with_context(|| format!("connecting to {}", self.server))?;
+        if let Err(err) = publish_key_packages(&client, identity, data_dir).await {
+            // Others cannot start a conversation with us yet; the call goes on.
+            eprintln!("warning: key packages not published: {err:#}");
+        }
+        Ok(client)
     }
+}
+
+/// Publishes `identity`'s key packages (kept in the conversation store in `data_dir`,
+/// created if missing) when the server holds few, so that someone who has only run
+/// `sotto check` or taken a call can be messaged.
+pub async fn publish_key_packages(
+    client: &SignalingClient,
+    identity: Arc<Identity>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let core = Conversations::open(data_dir, identity).context("opening the local store")?;
+    sotto_engine::messaging::messenger::replenish_key_packages(client, &core).await?;
+    Ok(())
 }
