@@ -32,6 +32,28 @@ pub struct ServerArg {
     pub server: String,
 }
 
+/// Takes `--server URL` (or `--server=URL`) out of a member list: members accept values
+/// starting with a hyphen (a base64url id may), so clap hands a flag written after them to
+/// the list instead of parsing it.
+fn take_server_flag(
+    members: Vec<String>,
+    server: ServerArg,
+) -> anyhow::Result<(Vec<String>, ServerArg)> {
+    let mut server = server;
+    let mut kept = Vec::with_capacity(members.len());
+    let mut words = members.into_iter();
+    while let Some(word) = words.next() {
+        if word == "--server" {
+            server.server = words.next().context("--server needs a URL after it")?;
+        } else if let Some(url) = word.strip_prefix("--server=") {
+            server.server = url.to_owned();
+        } else {
+            kept.push(word);
+        }
+    }
+    Ok((kept, server))
+}
+
 /// Messaging commands (flattened into `sotto`'s).
 #[derive(Debug, Subcommand)]
 pub enum ChatCommand {
@@ -240,6 +262,7 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             members,
             server,
         }) => {
+            let (members, server) = take_server_flag(members, server)?;
             let mut m = connect(&server, identity, data_dir).await?;
             let members = peers(&m, &members)?;
             let group = m.create_room(Some(&title), &members).await?;
@@ -255,6 +278,7 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             members,
             server,
         }) => {
+            let (members, server) = take_server_flag(members, server)?;
             let mut m = connect(&server, identity, data_dir).await?;
             catch_up(&mut m).await?;
             let group = room(&m, &group)?;
@@ -268,6 +292,7 @@ pub async fn run(command: ChatCommand, identity: Identity, data_dir: &Path) -> a
             members,
             server,
         }) => {
+            let (members, server) = take_server_flag(members, server)?;
             let mut m = connect(&server, identity, data_dir).await?;
             catch_up(&mut m).await?;
             let group = room(&m, &group)?;
@@ -576,4 +601,36 @@ async fn command(m: &mut Messenger, group: &GroupId, text: &str) -> anyhow::Resu
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_server_flag_after_the_members_is_taken_as_the_flag() {
+        let default = || ServerArg {
+            server: "ws://default".to_owned(),
+        };
+        let (members, server) = take_server_flag(
+            words(&["bob", "--server", "ws://x", "-carolsid"]),
+            default(),
+        )
+        .unwrap();
+        assert_eq!(members, ["bob", "-carolsid"]);
+        assert_eq!(server.server, "ws://x");
+        let (members, server) =
+            take_server_flag(words(&["--server=ws://y", "bob"]), default()).unwrap();
+        assert_eq!(
+            (members, server.server.as_str()),
+            (words(&["bob"]), "ws://y")
+        );
+        let (_, server) = take_server_flag(words(&["bob"]), default()).unwrap();
+        assert_eq!(server.server, "ws://default");
+        assert!(take_server_flag(words(&["bob", "--server"]), default()).is_err());
+    }
 }
