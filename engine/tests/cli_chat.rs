@@ -388,18 +388,10 @@ async fn a_recipient_who_only_ran_check_can_be_messaged() {
 
     // `group new` takes its --server flag after the members too (the environment's
     // server is wrong here, so only the flag can reach the right one).
-    let made = Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .env_remove("SOTTO_DATA_DIR")
-        .env("SOTTO_SERVER", "ws://127.0.0.1:9/v1/ws")
-        .arg("--data-dir")
-        .arg(&alice)
-        .args(["group", "new", "Pair", "bob", "--server", &url])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    let made = sotto(
+        &alice,
+        &["group", "new", "Pair", "bob", "--server", &url],
+        "ws://127.0.0.1:9/v1/ws",
     );
     assert!(String::from_utf8_lossy(&made.stdout).contains("created group \"Pair\""));
 }
