@@ -396,16 +396,28 @@ fn the_dtls_association_is_released_after_the_linger_and_media_goes_on() {
     transport.handle_timeout(release).expect("no error");
     assert_eq!(transport.poll_timeout(), None);
     // A late DTLS record is refused and counted; media both ways still works.
+    assert_released_and_media_flows(&mut peer, &mut transport, release, 1);
+}
+
+/// With the association released: a DTLS record is refused and counted as `dtls`, the
+/// peer's RTP numbered `seq` is accepted, ours reaches the peer, and the transport stays
+/// connected.
+fn assert_released_and_media_flows(
+    peer: &mut Peer,
+    transport: &mut Transport,
+    now: Instant,
+    seq: u16,
+) {
     let mut record = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0];
-    let said = transport.handle_datagram(release, peer.addr(), &mut record);
+    let said = transport.handle_datagram(now, peer.addr(), &mut record);
     assert_eq!(said.map(|_| ()).expect_err("refused").counter(), "dtls");
-    let mut packet = rtp(1, 0x1111);
+    let mut packet = rtp(seq, 0x1111);
     peer.protect_rtp(&mut packet).expect("protect");
-    let said = transport.handle_datagram(release, peer.addr(), &mut packet);
+    let said = transport.handle_datagram(now, peer.addr(), &mut packet);
     assert_eq!(said.expect("accepted"), Inbound::Rtp);
     let mut out = rtp(1, 0x2222);
     transport.protect_rtp(&mut out).expect("protect");
-    assert!(peer.handle_datagram(release, &mut out).expect("read"));
+    assert!(peer.handle_datagram(now, &mut out).expect("read"));
     assert_eq!(transport.state(), TransportState::Connected);
 }
 
@@ -429,15 +441,5 @@ fn the_dtls_association_is_released_at_the_peers_first_authenticated_media() {
     let said = transport.handle_datagram(now, peer.addr(), &mut report);
     assert_eq!(said.expect("accepted"), Inbound::Rtcp);
     assert_eq!(transport.poll_timeout(), None, "nothing left to release");
-    let mut record = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0];
-    let said = transport.handle_datagram(now, peer.addr(), &mut record);
-    assert_eq!(said.map(|_| ()).expect_err("refused").counter(), "dtls");
-    let mut packet = rtp(2, 0x1111);
-    peer.protect_rtp(&mut packet).expect("protect");
-    let said = transport.handle_datagram(now, peer.addr(), &mut packet);
-    assert_eq!(said.expect("accepted"), Inbound::Rtp);
-    let mut out = rtp(1, 0x2222);
-    transport.protect_rtp(&mut out).expect("protect");
-    assert!(peer.handle_datagram(now, &mut out).expect("read"));
-    assert_eq!(transport.state(), TransportState::Connected);
+    assert_released_and_media_flows(&mut peer, &mut transport, now, 2);
 }
